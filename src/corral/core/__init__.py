@@ -1,0 +1,1 @@
+"""The pure domain model: clusters, pools, nodes, GPUs, queues and workloads. No I/O lives here."""

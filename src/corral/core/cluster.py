@@ -1,0 +1,88 @@
+"""Cluster specs: clusters hold pools, pools hold identical nodes built from one template.
+
+These are the static, declared facts (the scenario format's cluster file); the live state of each node,
+what is allocated and whether it is up, lives in ``corral.core.nodes``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class NodeTemplate(BaseModel):
+    """The shape of every node in a pool."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cpu: float = Field(gt=0, description="CPU cores.")
+    memory_gib: float = Field(gt=0, description="Main memory, GiB.")
+    gpus: int = Field(default=0, ge=0, le=64, description="GPUs per node.")
+    gpu_model: str | None = Field(default=None, description="GPU model, e.g. A100-80GB.")
+    gpu_memory_gib: float = Field(default=0.0, ge=0, description="Memory of each GPU, GiB.")
+    nvlink_groups: list[list[int]] | None = Field(
+        default=None, description="GPUs in one group are NVLink-connected, e.g. [[0,1,2,3],[4,5,6,7]]."
+    )
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> NodeTemplate:
+        if self.gpus and not self.gpu_model:
+            raise ValueError("a node with GPUs needs gpu_model (e.g. gpu_model: A100-80GB)")
+        seen: set[int] = set()
+        for group in self.nvlink_groups or []:
+            for index in group:
+                if not 0 <= index < self.gpus:
+                    raise ValueError(f"nvlink_groups names GPU {index}, but the node has GPUs 0..{self.gpus - 1}")
+                if index in seen:
+                    raise ValueError(f"nvlink_groups lists GPU {index} twice; each GPU belongs to one group")
+                seen.add(index)
+        return self
+
+    def nvlink_group_of(self) -> list[int]:
+        """Group number of each GPU; a GPU in no declared group is a group of its own."""
+        groups = list(range(self.gpus))
+        next_group = self.gpus
+        for group in self.nvlink_groups or []:
+            for index in group:
+                groups[index] = next_group
+            next_group += 1
+        return groups
+
+
+class PoolSpec(BaseModel):
+    """A set of identical nodes with one quota flavor, tier and price; elastic when ``max_count > count``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str = Field(min_length=1, description="Unique within the cluster file; nodes are named {pool}-{i}.")
+    flavor: str = Field(min_length=1, description="Quota flavor the pool's GPUs count against.")
+    tier: str = Field(default="silver", description="bronze | silver | gold (free text).")
+    gpu_hour_cost: float = Field(default=0.0, ge=0, description="USD per GPU-hour while allocated.")
+    count: int = Field(default=0, ge=0, description="Nodes present at time 0.")
+    max_count: int | None = Field(default=None, ge=0, description="An elastic pool may grow to this.")
+    provision_seconds: float = Field(default=0.0, ge=0, description="Delay before a new node is ready.")
+    node: NodeTemplate
+
+    @model_validator(mode="after")
+    def _check_counts(self) -> PoolSpec:
+        if self.max_count is not None and self.max_count < self.count:
+            raise ValueError(f"max_count ({self.max_count}) must be >= count ({self.count})")
+        return self
+
+    @property
+    def capacity_count(self) -> int:
+        """The most nodes this pool can ever have."""
+        return self.max_count if self.max_count is not None else self.count
+
+    @property
+    def elastic(self) -> bool:
+        return self.capacity_count > self.count
+
+
+class ClusterSpec(BaseModel):
+    """A cluster; only ``private`` clusters may run sensitive or non-burstable work."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str = Field(min_length=1)
+    private: bool = Field(default=True, description="Owned hardware; the only place sensitive work runs.")
+    pools: list[PoolSpec] = Field(default_factory=list)

@@ -1,0 +1,101 @@
+"""Live nodes and GPUs: declared capacity plus what is allocated now and whether it is healthy.
+
+Nodes keep running totals (free CPU, memory, whole free GPUs, the largest free GPU share) so a filter can
+reject a node in O(1) before looking at its GPUs: placement touches every candidate node for every pod,
+so these counters are the difference between a toy and a scheduler for 10,000 nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.core.cluster import ClusterSpec, PoolSpec
+from corral.core.units import MILLI_PER_GPU
+
+
+@dataclass(slots=True)
+class Gpu:
+    index: int
+    nvlink_group: int
+    memory_gib: float
+    healthy: bool = True
+    used_milli: int = 0
+    used_memory_gib: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return self.used_milli == 0 and self.used_memory_gib == 0
+
+    @property
+    def free_milli(self) -> int:
+        return MILLI_PER_GPU - self.used_milli if self.healthy else 0
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    cluster: str
+    pool: str
+    flavor: str
+    private: bool
+    gpu_model: str | None
+    cpu: float
+    memory_gib: float
+    gpus: list[Gpu]
+    gpu_hour_cost: float = 0.0
+    up: bool = True
+    used_cpu: float = 0.0
+    used_memory_gib: float = 0.0
+    whole_free_gpus: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.refresh_gpu_counters()
+
+    @property
+    def free_cpu(self) -> float:
+        return self.cpu - self.used_cpu
+
+    @property
+    def free_memory_gib(self) -> float:
+        return self.memory_gib - self.used_memory_gib
+
+    @property
+    def gpu_capacity_milli(self) -> int:
+        return len(self.gpus) * MILLI_PER_GPU
+
+    @property
+    def used_gpu_milli(self) -> int:
+        return sum(g.used_milli for g in self.gpus)
+
+    def refresh_gpu_counters(self) -> None:
+        """Recompute the per-node GPU counters after GPU usage or health changed."""
+        self.whole_free_gpus = sum(1 for g in self.gpus if g.healthy and g.idle)
+
+    def max_free_share(self) -> int:
+        return max((g.free_milli for g in self.gpus), default=0)
+
+
+def build_node(cluster: ClusterSpec, pool: PoolSpec, index: int) -> Node:
+    """Make node ``{pool}-{index}`` from its pool's template, empty and up."""
+    template = pool.node
+    groups = template.nvlink_group_of()
+    gpus = [Gpu(index=i, nvlink_group=groups[i], memory_gib=template.gpu_memory_gib) for i in range(template.gpus)]
+    return Node(
+        name=f"{pool.name}-{index}",
+        cluster=cluster.name,
+        pool=pool.name,
+        flavor=pool.flavor,
+        private=cluster.private,
+        gpu_model=template.gpu_model,
+        cpu=template.cpu,
+        memory_gib=template.memory_gib,
+        gpus=gpus,
+        gpu_hour_cost=pool.gpu_hour_cost,
+    )
+
+
+def build_initial_nodes(clusters: list[ClusterSpec]) -> list[Node]:
+    """All nodes present at time 0 (``count`` per pool), in file order."""
+    return [
+        build_node(cluster, pool, i) for cluster in clusters for pool in cluster.pools for i in range(pool.count)
+    ]
