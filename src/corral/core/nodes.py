@@ -47,6 +47,7 @@ class Node:
     used_cpu: float = 0.0
     used_memory_gib: float = 0.0
     whole_free_gpus: int = field(default=0)
+    used_gpu_milli: int = field(default=0)
 
     def __post_init__(self) -> None:
         self.refresh_gpu_counters()
@@ -63,13 +64,26 @@ class Node:
     def gpu_capacity_milli(self) -> int:
         return len(self.gpus) * MILLI_PER_GPU
 
-    @property
-    def used_gpu_milli(self) -> int:
-        return sum(g.used_milli for g in self.gpus)
-
     def refresh_gpu_counters(self) -> None:
         """Recompute the per-node GPU counters after GPU usage or health changed."""
         self.whole_free_gpus = sum(1 for g in self.gpus if g.healthy and g.idle)
+        self.used_gpu_milli = sum(g.used_milli for g in self.gpus)
+
+    def hold(self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float) -> None:
+        """Take resources for one pod; ``release`` with the same arguments gives them back."""
+        self.used_cpu += cpu
+        self.used_memory_gib += memory_gib
+        for index in gpus:
+            gpu = self.gpus[index]
+            gpu.used_milli += gpu_milli
+            gpu.used_memory_gib += gpu_memory_gib
+        if gpus:
+            self.refresh_gpu_counters()
+
+    def release(
+        self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
+    ) -> None:
+        self.hold(-cpu, -memory_gib, gpus, -gpu_milli, -gpu_memory_gib)
 
     def max_free_share(self) -> int:
         return max((g.free_milli for g in self.gpus), default=0)

@@ -109,3 +109,11 @@ class PodRequest:
     @property
     def gpu_total_milli(self) -> int:
         return self.gpus * self.gpu_milli
+
+
+def checkpointed_progress(workload: Workload, progress: float) -> float:
+    """Work a job keeps when stopped after ``progress`` seconds of useful work: its last checkpoint."""
+    if workload.checkpoint_seconds is None:
+        return 0.0
+    saved = (progress // workload.checkpoint_seconds) * workload.checkpoint_seconds
+    return min(saved, workload.duration)

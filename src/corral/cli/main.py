@@ -1,0 +1,173 @@
+"""``corral`` commands. Each command parses arguments, calls one library function and renders its result;
+no scheduling or file-format logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from corral.cli.render import pending_table, print_error, summary_table
+from corral.errors import CorralError
+from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
+from corral.scenario.models import Event
+from corral.scheduling import POLICIES, get_policy
+from corral.sim.engine import Simulator
+
+app = typer.Typer(
+    help="corral: one control plane for AI workloads on your own GPUs and the cloud's.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+trace_app = typer.Typer(help="Import public cluster traces as corral scenarios.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+console = Console()
+errors = Console(stderr=True)
+
+PROGRESS_THRESHOLD = 2000
+"""Replays with more jobs than this show a progress bar."""
+
+
+@app.command()
+def sim(
+    cluster: Annotated[Path, typer.Argument(help="Cluster file (YAML).")],
+    workload: Annotated[Path, typer.Argument(help="Workload file (JSON Lines).")],
+    policy: Annotated[str | None, typer.Option(help=f"Scheduling policy: {', '.join(POLICIES)}.")] = None,
+    events: Annotated[Path | None, typer.Option(help="Write the event log here (JSON Lines).")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the summary here (JSON).")] = None,
+    failures: Annotated[
+        Path | None, typer.Option(help="Inject node events from this file (event-log lines: node_down, node_up ...).")
+    ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option(help="Fail a node: NODE@T_DOWN or NODE@T_DOWN:T_UP (seconds). Repeatable."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
+) -> None:
+    """Replay a scenario through corral's scheduler and report what happened."""
+    with _user_errors():
+        cluster_file = load_cluster_file(cluster)
+        jobs = load_workload(workload)
+        chosen = get_policy(policy)
+        injected = list(read_events(failures)) if failures else []
+        injected += [event for spec in fail or [] for event in _parse_fail(spec)]
+        with contextlib.ExitStack() as stack:
+            sink = None
+            if events is not None:
+                writer = EventWriter(stack.enter_context(open(events, "w", encoding="utf-8")))
+                sink = writer.write
+            on_progress = None
+            if not quiet and len(jobs) > PROGRESS_THRESHOLD:
+                progress = stack.enter_context(_progress(console))
+                task = progress.add_task("replaying", total=len(jobs))
+
+                def on_progress(done: int, total: int) -> None:
+                    if done % 100 == 0 or done == total:
+                        progress.update(task, completed=done)
+
+            result = Simulator(cluster_file, jobs, chosen, cluster_events=injected, sink=sink, on_progress=on_progress).run()
+        if summary is not None:
+            write_summary(summary, result.summary)
+        if not quiet:
+            console.print(summary_table(result.summary))
+            if result.pending:
+                console.print(pending_table(result.pending))
+
+
+@app.command()
+def check(
+    cluster: Annotated[Path, typer.Argument(help="Cluster file (YAML).")],
+    workload: Annotated[Path, typer.Argument(help="Workload file (JSON Lines).")],
+    events: Annotated[Path, typer.Argument(help="Event log to verify (JSON Lines).")],
+) -> None:
+    """Verify every invariant of the scenario format on an event log; report the first violation."""
+    from corral.scenario.invariants import check_files
+
+    with _user_errors():
+        violation = check_files(cluster, workload, events)
+    if violation is None:
+        console.print("[green]ok[/]: no invariant is violated")
+        return
+    print_error(errors, str(violation))
+    raise typer.Exit(1)
+
+
+@app.command()
+def policies() -> None:
+    """List the scheduling policies."""
+    table = Table("policy", "what it does")
+    for policy in POLICIES.values():
+        table.add_row(policy.name, policy.description)
+    console.print(table)
+
+
+@trace_app.command("import")
+def trace_import(
+    kind: Annotated[str, typer.Argument(help="Trace kind: alibaba-openb.")],
+    trace_dir: Annotated[Path, typer.Argument(help="Folder of the trace (e.g. ../shared/traces/alibaba-gpu-v2023).")],
+    out: Annotated[Path, typer.Option(help="Folder to write cluster.yaml and workload.jsonl into.")],
+    variant: Annotated[str, typer.Option(help="Pod list variant, e.g. default, gpushare40.")] = "default",
+) -> None:
+    """Turn a public cluster trace into a corral scenario."""
+    from corral.traces.alibaba import import_openb
+
+    if kind != "alibaba-openb":
+        print_error(errors, f"unknown trace kind {kind!r}; supported: alibaba-openb")
+        raise typer.Exit(2)
+    with _user_errors():
+        result = import_openb(trace_dir, out, variant=variant)
+    console.print(
+        f"wrote {result.cluster_path} ({result.nodes} nodes, {result.gpus} GPUs) and "
+        f"{result.workload_path} ({result.jobs} jobs)"
+    )
+    for reason, count in result.skipped.items():
+        console.print(f"  skipped {count} pods: {reason}")
+
+
+def _parse_fail(spec: str) -> list[Event]:
+    match = re.fullmatch(r"(?P<node>[^@]+)@(?P<down>[0-9.]+)(?::(?P<up>[0-9.]+))?", spec)
+    if match is None:
+        raise CorralError(f"--fail {spec!r}: expected NODE@T_DOWN or NODE@T_DOWN:T_UP, e.g. dgx-1@3600:7200")
+    down = float(match["down"])
+    injected = [Event(t=down, event="node_down", node=match["node"])]
+    if match["up"] is not None:
+        up = float(match["up"])
+        if up <= down:
+            raise CorralError(f"--fail {spec!r}: the node must come back up after it went down")
+        injected.append(Event(t=up, event="node_up", node=match["node"]))
+    return injected
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn corral's deliberate errors into a one-line message and exit status 2, without a traceback."""
+    try:
+        yield
+    except CorralError as exc:
+        print_error(errors, str(exc))
+        raise typer.Exit(2) from None
+
+
+def _progress(target: Console) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=target,
+        transient=True,
+    )
+
+
+def main() -> None:
+    app()
+
+

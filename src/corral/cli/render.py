@@ -1,0 +1,59 @@
+"""Rich rendering of reports: one place decides how numbers look on a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+from corral.scenario.models import Summary
+from corral.scheduling import Pending
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def summary_table(summary: Summary) -> Table:
+    table = Table(title=f"Replay with policy [bold]{summary.policy}[/]", show_header=False, title_justify="left")
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    rows = [
+        ("jobs", f"{summary.jobs}"),
+        ("finished", f"{summary.finished}"),
+        ("rejected", f"{summary.rejected}"),
+        ("still waiting", f"{summary.waiting}"),
+        ("preemptions", f"{summary.preemptions}"),
+        ("GPU allocation", f"{summary.gpu_allocation:.1%}"),
+        ("GPU-hours used", f"{summary.gpu_hours_used:,.1f}"),
+        ("wait p50 / p95", f"{format_seconds(summary.wait_p50)} / {format_seconds(summary.wait_p95)}"),
+        ("JCT mean / p95", f"{format_seconds(summary.jct_mean)} / {format_seconds(summary.jct_p95)}"),
+        ("makespan", format_seconds(summary.makespan)),
+        ("cost", f"${summary.cost_usd:,.2f}"),
+        ("deadline misses", f"{summary.deadline_misses}"),
+        ("scheduler time", f"{summary.scheduler_seconds:.2f} s in {summary.scheduling_rounds} rounds"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def pending_table(pending: Mapping[str, Pending], limit: int = 10) -> Table:
+    table = Table(title=f"Still waiting at the end ({len(pending)})", title_justify="left")
+    table.add_column("job", style="cyan")
+    table.add_column("reason")
+    table.add_column("why", overflow="fold")
+    for job, why in list(pending.items())[:limit]:
+        table.add_row(job, why.reason.value, why.message)
+    return table
+
+
+def print_error(console: Console, message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)

@@ -1,0 +1,92 @@
+"""What the scheduler decides: the only output of a scheduling round.
+
+Every job the round looked at and did not start gets a ``Pending`` with a reason code and a sentence,
+because "why is my job pending?" is the question users ask most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+
+class PendingReason(str, Enum):
+    """Machine-readable cause of a pending or rejected job."""
+
+    QUOTA = "quota"  # the queue (and its cohort) has no quota left for the job's flavor
+    NO_FIT = "no_fit"  # quota allows it, but no set of nodes has room now
+    BLOCKED = "blocked"  # StrictFIFO: waits behind its queue's head job
+    UNKNOWN_QUEUE = "unknown_queue"
+    NEVER_FITS = "never_fits"  # no node the cluster can ever have could hold it
+    OVER_QUOTA_LIMIT = "over_quota_limit"  # asks more than its queue could ever be lent
+    PRIVATE_ONLY = "private_only"  # sensitive/non-burstable and no private cluster can hold it
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One pod on one node: the GPUs it uses and what it holds there."""
+
+    pod: int
+    node: str
+    gpus: tuple[int, ...]
+    gpu_milli: int
+    gpu_memory_gib: float
+    cpu: float
+    memory_gib: float
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    job: str
+    cluster: str
+    flavor: str
+    placements: tuple[Placement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    """Stop ``job`` so ``by`` can start; the job requeues and resumes from its last checkpoint."""
+
+    job: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    job: str
+    reason: PendingReason
+    message: str
+
+
+class Describable(Protocol):
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A job that waits, and why. ``causes`` name where each attempt failed: (place, cause)."""
+
+    job: str
+    reason: PendingReason
+    note: str = ""
+    causes: tuple[tuple[str, str | Describable], ...] = ()
+
+    @property
+    def message(self) -> str:
+        """The explanation as a sentence; built only when read, since most rounds' reasons never are."""
+        parts = [self.note] if self.note else []
+        for where, cause in self.causes:
+            parts.append(f"{where}: {cause if isinstance(cause, str) else cause.describe()}")
+        return "; ".join(parts) or "waiting for the next scheduling round"
+
+
+@dataclass(slots=True)
+class SchedulingResult:
+    """Decisions of one round, in the order a caller must apply them: preemptions, then starts."""
+
+    preemptions: list[Preempt] = field(default_factory=list)
+    starts: list[Start] = field(default_factory=list)
+    rejections: list[Reject] = field(default_factory=list)
+    pending: dict[str, Pending] = field(default_factory=dict)

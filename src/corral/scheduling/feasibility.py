@@ -1,0 +1,124 @@
+"""Static feasibility: which placement domains could ever hold a job, and rejection of jobs none can.
+
+Answers depend only on declared pools (their largest size, elastic pools included) and quotas, never on
+what runs now, so they are cached on the snapshot per job shape: checking them is O(1) per pending job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from corral.core.cluster import NodeTemplate
+from corral.core.units import MILLI_PER_GPU
+from corral.core.workloads import PodRequest, Workload
+from corral.scheduling.decisions import PendingReason, Reject
+from corral.scheduling.quota import max_admissible_milli
+from corral.scheduling.snapshot import Domain, Snapshot
+
+
+TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2}
+"""Cheaper tiers are tried first: a job that fits a workstation should not take a DGX."""
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    """Domains worth trying for a job, best first, or why it can never run."""
+
+    domains: tuple[Domain, ...]
+    rejection: tuple[PendingReason, str] | None = None
+
+
+def pods_per_node(template: NodeTemplate, pod: PodRequest) -> int:
+    """How many such pods an empty node of ``template`` holds."""
+    if pod.models is not None and template.gpu_model not in pod.models:
+        return 0
+    limits = []
+    if pod.cpu > 0:
+        limits.append(math.floor(template.cpu / pod.cpu + 1e-9))
+    if pod.memory_gib > 0:
+        limits.append(math.floor(template.memory_gib / pod.memory_gib + 1e-9))
+    if pod.gpus:
+        if pod.fractional:
+            per_gpu = MILLI_PER_GPU // pod.gpu_milli
+            if pod.gpu_memory_gib > 0:
+                per_gpu = min(per_gpu, math.floor(template.gpu_memory_gib / pod.gpu_memory_gib + 1e-9))
+            limits.append(per_gpu * template.gpus)
+        else:
+            limits.append(template.gpus // pod.gpus)
+    return min(limits) if limits else 1_000_000
+
+
+def feasibility(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibility:
+    """Cached per (queue, shape, privacy): where ``workload`` could ever run, in preference order."""
+    key = (workload.queue, pod, workload.pods, workload.must_stay_private)
+    cached = snapshot.feasibility_cache.get(key)
+    if cached is None:
+        cached = _compute(snapshot, workload, pod)
+        snapshot.feasibility_cache[key] = cached
+    return cached  # type: ignore[return-value]
+
+
+def rejection_of(workload: Workload, verdict: Feasibility) -> Reject | None:
+    if verdict.rejection is None:
+        return None
+    reason, message = verdict.rejection
+    return Reject(job=workload.id, reason=reason, message=message)
+
+
+def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibility:
+    if snapshot.queues is not None and workload.queue not in snapshot.queues:
+        known = ", ".join(sorted(snapshot.queues)) or "none"
+        return Feasibility((), (PendingReason.UNKNOWN_QUEUE, f"queue {workload.queue!r} does not exist (queues: {known})"))
+    capacity: dict[Domain, int] = {}
+    cost: dict[Domain, tuple[int, float]] = {}
+    private: dict[Domain, bool] = {}
+    for pool_name, pool in snapshot.pools.items():
+        cluster = snapshot.pool_cluster[pool_name]
+        domain = (cluster.name, pool.flavor)
+        capacity[domain] = capacity.get(domain, 0) + pool.capacity_count * pods_per_node(pool.node, pod)
+        rank = (TIER_RANK.get(pool.tier.lower(), len(TIER_RANK)), pool.gpu_hour_cost)
+        cost[domain] = min(cost.get(domain, rank), rank)
+        private[domain] = cluster.private
+    fitting = [d for d, c in capacity.items() if c >= workload.pods]
+    if not fitting:
+        return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod)))
+    allowed = [d for d in fitting if private[d] or not workload.must_stay_private]
+    if not allowed:
+        why = "sensitive" if workload.sensitive else "not burstable"
+        return Feasibility(
+            (), (PendingReason.PRIVATE_ONLY, f"job is {why}, so it runs only on private clusters, and none can hold it")
+        )
+    demand = workload.gpu_demand_milli
+    within_quota = []
+    for domain in allowed:
+        ceiling = max_admissible_milli(snapshot, workload.queue, domain[1])
+        if ceiling is None or demand <= ceiling:
+            within_quota.append(domain)
+    if not within_quota:
+        flavors = ", ".join(sorted({d[1] for d in allowed}))
+        return Feasibility(
+            (),
+            (
+                PendingReason.OVER_QUOTA_LIMIT,
+                f"job needs {demand / MILLI_PER_GPU:g} GPUs, more than queue {workload.queue!r} could ever hold "
+                f"in {flavors} (nominal quota plus everything its cohort could lend)",
+            ),
+        )
+    within_quota.sort(key=lambda d: (not private[d], cost[d], d))
+    return Feasibility(tuple(within_quota))
+
+
+def _never_fits_message(workload: Workload, pod: PodRequest) -> str:
+    need = []
+    if pod.gpus:
+        share = f"{pod.gpu_milli} milli-GPU share" if pod.fractional else f"{pod.gpus} GPUs"
+        need.append(share)
+    if pod.models:
+        need.append("model " + "|".join(sorted(pod.models)))
+    need.append(f"{pod.cpu:g} CPU, {pod.memory_gib:g} GiB memory")
+    return (
+        f"no node this cluster can ever have holds {workload.pods} pod(s) of "
+        + ", ".join(need)
+        + " each; ask for less per pod or add a pool that fits"
+    )

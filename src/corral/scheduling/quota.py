@@ -1,0 +1,76 @@
+"""Quota admission: nominal quota per queue and flavor, borrowing idle quota inside a cohort.
+
+A queue may always use its nominal quota. Beyond it, it borrows: up to its borrowing limit, and only while
+the cohort as a whole stays within the sum of its members' nominal quotas. That second rule is the same as
+"what a queue borrows never exceeds what the other members leave idle", stated so it is one comparison.
+When a queue wants its own nominal quota back, the borrowers are preempted (see ``preemption``).
+"""
+
+from __future__ import annotations
+
+from corral.core.units import milli_to_gpus
+from corral.scheduling.snapshot import Snapshot
+
+
+def quota_shortfall(snapshot: Snapshot, queue: str, flavor: str, demand_milli: int) -> str | None:
+    """Why ``demand_milli`` more GPU in ``flavor`` would break ``queue``'s quota now, or None if it fits."""
+    if snapshot.queues is None or demand_milli == 0:
+        return None
+    spec = snapshot.queues[queue]
+    used = snapshot.queue_gpu[(queue, flavor)]
+    nominal = spec.nominal_milli(flavor)
+    need = used + demand_milli
+    if not spec.cohort:
+        if need <= nominal:
+            return None
+        return (
+            f"queue {queue}: {flavor} quota {_g(nominal)} GPUs, {_g(used)} in use, job needs {_g(demand_milli)} "
+            f"(no cohort to borrow from)"
+        )
+    limit = spec.borrow_limit_milli(flavor)
+    if limit is not None and need > nominal + limit:
+        return (
+            f"queue {queue}: {flavor} quota {_g(nominal)} + borrowing limit {_g(limit)} GPUs, "
+            f"{_g(used)} in use, job needs {_g(demand_milli)}"
+        )
+    cohort_used = snapshot.cohort_gpu[(spec.cohort, flavor)]
+    cohort_nominal = snapshot.cohort_nominal[(spec.cohort, flavor)]
+    if cohort_used + demand_milli <= cohort_nominal:
+        return None
+    idle = max(0, cohort_nominal - cohort_used)
+    if need <= nominal:
+        return (
+            f"queue {queue}: within its {flavor} quota ({_g(need)} of {_g(nominal)} GPUs) but cohort "
+            f"{spec.cohort} has lent it out ({_g(idle)} idle); reclaim needs preemption of borrowers"
+        )
+    return (
+        f"queue {queue}: {flavor} quota {_g(nominal)} GPUs, {_g(used)} in use, job needs {_g(demand_milli)}; "
+        f"cohort {spec.cohort} has {_g(idle)} of {_g(cohort_nominal)} GPUs idle to lend"
+    )
+
+
+def max_admissible_milli(snapshot: Snapshot, queue: str, flavor: str) -> int | None:
+    """The most GPU in ``flavor`` the queue could ever hold (all others idle); None = unlimited."""
+    if snapshot.queues is None:
+        return None
+    spec = snapshot.queues[queue]
+    nominal = spec.nominal_milli(flavor)
+    if not spec.cohort:
+        return nominal
+    ceiling = snapshot.cohort_nominal[(spec.cohort, flavor)]
+    limit = spec.borrow_limit_milli(flavor)
+    if limit is not None:
+        ceiling = min(ceiling, nominal + limit)
+    return max(ceiling, nominal)
+
+
+def is_borrowing(snapshot: Snapshot, queue: str, flavor: str) -> bool:
+    """True when ``queue`` holds more of ``flavor`` than its nominal quota (so lent quota can be reclaimed)."""
+    if snapshot.queues is None or queue not in snapshot.queues:
+        return False
+    return snapshot.queue_gpu[(queue, flavor)] > snapshot.queues[queue].nominal_milli(flavor)
+
+
+def _g(milli: int) -> str:
+    gpus = milli_to_gpus(milli)
+    return f"{gpus:g}"

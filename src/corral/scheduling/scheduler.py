@@ -1,0 +1,186 @@
+"""``schedule``: one scheduling round, a pure function of a snapshot and the pending jobs.
+
+The round, step by step:
+1. Jobs that can never run (unknown queue, no node shape can hold them, over any quota they could ever
+   get, sensitive with no private room) are rejected with the reason.
+2. The rest are ordered: queues by weighted dominant share (DRF), so the queue using least of its fair
+   share goes next; inside a queue by priority, then submission (FIFO).
+3. Each job tries its placement domains (cluster, flavor), private and cheap first: quota, then a gang
+   placement by filter and score plugins. If none works and the policy allows, the fewest lower-priority
+   or borrowing jobs are preempted to make room.
+4. A job that cannot start gets a reason. Under StrictFIFO it also blocks the rest of its queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from corral.core.workloads import PodRequest, Workload
+from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
+from corral.scheduling.feasibility import feasibility, rejection_of
+from corral.scheduling.placement import FitFailure, place_gang
+from corral.scheduling.policies import Ordering, Policy
+from corral.scheduling.preemption import find_victims, may_preempt
+from corral.scheduling.quota import quota_shortfall
+from corral.scheduling.snapshot import Allocation, Domain, Snapshot
+
+
+def schedule(
+    snapshot: Snapshot, pending: Sequence[Workload], policy: Policy, now: float, progress: dict[str, float] | None = None
+) -> SchedulingResult:
+    """Decide which pending jobs start where, which running jobs are preempted, and why the rest wait.
+
+    ``progress`` gives the checkpointed progress of requeued jobs (seconds of work already saved); it is
+    recorded on their allocation. The snapshot is returned unchanged.
+    """
+    round_ = _Round(snapshot, policy, now, progress or {})
+    mark = snapshot.mark()
+    try:
+        round_.run(pending)
+    finally:
+        snapshot.rollback(mark)
+    return round_.result
+
+
+@dataclass
+class _Round:
+    snapshot: Snapshot
+    policy: Policy
+    now: float
+    progress: dict[str, float]
+    result: SchedulingResult = field(default_factory=SchedulingResult)
+    started: set[str] = field(default_factory=set)
+    no_fit: dict[tuple[Domain, PodRequest, int], FitFailure] = field(default_factory=dict)
+    capacity_: dict[str, int] | None = None
+    cpu_capacity_: float = 0.0
+
+    def run(self, pending: Sequence[Workload]) -> None:
+        queues: dict[str, list[Workload]] = {}
+        for job in pending:
+            verdict = feasibility(self.snapshot, job, job.pod_request())
+            rejection = rejection_of(job, verdict)
+            if rejection is not None:
+                self.result.rejections.append(rejection)
+                continue
+            key = job.queue if self.policy.fair_share else ""
+            queues.setdefault(key, []).append(job)
+        for jobs in queues.values():
+            jobs.sort(key=self._job_order)
+        heap = [(self._share(key), key) for key in queues]
+        heapq.heapify(heap)
+        cursor = dict.fromkeys(queues, 0)
+        while heap:
+            share, key = heapq.heappop(heap)
+            jobs = queues[key]
+            job = jobs[cursor[key]]
+            cursor[key] += 1
+            started = self._try(job)
+            if not started and self.policy.ordering is Ordering.STRICT_FIFO:
+                for blocked in jobs[cursor[key] :]:
+                    self.result.pending[blocked.id] = Pending(
+                        blocked.id, PendingReason.BLOCKED, note=f"StrictFIFO: waiting behind {job.id}, head of its queue"
+                    )
+                continue
+            if cursor[key] < len(jobs):
+                heapq.heappush(heap, (self._share(key) if started else share, key))
+
+    def _job_order(self, job: Workload) -> tuple[int, float, str]:
+        return (-job.priority if self.policy.priority else 0, job.submit, job.id)
+
+    def _share(self, key: str) -> float:
+        """Weighted dominant share of a queue: its largest fraction of any GPU flavor or of CPU."""
+        if not self.policy.fair_share:
+            return 0.0
+        if self.capacity_ is None:
+            self.capacity_ = self.snapshot.gpu_capacity_milli()
+            self.cpu_capacity_ = self.snapshot.cpu_capacity()
+        share = self.snapshot.queue_cpu[key] / self.cpu_capacity_ if self.cpu_capacity_ else 0.0
+        for flavor, total in self.capacity_.items():
+            if total:
+                share = max(share, self.snapshot.queue_gpu[(key, flavor)] / total)
+        queues = self.snapshot.queues
+        weight = queues[key].weight if queues is not None and key in queues else 1.0
+        return share / weight
+
+    def _try(self, job: Workload) -> bool:
+        pod = job.pod_request()
+        domains = feasibility(self.snapshot, job, pod).domains
+        failures: list[tuple[Domain, str | FitFailure]] = []
+        for domain in domains:
+            outcome = self._admit(job, pod, domain)
+            if isinstance(outcome, list):
+                self._start(job, domain, outcome)
+                return True
+            failures.append((domain, outcome))
+        if self.policy.preemption and may_preempt(self.snapshot, job):
+            for domain in domains:
+                if self._preempt_for(job, pod, domain):
+                    return True
+        self.result.pending[job.id] = _explain(job, failures)
+        return False
+
+    def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | str | FitFailure:
+        shortfall = quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli)
+        if shortfall is not None:
+            return shortfall
+        key = (domain, pod, job.pods)
+        known = self.no_fit.get(key)
+        if known is not None:
+            return known
+        outcome = place_gang(
+            self.snapshot.domains.get(domain, ()),
+            pod,
+            job.pods,
+            self.policy.scorers,
+            pack_gpus=self.policy.pack_gpus,
+        )
+        if isinstance(outcome, FitFailure):
+            self.no_fit[key] = outcome
+        return outcome
+
+    def _preempt_for(self, job: Workload, pod: PodRequest, domain: Domain) -> bool:
+        def fits() -> bool:
+            self.no_fit.clear()
+            return isinstance(self._admit(job, pod, domain), list)
+
+        victims = find_victims(self.snapshot, job, domain, fits, self.now, self.started)
+        self.no_fit.clear()
+        if victims is None:
+            return False
+        for victim in victims:
+            self.snapshot.release(victim.workload.id)
+            self.result.preemptions.append(
+                Preempt(victim.workload.id, by=job.id, reason=_preemption_reason(victim, job))
+            )
+        placements = self._admit(job, pod, domain)
+        assert isinstance(placements, list), "victims were chosen so that the job fits"
+        self._start(job, domain, placements)
+        return True
+
+    def _start(self, job: Workload, domain: Domain, placements: list[Placement]) -> None:
+        allocation = Allocation(
+            workload=job,
+            cluster=domain[0],
+            flavor=domain[1],
+            placements=tuple(placements),
+            started_at=self.now,
+            progress_at_start=self.progress.get(job.id, 0.0),
+        )
+        self.snapshot.allocate(allocation)
+        self.started.add(job.id)
+        self.no_fit.clear()
+        self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
+
+
+def _preemption_reason(victim: Allocation, job: Workload) -> str:
+    if victim.workload.queue == job.queue or victim.workload.priority < job.priority:
+        return f"preempted by {job.id} (priority {job.priority} > {victim.workload.priority})"
+    return f"preempted by {job.id}: queue {job.queue} reclaims quota lent to {victim.workload.queue}"
+
+
+def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
+    quota_only = bool(failures) and all(isinstance(f, str) for _, f in failures)
+    causes = tuple((f"{cluster}/{flavor}", failure) for (cluster, flavor), failure in failures)
+    return Pending(job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=causes)

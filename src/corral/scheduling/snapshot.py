@@ -1,0 +1,159 @@
+"""The scheduler's view of the world: nodes, running allocations and quota usage, with undo.
+
+A scheduling round tries placements on the snapshot itself (so later jobs in the round see them) and
+rolls everything back before it returns: the caller's snapshot is unchanged, and applying the round's
+decisions is the caller's job. This follows Kueue's snapshot and its "simulate, then restore" idiom, and
+avoids copying 10,000 nodes every round.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from corral.core.cluster import ClusterSpec, PoolSpec
+from corral.core.nodes import Node
+from corral.core.queues import QueueSpec
+from corral.core.workloads import Workload
+from corral.scheduling.decisions import Placement
+
+Domain = tuple[str, str]
+"""A placement domain: (cluster, flavor). A gang is placed inside one domain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A running job: where its pods are, and what it had achieved when this run started."""
+
+    workload: Workload
+    cluster: str
+    flavor: str
+    placements: tuple[Placement, ...]
+    started_at: float
+    progress_at_start: float = 0.0
+
+    @property
+    def gpu_milli(self) -> int:
+        return sum(p.gpu_milli * len(p.gpus) for p in self.placements)
+
+    @property
+    def cpu(self) -> float:
+        return sum(p.cpu for p in self.placements)
+
+
+class Snapshot:
+    """Cluster state for one scheduling round; ``allocate``/``release`` are undoable via ``mark``/``rollback``."""
+
+    def __init__(
+        self,
+        clusters: Sequence[ClusterSpec],
+        nodes: Iterable[Node],
+        queues: Sequence[QueueSpec] | None = None,
+    ) -> None:
+        self.clusters = {c.name: c for c in clusters}
+        self.pools: dict[str, PoolSpec] = {p.name: p for c in clusters for p in c.pools}
+        self.pool_cluster: dict[str, ClusterSpec] = {p.name: c for c in clusters for p in c.pools}
+        self.queues: dict[str, QueueSpec] | None = {q.name: q for q in queues} if queues is not None else None
+        self.nodes: dict[str, Node] = {}
+        self.domains: dict[Domain, list[Node]] = defaultdict(list)
+        self.running: dict[str, Allocation] = {}
+        self.queue_gpu: dict[tuple[str, str], int] = defaultdict(int)
+        self.queue_cpu: dict[str, float] = defaultdict(float)
+        self.cohort_gpu: dict[tuple[str, str], int] = defaultdict(int)
+        self.cohort_nominal: dict[tuple[str, str], int] = defaultdict(int)
+        for queue in (self.queues or {}).values():
+            if queue.cohort:
+                for flavor in queue.quota:
+                    self.cohort_nominal[(queue.cohort, flavor)] += queue.nominal_milli(flavor)
+        self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
+        self.feasibility_cache: dict[object, object] = {}
+        self._undo: list[tuple[str, Allocation]] = []
+        for node in nodes:
+            self.add_node(node)
+
+    # -- cluster changes (applied by the caller between rounds; not undoable) --
+
+    def add_node(self, node: Node) -> None:
+        self.nodes[node.name] = node
+        self.domains[(node.cluster, node.flavor)].append(node)
+
+    def remove_node(self, name: str) -> Node:
+        node = self.nodes.pop(name)
+        self.domains[(node.cluster, node.flavor)].remove(node)
+        return node
+
+    def jobs_on_node(self, name: str) -> list[str]:
+        return [job for job, alloc in self.running.items() if any(p.node == name for p in alloc.placements)]
+
+    # -- allocations (undoable) --
+
+    def allocate(self, allocation: Allocation) -> None:
+        self._apply(allocation, +1)
+        self.running[allocation.workload.id] = allocation
+        self._undo.append(("allocate", allocation))
+
+    def release(self, job: str) -> Allocation:
+        allocation = self.running.pop(job)
+        self._apply(allocation, -1)
+        self._undo.append(("release", allocation))
+        return allocation
+
+    def mark(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        while len(self._undo) > mark:
+            action, allocation = self._undo.pop()
+            if action == "allocate":
+                self.running.pop(allocation.workload.id)
+                self._apply(allocation, -1)
+            else:
+                self.running[allocation.workload.id] = allocation
+                self._apply(allocation, +1)
+
+    def commit(self) -> None:
+        """Forget the undo history: what was applied stays (the caller applying decisions)."""
+        self._undo.clear()
+
+    def _apply(self, allocation: Allocation, sign: int) -> None:
+        for p in allocation.placements:
+            self.nodes[p.node].hold(
+                sign * p.cpu, sign * p.memory_gib, p.gpus, sign * p.gpu_milli, sign * p.gpu_memory_gib
+            )
+        workload = allocation.workload
+        demand = allocation.gpu_milli
+        self.queue_cpu[workload.queue] += sign * allocation.cpu
+        counts = self.priorities[workload.queue]
+        counts[workload.priority] += sign
+        if not counts[workload.priority]:
+            del counts[workload.priority]
+        if demand:
+            self.queue_gpu[(workload.queue, allocation.flavor)] += sign * demand
+            cohort = self.cohort_of(workload.queue)
+            if cohort:
+                self.cohort_gpu[(cohort, allocation.flavor)] += sign * demand
+
+    # -- queries --
+
+    def cohort_of(self, queue: str) -> str | None:
+        if self.queues is None or queue not in self.queues:
+            return None
+        return self.queues[queue].cohort
+
+    def gpu_capacity_milli(self) -> dict[str, int]:
+        """Healthy GPU capacity per flavor on nodes that are up: the denominators of fair share."""
+        capacity: dict[str, int] = defaultdict(int)
+        for (_, flavor), nodes in self.domains.items():
+            capacity[flavor] += sum(
+                1000 * sum(1 for g in n.gpus if g.healthy) for n in nodes if n.up
+            )
+        return capacity
+
+    def lowest_running_priority(self, queue: str | None = None) -> int | None:
+        """Lowest priority running in ``queue`` (or anywhere): a cheap test before looking for victims."""
+        counters = [self.priorities[queue]] if queue is not None else list(self.priorities.values())
+        return min((p for c in counters for p in c), default=None)
+
+    def cpu_capacity(self) -> float:
+        return sum(n.cpu for n in self.nodes.values() if n.up)

@@ -1,0 +1,1 @@
+"""Discrete-event simulator: replays a scenario through the same scheduler the control plane runs."""

@@ -1,0 +1,257 @@
+"""The discrete-event loop: submissions, completions and node changes in time order, with a scheduling
+round after each batch of simultaneous events.
+
+The engine holds the only mutable truth of a replay (which job runs where, since when, with how much
+saved progress) and applies the scheduler's decisions to it, exactly as the control plane's reconcile
+loop will: preemptions first, then starts. It never decides anything itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from corral.core.nodes import build_initial_nodes, build_node
+from corral.core.workloads import Workload, checkpointed_progress
+from corral.errors import CorralError
+from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
+from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
+from corral.sim.report import JobRecord, ReplayTally, summarize
+
+EventSink = Callable[[Event], None]
+
+
+class _Kind(IntEnum):
+    """Order of simultaneous events: releases before arrivals, so freed room is seen by the round."""
+
+    FINISH = 0
+    NODE_DOWN = 1
+    NODE_REMOVED = 2
+    NODE_UP = 3
+    NODE_ADDED = 4
+    SUBMIT = 5
+
+
+_CLUSTER_EVENT_KINDS = {
+    "node_down": _Kind.NODE_DOWN,
+    "node_up": _Kind.NODE_UP,
+    "node_added": _Kind.NODE_ADDED,
+    "node_removed": _Kind.NODE_REMOVED,
+}
+
+
+@dataclass
+class _Running:
+    allocation: Allocation
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    summary: Summary
+    pending: dict[str, Pending]
+    """Why each job still waiting at the end of the replay waits (from the last round that saw it)."""
+
+
+class Simulator:
+    """Replays ``workloads`` on the clusters of ``cluster_file`` under ``policy``.
+
+    ``cluster_events`` are injected node changes (node_down/node_up/node_added/node_removed), in the event
+    log's own line format. ``sink`` receives every event of the log as it happens.
+    """
+
+    def __init__(
+        self,
+        cluster_file: ClusterFile,
+        workloads: Sequence[Workload],
+        policy: Policy,
+        *,
+        cluster_events: Iterable[Event] = (),
+        sink: EventSink | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.snapshot = Snapshot(cluster_file.clusters, build_initial_nodes(cluster_file.clusters), cluster_file.queues)
+        self._sink = sink or (lambda event: None)
+        self._on_progress = on_progress
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = itertools.count()
+        self._waiting: dict[str, Workload] = {}
+        self._saved: dict[str, float] = {}
+        self._running: dict[str, _Running] = {}
+        self._attempts: dict[str, int] = {}
+        self._last_pending: dict[str, Pending] = {}
+        self.tally = ReplayTally()
+        for workload in workloads:
+            self.tally.jobs[workload.id] = JobRecord(workload)
+            self._push(workload.submit, _Kind.SUBMIT, workload)
+        for event in cluster_events:
+            kind = _CLUSTER_EVENT_KINDS.get(event.event)
+            if kind is None or event.node is None:
+                raise CorralError(
+                    f"cluster event at t={event.t}: {event.event!r} is not one of {', '.join(_CLUSTER_EVENT_KINDS)}"
+                )
+            self._push(event.t, kind, event.node)
+        self._submitted = 0
+        self._gpu_capacity = self._count_gpus()
+
+    def run(self) -> SimulationResult:
+        previous: float | None = None
+        while self._heap:
+            now = self._heap[0][0]
+            if previous is not None:
+                self.tally.capacity_gpu_seconds += self._gpu_capacity * (now - previous)
+            else:
+                self.tally.first_time = now
+            previous = now
+            while self._heap and self._heap[0][0] == now:
+                _, kind, _, payload = heapq.heappop(self._heap)
+                self._handle(now, _Kind(kind), payload)
+            if self._waiting:
+                self._round(now)
+            self.tally.last_time = now
+        pending = {job: self._last_pending[job] for job in self._waiting if job in self._last_pending}
+        return SimulationResult(summarize(self.tally, self.policy.name), pending)
+
+    # -- events --
+
+    def _push(self, t: float, kind: _Kind, payload: object) -> None:
+        heapq.heappush(self._heap, (t, int(kind), next(self._seq), payload))
+
+    def _handle(self, now: float, kind: _Kind, payload: object) -> None:
+        if kind is _Kind.SUBMIT:
+            assert isinstance(payload, Workload)
+            self._emit(Event(t=now, job=payload.id, event="submitted"))
+            self._waiting[payload.id] = payload
+            self._submitted += 1
+            if self._on_progress is not None:
+                self._on_progress(self._submitted, len(self.tally.jobs))
+        elif kind is _Kind.FINISH:
+            job, attempt = payload  # type: ignore[misc]
+            running = self._running.get(job)
+            if running is None or running.attempt != attempt:
+                return  # preempted since this finish was scheduled
+            self._stop(now, job)
+            record = self.tally.jobs[job]
+            record.outcome, record.end = "finished", now
+            self._emit(Event(t=now, job=job, event="finished"))
+        else:
+            self._cluster_event(now, kind, str(payload))
+
+    def _cluster_event(self, now: float, kind: _Kind, name: str) -> None:
+        snapshot = self.snapshot
+        if kind is _Kind.NODE_ADDED:
+            if name in snapshot.nodes:
+                raise CorralError(f"t={now}: node_added for {name}, which already exists")
+            snapshot.add_node(self._build_named_node(name))
+            self._emit(Event(t=now, event="node_added", node=name))
+        else:
+            if name not in snapshot.nodes:
+                raise CorralError(f"t={now}: {kind.name.lower()} for unknown node {name}")
+            node = snapshot.nodes[name]
+            if kind in (_Kind.NODE_DOWN, _Kind.NODE_REMOVED):
+                event = "node_down" if kind is _Kind.NODE_DOWN else "node_removed"
+                self._emit(Event(t=now, event=event, node=name))
+                for job in snapshot.jobs_on_node(name):
+                    self._preempt(now, job, f"node {name} {'down' if kind is _Kind.NODE_DOWN else 'removed'}")
+                node.up = False
+                if kind is _Kind.NODE_REMOVED:
+                    snapshot.remove_node(name)
+            else:
+                node.up = True
+                self._emit(Event(t=now, event="node_up", node=name))
+        self._gpu_capacity = self._count_gpus()
+
+    def _build_named_node(self, name: str):  # type: ignore[no-untyped-def]
+        match = re.fullmatch(r"(.+)-(\d+)", name)
+        pool = self.snapshot.pools.get(match.group(1)) if match else None
+        if match is None or pool is None:
+            raise CorralError(f"node_added {name!r}: node names are {{pool}}-{{i}} and no pool matches")
+        return build_node(self.snapshot.pool_cluster[pool.name], pool, int(match.group(2)))
+
+    # -- scheduling --
+
+    def _round(self, now: float) -> None:
+        started = time.perf_counter()
+        result = schedule(self.snapshot, list(self._waiting.values()), self.policy, now, self._saved)
+        self.tally.scheduler_seconds += time.perf_counter() - started
+        self.tally.rounds += 1
+        for preempt in result.preemptions:
+            self._preempt(now, preempt.job, preempt.reason)
+        for start in result.starts:
+            workload = self._waiting.pop(start.job)
+            allocation = Allocation(
+                workload=workload,
+                cluster=start.cluster,
+                flavor=start.flavor,
+                placements=start.placements,
+                started_at=now,
+                progress_at_start=self._saved.get(start.job, 0.0),
+            )
+            self.snapshot.allocate(allocation)
+            attempt = self._attempts.get(start.job, 0) + 1
+            self._attempts[start.job] = attempt
+            self._running[start.job] = _Running(allocation, attempt)
+            record = self.tally.jobs[start.job]
+            if record.first_start is None:
+                record.first_start = now
+            self._push(now + workload.duration - allocation.progress_at_start, _Kind.FINISH, (start.job, attempt))
+            self._emit(
+                Event(
+                    t=now,
+                    job=start.job,
+                    event="started",
+                    cluster=start.cluster,
+                    placements=[
+                        PodPlacement(
+                            pod=p.pod,
+                            node=p.node,
+                            gpus=list(p.gpus),
+                            gpu_milli=p.gpu_milli,
+                            gpu_memory_gib=p.gpu_memory_gib,
+                            cpu=p.cpu,
+                            memory_gib=p.memory_gib,
+                        )
+                        for p in start.placements
+                    ],
+                )
+            )
+        for rejection in result.rejections:
+            self._waiting.pop(rejection.job)
+            record = self.tally.jobs[rejection.job]
+            record.outcome, record.end = "rejected", now
+            self._emit(Event(t=now, job=rejection.job, event="rejected", reason=rejection.message))
+        self._last_pending.update(result.pending)
+        self.snapshot.commit()
+
+    def _preempt(self, now: float, job: str, reason: str) -> None:
+        allocation = self._stop(now, job)
+        progress = allocation.progress_at_start + (now - allocation.started_at)
+        self._saved[job] = checkpointed_progress(allocation.workload, progress)
+        self._waiting[job] = allocation.workload
+        self.tally.preemptions += 1
+        self._emit(Event(t=now, job=job, event="preempted", reason=reason))
+
+    def _stop(self, now: float, job: str) -> Allocation:
+        """Release a running job's resources and account for what it used."""
+        self._running.pop(job)
+        allocation = self.snapshot.release(job)
+        self.snapshot.commit()
+        seconds = now - allocation.started_at
+        for placement in allocation.placements:
+            node = self.snapshot.nodes[placement.node]
+            self.tally.add_usage(
+                allocation.workload.queue, placement.gpu_milli * len(placement.gpus), seconds, node.gpu_hour_cost
+            )
+        return allocation
+
+    def _emit(self, event: Event) -> None:
+        self._sink(event)
+
+    def _count_gpus(self) -> int:
+        return sum(sum(1 for g in n.gpus if g.healthy) for n in self.snapshot.nodes.values() if n.up)

@@ -1,0 +1,87 @@
+"""Turning a replay into its summary: waits, completion times, GPU allocation, cost.
+
+Kept apart from the engine so the engine only records facts and this module owns every definition of a
+metric (what counts as a wait, a miss, an hour of GPU).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from corral.core.workloads import Workload
+from corral.scenario.models import Summary
+
+
+@dataclass
+class JobRecord:
+    workload: Workload
+    first_start: float | None = None
+    end: float | None = None
+    outcome: str | None = None  # finished | rejected | failed
+
+
+@dataclass
+class ReplayTally:
+    """Facts the engine accumulates while it replays; ``summarize`` turns them into a ``Summary``."""
+
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    gpu_seconds: float = 0.0
+    capacity_gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    cost_per_queue: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    preemptions: int = 0
+    scheduler_seconds: float = 0.0
+    rounds: int = 0
+    first_time: float | None = None
+    last_time: float = 0.0
+
+    def add_usage(self, queue: str, gpu_milli: int, seconds: float, gpu_hour_cost: float) -> None:
+        gpu_seconds = gpu_milli / 1000 * seconds
+        self.gpu_seconds += gpu_seconds
+        cost = gpu_seconds / 3600 * gpu_hour_cost
+        self.cost_usd += cost
+        if cost:
+            self.cost_per_queue[queue] += cost
+
+
+def summarize(tally: ReplayTally, policy: str) -> Summary:
+    records = list(tally.jobs.values())
+    waits = [r.first_start - r.workload.submit for r in records if r.first_start is not None]
+    finished = [r for r in records if r.outcome == "finished"]
+    jcts = [r.end - r.workload.submit for r in finished if r.end is not None]
+    makespan = tally.last_time - (tally.first_time or 0.0)
+    misses = sum(
+        1
+        for r in records
+        if r.workload.deadline is not None
+        and r.outcome != "rejected"
+        and (r.end if r.outcome == "finished" and r.end is not None else tally.last_time) > r.workload.deadline
+    )
+    return Summary(
+        policy=policy,
+        jobs=len(records),
+        finished=len(finished),
+        rejected=sum(1 for r in records if r.outcome == "rejected"),
+        failed=sum(1 for r in records if r.outcome == "failed"),
+        waiting=sum(1 for r in records if r.outcome is None),
+        preemptions=tally.preemptions,
+        gpu_hours_used=tally.gpu_seconds / 3600,
+        gpu_allocation=tally.gpu_seconds / tally.capacity_gpu_seconds if tally.capacity_gpu_seconds else 0.0,
+        makespan=makespan,
+        wait_p50=_percentile(waits, 50),
+        wait_p95=_percentile(waits, 95),
+        jct_mean=float(np.mean(jcts)) if jcts else 0.0,
+        jct_p95=_percentile(jcts, 95),
+        cost_usd=tally.cost_usd,
+        cost_per_queue=dict(tally.cost_per_queue),
+        deadline_misses=misses,
+        scheduler_seconds=tally.scheduler_seconds,
+        scheduling_rounds=tally.rounds,
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0

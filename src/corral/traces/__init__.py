@@ -1,0 +1,1 @@
+"""Importers that turn published cluster traces into corral scenarios."""
