@@ -50,7 +50,7 @@ def sim(
         list[str] | None,
         typer.Option(help="Fail a node: NODE@T_DOWN or NODE@T_DOWN:T_UP (seconds). Repeatable."),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Replay a scenario through corral's scheduler and report what happened."""
     with _user_errors():
