@@ -48,8 +48,10 @@ class Node:
     used_memory_gib: float = 0.0
     whole_free_gpus: int = field(default=0)
     used_gpu_milli: int = field(default=0)
+    nvlink: bool = field(default=False)
 
     def __post_init__(self) -> None:
+        self.nvlink = len({g.nvlink_group for g in self.gpus}) < len(self.gpus)
         self.refresh_gpu_counters()
 
     @property

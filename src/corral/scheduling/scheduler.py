@@ -53,8 +53,6 @@ class _Round:
     result: SchedulingResult = field(default_factory=SchedulingResult)
     started: set[str] = field(default_factory=set)
     no_fit: dict[tuple[Domain, PodRequest, int], FitFailure] = field(default_factory=dict)
-    capacity_: dict[str, int] | None = None
-    cpu_capacity_: float = 0.0
 
     def run(self, pending: Sequence[Workload]) -> None:
         queues: dict[str, list[Workload]] = {}
@@ -93,11 +91,9 @@ class _Round:
         """Weighted dominant share of a queue: its largest fraction of any GPU flavor or of CPU."""
         if not self.policy.fair_share:
             return 0.0
-        if self.capacity_ is None:
-            self.capacity_ = self.snapshot.gpu_capacity_milli()
-            self.cpu_capacity_ = self.snapshot.cpu_capacity()
-        share = self.snapshot.queue_cpu[key] / self.cpu_capacity_ if self.cpu_capacity_ else 0.0
-        for flavor, total in self.capacity_.items():
+        gpu_capacity, cpu_capacity = self.snapshot.capacity()
+        share = self.snapshot.queue_cpu[key] / cpu_capacity if cpu_capacity else 0.0
+        for flavor, total in gpu_capacity.items():
             if total:
                 share = max(share, self.snapshot.queue_gpu[(key, flavor)] / total)
         queues = self.snapshot.queues

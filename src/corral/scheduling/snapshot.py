@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from corral.core.cluster import ClusterSpec, PoolSpec
 from corral.core.nodes import Node
 from corral.core.queues import QueueSpec
+from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
 from corral.scheduling.decisions import Placement
 
@@ -69,6 +70,7 @@ class Snapshot:
         self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
         self.feasibility_cache: dict[object, object] = {}
         self._undo: list[tuple[str, Allocation]] = []
+        self._capacity: tuple[dict[str, int], float] | None = None
         for node in nodes:
             self.add_node(node)
 
@@ -77,11 +79,23 @@ class Snapshot:
     def add_node(self, node: Node) -> None:
         self.nodes[node.name] = node
         self.domains[(node.cluster, node.flavor)].append(node)
+        self._capacity = None
 
     def remove_node(self, name: str) -> Node:
         node = self.nodes.pop(name)
         self.domains[(node.cluster, node.flavor)].remove(node)
+        self._capacity = None
         return node
+
+    def set_node_up(self, name: str, up: bool) -> None:
+        self.nodes[name].up = up
+        self._capacity = None
+
+    def set_gpu_healthy(self, name: str, index: int, healthy: bool) -> None:
+        node = self.nodes[name]
+        node.gpus[index].healthy = healthy
+        node.refresh_gpu_counters()
+        self._capacity = None
 
     def jobs_on_node(self, name: str) -> list[str]:
         return [job for job, alloc in self.running.items() if any(p.node == name for p in alloc.placements)]
@@ -141,19 +155,22 @@ class Snapshot:
             return None
         return self.queues[queue].cohort
 
-    def gpu_capacity_milli(self) -> dict[str, int]:
-        """Healthy GPU capacity per flavor on nodes that are up: the denominators of fair share."""
-        capacity: dict[str, int] = defaultdict(int)
-        for (_, flavor), nodes in self.domains.items():
-            capacity[flavor] += sum(
-                1000 * sum(1 for g in n.gpus if g.healthy) for n in nodes if n.up
-            )
-        return capacity
+    def capacity(self) -> tuple[dict[str, int], float]:
+        """Healthy GPU milli per flavor and CPU cores, on nodes that are up: the denominators of fair share.
+
+        Cached until a node is added, removed, goes down or up, or a GPU changes health.
+        """
+        if self._capacity is None:
+            gpus: dict[str, int] = defaultdict(int)
+            cpu = 0.0
+            for node in self.nodes.values():
+                if node.up:
+                    gpus[node.flavor] += MILLI_PER_GPU * sum(1 for g in node.gpus if g.healthy)
+                    cpu += node.cpu
+            self._capacity = (dict(gpus), cpu)
+        return self._capacity
 
     def lowest_running_priority(self, queue: str | None = None) -> int | None:
         """Lowest priority running in ``queue`` (or anywhere): a cheap test before looking for victims."""
         counters = [self.priorities[queue]] if queue is not None else list(self.priorities.values())
         return min((p for c in counters for p in c), default=None)
-
-    def cpu_capacity(self) -> float:
-        return sum(n.cpu for n in self.nodes.values() if n.up)

@@ -153,17 +153,16 @@ class Simulator:
         else:
             if name not in snapshot.nodes:
                 raise CorralError(f"t={now}: {kind.name.lower()} for unknown node {name}")
-            node = snapshot.nodes[name]
             if kind in (_Kind.NODE_DOWN, _Kind.NODE_REMOVED):
                 event = "node_down" if kind is _Kind.NODE_DOWN else "node_removed"
                 self._emit(Event(t=now, event=event, node=name))
                 for job in snapshot.jobs_on_node(name):
                     self._preempt(now, job, f"node {name} {'down' if kind is _Kind.NODE_DOWN else 'removed'}")
-                node.up = False
+                snapshot.set_node_up(name, False)
                 if kind is _Kind.NODE_REMOVED:
                     snapshot.remove_node(name)
             else:
-                node.up = True
+                snapshot.set_node_up(name, True)
                 self._emit(Event(t=now, event="node_up", node=name))
         self._gpu_capacity = self._count_gpus()
 
