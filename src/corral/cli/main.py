@@ -30,7 +30,7 @@ trace_app = typer.Typer(help="Import public cluster traces as corral scenarios."
 app.add_typer(trace_app, name="trace")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 PROGRESS_THRESHOLD = 2000
 """Replays with more jobs than this show a progress bar."""

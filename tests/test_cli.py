@@ -1,0 +1,84 @@
+"""The `corral` command as a user runs it: reports, files written, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from corral.cli.main import app
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = str(REPO / "examples" / "demo" / "cluster.yaml")
+WORKLOAD = str(REPO / "examples" / "demo" / "workload.jsonl")
+FAILURES = str(REPO / "examples" / "demo" / "failures.jsonl")
+
+runner = CliRunner()
+
+
+def test_sim_writes_events_and_summary_that_check_clean(tmp_path: Path) -> None:
+    events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    result = runner.invoke(
+        app,
+        ["sim", CLUSTER, WORKLOAD, "--failures", FAILURES, "--events", str(events), "--summary", str(summary)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Replay with policy default" in result.output
+    data = json.loads(summary.read_text())
+    for field in ("jobs", "finished", "rejected", "gpu_hours_used", "gpu_allocation", "makespan", "wait_p50",
+                  "wait_p95", "jct_mean", "jct_p95", "cost_usd", "deadline_misses", "scheduler_seconds", "policy"):
+        assert field in data
+    assert data["jobs"] == 40 and data["finished"] == 40
+    assert any('"node_down"' in line for line in events.read_text().splitlines())
+    checked = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(events)])
+    assert checked.exit_code == 0, checked.output
+    assert "no invariant is violated" in checked.output
+
+
+def test_check_reports_first_violation(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--events", str(events), "-q"])
+    lines = events.read_text().splitlines()
+    finished = next(i for i, line in enumerate(lines) if '"finished"' in line)
+    record = json.loads(lines[finished])
+    record["t"] += 1.0
+    lines[finished] = json.dumps(record)
+    events.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(events)])
+    assert result.exit_code == 1
+    assert "invariant 4" in result.output
+
+
+def test_every_policy_runs(tmp_path: Path) -> None:
+    for policy in ("default", "strict-fifo", "spread", "fifo"):
+        result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--policy", policy, "--fail", "dgx-0@600:1200"])
+        assert result.exit_code == 0, result.output
+        assert f"policy {policy}" in result.output
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "w.jsonl"
+    bad.write_text('{"id": "x", "duration": "long"}\n')
+    result = runner.invoke(app, ["sim", CLUSTER, str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}:1: duration" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_policy_lists_choices() -> None:
+    result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--policy", "magic"])
+    assert result.exit_code == 2
+    assert "unknown policy 'magic'; choose one of: default" in result.output
+
+
+def test_bad_fail_flag_explains_format() -> None:
+    result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "dgx-0"])
+    assert result.exit_code == 2
+    assert "expected NODE@T_DOWN" in result.output
+
+
+def test_unknown_node_in_failures_is_reported() -> None:
+    result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "nope-3@10"])
+    assert result.exit_code == 2
+    assert "unknown node nope-3" in result.output
