@@ -44,6 +44,8 @@ def pods_per_node(template: NodeTemplate, pod: PodRequest) -> int:
             if pod.gpu_memory_gib > 0:
                 per_gpu = min(per_gpu, math.floor(template.gpu_memory_gib / pod.gpu_memory_gib + 1e-9))
             limits.append(per_gpu * template.gpus)
+        elif template.gpu_memory_gib + 1e-9 < pod.gpu_memory_gib:
+            return 0
         else:
             limits.append(template.gpus // pod.gpus)
     return min(limits) if limits else 1_000_000
@@ -51,7 +53,7 @@ def pods_per_node(template: NodeTemplate, pod: PodRequest) -> int:
 
 def feasibility(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibility:
     """Cached per (queue, shape, privacy): where ``workload`` could ever run, in preference order."""
-    key = (workload.queue, pod, workload.pods, workload.must_stay_private)
+    key = (workload.queue, pod, workload.pods, workload.sensitive, workload.burstable)
     cached = snapshot.feasibility_cache.get(key)
     if cached is None:
         cached = _compute(snapshot, workload, pod)
@@ -76,10 +78,13 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     for pool_name, pool in snapshot.pools.items():
         cluster = snapshot.pool_cluster[pool_name]
         domain = (cluster.name, pool.flavor)
-        capacity[domain] = capacity.get(domain, 0) + pool.capacity_count * pods_per_node(pool.node, pod)
+        per_node = pods_per_node(pool.node, pod)
+        capacity[domain] = capacity.get(domain, 0) + pool.capacity_count * per_node
+        private[domain] = cluster.private
+        if per_node == 0:
+            continue
         rank = (TIER_RANK.get(pool.tier.lower(), len(TIER_RANK)), pool.gpu_hour_cost)
         cost[domain] = min(cost.get(domain, rank), rank)
-        private[domain] = cluster.private
     fitting = [d for d, c in capacity.items() if c >= workload.pods]
     if not fitting:
         return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod)))

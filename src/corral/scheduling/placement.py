@@ -44,7 +44,7 @@ def _gpus_fit(node: Node, pod: PodRequest) -> bool:
     if pod.gpus == 0:
         return True
     if not pod.fractional:
-        return node.whole_free_gpus >= pod.gpus
+        return node.whole_free_gpus >= pod.gpus and node.gpus[0].memory_gib + EPSILON >= pod.gpu_memory_gib
     return any(_share_fits(gpu, pod) for gpu in node.gpus)
 
 
@@ -104,7 +104,8 @@ def choose_gpus(node: Node, pod: PodRequest, *, pack: bool = True) -> tuple[int,
 
 
 GANG_LOCALITY_WEIGHT = 2.0
-"""A gang's pods go to the node that can take most of the rest of the gang: fewer nodes, less network."""
+"""A gang's pods go to the node that can take most of the rest of the gang, and stay with the pods already
+placed: fewer nodes, less network."""
 
 
 def pods_fitting(node: Node, pod: PodRequest) -> int:
@@ -207,7 +208,9 @@ def place_gang(
     placements: list[Placement] = []
     try:
         for index in range(pods):
-            chosen = _best_node(nodes, pod, scorers, pack_gpus, remaining=pods - index)
+            chosen = _best_node(
+                nodes, pod, scorers, pack_gpus, remaining=pods - index, gang_nodes={p.node for p in placements}
+            )
             if isinstance(chosen, Counter):
                 return FitFailure(pod=index, nodes=len(nodes), rejected_by=chosen)
             node, gpus = chosen
@@ -235,6 +238,7 @@ def _best_node(
     scorers: Sequence[tuple[Scorer, float]],
     pack_gpus: bool,
     remaining: int,
+    gang_nodes: set[str],
 ) -> tuple[Node, tuple[int, ...]] | Counter[str]:
     rejected: Counter[str] = Counter()
     best: tuple[Node, tuple[int, ...]] | None = None
@@ -254,6 +258,8 @@ def _best_node(
             score = sum(weight * scorer(node, pod, gpus) for scorer, weight in scorers)
             if remaining > 1:
                 score += GANG_LOCALITY_WEIGHT * min(1.0, pods_fitting(node, pod) / remaining)
+            if node.name in gang_nodes:
+                score += GANG_LOCALITY_WEIGHT
             if score > best_score:
                 best, best_score = (node, gpus), score
     return best if best is not None else rejected

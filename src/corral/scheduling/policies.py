@@ -51,8 +51,8 @@ POLICIES: dict[str, Policy] = {
         ),
         Policy(
             name="fifo",
-            description="Baseline: one global first-come queue, first node that fits, no preemption, no fair "
-            "share.",
+            description="Baseline: all jobs in one queue in submission order (best effort), first node that "
+            "fits, no preemption, no fair share.",
             fair_share=False,
             priority=False,
             preemption=False,
