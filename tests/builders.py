@@ -176,7 +176,7 @@ def run_job(
     """
     names = [nodes] if isinstance(nodes, str) else list(nodes) if nodes is not None else list(snapshot.nodes)
     candidates = [snapshot.nodes[n] for n in names]
-    pod = workload.pod_request()
+    pod = workload.pod
     if gpus is not None:
         [node] = candidates
         placements: list[Placement] | object = [

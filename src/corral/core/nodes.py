@@ -48,6 +48,7 @@ class Node:
     used_memory_gib: float = 0.0
     whole_free_gpus: int = field(default=0)
     used_gpu_milli: int = field(default=0)
+    max_free_share: int = field(default=0)
     nvlink: bool = field(default=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,7 @@ class Node:
         """Recompute the per-node GPU counters after GPU usage or health changed."""
         self.whole_free_gpus = sum(1 for g in self.gpus if g.healthy and g.idle)
         self.used_gpu_milli = sum(g.used_milli for g in self.gpus)
+        self.max_free_share = max((g.free_milli for g in self.gpus), default=0)
 
     def hold(self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float) -> None:
         """Take resources for one pod; ``release`` with the same arguments gives them back."""
@@ -86,9 +88,6 @@ class Node:
         self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
     ) -> None:
         self.hold(-cpu, -memory_gib, gpus, -gpu_milli, -gpu_memory_gib)
-
-    def max_free_share(self) -> int:
-        return max((g.free_milli for g in self.gpus), default=0)
 
 
 def build_node(cluster: ClusterSpec, pool: PoolSpec, index: int) -> Node:

@@ -8,6 +8,7 @@ workload line maps one to one; the control plane's richer job spec compiles down
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,7 +67,9 @@ class Workload(BaseModel):
             return None
         return frozenset(m.strip() for m in self.gpu_model.split("|") if m.strip())
 
-    def pod_request(self) -> PodRequest:
+    @cached_property
+    def pod(self) -> PodRequest:
+        """What each pod needs from a node; computed once, since every scheduling round asks."""
         gpus = self.gpus_per_pod
         milli = self.gpu_milli if gpus else 0
         return PodRequest(
@@ -78,7 +81,7 @@ class Workload(BaseModel):
             models=self.allowed_models,
         )
 
-    @property
+    @cached_property
     def gpu_demand_milli(self) -> int:
         """Milli-GPUs the whole job holds while running: what it counts against quota."""
         return self.pods * self.gpus_per_pod * (self.gpu_milli if self.gpus_per_pod else 0)

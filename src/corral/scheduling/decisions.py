@@ -66,19 +66,20 @@ class Describable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A job that waits, and why. ``causes`` name where each attempt failed: (place, cause)."""
+    """A job that waits, and why."""
 
     job: str
     reason: PendingReason
     note: str = ""
-    causes: tuple[tuple[str, str | Describable], ...] = ()
+    causes: tuple[tuple[tuple[str, str], str | Describable], ...] = ()
+    """Per placement domain tried, (cluster, flavor), why it did not work there."""
 
     @property
     def message(self) -> str:
         """The explanation as a sentence; built only when read, since most rounds' reasons never are."""
         parts = [self.note] if self.note else []
-        for where, cause in self.causes:
-            parts.append(f"{where}: {cause if isinstance(cause, str) else cause.describe()}")
+        for (cluster, flavor), cause in self.causes:
+            parts.append(f"{cluster}/{flavor}: {cause if isinstance(cause, str) else cause.describe()}")
         return "; ".join(parts) or "waiting for the next scheduling round"
 
 

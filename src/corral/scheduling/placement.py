@@ -43,9 +43,11 @@ def _memory_fits(node: Node, pod: PodRequest) -> bool:
 def _gpus_fit(node: Node, pod: PodRequest) -> bool:
     if pod.gpus == 0:
         return True
-    if not pod.fractional:
+    if pod.gpu_milli == MILLI_PER_GPU:
         return node.whole_free_gpus >= pod.gpus and node.gpus[0].memory_gib + EPSILON >= pod.gpu_memory_gib
-    return any(_share_fits(gpu, pod) for gpu in node.gpus)
+    if node.max_free_share < pod.gpu_milli:
+        return False
+    return pod.gpu_memory_gib == 0 or any(_share_fits(gpu, pod) for gpu in node.gpus)
 
 
 def _share_fits(gpu: Gpu, pod: PodRequest) -> bool:
@@ -64,6 +66,22 @@ FILTERS: tuple[tuple[str, NodeFilter], ...] = (
     ("insufficient memory", _memory_fits),
 )
 """Filter plugins, cheapest and most selective first; the label is what a pending job is told."""
+
+
+def needs_at_least(pod: PodRequest, other: PodRequest) -> bool:
+    """True when ``pod`` asks at least what ``other`` does in every resource, on no more GPU models.
+
+    Then wherever ``pod`` fits, ``other`` fits too; so if ``other`` found no room, neither will ``pod``,
+    and a round need not scan the nodes again for it.
+    """
+    return (
+        pod.gpus >= other.gpus
+        and pod.gpu_milli >= other.gpu_milli
+        and pod.gpu_memory_gib >= other.gpu_memory_gib
+        and pod.cpu >= other.cpu
+        and pod.memory_gib >= other.memory_gib
+        and (other.models is None or (pod.models is not None and pod.models <= other.models))
+    )
 
 
 def choose_gpus(node: Node, pod: PodRequest, *, pack: bool = True) -> tuple[int, ...] | None:

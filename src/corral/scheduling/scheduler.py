@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from corral.core.workloads import PodRequest, Workload
 from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
 from corral.scheduling.feasibility import feasibility, rejection_of
-from corral.scheduling.placement import FitFailure, place_gang
+from corral.scheduling.placement import FitFailure, needs_at_least, place_gang
 from corral.scheduling.policies import Ordering, Policy
 from corral.scheduling.preemption import find_victims, may_preempt
 from corral.scheduling.quota import quota_shortfall
@@ -52,12 +52,13 @@ class _Round:
     progress: dict[str, float]
     result: SchedulingResult = field(default_factory=SchedulingResult)
     started: set[str] = field(default_factory=set)
-    no_fit: dict[tuple[Domain, PodRequest, int], FitFailure] = field(default_factory=dict)
+    no_fit: dict[Domain, list[tuple[PodRequest, int, FitFailure]]] = field(default_factory=dict)
+    preemptible: dict[str, bool] = field(default_factory=dict)
 
     def run(self, pending: Sequence[Workload]) -> None:
         queues: dict[str, list[Workload]] = {}
         for job in pending:
-            verdict = feasibility(self.snapshot, job, job.pod_request())
+            verdict = feasibility(self.snapshot, job, job.pod)
             rejection = rejection_of(job, verdict)
             if rejection is not None:
                 self.result.rejections.append(rejection)
@@ -101,7 +102,7 @@ class _Round:
         return share / weight
 
     def _try(self, job: Workload) -> bool:
-        pod = job.pod_request()
+        pod = job.pod
         domains = feasibility(self.snapshot, job, pod).domains
         failures: list[tuple[Domain, str | FitFailure]] = []
         for domain in domains:
@@ -110,21 +111,29 @@ class _Round:
                 self._start(job, domain, outcome)
                 return True
             failures.append((domain, outcome))
-        if self.policy.preemption and may_preempt(self.snapshot, job):
+        if self.policy.preemption and self._may_preempt(job):
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
                     return True
         self.result.pending[job.id] = _explain(job, failures)
         return False
 
+    def _may_preempt(self, job: Workload) -> bool:
+        """``may_preempt``, remembered per (queue, priority) until the round starts or stops a job."""
+        key = f"{job.queue}\0{job.priority}"
+        known = self.preemptible.get(key)
+        if known is None:
+            known = self.preemptible[key] = may_preempt(self.snapshot, job)
+        return known
+
     def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | str | FitFailure:
         shortfall = quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli)
         if shortfall is not None:
             return shortfall
-        key = (domain, pod, job.pods)
-        known = self.no_fit.get(key)
-        if known is not None:
-            return known
+        failed = self.no_fit.setdefault(domain, [])
+        for failed_pod, failed_pods, failure in failed:
+            if job.pods >= failed_pods and needs_at_least(pod, failed_pod):
+                return failure
         outcome = place_gang(
             self.snapshot.domains.get(domain, ()),
             pod,
@@ -133,7 +142,8 @@ class _Round:
             pack_gpus=self.policy.pack_gpus,
         )
         if isinstance(outcome, FitFailure):
-            self.no_fit[key] = outcome
+            failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
+            failed.append((pod, job.pods, outcome))
         return outcome
 
     def _preempt_for(self, job: Workload, pod: PodRequest, domain: Domain) -> bool:
@@ -145,6 +155,7 @@ class _Round:
         self.no_fit.clear()
         if victims is None:
             return False
+        self.preemptible.clear()
         for victim in victims:
             self.snapshot.release(victim.workload.id)
             self.result.preemptions.append(
@@ -166,7 +177,7 @@ class _Round:
         )
         self.snapshot.allocate(allocation)
         self.started.add(job.id)
-        self.no_fit.clear()
+        self.preemptible.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
 
@@ -178,5 +189,4 @@ def _preemption_reason(victim: Allocation, job: Workload) -> str:
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
     quota_only = bool(failures) and all(isinstance(f, str) for _, f in failures)
-    causes = tuple((f"{cluster}/{flavor}", failure) for (cluster, flavor), failure in failures)
-    return Pending(job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=causes)
+    return Pending(job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=tuple(failures))

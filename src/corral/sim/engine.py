@@ -21,6 +21,7 @@ from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
 from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
+from corral.scheduling.waiting import WaitingJobs
 from corral.sim.report import JobRecord, ReplayTally, summarize
 
 EventSink = Callable[[Event], None]
@@ -81,7 +82,7 @@ class Simulator:
         self._on_progress = on_progress
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = itertools.count()
-        self._waiting: dict[str, Workload] = {}
+        self._waiting = WaitingJobs(policy)
         self._saved: dict[str, float] = {}
         self._running: dict[str, _Running] = {}
         self._attempts: dict[str, int] = {}
@@ -112,10 +113,10 @@ class Simulator:
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
                 self._handle(now, _Kind(kind), payload)
-            if self._waiting:
+            if self._waiting.has_active:
                 self._round(now)
             self.tally.last_time = now
-        pending = {job: self._last_pending[job] for job in self._waiting if job in self._last_pending}
+        pending = {job: self._last_pending[job] for job in self._waiting.ids() if job in self._last_pending}
         return SimulationResult(summarize(self.tally, self.policy.name), pending)
 
     # -- events --
@@ -127,7 +128,7 @@ class Simulator:
         if kind is _Kind.SUBMIT:
             assert isinstance(payload, Workload)
             self._emit(Event(t=now, job=payload.id, event="submitted"))
-            self._waiting[payload.id] = payload
+            self._waiting.add(payload)
             self._submitted += 1
             if self._on_progress is not None:
                 self._on_progress(self._submitted, len(self.tally.jobs))
@@ -149,6 +150,7 @@ class Simulator:
             if name in snapshot.nodes:
                 raise CorralError(f"t={now}: node_added for {name}, which already exists")
             snapshot.add_node(self._build_named_node(name))
+            self._waiting.wake()
             self._emit(Event(t=now, event="node_added", node=name))
         else:
             if name not in snapshot.nodes:
@@ -163,6 +165,7 @@ class Simulator:
                     snapshot.remove_node(name)
             else:
                 snapshot.set_node_up(name, True)
+                self._waiting.wake()
                 self._emit(Event(t=now, event="node_up", node=name))
         self._gpu_capacity = self._count_gpus()
 
@@ -177,13 +180,13 @@ class Simulator:
 
     def _round(self, now: float) -> None:
         started = time.perf_counter()
-        result = schedule(self.snapshot, list(self._waiting.values()), self.policy, now, self._saved)
+        result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
         self.tally.rounds += 1
         for preempt in result.preemptions:
             self._preempt(now, preempt.job, preempt.reason)
         for start in result.starts:
-            workload = self._waiting.pop(start.job)
+            workload = self._waiting.remove(start.job)
             allocation = Allocation(
                 workload=workload,
                 cluster=start.cluster,
@@ -221,18 +224,19 @@ class Simulator:
                 )
             )
         for rejection in result.rejections:
-            self._waiting.pop(rejection.job)
+            self._waiting.remove(rejection.job)
             record = self.tally.jobs[rejection.job]
             record.outcome, record.end = "rejected", now
             self._emit(Event(t=now, job=rejection.job, event="rejected", reason=rejection.message))
         self._last_pending.update(result.pending)
+        self._waiting.park(set(result.pending))
         self.snapshot.commit()
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)
         progress = allocation.progress_at_start + (now - allocation.started_at)
         self._saved[job] = checkpointed_progress(allocation.workload, progress)
-        self._waiting[job] = allocation.workload
+        self._waiting.add(allocation.workload)
         self.tally.preemptions += 1
         self._emit(Event(t=now, job=job, event="preempted", reason=reason))
 
@@ -241,6 +245,7 @@ class Simulator:
         self._running.pop(job)
         allocation = self.snapshot.release(job)
         self.snapshot.commit()
+        self._waiting.wake()
         seconds = now - allocation.started_at
         for placement in allocation.placements:
             node = self.snapshot.nodes[placement.node]

@@ -1,0 +1,68 @@
+"""Which waiting jobs a scheduling round should look at.
+
+A job that could not start waits for room, and room appears only when something is released (a job ends
+or is preempted, a node comes up or is added, quota grows). Until then retrying it gives the same answer,
+so it is *parked*, as Kueue parks inadmissible workloads: a round looks at new and requeued jobs, and at
+every waiting job again after a release. This keeps a round's cost proportional to what changed, not to
+the length of the queue.
+
+Under StrictFIFO a parked job still holds its place: whenever a queue has a new job, its parked jobs are
+presented too, so the new job cannot overtake a blocked head.
+"""
+
+from __future__ import annotations
+
+from corral.core.workloads import Workload
+from corral.scheduling.policies import Ordering, Policy
+
+
+class WaitingJobs:
+    """Jobs waiting to start, split into active (look at them next round) and parked (wait for a release)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._jobs: dict[str, Workload] = {}
+        self._parked: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job: str) -> bool:
+        return job in self._jobs
+
+    def add(self, workload: Workload) -> None:
+        """A new or requeued job: looked at in the next round."""
+        self._jobs[workload.id] = workload
+        self._parked.discard(workload.id)
+
+    def remove(self, job: str) -> Workload:
+        self._parked.discard(job)
+        return self._jobs.pop(job)
+
+    def park(self, jobs: set[str]) -> None:
+        """These jobs were looked at and could not start: skip them until ``wake``."""
+        self._parked.update(job for job in jobs if job in self._jobs)
+
+    def wake(self) -> None:
+        """Something was released: every waiting job gets another look."""
+        self._parked.clear()
+
+    @property
+    def has_active(self) -> bool:
+        return len(self._parked) < len(self._jobs)
+
+    def ids(self) -> list[str]:
+        return list(self._jobs)
+
+    def for_round(self) -> list[Workload]:
+        """The jobs the next round should consider, in arrival order."""
+        if not self._parked:
+            return list(self._jobs.values())
+        active = [w for job, w in self._jobs.items() if job not in self._parked]
+        if self._policy.ordering is not Ordering.STRICT_FIFO:
+            return active
+        queues = {self._queue_key(w) for w in active}
+        return [w for w in self._jobs.values() if self._queue_key(w) in queues]
+
+    def _queue_key(self, workload: Workload) -> str:
+        return workload.queue if self._policy.fair_share else ""
