@@ -50,6 +50,8 @@ class Node:
     used_gpu_milli: int = field(default=0)
     max_free_share: int = field(default=0)
     nvlink: bool = field(default=False)
+    idle_since: float | None = None
+    """When the node last became empty (set by the caller that applies decisions); None while in use."""
 
     def __post_init__(self) -> None:
         self.nvlink = len({g.nvlink_group for g in self.gpus}) < len(self.gpus)
@@ -66,6 +68,10 @@ class Node:
     @property
     def gpu_capacity_milli(self) -> int:
         return len(self.gpus) * MILLI_PER_GPU
+
+    @property
+    def empty(self) -> bool:
+        return self.used_gpu_milli == 0 and abs(self.used_cpu) < 1e-9 and abs(self.used_memory_gib) < 1e-9
 
     def refresh_gpu_counters(self) -> None:
         """Recompute the per-node GPU counters after GPU usage or health changed."""

@@ -10,6 +10,8 @@ from corral.scheduling.decisions import (
     Placement,
     Preempt,
     Reject,
+    ScaleDown,
+    ScaleUp,
     SchedulingResult,
     Start,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "Policy",
     "Preempt",
     "Reject",
+    "ScaleDown",
+    "ScaleUp",
     "SchedulingResult",
     "Snapshot",
     "Start",

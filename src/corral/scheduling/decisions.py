@@ -21,6 +21,7 @@ class PendingReason(str, Enum):
     NEVER_FITS = "never_fits"  # no node the cluster can ever have could hold it
     OVER_QUOTA_LIMIT = "over_quota_limit"  # asks more than its queue could ever be lent
     PRIVATE_ONLY = "private_only"  # sensitive/non-burstable and no private cluster can hold it
+    PROVISIONING = "provisioning"  # waits for new nodes of an elastic pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,22 @@ class Preempt:
     job: str
     by: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleUp:
+    """Grow elastic ``pool`` by ``nodes`` nodes so ``job`` can start once they are ready."""
+
+    pool: str
+    nodes: int
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDown:
+    """Give back ``node`` of an elastic pool: it has been idle longer than the policy allows."""
+
+    node: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +102,12 @@ class Pending:
 
 @dataclass(slots=True)
 class SchedulingResult:
-    """Decisions of one round, in the order a caller must apply them: preemptions, then starts."""
+    """Decisions of one round, in the order a caller must apply them: preemptions, then starts, then
+    scaling."""
 
     preemptions: list[Preempt] = field(default_factory=list)
     starts: list[Start] = field(default_factory=list)
+    scale_ups: list[ScaleUp] = field(default_factory=list)
+    scale_downs: list[ScaleDown] = field(default_factory=list)
     rejections: list[Reject] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)

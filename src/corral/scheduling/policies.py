@@ -28,6 +28,7 @@ class Policy:
     preemption: bool = True
     scorers: tuple[tuple[Scorer, float], ...] = ((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5))
     pack_gpus: bool = True
+    scale_down_idle_seconds: float = 600.0  # elastic nodes above the pool's base count go after this idle time
 
 
 POLICIES: dict[str, Policy] = {

@@ -8,17 +8,20 @@ The round, step by step:
 3. Each job tries its placement domains (cluster, flavor), private and cheap first: quota, then a gang
    placement by filter and score plugins. If none works and the policy allows, the fewest lower-priority
    or borrowing jobs are preempted to make room.
-4. A job that cannot start gets a reason. Under StrictFIFO it also blocks the rest of its queue.
+4. A job that still cannot start may ask for new nodes of an elastic pool, and gets a reason. Under
+   StrictFIFO it also blocks the rest of its queue. Elastic nodes idle too long are given back.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corral.core.workloads import PodRequest, Workload
 from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
+from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
 from corral.scheduling.placement import FitFailure, needs_at_least, place_gang
 from corral.scheduling.policies import Ordering, Policy
@@ -54,6 +57,7 @@ class _Round:
     started: set[str] = field(default_factory=set)
     no_fit: dict[Domain, list[tuple[PodRequest, int, FitFailure]]] = field(default_factory=dict)
     preemptible: dict[str, bool] = field(default_factory=dict)
+    requested: Counter[str] = field(default_factory=Counter)
 
     def run(self, pending: Sequence[Workload]) -> None:
         queues: dict[str, list[Workload]] = {}
@@ -84,6 +88,7 @@ class _Round:
                 continue
             if cursor[key] < len(jobs):
                 heapq.heappush(heap, (self._share(key) if started else share, key))
+        self.result.scale_downs = plan_scale_down(self.snapshot, self.now, self.policy.scale_down_idle_seconds)
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
@@ -115,8 +120,22 @@ class _Round:
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
                     return True
-        self.result.pending[job.id] = _explain(job, failures)
+        self.result.pending[job.id] = self._wait_for_nodes(job, domains) or _explain(job, failures)
         return False
+
+    def _wait_for_nodes(self, job: Workload, domains: Sequence[Domain]) -> Pending | None:
+        """If new nodes of an elastic pool are (or can be) on their way for ``job``, say so."""
+        pool = self.snapshot.awaiting_nodes.get(job.id)
+        if pool is None:
+            scale_up = plan_scale_up(self.snapshot, job, domains, self.requested)
+            if scale_up is None:
+                return None
+            self.result.scale_ups.append(scale_up)
+            pool = scale_up.pool
+        delay = self.snapshot.pools[pool].provision_seconds
+        return Pending(
+            job.id, PendingReason.PROVISIONING, note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)"
+        )
 
     def _may_preempt(self, job: Workload) -> bool:
         """``may_preempt``, remembered per (queue, priority) until the round starts or stops a job."""

@@ -67,6 +67,11 @@ class Snapshot:
             if queue.cohort:
                 for flavor in queue.quota:
                     self.cohort_nominal[(queue.cohort, flavor)] += queue.nominal_milli(flavor)
+        self.pool_nodes: Counter[str] = Counter()
+        self.provisioning: Counter[str] = Counter()
+        """Nodes requested per elastic pool and not ready yet (kept by the caller)."""
+        self.awaiting_nodes: dict[str, str] = {}
+        """Jobs waiting for nodes being provisioned for them: job -> pool (kept by the caller)."""
         self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
         self.feasibility_cache: dict[object, object] = {}
         self._undo: list[tuple[str, Allocation]] = []
@@ -79,11 +84,13 @@ class Snapshot:
     def add_node(self, node: Node) -> None:
         self.nodes[node.name] = node
         self.domains[(node.cluster, node.flavor)].append(node)
+        self.pool_nodes[node.pool] += 1
         self._capacity = None
 
     def remove_node(self, name: str) -> Node:
         node = self.nodes.pop(name)
         self.domains[(node.cluster, node.flavor)].remove(node)
+        self.pool_nodes[node.pool] -= 1
         self._capacity = None
         return node
 

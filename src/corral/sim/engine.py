@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from corral.core.nodes import build_initial_nodes, build_node
+from corral.core.nodes import Node, build_initial_nodes, build_node
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
 from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
@@ -35,7 +35,9 @@ class _Kind(IntEnum):
     NODE_REMOVED = 2
     NODE_UP = 3
     NODE_ADDED = 4
-    SUBMIT = 5
+    PROVISIONED = 5
+    SUBMIT = 6
+    TICK = 7  # wake the scheduler without any other change, e.g. to give back an idle elastic node
 
 
 _CLUSTER_EVENT_KINDS = {
@@ -100,6 +102,11 @@ class Simulator:
             self._push(event.t, kind, event.node)
         self._submitted = 0
         self._gpu_capacity = self._count_gpus()
+        self._provision_left: dict[str, int] = {}
+        self._reserved_names: set[str] = set()
+        self._tick = False
+        for node in self.snapshot.nodes.values():
+            node.idle_since = 0.0
 
     def run(self) -> SimulationResult:
         previous: float | None = None
@@ -113,7 +120,8 @@ class Simulator:
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
                 self._handle(now, _Kind(kind), payload)
-            if self._waiting.has_active:
+            if self._waiting.has_active or self._tick:
+                self._tick = False
                 self._round(now)
             self.tally.last_time = now
         pending = {job: self._last_pending[job] for job in self._waiting.ids() if job in self._last_pending}
@@ -141,6 +149,11 @@ class Simulator:
             record = self.tally.jobs[job]
             record.outcome, record.end = "finished", now
             self._emit(Event(t=now, job=job, event="finished"))
+        elif kind is _Kind.PROVISIONED:
+            name, job = payload  # type: ignore[misc]
+            self._node_ready(now, name, job)
+        elif kind is _Kind.TICK:
+            self._tick = True
         else:
             self._cluster_event(now, kind, str(payload))
 
@@ -149,7 +162,9 @@ class Simulator:
         if kind is _Kind.NODE_ADDED:
             if name in snapshot.nodes:
                 raise CorralError(f"t={now}: node_added for {name}, which already exists")
-            snapshot.add_node(self._build_named_node(name))
+            node = self._build_named_node(name)
+            node.idle_since = now
+            snapshot.add_node(node)
             self._waiting.wake()
             self._emit(Event(t=now, event="node_added", node=name))
         else:
@@ -169,7 +184,36 @@ class Simulator:
                 self._emit(Event(t=now, event="node_up", node=name))
         self._gpu_capacity = self._count_gpus()
 
-    def _build_named_node(self, name: str):  # type: ignore[no-untyped-def]
+    def _node_ready(self, now: float, name: str, job: str) -> None:
+        """A node provisioned for ``job`` joins its pool."""
+        node = self._build_named_node(name)
+        node.idle_since = now
+        self._reserved_names.discard(name)
+        self.snapshot.provisioning[node.pool] -= 1
+        self.snapshot.add_node(node)
+        self._emit(Event(t=now, event="node_added", node=name, reason=f"provisioned for {job}"))
+        self._provision_left[job] -= 1
+        if not self._provision_left[job]:
+            del self._provision_left[job]
+            self.snapshot.awaiting_nodes.pop(job, None)
+        self._waiting.wake()
+        self._gpu_capacity = self._count_gpus()
+        self._push(now + self.policy.scale_down_idle_seconds, _Kind.TICK, None)
+
+    def _scale_up(self, now: float, pool_name: str, nodes: int, job: str) -> None:
+        pool = self.snapshot.pools[pool_name]
+        index = 0
+        for _ in range(nodes):
+            while f"{pool_name}-{index}" in self.snapshot.nodes or f"{pool_name}-{index}" in self._reserved_names:
+                index += 1
+            name = f"{pool_name}-{index}"
+            self._reserved_names.add(name)
+            self.snapshot.provisioning[pool_name] += 1
+            self._push(now + pool.provision_seconds, _Kind.PROVISIONED, (name, job))
+        self._provision_left[job] = self._provision_left.get(job, 0) + nodes
+        self.snapshot.awaiting_nodes[job] = pool_name
+
+    def _build_named_node(self, name: str) -> Node:
         match = re.fullmatch(r"(.+)-(\d+)", name)
         pool = self.snapshot.pools.get(match.group(1)) if match else None
         if match is None or pool is None:
@@ -196,6 +240,8 @@ class Simulator:
                 progress_at_start=self._saved.get(start.job, 0.0),
             )
             self.snapshot.allocate(allocation)
+            for placement in start.placements:
+                self.snapshot.nodes[placement.node].idle_since = None
             attempt = self._attempts.get(start.job, 0) + 1
             self._attempts[start.job] = attempt
             self._running[start.job] = _Running(allocation, attempt)
@@ -228,6 +274,13 @@ class Simulator:
             record = self.tally.jobs[rejection.job]
             record.outcome, record.end = "rejected", now
             self._emit(Event(t=now, job=rejection.job, event="rejected", reason=rejection.message))
+        for scale_up in result.scale_ups:
+            self._scale_up(now, scale_up.pool, scale_up.nodes, scale_up.job)
+        for scale_down in result.scale_downs:
+            self._emit(Event(t=now, event="node_removed", node=scale_down.node, reason="idle elastic node given back"))
+            self.snapshot.remove_node(scale_down.node)
+        if result.scale_downs:
+            self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
         self._waiting.park(set(result.pending))
         self.snapshot.commit()
@@ -252,6 +305,10 @@ class Simulator:
             self.tally.add_usage(
                 allocation.workload.queue, placement.gpu_milli * len(placement.gpus), seconds, node.gpu_hour_cost
             )
+            if node.empty and node.idle_since is None:
+                node.idle_since = now
+                if self.snapshot.pools[node.pool].elastic:
+                    self._push(now + self.policy.scale_down_idle_seconds, _Kind.TICK, None)
         return allocation
 
     def _emit(self, event: Event) -> None:
