@@ -50,7 +50,7 @@ def _all_gpus_unhealthy(node: Node) -> None:
 @pytest.mark.parametrize(
     ("spoil", "request_", "label"),
     [
-        pytest.param(_down, {}, "node down", id="node-down"),
+        pytest.param(_down, {}, "down", id="node-down"),
         pytest.param(None, {"model": "H100"}, "wrong GPU model", id="wrong-model"),
         pytest.param(None, {"model": "H100|V100"}, "wrong GPU model", id="wrong-model-alternatives"),
         pytest.param(None, {"gpus": 9}, "insufficient GPUs", id="too-many-gpus"),
@@ -95,12 +95,12 @@ def test_a_node_that_has_room_passes_every_filter(request_) -> None:
 
 
 def test_filters_stop_at_the_first_failing_one() -> None:
-    """A node that is down and of the wrong model counts once, under the cheaper filter (node down)."""
+    """A node that is down and of the wrong model counts once, under the cheaper filter (down)."""
     node = make_node()
     node.up = False
     outcome = place_gang([node], job("j", model="H100", cpu=999).pod, 1, DEFAULT)
     assert isinstance(outcome, FitFailure)
-    assert outcome.rejected_by == Counter({"node down": 1})
+    assert outcome.rejected_by == Counter({"down": 1})
 
 
 def test_an_unhealthy_gpu_is_never_chosen() -> None:
@@ -221,9 +221,9 @@ def test_gang_that_cannot_fit_places_nothing_and_says_why() -> None:
     outcome = place_gang(nodes, job("g", gpus=4, pods=3).pod, 3, DEFAULT)
 
     assert outcome == FitFailure(
-        pod=2, nodes=3, rejected_by=Counter({"insufficient GPUs": 2, "node down": 1})
+        pod=2, nodes=3, rejected_by=Counter({"insufficient GPUs": 2, "down": 1})
     )
-    assert outcome.describe() == "pod 2: 0/3 nodes fit (2 insufficient GPUs, 1 node down)"
+    assert outcome.describe() == "pod 2: 0/3 nodes fit (2 insufficient GPUs, 1 down)"
     assert usage(nodes) == before
 
 
@@ -233,7 +233,7 @@ def test_first_pod_failure_is_described_without_pod_prefix() -> None:
     nodes[0].up = False
     outcome = place_gang(nodes, job("j", gpus=1, cpu=100).pod, 1, DEFAULT)
     assert isinstance(outcome, FitFailure)
-    assert outcome.describe() == "0/3 nodes fit (2 insufficient CPU, 1 node down)"
+    assert outcome.describe() == "0/3 nodes fit (2 insufficient CPU, 1 down)"
 
 
 def test_successful_gang_leaves_nodes_unchanged_for_the_caller_to_commit() -> None:

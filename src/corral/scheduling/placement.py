@@ -59,7 +59,7 @@ def _share_fits(gpu: Gpu, pod: PodRequest) -> bool:
 
 
 FILTERS: tuple[tuple[str, NodeFilter], ...] = (
-    ("node down", _is_up),
+    ("down", _is_up),
     ("wrong GPU model", _model_matches),
     ("insufficient GPUs", _gpus_fit),
     ("insufficient CPU", _cpu_fits),
