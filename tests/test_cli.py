@@ -30,6 +30,10 @@ def test_sim_writes_events_and_summary_that_check_clean(tmp_path: Path) -> None:
                   "wait_p95", "jct_mean", "jct_p95", "cost_usd", "deadline_misses", "scheduler_seconds", "policy"):
         assert field in data
     assert data["jobs"] == 40 and data["finished"] == 40
+    assert sorted(data["queues"]) == ["clinical", "nlp", "vision"]
+    assert sum(q["jobs"] for q in data["queues"].values()) == 40
+    assert sum(q["preemptions"] for q in data["queues"].values()) == data["preemptions"]
+    assert "Per queue" in result.output
     assert any('"node_down"' in line for line in events.read_text().splitlines())
     checked = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(events)])
     assert checked.exit_code == 0, checked.output

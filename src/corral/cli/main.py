@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.cli.render import pending_table, print_error, summary_table
+from corral.cli.render import pending_table, print_error, queue_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
 from corral.scenario.models import Event
@@ -78,6 +78,8 @@ def sim(
             write_summary(summary, result.summary)
         if not quiet:
             console.print(summary_table(result.summary))
+            if len(result.summary.queues) > 1:
+                console.print(queue_table(result.summary))
             if result.pending:
                 console.print(pending_table(result.pending))
 

@@ -45,6 +45,24 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
+def queue_table(summary: Summary) -> Table:
+    table = Table(title="Per queue", title_justify="left")
+    table.add_column("queue", style="cyan", no_wrap=True)
+    for column in ("jobs", "done", "wait p50 / p95", "GPU-h", "preempted", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, q in summary.queues.items():
+        table.add_row(
+            name,
+            f"{q.jobs}",
+            f"{q.finished}",
+            f"{format_seconds(q.wait_p50)} / {format_seconds(q.wait_p95)}",
+            f"{q.gpu_hours:,.1f}",
+            f"{q.preemptions}",
+            f"${q.cost_usd:,.2f}",
+        )
+    return table
+
+
 def pending_table(pending: Mapping[str, Pending], limit: int = 10) -> Table:
     table = Table(title=f"Still waiting at the end ({len(pending)})", title_justify="left")
     table.add_column("job", style="cyan")

@@ -87,6 +87,19 @@ class Event(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class QueueSummary(BaseModel):
+    """One queue's share of a replay."""
+
+    jobs: int
+    finished: int
+    waiting: int
+    wait_p50: float
+    wait_p95: float
+    gpu_hours: float
+    preemptions: int
+    cost_usd: float
+
+
 class Summary(BaseModel):
     """What a replay achieved; the fields the format requires, plus corral's own (``policy`` and more)."""
 
@@ -111,3 +124,4 @@ class Summary(BaseModel):
     deadline_misses: int
     scheduler_seconds: float
     scheduling_rounds: int = 0
+    queues: dict[str, QueueSummary] = Field(default_factory=dict)

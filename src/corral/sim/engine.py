@@ -291,6 +291,7 @@ class Simulator:
         self._saved[job] = checkpointed_progress(allocation.workload, progress)
         self._waiting.add(allocation.workload)
         self.tally.preemptions += 1
+        self.tally.preemptions_per_queue[allocation.workload.queue] += 1
         self._emit(Event(t=now, job=job, event="preempted", reason=reason))
 
     def _stop(self, now: float, job: str) -> Allocation:

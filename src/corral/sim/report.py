@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from corral.core.workloads import Workload
-from corral.scenario.models import Summary
+from corral.scenario.models import QueueSummary, Summary
 
 
 @dataclass
@@ -32,6 +32,8 @@ class ReplayTally:
     capacity_gpu_seconds: float = 0.0
     cost_usd: float = 0.0
     cost_per_queue: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    gpu_seconds_per_queue: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    preemptions_per_queue: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     preemptions: int = 0
     scheduler_seconds: float = 0.0
     rounds: int = 0
@@ -41,6 +43,7 @@ class ReplayTally:
     def add_usage(self, queue: str, gpu_milli: int, seconds: float, gpu_hour_cost: float) -> None:
         gpu_seconds = gpu_milli / 1000 * seconds
         self.gpu_seconds += gpu_seconds
+        self.gpu_seconds_per_queue[queue] += gpu_seconds
         cost = gpu_seconds / 3600 * gpu_hour_cost
         self.cost_usd += cost
         if cost:
@@ -80,7 +83,29 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         deadline_misses=misses,
         scheduler_seconds=tally.scheduler_seconds,
         scheduling_rounds=tally.rounds,
+        queues=_per_queue(tally, records),
     )
+
+
+def _per_queue(tally: ReplayTally, records: list[JobRecord]) -> dict[str, QueueSummary]:
+    """What each team got: the numbers fair share is judged by."""
+    by_queue: dict[str, list[JobRecord]] = defaultdict(list)
+    for record in records:
+        by_queue[record.workload.queue].append(record)
+    result = {}
+    for queue, queue_records in sorted(by_queue.items()):
+        waits = [r.first_start - r.workload.submit for r in queue_records if r.first_start is not None]
+        result[queue] = QueueSummary(
+            jobs=len(queue_records),
+            finished=sum(1 for r in queue_records if r.outcome == "finished"),
+            waiting=sum(1 for r in queue_records if r.outcome is None),
+            wait_p50=_percentile(waits, 50),
+            wait_p95=_percentile(waits, 95),
+            gpu_hours=tally.gpu_seconds_per_queue.get(queue, 0.0) / 3600,
+            preemptions=tally.preemptions_per_queue.get(queue, 0),
+            cost_usd=tally.cost_per_queue.get(queue, 0.0),
+        )
+    return result
 
 
 def _percentile(values: list[float], q: float) -> float:
