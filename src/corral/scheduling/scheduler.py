@@ -178,12 +178,17 @@ class _Round:
         for victim in victims:
             self.snapshot.release(victim.workload.id)
             self.result.preemptions.append(
-                Preempt(victim.workload.id, by=job.id, reason=_preemption_reason(victim, job))
+                Preempt(victim.workload.id, by=job.id, reason=self._preemption_reason(victim, job))
             )
         placements = self._admit(job, pod, domain)
         assert isinstance(placements, list), "victims were chosen so that the job fits"
         self._start(job, domain, placements)
         return True
+
+    def _preemption_reason(self, victim: Allocation, job: Workload) -> str:
+        if victim.workload.queue == job.queue or self.snapshot.queues is None:
+            return f"preempted by {job.id} (priority {job.priority} > {victim.workload.priority})"
+        return f"preempted by {job.id}: queue {job.queue} reclaims quota lent to {victim.workload.queue}"
 
     def _start(self, job: Workload, domain: Domain, placements: list[Placement]) -> None:
         allocation = Allocation(
@@ -198,12 +203,6 @@ class _Round:
         self.started.add(job.id)
         self.preemptible.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
-
-
-def _preemption_reason(victim: Allocation, job: Workload) -> str:
-    if victim.workload.queue == job.queue or victim.workload.priority < job.priority:
-        return f"preempted by {job.id} (priority {job.priority} > {victim.workload.priority})"
-    return f"preempted by {job.id}: queue {job.queue} reclaims quota lent to {victim.workload.queue}"
 
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
