@@ -23,3 +23,10 @@ from corral.core.workloads import checkpointed_progress
 def test_checkpointed_progress_is_the_last_checkpoint(checkpoint, duration, progress, kept) -> None:
     workload = job("j", duration=duration, checkpoint_seconds=checkpoint)
     assert checkpointed_progress(workload, progress) == pytest.approx(kept)
+
+
+@pytest.mark.parametrize(("progress", "step", "kept"), [(1.0, 0.1, 1.0), (0.3, 0.1, 0.3), (0.7, 0.1, 0.7)])
+def test_progress_on_a_checkpoint_boundary_is_kept_despite_float_rounding(progress, step, kept) -> None:
+    """1.0 // 0.1 is 9.0 in floats; a job that ran exactly ten 0.1 s intervals keeps all ten."""
+    workload = Workload(id="j", duration=10.0, checkpoint_seconds=step)
+    assert checkpointed_progress(workload, progress) == pytest.approx(kept)

@@ -7,6 +7,7 @@ workload line maps one to one; the control plane's richer job spec compiles down
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -116,7 +117,10 @@ class PodRequest:
 
 def checkpointed_progress(workload: Workload, progress: float) -> float:
     """Work a job keeps when stopped after ``progress`` seconds of useful work: its last checkpoint."""
-    if workload.checkpoint_seconds is None:
+    step = workload.checkpoint_seconds
+    if step is None:
         return 0.0
-    saved = (progress // workload.checkpoint_seconds) * workload.checkpoint_seconds
+    # Not ``progress // step``: float floor division gives 1.0 // 0.1 == 9.0. The tolerance keeps a
+    # checkpoint that 0.3 / 0.1 == 2.9999999999999996 would otherwise lose.
+    saved = math.floor(progress / step + 1e-9) * step
     return min(saved, workload.duration)

@@ -38,7 +38,7 @@ from corral.core.cluster import ClusterSpec, PoolSpec
 from corral.core.nodes import Node, build_node
 from corral.core.queues import QueueSpec
 from corral.core.units import MILLI_PER_GPU, milli_to_gpus
-from corral.core.workloads import Workload
+from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import SpecError
 from corral.scenario.io import load_cluster_file, load_workload, read_events
 from corral.scenario.models import JOB_EVENTS, NODE_EVENTS, ClusterFile, Event, PodPlacement
@@ -512,12 +512,7 @@ class _Checker:
     # -- run time -------------------------------------------------------------------------------------------
 
     def _save_progress(self, job: _Job, t: float) -> None:
-        step = job.spec.checkpoint_seconds
-        if step:
-            saved = math.floor((job.progress + t - job.started_at) / step) * step
-            job.progress = min(saved, job.spec.duration)
-        else:
-            job.progress = 0.0
+        job.progress = checkpointed_progress(job.spec, job.progress + t - job.started_at)
 
     def _check_run_time(self, job: _Job, t: float) -> None:
         left = job.spec.duration - job.progress
