@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from builders import job
 
-from corral.core.workloads import checkpointed_progress
+from corral.core.workloads import Workload, checkpointed_progress
 
 
 @pytest.mark.parametrize(
