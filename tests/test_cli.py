@@ -18,7 +18,7 @@ runner = CliRunner()
 
 
 def test_sim_writes_events_and_summary_that_check_clean(tmp_path: Path) -> None:
-    events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    events, summary = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "summary.json"
     result = runner.invoke(
         app,
         ["sim", CLUSTER, WORKLOAD, "--failures", FAILURES, "--events", str(events), "--summary", str(summary)],

@@ -59,6 +59,9 @@ def sim(
         chosen = get_policy(policy)
         injected = list(read_events(failures)) if failures else []
         injected += [event for spec in fail or [] for event in _parse_fail(spec)]
+        for output in (events, summary):
+            if output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             sink = None
             if events is not None:
