@@ -6,7 +6,7 @@ OUT := out
 DEMO := examples/demo
 TRACE := ../shared/traces/alibaba-gpu-v2023
 
-.PHONY: demo test trace-replay clean
+.PHONY: demo test lint trace-replay clean
 
 $(BIN)/corral: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ demo: $(BIN)/corral
 		--events $(OUT)/demo-events.jsonl --summary $(OUT)/demo-summary.json
 	$(BIN)/corral check $(DEMO)/cluster.yaml $(DEMO)/workload.jsonl $(OUT)/demo-events.jsonl
 
-test: $(BIN)/corral
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(BIN)/corral
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 trace-replay: $(BIN)/corral
 	@mkdir -p $(OUT)/openb

@@ -31,7 +31,11 @@ SETTINGS = {"as recorded": (1.0, 1.0), "300x arrivals, 10% cluster": (300.0, 0.1
 
 def scaled(cluster: ClusterFile, fraction: float) -> ClusterFile:
     clusters = [
-        c.model_copy(update={"pools": [p.model_copy(update={"count": max(1, round(p.count * fraction))}) for p in c.pools]})
+        c.model_copy(
+            update={
+                "pools": [p.model_copy(update={"count": max(1, round(p.count * fraction))}) for p in c.pools]
+            }
+        )
         for c in cluster.clusters
     ]
     return ClusterFile(clusters=clusters, queues=cluster.queues)
@@ -45,7 +49,9 @@ def run(cluster: ClusterFile, workload: list, policy: str) -> tuple[Summary, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace-dir", type=Path, default=REPO.parent / "shared" / "traces" / "alibaba-gpu-v2023")
+    parser.add_argument(
+        "--trace-dir", type=Path, default=REPO.parent / "shared" / "traces" / "alibaba-gpu-v2023"
+    )
     args = parser.parse_args()
     if not args.trace_dir.is_dir():
         sys.exit(f"trace not found at {args.trace_dir}; pass --trace-dir")
@@ -69,7 +75,10 @@ def main() -> None:
         for policy in POLICIES:
             summary, wall = run(cluster, workload, policy)
             results[policy] = summary
-            print(f"{setting} / {policy}: {summary.scheduler_seconds:.1f} s scheduler, {wall:.1f} s wall", flush=True)
+            print(
+                f"{setting} / {policy}: {summary.scheduler_seconds:.1f} s scheduler, {wall:.1f} s wall",
+                flush=True,
+            )
         baseline = results["fifo"].scheduler_seconds
         for policy, s in results.items():
             per_round = 1000 * s.scheduler_seconds / max(1, s.scheduling_rounds)

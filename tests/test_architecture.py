@@ -10,7 +10,18 @@ import pytest
 import corral
 
 SRC = Path(corral.__file__).parent
-FORBIDDEN = {"sqlalchemy", "fastapi", "typer", "rich", "httpx", "kubernetes", "ray", "yaml", "requests", "time"}
+FORBIDDEN = {
+    "sqlalchemy",
+    "fastapi",
+    "typer",
+    "rich",
+    "httpx",
+    "kubernetes",
+    "ray",
+    "yaml",
+    "requests",
+    "time",
+}
 PURE_PACKAGES = ["core", "scheduling"]
 
 
@@ -25,7 +36,9 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", [p for pkg in PURE_PACKAGES for p in sorted((SRC / pkg).glob("*.py"))], ids=str)
+@pytest.mark.parametrize(
+    "path", [p for pkg in PURE_PACKAGES for p in sorted((SRC / pkg).glob("*.py"))], ids=str
+)
 def test_pure_modules_do_no_io(path: Path) -> None:
     imported = _imports(path)
     assert not imported & FORBIDDEN, f"{path.name} imports {imported & FORBIDDEN}"

@@ -21,13 +21,37 @@ def test_sim_writes_events_and_summary_that_check_clean(tmp_path: Path) -> None:
     events, summary = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "summary.json"
     result = runner.invoke(
         app,
-        ["sim", CLUSTER, WORKLOAD, "--failures", FAILURES, "--events", str(events), "--summary", str(summary)],
+        [
+            "sim",
+            CLUSTER,
+            WORKLOAD,
+            "--failures",
+            FAILURES,
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "Replay with policy default" in result.output
     data = json.loads(summary.read_text())
-    for field in ("jobs", "finished", "rejected", "gpu_hours_used", "gpu_allocation", "makespan", "wait_p50",
-                  "wait_p95", "jct_mean", "jct_p95", "cost_usd", "deadline_misses", "scheduler_seconds", "policy"):
+    for field in (
+        "jobs",
+        "finished",
+        "rejected",
+        "gpu_hours_used",
+        "gpu_allocation",
+        "makespan",
+        "wait_p50",
+        "wait_p95",
+        "jct_mean",
+        "jct_p95",
+        "cost_usd",
+        "deadline_misses",
+        "scheduler_seconds",
+        "policy",
+    ):
         assert field in data
     assert data["jobs"] == 40 and data["finished"] == 40
     assert sorted(data["queues"]) == ["clinical", "nlp", "vision"]
@@ -56,7 +80,9 @@ def test_check_reports_first_violation(tmp_path: Path) -> None:
 
 def test_every_policy_runs(tmp_path: Path) -> None:
     for policy in ("default", "strict-fifo", "spread", "fifo"):
-        result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--policy", policy, "--fail", "dgx-0@600:1200"])
+        result = runner.invoke(
+            app, ["sim", CLUSTER, WORKLOAD, "--policy", policy, "--fail", "dgx-0@600:1200"]
+        )
         assert result.exit_code == 0, result.output
         assert f"policy {policy}" in result.output
 

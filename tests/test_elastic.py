@@ -51,7 +51,12 @@ def test_no_scale_up_beyond_max_count_or_quota() -> None:
 
 def test_two_jobs_in_one_round_do_not_count_on_the_same_new_node() -> None:
     snapshot = make_snapshot(clusters=_clusters(cloud_max=2))
-    jobs = [job("a", gpus=8), job("b", gpus=8, submit=1), job("c", gpus=8, submit=2), job("d", gpus=8, submit=3)]
+    jobs = [
+        job("a", gpus=8),
+        job("b", gpus=8, submit=1),
+        job("c", gpus=8, submit=2),
+        job("d", gpus=8, submit=3),
+    ]
     result = schedule(snapshot, jobs, DEFAULT, now=0.0)
     assert [(s.pool, s.nodes, s.job) for s in result.scale_ups] == [("cloud", 1, "b"), ("cloud", 1, "c")]
     assert result.pending["d"].reason is PendingReason.NO_FIT

@@ -64,7 +64,9 @@ def test_cluster_not_yaml(tmp_path: Path) -> None:
 
 
 def test_duplicate_pool_names_rejected(tmp_path: Path) -> None:
-    text = CLUSTER.format(gpus=8) + CLUSTER.format(gpus=8).split("\n", 1)[1].replace("name: lab", "name: lab2")
+    text = CLUSTER.format(gpus=8) + CLUSTER.format(gpus=8).split("\n", 1)[1].replace(
+        "name: lab", "name: lab2"
+    )
     path = _write(tmp_path, "c.yaml", text)
     with pytest.raises(SpecError, match="pool name 'dgx' is used twice"):
         load_cluster_file(path)

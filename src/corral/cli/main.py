@@ -44,7 +44,8 @@ def sim(
     events: Annotated[Path | None, typer.Option(help="Write the event log here (JSON Lines).")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write the summary here (JSON).")] = None,
     failures: Annotated[
-        Path | None, typer.Option(help="Inject node events from this file (event-log lines: node_down, node_up ...).")
+        Path | None,
+        typer.Option(help="Inject node events from this file (event-log lines: node_down, node_up ...)."),
     ] = None,
     fail: Annotated[
         list[str] | None,
@@ -76,7 +77,9 @@ def sim(
                     if done % 100 == 0 or done == total:
                         progress.update(task, completed=done)
 
-            result = Simulator(cluster_file, jobs, chosen, cluster_events=injected, sink=sink, on_progress=on_progress).run()
+            result = Simulator(
+                cluster_file, jobs, chosen, cluster_events=injected, sink=sink, on_progress=on_progress
+            ).run()
         if summary is not None:
             write_summary(summary, result.summary)
         if not quiet:
@@ -117,7 +120,9 @@ def policies() -> None:
 @trace_app.command("import")
 def trace_import(
     kind: Annotated[str, typer.Argument(help="Trace kind: alibaba-openb.")],
-    trace_dir: Annotated[Path, typer.Argument(help="Folder of the trace (e.g. ../shared/traces/alibaba-gpu-v2023).")],
+    trace_dir: Annotated[
+        Path, typer.Argument(help="Folder of the trace (e.g. ../shared/traces/alibaba-gpu-v2023).")
+    ],
     out: Annotated[Path, typer.Option(help="Folder to write cluster.yaml and workload.jsonl into.")],
     variant: Annotated[str, typer.Option(help="Pod list variant, e.g. default, gpushare40.")] = "default",
 ) -> None:
@@ -174,5 +179,3 @@ def _progress(target: Console) -> Progress:
 
 def main() -> None:
     app()
-
-

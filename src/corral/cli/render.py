@@ -22,7 +22,9 @@ def format_seconds(seconds: float) -> str:
 
 
 def summary_table(summary: Summary) -> Table:
-    table = Table(title=f"Replay with policy [bold]{summary.policy}[/]", show_header=False, title_justify="left")
+    table = Table(
+        title=f"Replay with policy [bold]{summary.policy}[/]", show_header=False, title_justify="left"
+    )
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
     rows = [

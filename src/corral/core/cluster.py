@@ -31,7 +31,9 @@ class NodeTemplate(BaseModel):
         for group in self.nvlink_groups or []:
             for index in group:
                 if not 0 <= index < self.gpus:
-                    raise ValueError(f"nvlink_groups names GPU {index}, but the node has GPUs 0..{self.gpus - 1}")
+                    raise ValueError(
+                        f"nvlink_groups names GPU {index}, but the node has GPUs 0..{self.gpus - 1}"
+                    )
                 if index in seen:
                     raise ValueError(f"nvlink_groups lists GPU {index} twice; each GPU belongs to one group")
                 seen.add(index)

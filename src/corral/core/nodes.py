@@ -79,7 +79,9 @@ class Node:
         self.used_gpu_milli = sum(g.used_milli for g in self.gpus)
         self.max_free_share = max((g.free_milli for g in self.gpus), default=0)
 
-    def hold(self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float) -> None:
+    def hold(
+        self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
+    ) -> None:
         """Take resources for one pod; ``release`` with the same arguments gives them back."""
         self.used_cpu += cpu
         self.used_memory_gib += memory_gib
@@ -100,7 +102,9 @@ def build_node(cluster: ClusterSpec, pool: PoolSpec, index: int) -> Node:
     """Make node ``{pool}-{index}`` from its pool's template, empty and up."""
     template = pool.node
     groups = template.nvlink_group_of()
-    gpus = [Gpu(index=i, nvlink_group=groups[i], memory_gib=template.gpu_memory_gib) for i in range(template.gpus)]
+    gpus = [
+        Gpu(index=i, nvlink_group=groups[i], memory_gib=template.gpu_memory_gib) for i in range(template.gpus)
+    ]
     return Node(
         name=f"{pool.name}-{index}",
         cluster=cluster.name,
@@ -118,5 +122,8 @@ def build_node(cluster: ClusterSpec, pool: PoolSpec, index: int) -> Node:
 def build_initial_nodes(clusters: list[ClusterSpec]) -> list[Node]:
     """All nodes present at time 0 (``count`` per pool), in file order."""
     return [
-        build_node(cluster, pool, i) for cluster in clusters for pool in cluster.pools for i in range(pool.count)
+        build_node(cluster, pool, i)
+        for cluster in clusters
+        for pool in cluster.pools
+        for i in range(pool.count)
     ]

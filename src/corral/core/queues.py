@@ -13,7 +13,9 @@ class QueueSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     name: str = Field(min_length=1)
-    cohort: str | None = Field(default=None, description="Queues in one cohort lend unused quota to each other.")
+    cohort: str | None = Field(
+        default=None, description="Queues in one cohort lend unused quota to each other."
+    )
     quota: dict[str, float] = Field(default_factory=dict, description="Nominal GPUs per flavor.")
     borrowing_limit: dict[str, float] | None = Field(
         default=None, description="Most GPUs per flavor this queue may borrow; absent = no limit."

@@ -29,9 +29,14 @@ class Workload(BaseModel):
     min_pods: int | None = Field(default=None, ge=1, description="Gang minimum; defaults to `pods`.")
     gpus_per_pod: int = Field(default=0, ge=0, le=64, description="Whole GPUs per pod (1 for a share).")
     gpu_milli: int = Field(
-        default=MILLI_PER_GPU, ge=0, le=MILLI_PER_GPU, description="Per-GPU share in milli-GPU; <1000 is fractional."
+        default=MILLI_PER_GPU,
+        ge=0,
+        le=MILLI_PER_GPU,
+        description="Per-GPU share in milli-GPU; <1000 is fractional.",
     )
-    gpu_memory_gib: float = Field(default=0.0, ge=0, description="GPU memory the share needs; 0 = not stated.")
+    gpu_memory_gib: float = Field(
+        default=0.0, ge=0, description="GPU memory the share needs; 0 = not stated."
+    )
     cpu: float = Field(default=0.0, ge=0, description="CPU cores per pod.")
     memory_gib: float = Field(default=0.0, ge=0, description="Main memory per pod, GiB.")
     gpu_model: str | None = Field(

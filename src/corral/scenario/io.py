@@ -29,9 +29,13 @@ def load_cluster_file(path: str | Path) -> ClusterFile:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(path), line=line) from None
+        raise SpecError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(path), line=line
+        ) from None
     if not isinstance(data, dict):
-        raise SpecError("expected a mapping with 'clusters' (and optionally 'queues')", path=str(path), line=1)
+        raise SpecError(
+            "expected a mapping with 'clusters' (and optionally 'queues')", path=str(path), line=1
+        )
     try:
         return ClusterFile.model_validate(data)
     except ValidationError as exc:
@@ -61,7 +65,9 @@ def _read_jsonl(path: Path, model: type[BaseModel], *, unique_id: bool) -> Itera
             try:
                 data = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise SpecError(f"not valid JSON: {exc.msg} (column {exc.colno})", path=str(path), line=number) from None
+                raise SpecError(
+                    f"not valid JSON: {exc.msg} (column {exc.colno})", path=str(path), line=number
+                ) from None
             if not isinstance(data, dict):
                 raise SpecError("expected a JSON object on each line", path=str(path), line=number)
             try:

@@ -7,11 +7,11 @@ because "why is my job pending?" is the question users ask most.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class PendingReason(str, Enum):
+class PendingReason(StrEnum):
     """Machine-readable cause of a pending or rejected job."""
 
     QUOTA = "quota"  # the queue (and its cohort) has no quota left for the job's flavor

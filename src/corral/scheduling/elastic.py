@@ -29,7 +29,8 @@ def plan_scale_up(
         if quota_shortfall(snapshot, job.queue, flavor, job.gpu_demand_milli) is not None:
             continue
         pools = [
-            p for p in snapshot.pools.values()
+            p
+            for p in snapshot.pools.values()
             if p.flavor == flavor and snapshot.pool_cluster[p.name].name == cluster and p.elastic
         ]
         pools.sort(key=lambda p: (p.gpu_hour_cost, p.name))

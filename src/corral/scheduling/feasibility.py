@@ -16,7 +16,6 @@ from corral.scheduling.decisions import PendingReason, Reject
 from corral.scheduling.quota import max_admissible_milli
 from corral.scheduling.snapshot import Domain, Snapshot
 
-
 TIER_RANK = {"bronze": 0, "silver": 1, "gold": 2}
 """Cheaper tiers are tried first: a job that fits a workstation should not take a DGX."""
 
@@ -71,7 +70,9 @@ def rejection_of(workload: Workload, verdict: Feasibility) -> Reject | None:
 def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibility:
     if snapshot.queues is not None and workload.queue not in snapshot.queues:
         known = ", ".join(sorted(snapshot.queues)) or "none"
-        return Feasibility((), (PendingReason.UNKNOWN_QUEUE, f"queue {workload.queue!r} does not exist (queues: {known})"))
+        return Feasibility(
+            (), (PendingReason.UNKNOWN_QUEUE, f"queue {workload.queue!r} does not exist (queues: {known})")
+        )
     capacity: dict[Domain, int] = {}
     cost: dict[Domain, tuple[int, float]] = {}
     private: dict[Domain, bool] = {}
@@ -92,7 +93,11 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     if not allowed:
         why = "sensitive" if workload.sensitive else "not burstable"
         return Feasibility(
-            (), (PendingReason.PRIVATE_ONLY, f"job is {why}, so it runs only on private clusters, and none can hold it")
+            (),
+            (
+                PendingReason.PRIVATE_ONLY,
+                f"job is {why}, so it runs only on private clusters, and none can hold it",
+            ),
         )
     demand = workload.gpu_demand_milli
     within_quota = []

@@ -227,7 +227,12 @@ def place_gang(
     try:
         for index in range(pods):
             chosen = _best_node(
-                nodes, pod, scorers, pack_gpus, remaining=pods - index, gang_nodes={p.node for p in placements}
+                nodes,
+                pod,
+                scorers,
+                pack_gpus,
+                remaining=pods - index,
+                gang_nodes={p.node for p in placements},
             )
             if isinstance(chosen, Counter):
                 return FitFailure(pod=index, nodes=len(nodes), rejected_by=chosen)

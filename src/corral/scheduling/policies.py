@@ -7,13 +7,13 @@ the simulator measures exactly what the control plane would do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from corral.errors import CorralError
 from corral.scheduling.placement import BinPack, GpuSparing, NvLink, Scorer, Spread
 
 
-class Ordering(str, Enum):
+class Ordering(StrEnum):
     STRICT_FIFO = "strict-fifo"  # a queue's head job that cannot start blocks the jobs behind it
     BEST_EFFORT_FIFO = "best-effort-fifo"  # a head job that cannot start lets the next ones try
 
@@ -28,7 +28,9 @@ class Policy:
     preemption: bool = True
     scorers: tuple[tuple[Scorer, float], ...] = ((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5))
     pack_gpus: bool = True
-    scale_down_idle_seconds: float = 600.0  # elastic nodes above the pool's base count go after this idle time
+    scale_down_idle_seconds: float = (
+        600.0  # elastic nodes above the pool's base count go after this idle time
+    )
 
 
 POLICIES: dict[str, Policy] = {

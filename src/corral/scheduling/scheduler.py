@@ -31,7 +31,11 @@ from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
 
 def schedule(
-    snapshot: Snapshot, pending: Sequence[Workload], policy: Policy, now: float, progress: dict[str, float] | None = None
+    snapshot: Snapshot,
+    pending: Sequence[Workload],
+    policy: Policy,
+    now: float,
+    progress: dict[str, float] | None = None,
 ) -> SchedulingResult:
     """Decide which pending jobs start where, which running jobs are preempted, and why the rest wait.
 
@@ -83,12 +87,16 @@ class _Round:
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 for blocked in jobs[cursor[key] :]:
                     self.result.pending[blocked.id] = Pending(
-                        blocked.id, PendingReason.BLOCKED, note=f"StrictFIFO: waiting behind {job.id}, head of its queue"
+                        blocked.id,
+                        PendingReason.BLOCKED,
+                        note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
                     )
                 continue
             if cursor[key] < len(jobs):
                 heapq.heappush(heap, (self._share(key) if started else share, key))
-        self.result.scale_downs = plan_scale_down(self.snapshot, self.now, self.policy.scale_down_idle_seconds)
+        self.result.scale_downs = plan_scale_down(
+            self.snapshot, self.now, self.policy.scale_down_idle_seconds
+        )
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
@@ -134,7 +142,9 @@ class _Round:
             pool = scale_up.pool
         delay = self.snapshot.pools[pool].provision_seconds
         return Pending(
-            job.id, PendingReason.PROVISIONING, note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)"
+            job.id,
+            PendingReason.PROVISIONING,
+            note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)",
         )
 
     def _may_preempt(self, job: Workload) -> bool:
@@ -207,4 +217,6 @@ class _Round:
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
     quota_only = bool(failures) and all(isinstance(f, str) for _, f in failures)
-    return Pending(job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=tuple(failures))
+    return Pending(
+        job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=tuple(failures)
+    )

@@ -79,7 +79,9 @@ class Simulator:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.policy = policy
-        self.snapshot = Snapshot(cluster_file.clusters, build_initial_nodes(cluster_file.clusters), cluster_file.queues)
+        self.snapshot = Snapshot(
+            cluster_file.clusters, build_initial_nodes(cluster_file.clusters), cluster_file.queues
+        )
         self._sink = sink or (lambda event: None)
         self._on_progress = on_progress
         self._heap: list[tuple[float, int, int, object]] = []
@@ -204,7 +206,10 @@ class Simulator:
         pool = self.snapshot.pools[pool_name]
         index = 0
         for _ in range(nodes):
-            while f"{pool_name}-{index}" in self.snapshot.nodes or f"{pool_name}-{index}" in self._reserved_names:
+            while (
+                f"{pool_name}-{index}" in self.snapshot.nodes
+                or f"{pool_name}-{index}" in self._reserved_names
+            ):
                 index += 1
             name = f"{pool_name}-{index}"
             self._reserved_names.add(name)
@@ -248,7 +253,9 @@ class Simulator:
             record = self.tally.jobs[start.job]
             if record.first_start is None:
                 record.first_start = now
-            self._push(now + workload.duration - allocation.progress_at_start, _Kind.FINISH, (start.job, attempt))
+            self._push(
+                now + workload.duration - allocation.progress_at_start, _Kind.FINISH, (start.job, attempt)
+            )
             self._emit(
                 Event(
                     t=now,
@@ -277,7 +284,11 @@ class Simulator:
         for scale_up in result.scale_ups:
             self._scale_up(now, scale_up.pool, scale_up.nodes, scale_up.job)
         for scale_down in result.scale_downs:
-            self._emit(Event(t=now, event="node_removed", node=scale_down.node, reason="idle elastic node given back"))
+            self._emit(
+                Event(
+                    t=now, event="node_removed", node=scale_down.node, reason="idle elastic node given back"
+                )
+            )
             self.snapshot.remove_node(scale_down.node)
         if result.scale_downs:
             self._gpu_capacity = self._count_gpus()
@@ -304,7 +315,10 @@ class Simulator:
         for placement in allocation.placements:
             node = self.snapshot.nodes[placement.node]
             self.tally.add_usage(
-                allocation.workload.queue, placement.gpu_milli * len(placement.gpus), seconds, node.gpu_hour_cost
+                allocation.workload.queue,
+                placement.gpu_milli * len(placement.gpus),
+                seconds,
+                node.gpu_hour_cost,
             )
             if node.empty and node.idle_since is None:
                 node.idle_since = now

@@ -61,7 +61,8 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         for r in records
         if r.workload.deadline is not None
         and r.outcome != "rejected"
-        and (r.end if r.outcome == "finished" and r.end is not None else tally.last_time) > r.workload.deadline
+        and (r.end if r.outcome == "finished" and r.end is not None else tally.last_time)
+        > r.workload.deadline
     )
     return Summary(
         policy=policy,
