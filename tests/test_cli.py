@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from corral.cli.main import app
@@ -102,13 +103,14 @@ def test_unknown_policy_lists_choices() -> None:
     assert "unknown policy 'magic'; choose one of: default" in result.output
 
 
-def test_bad_fail_flag_explains_format() -> None:
-    result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "dgx-0"])
+@pytest.mark.parametrize("spec", ["dgx-0", "dgx-0@1.2.3", "dgx-0@10:5"])
+def test_bad_fail_flag_explains_format(spec: str) -> None:
+    result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", spec])
     assert result.exit_code == 2
-    assert "expected NODE@T_DOWN" in result.output
+    assert "--fail" in result.output and "Traceback" not in result.output
 
 
 def test_unknown_node_in_failures_is_reported() -> None:
     result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "nope-3@10"])
     assert result.exit_code == 2
-    assert "unknown node nope-3" in result.output
+    assert "node 'nope-3': node names are {pool}-{i}" in result.output

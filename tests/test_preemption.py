@@ -253,3 +253,12 @@ def test_no_victims_across_unrelated_queues(a_cohort) -> None:
     result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=100)], DEFAULT, now=10.0)
     assert victims(result) == []
     assert result.pending["aj"].reason is PendingReason.NO_FIT
+
+
+def test_cpu_only_job_never_reclaims_lent_gpu_quota() -> None:
+    """Reclaim is for GPU a queue is owed; a job that asks no GPU has nothing to claim back."""
+    queues = [make_queue("a", {"f": 4}, cohort="c"), make_queue("b", {"f": 4}, cohort="c")]
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=1, gpus=8, cpu=8)], queues=queues)
+    run_job(snapshot, job("b-big", queue="b", gpus=8, cpu=8, priority=100))
+    result = schedule(snapshot, [job("a-cpu", queue="a", gpus=0, cpu=1)], DEFAULT, now=10.0)
+    assert result.preemptions == []

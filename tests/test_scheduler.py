@@ -424,3 +424,15 @@ def test_pending_lists_every_domain_tried() -> None:
         "c/f1: queue a: f1 quota 8 GPUs, 8 in use, job needs 1 (no cohort to borrow from); "
         "c/f2: 0/1 nodes fit (1 insufficient CPU)"
     )
+
+
+def test_cpu_only_job_prefers_a_pool_without_gpus() -> None:
+    """A CPU-only job on a GPU node can strand its GPUs; a CPU pool in the same cluster goes first."""
+    snapshot = make_snapshot(
+        pools=[
+            make_pool("dgx", "a100", count=1, cpu=64),
+            make_pool("cpu", "cpu", count=1, gpus=0, model=None, cpu=64),
+        ]
+    )
+    result = schedule(snapshot, [job("c", gpus=0, cpu=60)], DEFAULT, now=0.0)
+    assert [s.placements[0].node for s in result.starts] == ["cpu-0"]

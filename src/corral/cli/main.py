@@ -143,7 +143,7 @@ def trace_import(
 
 
 def _parse_fail(spec: str) -> list[Event]:
-    match = re.fullmatch(r"(?P<node>[^@]+)@(?P<down>[0-9.]+)(?::(?P<up>[0-9.]+))?", spec)
+    match = re.fullmatch(r"(?P<node>[^@]+)@(?P<down>\d+(?:\.\d*)?)(?::(?P<up>\d+(?:\.\d*)?))?", spec)
     if match is None:
         raise CorralError(f"--fail {spec!r}: expected NODE@T_DOWN or NODE@T_DOWN:T_UP, e.g. dgx-1@3600:7200")
     down = float(match["down"])

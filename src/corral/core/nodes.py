@@ -58,18 +58,6 @@ class Node:
         self.refresh_gpu_counters()
 
     @property
-    def free_cpu(self) -> float:
-        return self.cpu - self.used_cpu
-
-    @property
-    def free_memory_gib(self) -> float:
-        return self.memory_gib - self.used_memory_gib
-
-    @property
-    def gpu_capacity_milli(self) -> int:
-        return len(self.gpus) * MILLI_PER_GPU
-
-    @property
     def empty(self) -> bool:
         return self.used_gpu_milli == 0 and abs(self.used_cpu) < 1e-9 and abs(self.used_memory_gib) < 1e-9
 
@@ -83,12 +71,12 @@ class Node:
         self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
     ) -> None:
         """Take resources for one pod; ``release`` with the same arguments gives them back."""
-        self.used_cpu += cpu
-        self.used_memory_gib += memory_gib
+        self.used_cpu = _snap(self.used_cpu + cpu)
+        self.used_memory_gib = _snap(self.used_memory_gib + memory_gib)
         for index in gpus:
             gpu = self.gpus[index]
             gpu.used_milli += gpu_milli
-            gpu.used_memory_gib += gpu_memory_gib
+            gpu.used_memory_gib = _snap(gpu.used_memory_gib + gpu_memory_gib)
         if gpus:
             self.refresh_gpu_counters()
 
@@ -96,6 +84,11 @@ class Node:
         self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
     ) -> None:
         self.hold(-cpu, -memory_gib, gpus, -gpu_milli, -gpu_memory_gib)
+
+
+def _snap(value: float) -> float:
+    """Round float dust to zero: 0.1 + 0.2 - 0.1 - 0.2 must leave a GPU idle, not 2.8e-17 GiB busy."""
+    return 0.0 if abs(value) < 1e-9 else value
 
 
 def build_node(cluster: ClusterSpec, pool: PoolSpec, index: int) -> Node:

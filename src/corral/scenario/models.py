@@ -109,7 +109,6 @@ class Summary(BaseModel):
     jobs: int
     finished: int
     rejected: int
-    failed: int = 0
     waiting: int = 0
     preemptions: int = 0
     gpu_hours_used: float

@@ -57,7 +57,7 @@ def plan_scale_down(snapshot: Snapshot, now: float, idle_seconds: float) -> list
     for node in snapshot.nodes.values():
         if surplus.get(node.pool, 0) <= 0 or not node.empty or node.idle_since is None:
             continue
-        if now - node.idle_since >= idle_seconds:
+        if now >= node.idle_since + idle_seconds:  # the same sum the caller scheduled its wake-up for
             decisions.append(ScaleDown(node.name))
             surplus[node.pool] -= 1
     return decisions

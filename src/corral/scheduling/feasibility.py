@@ -76,12 +76,14 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     capacity: dict[Domain, int] = {}
     cost: dict[Domain, tuple[int, float]] = {}
     private: dict[Domain, bool] = {}
+    has_gpus: dict[Domain, bool] = {}
     for pool_name, pool in snapshot.pools.items():
         cluster = snapshot.pool_cluster[pool_name]
         domain = (cluster.name, pool.flavor)
         per_node = pods_per_node(pool.node, pod)
         capacity[domain] = capacity.get(domain, 0) + pool.capacity_count * per_node
         private[domain] = cluster.private
+        has_gpus[domain] = has_gpus.get(domain, False) or pool.node.gpus > 0
         if per_node == 0:
             continue
         rank = (TIER_RANK.get(pool.tier.lower(), len(TIER_RANK)), pool.gpu_hour_cost)
@@ -115,7 +117,8 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
                 f"in {flavors} (nominal quota plus everything its cohort could lend)",
             ),
         )
-    within_quota.sort(key=lambda d: (not private[d], cost[d], d))
+    # Private first; a CPU-only pod then prefers nodes without GPUs, so it strands no GPU; then tier and price.
+    within_quota.sort(key=lambda d: (not private[d], pod.gpus == 0 and has_gpus[d], cost[d], d))
     return Feasibility(tuple(within_quota))
 
 

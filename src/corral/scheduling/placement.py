@@ -103,7 +103,7 @@ def choose_gpus(node: Node, pod: PodRequest, *, pack: bool = True) -> tuple[int,
                     best, best_key = gpu, key
         return (best.index,) if best is not None else None
     if not node.nvlink:
-        free = [g.index for g in node.gpus if g.healthy and g.used_milli == 0 and g.used_memory_gib == 0]
+        free = [g.index for g in node.gpus if g.healthy and g.idle]
         return tuple(free[: pod.gpus]) if len(free) >= pod.gpus else None
     free_by_group: dict[int, list[int]] = {}
     for gpu in node.gpus:

@@ -5,13 +5,13 @@ Rules, in the order they matter to users:
   borrowing the flavor while the preemptor's queue claims back its own nominal quota (without queues, any
   lower-priority job); never a job of equal or higher priority in the preemptor's own queue;
 - lowest priority first, then the job that loses least work since its last checkpoint, then the newest;
-- fewest victims: after a set that works is found, each victim is given back in turn and stays running
-  if the job still fits without stopping it.
+- no needless victim: after a set that works is found, each victim is given back in turn and stays
+  running if the job still fits without stopping it (a minimal set, not always the smallest one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling.quota import is_borrowing
@@ -24,15 +24,24 @@ def lost_work(allocation: Allocation, now: float) -> float:
     return progress - checkpointed_progress(allocation.workload, progress)
 
 
-def may_preempt(snapshot: Snapshot, job: Workload) -> bool:
-    """Cheap test: could any running job be a victim of ``job`` at all?"""
+def may_preempt(snapshot: Snapshot, job: Workload, domains: Sequence[Domain]) -> bool:
+    """Cheap test, O(domains): could any running job be a victim of ``job`` at all?"""
     if snapshot.queues is None:
         lowest = snapshot.lowest_running_priority()
         return lowest is not None and lowest < job.priority
     lowest = snapshot.lowest_running_priority(job.queue)
     if lowest is not None and lowest < job.priority:
         return True
-    return snapshot.cohort_of(job.queue) is not None
+    return any(_may_reclaim(snapshot, job, flavor) for _, flavor in domains)
+
+
+def _may_reclaim(snapshot: Snapshot, job: Workload, flavor: str) -> bool:
+    """``job`` asks for GPU its queue is owed (within nominal quota) while some cohort member borrows it."""
+    cohort = snapshot.cohort_of(job.queue)
+    if cohort is None or job.gpu_demand_milli == 0 or not snapshot.cohort_borrowed[(cohort, flavor)]:
+        return False
+    own = snapshot.queues[job.queue].nominal_milli(flavor)  # type: ignore[index]
+    return snapshot.queue_gpu[(job.queue, flavor)] + job.gpu_demand_milli <= own
 
 
 def find_victims(
@@ -84,9 +93,6 @@ def _eligible(snapshot: Snapshot, job: Workload, victim: Allocation, flavor: str
         return other.priority < job.priority
     if other.queue == job.queue:
         return other.priority < job.priority
-    cohort = snapshot.cohort_of(job.queue)
-    if cohort is None or snapshot.cohort_of(other.queue) != cohort:
+    if snapshot.cohort_of(other.queue) != snapshot.cohort_of(job.queue):
         return False
-    own = snapshot.queues[job.queue].nominal_milli(flavor)
-    reclaiming = snapshot.queue_gpu[(job.queue, flavor)] + job.gpu_demand_milli <= own
-    return reclaiming and is_borrowing(snapshot, other.queue, flavor)
+    return _may_reclaim(snapshot, job, flavor) and is_borrowing(snapshot, other.queue, flavor)

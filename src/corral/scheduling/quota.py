@@ -24,14 +24,14 @@ def quota_shortfall(snapshot: Snapshot, queue: str, flavor: str, demand_milli: i
         if need <= nominal:
             return None
         return (
-            f"queue {queue}: {flavor} quota {_g(nominal)} GPUs, {_g(used)} in use, job needs {_g(demand_milli)} "
+            f"queue {queue}: {flavor} quota {_gpus(nominal)} GPUs, {_gpus(used)} in use, job needs {_gpus(demand_milli)} "
             f"(no cohort to borrow from)"
         )
     limit = spec.borrow_limit_milli(flavor)
     if limit is not None and need > nominal + limit:
         return (
-            f"queue {queue}: {flavor} quota {_g(nominal)} + borrowing limit {_g(limit)} GPUs, "
-            f"{_g(used)} in use, job needs {_g(demand_milli)}"
+            f"queue {queue}: {flavor} quota {_gpus(nominal)} + borrowing limit {_gpus(limit)} GPUs, "
+            f"{_gpus(used)} in use, job needs {_gpus(demand_milli)}"
         )
     cohort_used = snapshot.cohort_gpu[(spec.cohort, flavor)]
     cohort_nominal = snapshot.cohort_nominal[(spec.cohort, flavor)]
@@ -40,12 +40,12 @@ def quota_shortfall(snapshot: Snapshot, queue: str, flavor: str, demand_milli: i
     idle = max(0, cohort_nominal - cohort_used)
     if need <= nominal:
         return (
-            f"queue {queue}: within its {flavor} quota ({_g(need)} of {_g(nominal)} GPUs) but cohort "
-            f"{spec.cohort} has lent it out ({_g(idle)} idle); reclaim needs preemption of borrowers"
+            f"queue {queue}: within its {flavor} quota ({_gpus(need)} of {_gpus(nominal)} GPUs) but cohort "
+            f"{spec.cohort} has lent it out ({_gpus(idle)} idle); reclaim needs preemption of borrowers"
         )
     return (
-        f"queue {queue}: {flavor} quota {_g(nominal)} GPUs, {_g(used)} in use, job needs {_g(demand_milli)}; "
-        f"cohort {spec.cohort} has {_g(idle)} of {_g(cohort_nominal)} GPUs idle to lend"
+        f"queue {queue}: {flavor} quota {_gpus(nominal)} GPUs, {_gpus(used)} in use, job needs {_gpus(demand_milli)}; "
+        f"cohort {spec.cohort} has {_gpus(idle)} of {_gpus(cohort_nominal)} GPUs idle to lend"
     )
 
 
@@ -71,6 +71,6 @@ def is_borrowing(snapshot: Snapshot, queue: str, flavor: str) -> bool:
     return snapshot.queue_gpu[(queue, flavor)] > snapshot.queues[queue].nominal_milli(flavor)
 
 
-def _g(milli: int) -> str:
+def _gpus(milli: int) -> str:
     gpus = milli_to_gpus(milli)
     return f"{gpus:g}"

@@ -60,7 +60,7 @@ class _Round:
     result: SchedulingResult = field(default_factory=SchedulingResult)
     started: set[str] = field(default_factory=set)
     no_fit: dict[Domain, list[tuple[PodRequest, int, FitFailure]]] = field(default_factory=dict)
-    preemptible: dict[str, bool] = field(default_factory=dict)
+    preemptible: dict[tuple[str, int, int, tuple[Domain, ...]], bool] = field(default_factory=dict)
     requested: Counter[str] = field(default_factory=Counter)
 
     def run(self, pending: Sequence[Workload]) -> None:
@@ -124,7 +124,7 @@ class _Round:
                 self._start(job, domain, outcome)
                 return True
             failures.append((domain, outcome))
-        if self.policy.preemption and self._may_preempt(job):
+        if self.policy.preemption and self._may_preempt(job, domains):
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
                     return True
@@ -147,12 +147,12 @@ class _Round:
             note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)",
         )
 
-    def _may_preempt(self, job: Workload) -> bool:
-        """``may_preempt``, remembered per (queue, priority) until the round starts or stops a job."""
-        key = f"{job.queue}\0{job.priority}"
+    def _may_preempt(self, job: Workload, domains: tuple[Domain, ...]) -> bool:
+        """``may_preempt``, remembered per job kind until the round starts or stops a job."""
+        key = (job.queue, job.priority, job.gpu_demand_milli, domains)
         known = self.preemptible.get(key)
         if known is None:
-            known = self.preemptible[key] = may_preempt(self.snapshot, job)
+            known = self.preemptible[key] = may_preempt(self.snapshot, job, domains)
         return known
 
     def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | str | FitFailure:

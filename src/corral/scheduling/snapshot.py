@@ -63,6 +63,8 @@ class Snapshot:
         self.queue_cpu: dict[str, float] = defaultdict(float)
         self.cohort_gpu: dict[tuple[str, str], int] = defaultdict(int)
         self.cohort_nominal: dict[tuple[str, str], int] = defaultdict(int)
+        self.cohort_borrowed: dict[tuple[str, str], int] = defaultdict(int)
+        """Milli-GPU per (cohort, flavor) that members hold beyond their nominal quota: reclaimable."""
         for queue in (self.queues or {}).values():
             if queue.cohort:
                 for flavor in queue.quota:
@@ -82,6 +84,8 @@ class Snapshot:
     # -- cluster changes (applied by the caller between rounds; not undoable) --
 
     def add_node(self, node: Node) -> None:
+        if node.name in self.nodes:
+            raise ValueError(f"node {node.name} is already in the snapshot")
         self.nodes[node.name] = node
         self.domains[(node.cluster, node.flavor)].append(node)
         self.pool_nodes[node.pool] += 1
@@ -89,19 +93,14 @@ class Snapshot:
 
     def remove_node(self, name: str) -> Node:
         node = self.nodes.pop(name)
-        self.domains[(node.cluster, node.flavor)].remove(node)
+        members = self.domains[(node.cluster, node.flavor)]
+        del members[next(i for i, member in enumerate(members) if member is node)]
         self.pool_nodes[node.pool] -= 1
         self._capacity = None
         return node
 
     def set_node_up(self, name: str, up: bool) -> None:
         self.nodes[name].up = up
-        self._capacity = None
-
-    def set_gpu_healthy(self, name: str, index: int, healthy: bool) -> None:
-        node = self.nodes[name]
-        node.gpus[index].healthy = healthy
-        node.refresh_gpu_counters()
         self._capacity = None
 
     def jobs_on_node(self, name: str) -> list[str]:
@@ -151,9 +150,15 @@ class Snapshot:
             del counts[workload.priority]
         if demand:
             self.queue_gpu[(workload.queue, allocation.flavor)] += sign * demand
+            key = (workload.queue, allocation.flavor)
+            before = self.queue_gpu[key] - sign * demand
             cohort = self.cohort_of(workload.queue)
             if cohort:
                 self.cohort_gpu[(cohort, allocation.flavor)] += sign * demand
+                nominal = self.queues[workload.queue].nominal_milli(allocation.flavor)  # type: ignore[index]
+                self.cohort_borrowed[(cohort, allocation.flavor)] += max(
+                    0, self.queue_gpu[key] - nominal
+                ) - max(0, before - nominal)
 
     # -- queries --
 

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from corral.core.cluster import PoolSpec
 from corral.core.nodes import Node, build_initial_nodes, build_node
+from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
 from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
@@ -25,6 +27,10 @@ from corral.scheduling.waiting import WaitingJobs
 from corral.sim.report import JobRecord, ReplayTally, summarize
 
 EventSink = Callable[[Event], None]
+
+MAX_ROUNDS_PER_INSTANT = 1000
+"""Rounds at one instant before the engine calls it a bug: each preemption frees room for strictly
+higher priority or for a queue reclaiming lent quota, so chains of preemptions end quickly."""
 
 
 class _Kind(IntEnum):
@@ -101,12 +107,15 @@ class Simulator:
                 raise CorralError(
                     f"cluster event at t={event.t}: {event.event!r} is not one of {', '.join(_CLUSTER_EVENT_KINDS)}"
                 )
+            if kind is not _Kind.NODE_ADDED and event.node not in self.snapshot.nodes:
+                self._parse_node_name(event.node)
             self._push(event.t, kind, event.node)
         self._submitted = 0
         self._gpu_capacity = self._count_gpus()
         self._provision_left: dict[str, int] = {}
         self._reserved_names: set[str] = set()
         self._tick = False
+        self._capacity_seconds = 0.0
         for node in self.snapshot.nodes.values():
             node.idle_since = 0.0
 
@@ -115,19 +124,31 @@ class Simulator:
         while self._heap:
             now = self._heap[0][0]
             if previous is not None:
-                self.tally.capacity_gpu_seconds += self._gpu_capacity * (now - previous)
+                self._capacity_seconds += self._gpu_capacity * (now - previous)
             else:
                 self.tally.first_time = now
             previous = now
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
                 self._handle(now, _Kind(kind), payload)
-            if self._waiting.has_active or self._tick:
-                self._tick = False
-                self._round(now)
-            self.tally.last_time = now
+            self._settle(now)
         pending = {job: self._last_pending[job] for job in self._waiting.ids() if job in self._last_pending}
         return SimulationResult(summarize(self.tally, self.policy.name), pending)
+
+    def _settle(self, now: float) -> None:
+        """Run rounds at this instant until no round preempts: a victim may restart elsewhere at once."""
+        for _ in range(MAX_ROUNDS_PER_INSTANT):
+            if not (self._waiting.has_active or self._tick):
+                return
+            self._tick = False
+            if not self._round(now):
+                return
+        raise CorralError(f"t={now}: preemptions did not settle after {MAX_ROUNDS_PER_INSTANT} rounds")
+
+    def _job_activity(self, now: float) -> None:
+        """Makespan and capacity-time run to the last job event, not to trailing node events."""
+        self.tally.last_time = now
+        self.tally.capacity_gpu_seconds = self._capacity_seconds
 
     # -- events --
 
@@ -137,6 +158,7 @@ class Simulator:
     def _handle(self, now: float, kind: _Kind, payload: object) -> None:
         if kind is _Kind.SUBMIT:
             assert isinstance(payload, Workload)
+            self._job_activity(now)
             self._emit(Event(t=now, job=payload.id, event="submitted"))
             self._waiting.add(payload)
             self._submitted += 1
@@ -148,6 +170,7 @@ class Simulator:
             if running is None or running.attempt != attempt:
                 return  # preempted since this finish was scheduled
             self._stop(now, job)
+            self._job_activity(now)
             record = self.tally.jobs[job]
             record.outcome, record.end = "finished", now
             self._emit(Event(t=now, job=job, event="finished"))
@@ -162,8 +185,10 @@ class Simulator:
     def _cluster_event(self, now: float, kind: _Kind, name: str) -> None:
         snapshot = self.snapshot
         if kind is _Kind.NODE_ADDED:
-            if name in snapshot.nodes:
-                raise CorralError(f"t={now}: node_added for {name}, which already exists")
+            if name in snapshot.nodes or name in self._reserved_names:
+                raise CorralError(
+                    f"t={now}: node_added for {name}, which already exists or is being provisioned"
+                )
             node = self._build_named_node(name)
             node.idle_since = now
             snapshot.add_node(node)
@@ -219,15 +244,23 @@ class Simulator:
         self.snapshot.awaiting_nodes[job] = pool_name
 
     def _build_named_node(self, name: str) -> Node:
-        match = re.fullmatch(r"(.+)-(\d+)", name)
+        pool, index = self._parse_node_name(name)
+        return build_node(self.snapshot.pool_cluster[pool.name], pool, index)
+
+    def _parse_node_name(self, name: str) -> tuple[PoolSpec, int]:
+        """The pool and index of ``{pool}-{i}``; the name must be exactly what ``build_node`` would make."""
+        match = re.fullmatch(r"(.+)-(0|[1-9]\d*)", name)
         pool = self.snapshot.pools.get(match.group(1)) if match else None
         if match is None or pool is None:
-            raise CorralError(f"node_added {name!r}: node names are {{pool}}-{{i}} and no pool matches")
-        return build_node(self.snapshot.pool_cluster[pool.name], pool, int(match.group(2)))
+            raise CorralError(
+                f"node {name!r}: node names are {{pool}}-{{i}} (i without leading zeros) of a known pool"
+            )
+        return pool, int(match.group(2))
 
     # -- scheduling --
 
-    def _round(self, now: float) -> None:
+    def _round(self, now: float) -> bool:
+        """One scheduling round and its decisions applied; True when it preempted (victims wait again)."""
         started = time.perf_counter()
         result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
@@ -294,6 +327,9 @@ class Simulator:
             self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
         self._waiting.park(set(result.pending))
+        if result.starts or result.preemptions or result.rejections:
+            self._job_activity(now)
+        return bool(result.preemptions)
         self.snapshot.commit()
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
@@ -329,5 +365,5 @@ class Simulator:
     def _emit(self, event: Event) -> None:
         self._sink(event)
 
-    def _count_gpus(self) -> int:
-        return sum(sum(1 for g in n.gpus if g.healthy) for n in self.snapshot.nodes.values() if n.up)
+    def _count_gpus(self) -> float:
+        return sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU

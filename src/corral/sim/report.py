@@ -20,7 +20,7 @@ class JobRecord:
     workload: Workload
     first_start: float | None = None
     end: float | None = None
-    outcome: str | None = None  # finished | rejected | failed
+    outcome: str | None = None  # finished | rejected
 
 
 @dataclass
@@ -69,7 +69,6 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         jobs=len(records),
         finished=len(finished),
         rejected=sum(1 for r in records if r.outcome == "rejected"),
-        failed=sum(1 for r in records if r.outcome == "failed"),
         waiting=sum(1 for r in records if r.outcome is None),
         preemptions=tally.preemptions,
         gpu_hours_used=tally.gpu_seconds / 3600,

@@ -1,0 +1,81 @@
+"""The simulator applies decisions the way the control plane will: these are the cases that once went wrong."""
+
+from __future__ import annotations
+
+import pytest
+from builders import job, make_cluster, make_pool
+
+from corral.errors import CorralError
+from corral.scenario.invariants import check_events
+from corral.scenario.models import ClusterFile, Event
+from corral.scheduling import get_policy
+from corral.sim.engine import Simulator
+
+DEFAULT = get_policy("default")
+
+
+def _replay(cluster: ClusterFile, jobs, cluster_events=()):  # type: ignore[no-untyped-def]
+    events: list[Event] = []
+    result = Simulator(cluster, jobs, DEFAULT, cluster_events=cluster_events, sink=events.append).run()
+    assert check_events(cluster, jobs, events) is None
+    return result, events
+
+
+def _starts(events: list[Event]) -> list[tuple[float, str, str]]:
+    return [(e.t, e.job, e.placements[0].node) for e in events if e.event == "started" and e.placements]
+
+
+def test_preempted_job_restarts_elsewhere_at_the_same_instant() -> None:
+    cluster = ClusterFile(
+        clusters=[
+            make_cluster("own", [make_pool("dgx", "a100", gpus=8)], private=True),
+            make_cluster("cloud", [make_pool("vm", "a100c", gpus=8)], private=False),
+        ]
+    )
+    jobs = [
+        job("low", gpus=8, duration=1000.0),
+        job("high", gpus=8, priority=5, submit=10.0, duration=5000.0, sensitive=True),
+    ]
+    _, events = _replay(cluster, jobs)
+    assert _starts(events) == [(0.0, "low", "dgx-0"), (10.0, "high", "dgx-0"), (10.0, "low", "vm-0")]
+
+
+def test_shares_with_gpu_memory_leave_the_gpu_idle_for_a_whole_gpu_job() -> None:
+    cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("n", "f", gpus=1)])])
+    jobs = [
+        job("a", milli=100, gpu_mem=0.1, duration=10.0),
+        job("b", milli=100, gpu_mem=0.2, duration=5.0),
+        job("whole", gpus=1, submit=20.0),
+    ]
+    result, _ = _replay(cluster, jobs)
+    assert result.summary.finished == 3
+
+
+def test_idle_elastic_node_is_given_back_whatever_the_float_rounding() -> None:
+    cloud = make_pool("cloud", "a100", count=0, max_count=1, cost=1.0)
+    cluster = ClusterFile(clusters=[make_cluster("c", [cloud], private=False)])
+    _, events = _replay(cluster, [job("j", gpus=1, duration=3968.611547991774)])
+    assert [e.event for e in events if e.node] == ["node_added", "node_removed"]
+
+
+def test_makespan_ends_with_the_last_job_not_the_last_node_event() -> None:
+    cloud = make_pool("cloud", "a100", count=0, max_count=1)
+    cluster = ClusterFile(clusters=[make_cluster("c", [cloud], private=False)])
+    result, events = _replay(cluster, [job("j", gpus=1, duration=100.0)])
+    assert events[-1].event == "node_removed"
+    assert result.summary.makespan == 100.0
+    assert result.summary.gpu_allocation == 1 / 8  # one GPU of the 8-GPU node, over the whole makespan
+
+
+def test_injected_node_added_cannot_collide_with_a_provisioning_node() -> None:
+    cloud = make_pool("cloud", "a100", count=0, max_count=2).model_copy(update={"provision_seconds": 100.0})
+    cluster = ClusterFile(clusters=[make_cluster("c", [cloud], private=False)])
+    with pytest.raises(CorralError, match="already exists or is being provisioned"):
+        _replay(cluster, [job("j", gpus=1)], [Event(t=50.0, event="node_added", node="cloud-0")])
+
+
+@pytest.mark.parametrize("name", ["dgx-01", "nope-1", "dgx"])
+def test_node_names_must_be_exactly_pool_dash_index(name: str) -> None:
+    cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("dgx", "a100", count=1, max_count=3)])])
+    with pytest.raises(CorralError, match="node names are"):
+        Simulator(cluster, [], DEFAULT, cluster_events=[Event(t=1.0, event="node_added", node=name)]).run()
