@@ -436,3 +436,19 @@ def test_cpu_only_job_prefers_a_pool_without_gpus() -> None:
     )
     result = schedule(snapshot, [job("c", gpus=0, cpu=60)], DEFAULT, now=0.0)
     assert [s.placements[0].node for s in result.starts] == ["cpu-0"]
+
+
+def test_fair_share_order_is_updated_for_the_victims_queue_after_a_preemption() -> None:
+    """b loses its borrowed job to a's reclaim, so b's share drops to 0 and b's next job goes before c's."""
+    queues = [make_queue(name, {"f": 4}, cohort="k") for name in ("a", "b", "c")]
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)], queues=queues)
+    run_job(snapshot, job("b-borrow", queue="b", gpus=8))
+    run_job(snapshot, job("c-run", queue="c", gpus=4))
+    pending = [
+        job("a-big", queue="a", gpus=4),
+        job("b-next", queue="b", gpus=4, submit=1),
+        job("c-next", queue="c", gpus=4, submit=2),
+    ]
+    result = schedule(snapshot, pending, DEFAULT, now=10.0)
+    assert [p.job for p in result.preemptions] == ["b-borrow"]
+    assert [s.job for s in result.starts] == ["a-big", "b-next"]

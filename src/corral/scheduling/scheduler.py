@@ -62,6 +62,7 @@ class _Round:
     no_fit: dict[Domain, list[tuple[PodRequest, int, FitFailure]]] = field(default_factory=dict)
     preemptible: dict[tuple[str, int, int, tuple[Domain, ...]], bool] = field(default_factory=dict)
     requested: Counter[str] = field(default_factory=Counter)
+    preempted_queue: dict[str, str] = field(default_factory=dict)
 
     def run(self, pending: Sequence[Workload]) -> None:
         queues: dict[str, list[Workload]] = {}
@@ -75,16 +76,24 @@ class _Round:
             queues.setdefault(key, []).append(job)
         for jobs in queues.values():
             jobs.sort(key=self._job_order)
-        heap = [(self._share(key), key) for key in queues]
+        # Heap of (share, version, queue); a queue whose share changed gets a new entry with a new
+        # version, and entries with an old version are skipped when popped.
+        version = dict.fromkeys(queues, 0)
+        heap = [(self._share(key), 0, key) for key in queues]
         heapq.heapify(heap)
         cursor = dict.fromkeys(queues, 0)
+        blocked_queues: set[str] = set()
         while heap:
-            share, key = heapq.heappop(heap)
+            share, entry_version, key = heapq.heappop(heap)
+            if entry_version != version[key]:
+                continue
             jobs = queues[key]
             job = jobs[cursor[key]]
             cursor[key] += 1
+            preempted_before = len(self.result.preemptions)
             started = self._try(job)
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
+                blocked_queues.add(key)
                 for blocked in jobs[cursor[key] :]:
                     self.result.pending[blocked.id] = Pending(
                         blocked.id,
@@ -92,8 +101,16 @@ class _Round:
                         note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
                     )
                 continue
-            if cursor[key] < len(jobs):
-                heapq.heappush(heap, (self._share(key) if started else share, key))
+            changed = {key} if started else set()
+            for preempt in self.result.preemptions[preempted_before:]:
+                victim_queue = self.preempted_queue[preempt.job]
+                changed.add(victim_queue if self.policy.fair_share else "")
+            for queue in changed:
+                if queue in queues and queue not in blocked_queues and cursor[queue] < len(queues[queue]):
+                    version[queue] += 1
+                    heapq.heappush(heap, (self._share(queue), version[queue], queue))
+            if key not in changed and cursor[key] < len(jobs):
+                heapq.heappush(heap, (share, version[key], key))
         self.result.scale_downs = plan_scale_down(
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
@@ -187,6 +204,7 @@ class _Round:
         self.preemptible.clear()
         for victim in victims:
             self.snapshot.release(victim.workload.id)
+            self.preempted_queue[victim.workload.id] = victim.workload.queue
             self.result.preemptions.append(
                 Preempt(victim.workload.id, by=job.id, reason=self._preemption_reason(victim, job))
             )
