@@ -76,3 +76,11 @@ def test_replay_provisions_runs_and_gives_back_cloud_nodes() -> None:
     assert summary.cost_usd == 8 * 100.0 / 3600 * 3.0
     assert summary.cost_per_queue == {"a": summary.cost_usd}
     assert check_events(cluster, jobs, events) is None
+
+
+def test_scale_up_does_not_promise_the_same_quota_twice() -> None:
+    queues = [make_queue("a", quota={"a100": 8, "a100-cloud": 8})]
+    snapshot = make_snapshot(clusters=_clusters(cloud_max=2), queues=queues)
+    pending = [job("own", gpus=8), job("j1", gpus=8, submit=1), job("j2", gpus=8, submit=2)]
+    result = schedule(snapshot, pending, DEFAULT, now=0.0)
+    assert [(s.pool, s.job) for s in result.scale_ups] == [("cloud", "j1")]

@@ -21,12 +21,20 @@ from corral.scheduling.snapshot import Domain, Snapshot
 
 
 def plan_scale_up(
-    snapshot: Snapshot, job: Workload, domains: Sequence[Domain], requested: Counter[str]
+    snapshot: Snapshot,
+    job: Workload,
+    domains: Sequence[Domain],
+    requested: Counter[str],
+    promised: Counter[tuple[str, str]],
 ) -> ScaleUp | None:
-    """New nodes that would let ``job`` start, or None. ``requested`` counts nodes asked for earlier in
-    the same round, so two jobs never count on the same new node."""
+    """New nodes that would let ``job`` start, or None.
+
+    ``requested`` counts nodes and ``promised`` the GPU quota per (queue, flavor) that earlier jobs of the
+    same round are waiting for, so two jobs never count on the same new node or the same quota.
+    """
     for cluster, flavor in domains:
-        if quota_shortfall(snapshot, job.queue, flavor, job.gpu_demand_milli) is not None:
+        demand = job.gpu_demand_milli + promised[(job.queue, flavor)]
+        if quota_shortfall(snapshot, job.queue, flavor, demand) is not None:
             continue
         pools = [
             p
@@ -42,6 +50,7 @@ def plan_scale_up(
             room = pool.capacity_count - snapshot.pool_nodes[pool.name] - snapshot.provisioning[pool.name]
             if needed <= room - requested[pool.name]:
                 requested[pool.name] += needed
+                promised[(job.queue, flavor)] += job.gpu_demand_milli
                 return ScaleUp(pool=pool.name, nodes=needed, job=job.id)
     return None
 

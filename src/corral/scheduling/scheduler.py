@@ -62,6 +62,7 @@ class _Round:
     no_fit: dict[Domain, list[tuple[PodRequest, int, FitFailure]]] = field(default_factory=dict)
     preemptible: dict[tuple[str, int, int, tuple[Domain, ...]], bool] = field(default_factory=dict)
     requested: Counter[str] = field(default_factory=Counter)
+    promised: Counter[tuple[str, str]] = field(default_factory=Counter)
     preempted_queue: dict[str, str] = field(default_factory=dict)
 
     def run(self, pending: Sequence[Workload]) -> None:
@@ -152,7 +153,7 @@ class _Round:
         """If new nodes of an elastic pool are (or can be) on their way for ``job``, say so."""
         pool = self.snapshot.awaiting_nodes.get(job.id)
         if pool is None:
-            scale_up = plan_scale_up(self.snapshot, job, domains, self.requested)
+            scale_up = plan_scale_up(self.snapshot, job, domains, self.requested, self.promised)
             if scale_up is None:
                 return None
             self.result.scale_ups.append(scale_up)
