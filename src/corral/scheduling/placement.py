@@ -224,6 +224,7 @@ def place_gang(
     sees them, then everything is released again: the caller commits the result to the snapshot.
     """
     placements: list[Placement] = []
+    held: list[Node] = []
     try:
         for index in range(pods):
             chosen = _best_node(
@@ -248,11 +249,11 @@ def place_gang(
             )
             node.hold(pod.cpu, pod.memory_gib, gpus, pod.gpu_milli, pod.gpu_memory_gib)
             placements.append(placement)
+            held.append(node)
         return placements
     finally:
-        by_name = {n.name: n for n in nodes} if placements else {}
-        for p in placements:
-            by_name[p.node].release(p.cpu, p.memory_gib, p.gpus, p.gpu_milli, p.gpu_memory_gib)
+        for node, p in zip(held, placements, strict=True):
+            node.release(p.cpu, p.memory_gib, p.gpus, p.gpu_milli, p.gpu_memory_gib)
 
 
 def _best_node(

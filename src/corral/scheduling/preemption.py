@@ -20,7 +20,7 @@ from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
 def lost_work(allocation: Allocation, now: float) -> float:
     """Seconds of work a victim loses if stopped now: everything since its last checkpoint."""
-    progress = allocation.progress_at_start + (now - allocation.started_at)
+    progress = allocation.progress(now)
     return progress - checkpointed_progress(allocation.workload, progress)
 
 

@@ -38,6 +38,10 @@ class Allocation:
     def gpu_milli(self) -> int:
         return sum(p.gpu_milli * len(p.gpus) for p in self.placements)
 
+    def progress(self, now: float) -> float:
+        """Seconds of useful work done by ``now``, counting what earlier runs checkpointed."""
+        return self.progress_at_start + (now - self.started_at)
+
     @property
     def cpu(self) -> float:
         return sum(p.cpu for p in self.placements)

@@ -334,8 +334,7 @@ class Simulator:
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)
-        progress = allocation.progress_at_start + (now - allocation.started_at)
-        self._saved[job] = checkpointed_progress(allocation.workload, progress)
+        self._saved[job] = checkpointed_progress(allocation.workload, allocation.progress(now))
         self._waiting.add(allocation.workload)
         self.tally.preemptions += 1
         self.tally.preemptions_per_queue[allocation.workload.queue] += 1
