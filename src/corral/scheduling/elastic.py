@@ -32,16 +32,14 @@ def plan_scale_up(
     ``requested`` counts nodes and ``promised`` the GPU quota per (queue, flavor) that earlier jobs of the
     same round are waiting for, so two jobs never count on the same new node or the same quota.
     """
-    for cluster, flavor in domains:
+    for domain in domains:
+        pools = snapshot.elastic_pools.get(domain)
+        if not pools:
+            continue
+        flavor = domain[1]
         demand = job.gpu_demand_milli + promised[(job.queue, flavor)]
         if quota_shortfall(snapshot, job.queue, flavor, demand) is not None:
             continue
-        pools = [
-            p
-            for p in snapshot.pools.values()
-            if p.flavor == flavor and snapshot.pool_cluster[p.name].name == cluster and p.elastic
-        ]
-        pools.sort(key=lambda p: (p.gpu_hour_cost, p.name))
         for pool in pools:
             per_node = pods_per_node(pool.node, job.pod)
             if per_node == 0:

@@ -60,6 +60,13 @@ class Snapshot:
         self.pools: dict[str, PoolSpec] = {p.name: p for c in clusters for p in c.pools}
         self.pool_cluster: dict[str, ClusterSpec] = {p.name: c for c in clusters for p in c.pools}
         self.queues: dict[str, QueueSpec] | None = {q.name: q for q in queues} if queues is not None else None
+        elastic: dict[Domain, list[PoolSpec]] = defaultdict(list)
+        for cluster in clusters:
+            for pool in sorted(cluster.pools, key=lambda p: (p.gpu_hour_cost, p.name)):
+                if pool.elastic:
+                    elastic[(cluster.name, pool.flavor)].append(pool)
+        self.elastic_pools: dict[Domain, list[PoolSpec]] = dict(elastic)
+        """Pools that can grow, per placement domain, cheapest first: scale-up looks only here."""
         self.nodes: dict[str, Node] = {}
         self.domains: dict[Domain, list[Node]] = defaultdict(list)
         self.running: dict[str, Allocation] = {}
