@@ -40,7 +40,7 @@ def test_cluster_keeps_every_gpu_node(default_import: ImportResult) -> None:
     assert pools["g2-8x-96c"].count == 549
     assert pools["g2-8x-96c"].node.gpu_memory_gib == 32
     v100 = pools["v100m16-8x-82c"]
-    assert (v100.flavor, v100.tier, v100.gpu_hour_cost) == ("v100m16", "silver", 0)
+    assert (v100.flavor, v100.tier, v100.gpu_hour_cost) == ("openb", "silver", 0)
     assert v100.node.gpu_memory_gib == 16
     assert all(p.node.nvlink_groups is None for p in cluster.pools)
 

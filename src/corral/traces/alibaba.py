@@ -22,6 +22,9 @@ replay in time needs:
   ``fits_no_node``: no node shape can hold the pod (none in the default file; gpuspec10/25/33 hold 2/1/1
   synthetic 120-core pods constrained to G2, whose nodes have 96 cores).
   The default file's 8152 rows give 7255 jobs and 897 skips.
+- All pools share one quota flavor, ``openb``: the trace has no quotas, and one flavor lets the scheduler
+  weigh every node against every other, as the production scheduler did; GPU models stay apart through
+  ``gpu_model``. (A flavor per model would make a job try the models one by one in name order.)
 - ``gpu_spec`` becomes ``gpu_model`` ("A|B" is corral's any-of extension); gpuspec files sometimes repeat a
   model ("V100M16|V100M32|V100M32"), which is written once.
 - ``multigpu*`` files have no timestamps, so they cannot be replayed in time and importing one raises.
@@ -40,6 +43,8 @@ from corral.core.workloads import Workload
 from corral.errors import CorralError, SpecError
 from corral.scenario.io import write_cluster_file, write_workload
 from corral.scenario.models import ClusterFile
+
+TRACE_FLAVOR = "openb"
 
 GPU_NODE_FILE = "openb_node_list_gpu_node.csv"
 POD_FILE_PREFIX = "openb_pod_list_"
@@ -224,7 +229,7 @@ def _pools(nodes: list[TraceNode]) -> list[PoolSpec]:
         pools.append(
             PoolSpec(
                 name=name,
-                flavor=_slug(model or "cpu"),
+                flavor=TRACE_FLAVOR,
                 tier="silver",
                 gpu_hour_cost=0.0,
                 count=counts[shape],
