@@ -4,6 +4,7 @@ no scheduling or file-format logic lives here."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ app = typer.Typer(
 )
 trace_app = typer.Typer(help="Import public cluster traces as corral scenarios.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
+bench_app = typer.Typer(help="Measure corral's scheduler on published experiments.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -140,6 +143,48 @@ def trace_import(
     )
     for reason, count in result.skipped.items():
         console.print(f"  skipped {count} pods: {reason}")
+
+
+@bench_app.command("fragmentation")
+def bench_fragmentation(
+    trace_dir: Annotated[Path, typer.Option(help="Alibaba openb trace folder.")],
+    out: Annotated[Path, typer.Option(help="Write the medians over seeds here (JSON).")],
+    variant: Annotated[str, typer.Option(help="Pod list variant, e.g. default, gpushare40.")] = "default",
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names, or 'all'.")] = "all",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "42,43,44,45,46,47,48,49,50,51",
+) -> None:
+    """The FGD fragmentation experiment (ATC'23) through corral's scheduler: unallocated GPU % by arrived load."""
+    from corral.bench.fragmentation import run_experiment
+
+    with _user_errors():
+        chosen = (
+            list(POLICIES.values()) if policies == "all" else [get_policy(p) for p in policies.split(",")]
+        )
+        seed_list = _parse_seeds(seeds)
+        with _progress(console) as progress:
+            task = progress.add_task("seeds", total=len(chosen) * len(seed_list))
+
+            def on_seed(policy: str, seed: int, result: object) -> None:
+                progress.update(task, advance=1, description=f"{policy} seed {seed}")
+
+            report = run_experiment(trace_dir, variant, chosen, seed_list, on_seed=on_seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    table = Table("policy", *(f"{mark}%" for mark in ("90", "95", "100", "110", "120", "130")), "s/seed")
+    for name, result in report["policies"].items():  # type: ignore[attr-defined]
+        curve = result["unallocated_pct"]
+        table.add_row(
+            name, *(f"{curve[m]:.2f}" if m in curve else "-" for m in curve), f"{result['seconds']:.1f}"
+        )
+    table.title = f"Unallocated GPU % by arrived workload ({variant}, median of {len(seed_list)} seeds)"
+    console.print(table)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CorralError(f"--seeds {text!r}: expected comma-separated integers, e.g. 42,43,44") from None
 
 
 def _parse_fail(spec: str) -> list[Event]:

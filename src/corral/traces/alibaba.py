@@ -233,12 +233,8 @@ def _pools(nodes: list[TraceNode]) -> list[PoolSpec]:
                 tier="silver",
                 gpu_hour_cost=0.0,
                 count=counts[shape],
-                node=NodeTemplate(
-                    cpu=cpu,
-                    memory_gib=memory_gib,
-                    gpus=gpus,
-                    gpu_model=model or None,
-                    gpu_memory_gib=_gpu_memory_gib(model) if gpus else 0.0,
+                node=node_template(
+                    TraceNode(name=name, cpu=cpu, memory_gib=memory_gib, gpus=gpus, model=model)
                 ),
             )
         )
@@ -261,23 +257,36 @@ def _jobs(pods: list[TracePod], nodes: list[TraceNode]) -> tuple[list[Workload],
             continue
         assert pod.creation is not None and pod.scheduled is not None and pod.deletion is not None
         jobs.append(
-            Workload(
-                id=pod.name,
-                queue="default",
-                submit=pod.creation - start,
-                duration=pod.deletion - pod.scheduled,
-                pods=1,
-                gpus_per_pod=pod.num_gpu,
-                gpu_milli=pod.gpu_milli,
-                cpu=pod.cpu,
-                memory_gib=pod.memory_gib,
-                gpu_model="|".join(dict.fromkeys(pod.gpu_spec.split("|"))) if pod.gpu_spec else None,
-                priority=0,
-                sensitive=False,
-                burstable=True,
-            )
+            pod_workload(pod, pod.name, submit=pod.creation - start, duration=pod.deletion - pod.scheduled)
         )
     return jobs, skipped
+
+
+def pod_workload(pod: TracePod, job_id: str, *, submit: float = 0.0, duration: float = 1.0) -> Workload:
+    """The one-pod job a trace pod asks for (a repeated model in ``gpu_spec`` is written once)."""
+    return Workload(
+        id=job_id,
+        queue="default",
+        submit=submit,
+        duration=duration,
+        pods=1,
+        gpus_per_pod=pod.num_gpu,
+        gpu_milli=pod.gpu_milli,
+        cpu=pod.cpu,
+        memory_gib=pod.memory_gib,
+        gpu_model="|".join(dict.fromkeys(pod.gpu_spec.split("|"))) if pod.gpu_spec else None,
+    )
+
+
+def node_template(node: TraceNode) -> NodeTemplate:
+    """The shape of a trace node as a pool template."""
+    return NodeTemplate(
+        cpu=node.cpu,
+        memory_gib=node.memory_gib,
+        gpus=node.gpus,
+        gpu_model=node.model or None,
+        gpu_memory_gib=_gpu_memory_gib(node.model) if node.gpus and node.model else 0.0,
+    )
 
 
 def _skip_reason(pod: TracePod, shapes: set[tuple[str | None, int, float, float]]) -> str | None:

@@ -1,0 +1,1 @@
+"""Experiments that measure corral's scheduler against published results (run by ``corral bench``)."""

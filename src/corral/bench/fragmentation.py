@@ -1,0 +1,161 @@
+"""The FGD fragmentation experiment (Weng et al., USENIX ATC'23) run through corral's own scheduler.
+
+As the paper's artifact runs it: the 1213 GPU nodes of the openb trace in a per-seed shuffled order; the
+pod list shuffled, then padded with pods drawn with replacement until the requested GPUs reach 1.3x the
+cluster's; pods scheduled one at a time and never leaving; a pod that fits nowhere is dropped. After every
+pod the cluster is measured against *arrived workload* (GPUs requested so far / GPU capacity), and the
+curve is sampled at fixed marks. Every placement is one call of ``corral.scheduling.schedule``: the
+experiment measures the scheduler users run, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.core.cluster import ClusterSpec, PoolSpec
+from corral.core.nodes import Node, build_initial_nodes
+from corral.core.units import MILLI_PER_GPU
+from corral.core.workloads import Workload
+from corral.scheduling import Allocation, Policy, Snapshot, schedule
+from corral.scheduling.fragmentation import TypicalShape, node_fragmentation, typical_shapes
+from corral.traces.alibaba import (
+    GPU_NODE_FILE,
+    POD_FILE_PREFIX,
+    TraceNode,
+    TracePod,
+    find_csv_dir,
+    node_template,
+    pod_workload,
+    read_nodes,
+    read_pods,
+)
+
+ARRIVED_MARKS = (90, 95, 100, 110, 120, 130)
+"""Arrived workload, % of GPU capacity, at which the curves are reported (the paper's x axis)."""
+
+INFLATION = 1.3
+FLAVOR = "gpu"
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's curves, keyed by arrived-workload mark, and its wall time."""
+
+    unallocated_pct: dict[int, float]
+    frag_amount_pct: dict[int, float]
+    frag_rate_pct: dict[int, float]
+    seconds: float
+
+
+def load_trace(trace_dir: Path, variant: str) -> tuple[list[TraceNode], list[TracePod]]:
+    csv_dir = find_csv_dir(trace_dir)
+    return read_nodes(csv_dir / GPU_NODE_FILE), read_pods(csv_dir / f"{POD_FILE_PREFIX}{variant}.csv")
+
+
+def arrival_sequence(pods: Sequence[TracePod], capacity_gpus: float, seed: int) -> list[TracePod]:
+    """The pod list shuffled, padded by uniform draws with replacement up to 1.3x the GPU capacity."""
+    rng = random.Random(seed)
+    sequence = list(pods)
+    rng.shuffle(sequence)
+    requested = sum(_gpus(pod) for pod in sequence)
+    while requested < INFLATION * capacity_gpus:
+        pod = rng.choice(pods)
+        sequence.append(pod)
+        requested += _gpus(pod)
+    return sequence
+
+
+def run_seed(
+    nodes: Sequence[TraceNode],
+    pods: Sequence[TracePod],
+    policy: Policy,
+    seed: int,
+    shapes: tuple[TypicalShape, ...] | None = None,
+) -> SeedResult:
+    """Schedule one seed's arrival sequence under ``policy`` and sample the curves at ``ARRIVED_MARKS``."""
+    started = time.perf_counter()
+    order = list(nodes)
+    random.Random(seed).shuffle(order)
+    # One pool per node keeps the shuffled node order; one flavor lets every node compete for every pod.
+    pools = [PoolSpec(name=node.name, flavor=FLAVOR, count=1, node=node_template(node)) for node in order]
+    cluster = ClusterSpec(name="openb", private=True, pools=pools)
+    live = build_initial_nodes([cluster])
+    snapshot = Snapshot([cluster], live)
+    capacity = sum(len(node.gpus) for node in live) * MILLI_PER_GPU
+    shapes = shapes if shapes is not None else typical_shapes(pod_workload(p, p.name).pod for p in pods)
+    fragments = {node.name: node_fragmentation(node, shapes) for node in live}
+    fragmented = sum(fragments.values())
+    allocated = arrived = 0
+    marks = list(ARRIVED_MARKS)
+    curves: tuple[dict[int, float], dict[int, float], dict[int, float]] = ({}, {}, {})
+    for index, pod in enumerate(arrival_sequence(pods, capacity / MILLI_PER_GPU, seed)):
+        job = pod_workload(pod, f"{pod.name}#{index}")
+        arrived += job.gpu_demand_milli
+        placed = _place(snapshot, job, policy)
+        if placed is not None:
+            allocated += job.gpu_demand_milli
+            for node in placed:
+                fresh = node_fragmentation(node, shapes)
+                fragmented += fresh - fragments[node.name]
+                fragments[node.name] = fresh
+        while marks and arrived * 100 >= marks[0] * capacity:
+            idle = capacity - allocated
+            curves[0][marks[0]] = 100 * idle / capacity
+            curves[1][marks[0]] = 100 * fragmented / capacity
+            curves[2][marks[0]] = 100 * fragmented / idle if idle else 0.0
+            marks.pop(0)
+    return SeedResult(*curves, seconds=time.perf_counter() - started)
+
+
+def run_experiment(
+    trace_dir: Path,
+    variant: str,
+    policies: Sequence[Policy],
+    seeds: Sequence[int],
+    on_seed: Callable[[str, int, SeedResult], None] | None = None,
+) -> dict[str, object]:
+    """Every policy on every seed; medians over seeds, in the JSON layout ``corral bench`` writes."""
+    nodes, pods = load_trace(trace_dir, variant)
+    shapes = typical_shapes(pod_workload(p, p.name).pod for p in pods)
+    report: dict[str, object] = {"variant": variant, "seeds": list(seeds), "policies": {}}
+    for policy in policies:
+        results = []
+        for seed in seeds:
+            result = run_seed(nodes, pods, policy, seed, shapes)
+            results.append(result)
+            if on_seed is not None:
+                on_seed(policy.name, seed, result)
+        report["policies"][policy.name] = {  # type: ignore[index]
+            "unallocated_pct": _medians([r.unallocated_pct for r in results]),
+            "frag_amount_pct": _medians([r.frag_amount_pct for r in results]),
+            "frag_rate_pct": _medians([r.frag_rate_pct for r in results]),
+            "seconds": statistics.median(r.seconds for r in results),
+        }
+    return report
+
+
+def _place(snapshot: Snapshot, job: Workload, policy: Policy) -> list[Node] | None:
+    result = schedule(snapshot, [job], policy, now=0.0)
+    if not result.starts:
+        return None
+    start = result.starts[0]
+    snapshot.allocate(Allocation(job, start.cluster, start.flavor, start.placements, started_at=0.0))
+    snapshot.commit()
+    return [snapshot.nodes[p.node] for p in start.placements]
+
+
+def _medians(curves: list[dict[int, float]]) -> dict[str, float]:
+    return {
+        str(mark): statistics.median(c[mark] for c in curves if mark in c)
+        for mark in ARRIVED_MARKS
+        if any(mark in c for c in curves)
+    }
+
+
+def _gpus(pod: TracePod) -> float:
+    return pod.num_gpu * pod.gpu_milli / MILLI_PER_GPU
