@@ -19,6 +19,7 @@ from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
 from corral.scheduling.decisions import Placement
 from corral.scheduling.placement import place_gang
+from corral.scheduling.scorers import Scoring
 from corral.scheduling.snapshot import Allocation, Snapshot
 
 NVLINK_2X4 = [[0, 1, 2, 3], [4, 5, 6, 7]]
@@ -184,7 +185,7 @@ def run_job(
             for i, g in enumerate(gpus)
         ]
     else:
-        placements = place_gang(candidates, pod, workload.pods, ())
+        placements = place_gang(candidates, pod, workload.pods, Scoring())
     assert isinstance(placements, list), f"test setup: {workload.id} does not fit: {placements}"
     first = snapshot.nodes[placements[0].node]
     allocation = Allocation(

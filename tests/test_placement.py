@@ -8,18 +8,13 @@ import pytest
 from builders import NVLINK_2X4, fail_gpu, job, make_node, make_nodes, use_gpu
 
 from corral.core.nodes import Node
-from corral.scheduling.placement import (
-    BinPack,
-    FitFailure,
-    Spread,
-    choose_gpus,
-    place_gang,
-    pods_fitting,
-)
+from corral.scheduling.gpu_choice import choose_gpus
+from corral.scheduling.placement import FitFailure, place_gang, pods_fitting
 from corral.scheduling.policies import POLICIES
+from corral.scheduling.scorers import BinPack, Scoring, Spread
 
-DEFAULT = POLICIES["default"].scorers
-SPREAD = POLICIES["spread"].scorers
+DEFAULT = POLICIES["default"].scoring
+SPREAD = POLICIES["spread"].scoring
 
 
 def usage(nodes: list[Node]) -> list[tuple[object, ...]]:
@@ -173,20 +168,20 @@ def test_shares_fill_a_gpu_exactly_to_1000_milli() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scorers", "expected"),
+    ("scoring", "expected"),
     [
-        pytest.param(((BinPack(), 1.0),), "n-1", id="binpack"),
-        pytest.param(((Spread(), 1.0),), "n-0", id="spread"),
+        pytest.param(Scoring(((BinPack(), 1.0),)), "n-1", id="binpack"),
+        pytest.param(Scoring(((Spread(), 1.0),)), "n-0", id="spread"),
         pytest.param(DEFAULT, "n-1", id="default-policy"),
         pytest.param(SPREAD, "n-0", id="spread-policy"),
     ],
 )
-def test_binpack_picks_the_fuller_node_and_spread_the_emptier(scorers, expected) -> None:
+def test_binpack_picks_the_fuller_node_and_spread_the_emptier(scoring, expected) -> None:
     """n-0 is empty, n-1 has 4 of 8 GPUs busy: bin-packing fills n-1, spreading uses n-0."""
     nodes = make_nodes(2)
     for i in range(4):
         use_gpu(nodes[1], i)
-    outcome = place_gang(nodes, job("j").pod, 1, scorers)
+    outcome = place_gang(nodes, job("j").pod, 1, scoring)
     assert isinstance(outcome, list) and [p.node for p in outcome] == [expected]
 
 
@@ -203,7 +198,7 @@ def test_without_scorers_the_first_node_that_fits_wins() -> None:
     nodes = make_nodes(3)
     for i in range(8):
         use_gpu(nodes[0], i)
-    outcome = place_gang(nodes, job("j").pod, 1, ())
+    outcome = place_gang(nodes, job("j").pod, 1, Scoring())
     assert isinstance(outcome, list) and outcome[0].node == "n-1"
 
 

@@ -52,10 +52,32 @@ class Node:
     nvlink: bool = field(default=False)
     idle_since: float | None = None
     """When the node last became empty (set by the caller that applies decisions); None while in use."""
+    version: int = field(default=0, init=False)
+    """Bumped by every change of usage or health: a cached score of this node is valid while it holds."""
+    _hardware: tuple[object, ...] = field(default=(), init=False, repr=False, compare=False)
+    _state: tuple[int, tuple[object, ...]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.nvlink = len({g.nvlink_group for g in self.gpus}) < len(self.gpus)
+        self._hardware = (
+            self.gpu_model,
+            self.cpu,
+            self.memory_gib,
+            tuple((g.nvlink_group, g.memory_gib) for g in self.gpus),
+        )
         self.refresh_gpu_counters()
+
+    def state_key(self) -> tuple[object, ...]:
+        """Hardware plus current usage and health: two nodes with equal keys score alike for any pod.
+
+        Lets placement score a node state once, not once per node: 10,000 empty nodes of five kinds are
+        five evaluations.
+        """
+        if self._state is None or self._state[0] != self.version:
+            usage = tuple((g.used_milli, g.used_memory_gib, g.healthy) for g in self.gpus)
+            key = (self._hardware, self.up, self.used_cpu, self.used_memory_gib, usage)
+            self._state = (self.version, key)
+        return self._state[1]
 
     @property
     def empty(self) -> bool:
@@ -63,6 +85,7 @@ class Node:
 
     def refresh_gpu_counters(self) -> None:
         """Recompute the per-node GPU counters after GPU usage or health changed."""
+        self.version += 1
         self.whole_free_gpus = sum(1 for g in self.gpus if g.healthy and g.idle)
         self.used_gpu_milli = sum(g.used_milli for g in self.gpus)
         self.max_free_share = max((g.free_milli for g in self.gpus), default=0)
@@ -71,6 +94,7 @@ class Node:
         self, cpu: float, memory_gib: float, gpus: tuple[int, ...], gpu_milli: int, gpu_memory_gib: float
     ) -> None:
         """Take resources for one pod; ``release`` with the same arguments gives them back."""
+        self.version += 1
         self.used_cpu = _snap(self.used_cpu + cpu)
         self.used_memory_gib = _snap(self.used_memory_gib + memory_gib)
         for index in gpus:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from corral.errors import CorralError
-from corral.scheduling.placement import BinPack, GpuSparing, NvLink, Scorer, Spread
+from corral.scheduling.gpu_choice import SpreadGpus
+from corral.scheduling.scorers import BinPack, GpuSparing, NvLink, Scoring, Spread
 
 
 class Ordering(StrEnum):
@@ -26,8 +27,7 @@ class Policy:
     fair_share: bool = True  # order queues by weighted dominant resource share (DRF)
     priority: bool = True  # higher priority first inside a queue
     preemption: bool = True
-    scorers: tuple[tuple[Scorer, float], ...] = ((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5))
-    pack_gpus: bool = True
+    scoring: Scoring = Scoring(scorers=((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5)))
     scale_down_idle_seconds: float = (
         600.0  # elastic nodes above the pool's base count go after this idle time
     )
@@ -49,8 +49,7 @@ POLICIES: dict[str, Policy] = {
         Policy(
             name="spread",
             description="As default, but pods go to the emptiest node and GPU (spreading).",
-            scorers=((Spread(), 1.0), (NvLink(), 1.0)),
-            pack_gpus=False,
+            scoring=Scoring(scorers=((Spread(), 1.0), (NvLink(), 1.0)), gpus=SpreadGpus()),
         ),
         Policy(
             name="fifo",
@@ -59,7 +58,7 @@ POLICIES: dict[str, Policy] = {
             fair_share=False,
             priority=False,
             preemption=False,
-            scorers=(),
+            scoring=Scoring(),
         ),
     )
 }

@@ -27,6 +27,7 @@ from corral.scheduling.placement import FitFailure, needs_at_least, place_gang
 from corral.scheduling.policies import Ordering, Policy
 from corral.scheduling.preemption import find_victims, may_preempt
 from corral.scheduling.quota import quota_shortfall
+from corral.scheduling.ranking import place_one
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
 
@@ -181,13 +182,12 @@ class _Round:
         for failed_pod, failed_pods, failure in failed:
             if job.pods >= failed_pods and needs_at_least(pod, failed_pod):
                 return failure
-        outcome = place_gang(
-            self.snapshot.domains.get(domain, ()),
-            pod,
-            job.pods,
-            self.policy.scorers,
-            pack_gpus=self.policy.pack_gpus,
-        )
+        if job.pods == 1:
+            outcome = place_one(self.snapshot, domain, pod, self.policy.scoring)
+        else:
+            outcome = place_gang(
+                self.snapshot.domains.get(domain, ()), pod, job.pods, self.policy.scoring, self.snapshot.rng
+            )
         if isinstance(outcome, FitFailure):
             failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
             failed.append((pod, job.pods, outcome))

@@ -8,9 +8,11 @@ avoids copying 10,000 nodes every round.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import random
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from corral.core.cluster import ClusterSpec, PoolSpec
 from corral.core.nodes import Node
@@ -18,6 +20,9 @@ from corral.core.queues import QueueSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
 from corral.scheduling.decisions import Placement
+
+MAX_RECORDED_CHANGES = 1_000_000
+"""Node changes remembered for incremental rankings before the record starts afresh."""
 
 Domain = tuple[str, str]
 """A placement domain: (cluster, flavor). A gang is placed inside one domain."""
@@ -55,7 +60,10 @@ class Snapshot:
         clusters: Sequence[ClusterSpec],
         nodes: Iterable[Node],
         queues: Sequence[QueueSpec] | None = None,
+        seed: int = 0,
     ) -> None:
+        self.rng = random.Random(seed)
+        """Draws for policies that settle equal scores at random: seeded, so replays repeat."""
         self.clusters = {c.name: c for c in clusters}
         self.pools: dict[str, PoolSpec] = {p.name: p for c in clusters for p in c.pools}
         self.pool_cluster: dict[str, ClusterSpec] = {p.name: c for c in clusters for p in c.pools}
@@ -87,6 +95,14 @@ class Snapshot:
         """Jobs waiting for nodes being provisioned for them: job -> pool (kept by the caller)."""
         self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
         self.feasibility_cache: dict[object, object] = {}
+        self.rankings: OrderedDict[object, Any] = OrderedDict()
+        """Per (domain, pod shape, scoring) node rankings, kept by ``corral.scheduling.ranking``."""
+        self.evaluations: dict[int, tuple[object, dict[object, Any]]] = {}
+        """Per scoring, node evaluations by node state (``corral.scheduling.ranking``)."""
+        self.position: dict[str, int] = {}
+        """Order in which nodes joined: equal scores go to the earlier node."""
+        self._changes: list[str] = []
+        self._changes_base = 0
         self._undo: list[tuple[str, Allocation]] = []
         self._capacity: tuple[dict[str, int], float] | None = None
         for node in nodes:
@@ -99,6 +115,8 @@ class Snapshot:
             raise ValueError(f"node {node.name} is already in the snapshot")
         self.nodes[node.name] = node
         self.domains[(node.cluster, node.flavor)].append(node)
+        self.position[node.name] = len(self.position)
+        self._record(node.name)
         self.pool_nodes[node.pool] += 1
         self._capacity = None
 
@@ -108,11 +126,41 @@ class Snapshot:
         del members[next(i for i, member in enumerate(members) if member is node)]
         self.pool_nodes[node.pool] -= 1
         self._capacity = None
+        self._record(name)
         return node
 
     def set_node_up(self, name: str, up: bool) -> None:
-        self.nodes[name].up = up
+        node = self.nodes[name]
+        node.up = up
+        node.version += 1
         self._capacity = None
+        self._record(name)
+
+    def node_changed(self, name: str) -> None:
+        """Tell the snapshot a node changed outside it (a GPU's health): its cached scores are stale."""
+        node = self.nodes[name]
+        node.refresh_gpu_counters()
+        self._capacity = None
+        self._record(name)
+
+    # -- change record: which nodes changed, for incremental rankings --
+
+    def change_position(self) -> int:
+        return self._changes_base + len(self._changes)
+
+    @property
+    def oldest_change(self) -> int:
+        """Changes before this position were forgotten: a ranking older than it must be rebuilt."""
+        return self._changes_base
+
+    def changed_since(self, position: int) -> set[str]:
+        return set(self._changes[position - self._changes_base :])
+
+    def _record(self, name: str) -> None:
+        if len(self._changes) >= MAX_RECORDED_CHANGES:
+            self._changes_base += len(self._changes)
+            self._changes.clear()
+        self._changes.append(name)
 
     def jobs_on_node(self, name: str) -> list[str]:
         return [job for job, alloc in self.running.items() if any(p.node == name for p in alloc.placements)]
@@ -152,6 +200,7 @@ class Snapshot:
             self.nodes[p.node].hold(
                 sign * p.cpu, sign * p.memory_gib, p.gpus, sign * p.gpu_milli, sign * p.gpu_memory_gib
             )
+            self._record(p.node)
         workload = allocation.workload
         demand = allocation.gpu_milli
         self.queue_cpu[workload.queue] += sign * allocation.cpu
