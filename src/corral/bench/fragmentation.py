@@ -38,6 +38,17 @@ from corral.traces.alibaba import (
 ARRIVED_MARKS = (90, 95, 100, 110, 120, 130)
 """Arrived workload, % of GPU capacity, at which the curves are reported (the paper's x axis)."""
 
+EXPERIMENT_POLICIES = (
+    "random",
+    "dot-product",
+    "gpu-clustering",
+    "gpu-packing",
+    "best-fit",
+    "fgd",
+    "corral-fgd",
+)
+"""What ``--policies all`` runs: the paper's six, then corral's own."""
+
 INFLATION = 1.3
 FLAVOR = "gpu"
 
@@ -124,6 +135,7 @@ def run_experiment(
     shapes = typical_shapes(pod_workload(p, p.name).pod for p in pods)
     report: dict[str, object] = {"variant": variant, "seeds": list(seeds), "policies": {}}
     for policy in policies:
+        policy = policy.for_workload(pod_workload(p, p.name).pod for p in pods)
         results = []
         for seed in seeds:
             result = run_seed(nodes, pods, policy, seed, shapes)

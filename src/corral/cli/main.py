@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from corral.bench.fragmentation import EXPERIMENT_POLICIES
 from corral.cli.render import pending_table, print_error, queue_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
@@ -60,7 +61,7 @@ def sim(
     with _user_errors():
         cluster_file = load_cluster_file(cluster)
         jobs = load_workload(workload)
-        chosen = get_policy(policy)
+        chosen = get_policy(policy, (job.pod for job in jobs))
         injected = list(read_events(failures)) if failures else []
         injected += [event for spec in fail or [] for event in _parse_fail(spec)]
         for output in (events, summary):
@@ -157,9 +158,7 @@ def bench_fragmentation(
     from corral.bench.fragmentation import run_experiment
 
     with _user_errors():
-        chosen = (
-            list(POLICIES.values()) if policies == "all" else [get_policy(p) for p in policies.split(",")]
-        )
+        chosen = [get_policy(p) for p in (EXPERIMENT_POLICIES if policies == "all" else policies.split(","))]
         seed_list = _parse_seeds(seeds)
         with _progress(console) as progress:
             task = progress.add_task("seeds", total=len(chosen) * len(seed_list))

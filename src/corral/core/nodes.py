@@ -52,6 +52,8 @@ class Node:
     nvlink: bool = field(default=False)
     idle_since: float | None = None
     """When the node last became empty (set by the caller that applies decisions); None while in use."""
+    gpu_pods: dict[int, int] = field(default_factory=dict, init=False)
+    """GPU pods running here by kind: 0 for a GPU share, k for k whole GPUs (GPU-clustering scores it)."""
     version: int = field(default=0, init=False)
     """Bumped by every change of usage or health: a cached score of this node is valid while it holds."""
     _hardware: tuple[object, ...] = field(default=(), init=False, repr=False, compare=False)
@@ -75,7 +77,8 @@ class Node:
         """
         if self._state is None or self._state[0] != self.version:
             usage = tuple((g.used_milli, g.used_memory_gib, g.healthy) for g in self.gpus)
-            key = (self._hardware, self.up, self.used_cpu, self.used_memory_gib, usage)
+            pods = tuple(sorted(self.gpu_pods.items()))
+            key = (self._hardware, self.up, self.used_cpu, self.used_memory_gib, usage, pods)
             self._state = (self.version, key)
         return self._state[1]
 
@@ -101,6 +104,13 @@ class Node:
             gpu = self.gpus[index]
             gpu.used_milli += gpu_milli
             gpu.used_memory_gib = _snap(gpu.used_memory_gib + gpu_memory_gib)
+        if gpus and gpu_milli:
+            kind = len(gpus) if abs(gpu_milli) >= MILLI_PER_GPU else 0
+            count = self.gpu_pods.get(kind, 0) + (1 if gpu_milli > 0 else -1)
+            if count:
+                self.gpu_pods[kind] = count
+            else:
+                self.gpu_pods.pop(kind, None)
         if gpus:
             self.refresh_gpu_counters()
 

@@ -6,12 +6,30 @@ the simulator measures exactly what the control plane would do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from corral.core.workloads import PodRequest
 from corral.errors import CorralError
-from corral.scheduling.gpu_choice import SpreadGpus
-from corral.scheduling.scorers import BinPack, GpuSparing, NvLink, Scoring, Spread
+from corral.scheduling.fragmentation import (
+    FragmentationGradient,
+    FragmentationModel,
+    LeastFragmentingGpu,
+    typical_shapes,
+)
+from corral.scheduling.gpu_choice import RandomGpu, SpreadGpus
+from corral.scheduling.scorers import (
+    BestFit,
+    BinPack,
+    DotProduct,
+    GpuClustering,
+    GpuPacking,
+    GpuSparing,
+    NvLink,
+    Scoring,
+    Spread,
+)
 
 
 class Ordering(StrEnum):
@@ -31,6 +49,31 @@ class Policy:
     scale_down_idle_seconds: float = (
         600.0  # elastic nodes above the pool's base count go after this idle time
     )
+    shaped: Callable[[FragmentationModel], Scoring] | None = None
+    """For fragmentation-aware policies: the scoring, given the typical pod shapes of the workload."""
+    memory_shapes: bool = False
+    """Whether the typical shapes also need main memory (FGD's do not)."""
+
+    def for_workload(self, pods: Iterable[PodRequest]) -> Policy:
+        """This policy made ready for a workload: fragmentation-aware scoring learns its typical shapes."""
+        if self.shaped is None:
+            return self
+        shapes = typical_shapes(pods, memory=self.memory_shapes)
+        return replace(self, scoring=self.shaped(FragmentationModel(shapes)), shaped=None)
+
+
+def _as_default(name: str, description: str, scoring: Scoring) -> Policy:
+    return Policy(name=name, description=f"As default, but {description}", scoring=scoring)
+
+
+def _fgd(model: FragmentationModel) -> Scoring:
+    return Scoring(((FragmentationGradient(model), 1.0),), gpus=LeastFragmentingGpu(model))
+
+
+def _corral_fgd(model: FragmentationModel) -> Scoring:
+    # BinPack at a weight below one FGD step only settles FGD's ties: the fuller node wins, which
+    # consolidates load where plain FGD would take the first node in order.
+    return Scoring(((FragmentationGradient(model), 1.0), (BinPack(), 0.001)), gpus=LeastFragmentingGpu(model))
 
 
 POLICIES: dict[str, Policy] = {
@@ -60,16 +103,62 @@ POLICIES: dict[str, Policy] = {
             preemption=False,
             scoring=Scoring(),
         ),
+        _as_default(
+            "random",
+            "any node that fits, drawn uniformly (the FGD paper's Random).",
+            Scoring(gpus=RandomGpu(), random_ties=True),
+        ),
+        _as_default(
+            "dot-product",
+            "nodes scored by Tetris's alignment of free and asked (CPU, GPU) (the paper's DotProd).",
+            Scoring(((DotProduct(), 1.0),)),
+        ),
+        _as_default(
+            "gpu-clustering",
+            "pods of one GPU size kept together (the paper's GpuClustering).",
+            Scoring(((GpuClustering(), 1.0),)),
+        ),
+        _as_default(
+            "gpu-packing",
+            "shares packed onto used GPUs, then used nodes (the paper's GpuPacking).",
+            Scoring(((GpuPacking(), 1.0),)),
+        ),
+        _as_default(
+            "best-fit",
+            "the node left with least CPU and GPU (the paper's BestFit).",
+            Scoring(((BestFit(), 1.0),)),
+        ),
+        replace(
+            _as_default(
+                "corral-fgd",
+                "FGD that also counts GPUs stranded by exhausted main memory, equal scores going to the "
+                "fuller node: corral's policy for GPU-sharing clusters.",
+                Scoring(),
+            ),
+            shaped=_corral_fgd,
+            memory_shapes=True,
+        ),
+        replace(
+            _as_default(
+                "fgd",
+                "fragmentation gradient descent (Weng et al., ATC'23): the node and GPU where the "
+                "workload's typical pods lose least idle GPU.",
+                Scoring(),
+            ),
+            shaped=_fgd,
+        ),
     )
 }
 
 DEFAULT_POLICY = "default"
 
 
-def get_policy(name: str | None) -> Policy:
-    """The named policy (``default`` when None); the error lists the names that exist."""
+def get_policy(name: str | None, pods: Iterable[PodRequest] = ()) -> Policy:
+    """The named policy (``default`` when None) made ready for a workload of ``pods``; the error lists
+    the names that exist."""
     name = name or DEFAULT_POLICY
     try:
-        return POLICIES[name]
+        policy = POLICIES[name]
     except KeyError:
         raise CorralError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}") from None
+    return policy.for_workload(pods)
