@@ -57,7 +57,8 @@ class Node:
     version: int = field(default=0, init=False)
     """Bumped by every change of usage or health: a cached score of this node is valid while it holds."""
     _hardware: tuple[object, ...] = field(default=(), init=False, repr=False, compare=False)
-    _state: tuple[int, tuple[object, ...]] | None = field(default=None, init=False, repr=False, compare=False)
+    interned: tuple[int, int] = field(default=(-1, -1), init=False, repr=False, compare=False)
+    """(version, id) of this node's state in its snapshot's table of states (``Snapshot.state_id``)."""
 
     def __post_init__(self) -> None:
         self.nvlink = len({g.nvlink_group for g in self.gpus}) < len(self.gpus)
@@ -75,12 +76,9 @@ class Node:
         Lets placement score a node state once, not once per node: 10,000 empty nodes of five kinds are
         five evaluations.
         """
-        if self._state is None or self._state[0] != self.version:
-            usage = tuple((g.used_milli, g.used_memory_gib, g.healthy) for g in self.gpus)
-            pods = tuple(sorted(self.gpu_pods.items()))
-            key = (self._hardware, self.up, self.used_cpu, self.used_memory_gib, usage, pods)
-            self._state = (self.version, key)
-        return self._state[1]
+        usage = tuple((g.used_milli, g.used_memory_gib, g.healthy) for g in self.gpus)
+        pods = tuple(sorted(self.gpu_pods.items()))
+        return (self._hardware, self.up, self.used_cpu, self.used_memory_gib, usage, pods)
 
     @property
     def empty(self) -> bool:

@@ -28,9 +28,6 @@ from corral.scheduling.snapshot import Domain, Snapshot
 MAX_RANKINGS = 256
 """Rankings kept per snapshot (least recently used go first); one per pod shape in use is typical."""
 
-MAX_REMEMBERED_STATES = 200_000
-"""Evaluations remembered per scoring before the memory is cleared."""
-
 
 @dataclass
 class _Bucket:
@@ -67,18 +64,16 @@ class NodeRanking:
         self.domain = domain
         self.pod = pod
         self.scoring = scoring
-        self.memory = _memory(snapshot, scoring)
-        self.score: dict[str, float] = {}
-        self.gpus: dict[str, tuple[int, ...]] = {}
-        self.version: dict[str, int] = {}
-        self.rejection: dict[str, str] = {}
+        self.memory = _memory(snapshot, scoring, pod)
+        self.entry: dict[str, tuple[int, Evaluation | str]] = {}
+        """Per node: the version it was evaluated at, and its evaluation or the filter that rejected it."""
         self.rejected_by: Counter[str] = Counter()
         self.buckets: dict[float, _Bucket] = {}
         self.scores: list[float] = []
         """Heap of negated scores that have (or had) a bucket; empty buckets are dropped when reached."""
         self.seen = snapshot.change_position()
         for node in snapshot.domains.get(domain, ()):
-            self._insert(node)
+            self._update(node)
 
     def best(self, rng: random.Random) -> tuple[Node, tuple[int, ...]] | FitFailure:
         """The node and GPUs a full scan would choose now, or why no node fits."""
@@ -94,62 +89,56 @@ class NodeRanking:
                 node = bucket.members[rng.randrange(len(bucket.members))]
             else:
                 node = self.snapshot.nodes[bucket.first()]
-            if node.version != self.version[node.name]:
+            version, outcome = self.entry[node.name]
+            if node.version != version:
                 self._update(node)  # changed outside the snapshot's record (a gang's trial holds)
                 continue
-            return node, self.gpus[node.name]
+            return node, outcome.gpus  # type: ignore[union-attr]
         nodes = len(self.snapshot.domains.get(self.domain, ()))
         return FitFailure(pod=0, nodes=nodes, rejected_by=+self.rejected_by)
 
     def _catch_up(self) -> None:
         changed = self.snapshot.changed_since(self.seen)
         self.seen = self.snapshot.change_position()
+        nodes = self.snapshot.nodes
         for name in changed:
-            node = self.snapshot.nodes.get(name)
-            if node is not None and (node.cluster, node.flavor) == self.domain:
+            node = nodes.get(name)
+            if node is not None and node.cluster == self.domain[0] and node.flavor == self.domain[1]:
                 self._update(node)
-            elif name in self.version:
-                self._remove(name)
+            elif name in self.entry:
+                self._detach(name, self.entry.pop(name)[1])
 
     def _update(self, node: Node) -> None:
-        self._remove(node.name)
-        self._insert(node)
-
-    def _remove(self, name: str) -> None:
-        if self.version.pop(name, None) is None:
-            return
-        label = self.rejection.pop(name, None)
-        if label is not None:
-            self.rejected_by[label] -= 1
-            return
-        self.buckets[self.score.pop(name)].remove(name)
-        del self.gpus[name]
-
-    def _insert(self, node: Node) -> None:
+        name = node.name
         outcome = self._evaluate(node)
-        self.version[node.name] = node.version
+        old = self.entry.get(name)
+        self.entry[name] = (node.version, outcome)
+        if old is not None:
+            if old[1] == outcome:
+                return
+            self._detach(name, old[1])
         if isinstance(outcome, str):
-            self.rejection[node.name] = outcome
             self.rejected_by[outcome] += 1
             return
-        score = outcome.score
-        self.score[node.name] = score
-        self.gpus[node.name] = outcome.gpus
-        bucket = self.buckets.get(score)
+        bucket = self.buckets.get(outcome.score)
         if bucket is None:
-            bucket = self.buckets[score] = _Bucket()
-            heapq.heappush(self.scores, -score)
-        bucket.add(node, self.snapshot.position[node.name])
+            bucket = self.buckets[outcome.score] = _Bucket()
+            heapq.heappush(self.scores, -outcome.score)
+        bucket.add(node, self.snapshot.position[name])
+
+    def _detach(self, name: str, outcome: Evaluation | str) -> None:
+        if isinstance(outcome, str):
+            self.rejected_by[outcome] -= 1
+        else:
+            self.buckets[outcome.score].remove(name)
 
     def _evaluate(self, node: Node) -> Evaluation | str:
         if self.memory is None:
             return evaluate(node, self.pod, self.scoring, self.snapshot.rng)
-        key = (node.state_key(), self.pod)
-        outcome = self.memory.get(key)
+        state = self.snapshot.state_id(node)
+        outcome = self.memory.get(state)
         if outcome is None:
-            if len(self.memory) >= MAX_REMEMBERED_STATES:
-                self.memory.clear()
-            outcome = self.memory[key] = evaluate(node, self.pod, self.scoring, self.snapshot.rng)
+            outcome = self.memory[state] = evaluate(node, self.pod, self.scoring, self.snapshot.rng)
         return outcome
 
 
@@ -179,12 +168,12 @@ def place_one(
     return [placement_of(0, node, pod, gpus)]
 
 
-def _memory(snapshot: Snapshot, scoring: Scoring) -> dict[object, Evaluation | str] | None:
-    """Evaluations by node state for ``scoring``; None when its GPU choice draws at random."""
+def _memory(snapshot: Snapshot, scoring: Scoring, pod: PodRequest) -> dict[int, Evaluation | str] | None:
+    """Evaluations of ``pod`` by node state id under ``scoring``; None when its GPU choice draws at random."""
     if not scoring.gpus.pure:
         return None
-    owner, memory = snapshot.evaluations.setdefault(id(scoring), (scoring, {}))
+    owner, by_pod = snapshot.evaluations.get(id(scoring), (None, {}))
     if owner is not scoring:
-        memory = {}
-        snapshot.evaluations[id(scoring)] = (scoring, memory)
-    return memory
+        by_pod = {}
+        snapshot.evaluations[id(scoring)] = (scoring, by_pod)
+    return by_pod.setdefault(pod, {})

@@ -21,6 +21,9 @@ from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
 from corral.scheduling.decisions import Placement
 
+MAX_REMEMBERED_STATES = 500_000
+"""Distinct node states numbered before the table starts afresh."""
+
 MAX_RECORDED_CHANGES = 1_000_000
 """Node changes remembered for incremental rankings before the record starts afresh."""
 
@@ -97,8 +100,10 @@ class Snapshot:
         self.feasibility_cache: dict[object, object] = {}
         self.rankings: OrderedDict[object, Any] = OrderedDict()
         """Per (domain, pod shape, scoring) node rankings, kept by ``corral.scheduling.ranking``."""
-        self.evaluations: dict[int, tuple[object, dict[object, Any]]] = {}
-        """Per scoring, node evaluations by node state (``corral.scheduling.ranking``)."""
+        self.evaluations: dict[int, tuple[object, dict[object, dict[int, Any]]]] = {}
+        """Per scoring and pod shape, node evaluations by state id (``corral.scheduling.ranking``)."""
+        self._state_ids: dict[tuple[object, ...], int] = {}
+        self._next_state = 0
         self.position: dict[str, int] = {}
         """Order in which nodes joined: equal scores go to the earlier node."""
         self._changes: list[str] = []
@@ -142,6 +147,26 @@ class Snapshot:
         node.refresh_gpu_counters()
         self._capacity = None
         self._record(name)
+
+    def state_id(self, node: Node) -> int:
+        """A number for the node's state (``Node.state_key``): equal for nodes that score alike.
+
+        Ids are never reused; when the table grows too big it starts afresh, and so do the evaluations
+        remembered by state.
+        """
+        version, known = node.interned
+        if version == node.version:
+            return known
+        key = node.state_key()
+        state = self._state_ids.get(key)
+        if state is None:
+            if len(self._state_ids) >= MAX_REMEMBERED_STATES:
+                self._state_ids.clear()
+                self.evaluations.clear()
+            state = self._state_ids[key] = self._next_state
+            self._next_state += 1
+        node.interned = (node.version, state)
+        return state
 
     # -- change record: which nodes changed, for incremental rankings --
 
