@@ -120,10 +120,36 @@ class FragmentationModel:
         if known is None:
             if len(self._known) >= MAX_REMEMBERED_STATES:
                 self._known.clear()
-            known = self._known[key] = sum(
-                shape.weight * _fragment(room, free, shape) for shape in self.shapes
-            )
+            known = self._known[key] = self._compute(room, free)
         return known
+
+    def _compute(self, room: _Room, free: Sequence[int]) -> float:
+        """``sum(weight * _fragment(...))`` over the shapes, in the same order (so the same float), with
+        each GPU-share threshold's counts worked out once rather than once per shape."""
+        idle = sum(free)
+        if not idle:
+            return 0.0
+        by_threshold: dict[int, tuple[int, int]] = {}
+        total = 0
+        for shape in self.shapes:
+            fragment = idle
+            if (
+                shape.gpus
+                and (shape.models is None or room.model in shape.models)
+                and room.cpu + EPSILON >= shape.cpu
+                and room.memory_gib + EPSILON >= shape.memory_gib
+            ):
+                counts = by_threshold.get(shape.gpu_milli)
+                if counts is None:
+                    roomy = sum(1 for f in free if f >= shape.gpu_milli)
+                    counts = by_threshold[shape.gpu_milli] = (
+                        roomy,
+                        sum(f for f in free if f < shape.gpu_milli),
+                    )
+                if counts[0] >= shape.gpus:
+                    fragment = counts[1]
+            total += shape.weight * fragment
+        return total
 
     def growth(self, node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> float:
         """How much the node's fragmentation grows if ``pod`` takes ``gpus`` (negative: it shrinks)."""
