@@ -72,3 +72,21 @@ def test_bench_command_writes_the_report(trace: Path, tmp_path: Path) -> None:
     assert report["variant"] == "default" and report["seeds"] == [1, 2]
     assert set(report["policies"]) == {"default", "fifo"}
     assert set(report["policies"]["default"]["unallocated_pct"]) == {str(m) for m in ARRIVED_MARKS}
+
+
+def test_throughput_bench_replicates_the_node_mix_and_reports_placements(trace: Path, tmp_path: Path) -> None:
+    """6 nodes in the trace's 2:1 mix of T4 and V100 nodes; 30 pending pods in one round."""
+    from corral.bench.throughput import build_cluster
+
+    cluster = build_cluster(trace, "openb", 6)
+    assert sorted((p.node.gpu_model, p.count) for p in cluster.pools) == [("T4", 4), ("V100M32", 2)]
+    out = tmp_path / "throughput.json"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "throughput", "--trace-dir", str(trace), "--out", str(out)]
+        + ["--nodes", "6", "--pods", "30", "--policies", "fifo,fgd"],
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads(out.read_text())["runs"]["openb"]
+    assert set(runs) == {"fifo", "fgd"}
+    assert all(0 < runs[p]["6"]["placed"] <= 30 and runs[p]["6"]["peak_rss_mib"] > 0 for p in runs)

@@ -159,7 +159,7 @@ def bench_fragmentation(
 
     with _user_errors():
         chosen = [get_policy(p) for p in (EXPERIMENT_POLICIES if policies == "all" else policies.split(","))]
-        seed_list = _parse_seeds(seeds)
+        seed_list = _parse_integers(seeds, "--seeds")
         with _progress(console) as progress:
             task = progress.add_task("seeds", total=len(chosen) * len(seed_list))
 
@@ -179,11 +179,54 @@ def bench_fragmentation(
     console.print(table)
 
 
-def _parse_seeds(text: str) -> list[int]:
+@bench_app.command("throughput")
+def bench_throughput(
+    trace_dir: Annotated[Path, typer.Option(help="Alibaba openb trace folder (node mix and pod list).")],
+    out: Annotated[Path, typer.Option(help="Write the results here (JSON).")],
+    nodes: Annotated[str, typer.Option(help="Comma-separated cluster sizes.")] = "1000,2000,5000,10000",
+    pods: Annotated[int, typer.Option(help="Pending pods in the round.")] = 100_000,
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names.")] = "fifo,default,best-fit,"
+    "gpu-packing,fgd,corral-fgd",
+    cluster: Annotated[str, typer.Option(help="Node mix: openb (trace mix replicated) or dgx.")] = "openb",
+) -> None:
+    """Scheduler speed: placements per second of one round over many pending pods, and peak memory."""
+    from corral.bench.throughput import CLUSTER_KINDS, Run, run_benchmark
+
+    with _user_errors():
+        if cluster not in CLUSTER_KINDS:
+            raise CorralError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTER_KINDS)}")
+        names = [get_policy(name).name for name in policies.split(",")]
+        sizes = _parse_integers(nodes, "--nodes")
+        runs = [Run(cluster, size, pods, name) for size in sizes for name in names]
+        table = Table("policy", "nodes", "placed", "seconds", "placements/s", "peak RSS MiB")
+        with _progress(console) as progress:
+            task = progress.add_task("runs", total=len(runs))
+
+            def on_run(run: Run, result: object) -> None:
+                progress.update(task, advance=1, description=f"{run.policy} at {run.nodes} nodes")
+
+            report = run_benchmark(trace_dir, runs, on_run=on_run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for policy, by_size in report["runs"][cluster].items():  # type: ignore[index]
+        for size, row in by_size.items():
+            table.add_row(
+                policy,
+                size,
+                str(row["placed"]),
+                f"{row['seconds']:.1f}",
+                f"{row['placements_per_second']:.0f}",
+                f"{row['peak_rss_mib']:.0f}",
+            )
+    table.title = f"One round of {pods} pending pods ({cluster} nodes)"
+    console.print(table)
+
+
+def _parse_integers(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise CorralError(f"--seeds {text!r}: expected comma-separated integers, e.g. 42,43,44") from None
+        raise CorralError(f"{option} {text!r}: expected comma-separated integers, e.g. 42,43,44") from None
 
 
 def _parse_fail(spec: str) -> list[Event]:
