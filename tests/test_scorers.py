@@ -120,3 +120,15 @@ def test_corral_fgd_counts_gpus_stranded_by_memory() -> None:
     small = job("s", cpu=1, mem=8).pod
     assert FragmentationModel(with_memory).growth(node, small, (0,)) == -1000
     assert FragmentationModel(without).growth(node, small, (0,)) == 0
+
+
+def test_a_fragmentation_aware_policy_must_learn_its_shapes_before_scheduling() -> None:
+    """Without the workload's typical shapes FGD would score every node 50 and silently degrade to first
+    fit; the scheduler refuses instead."""
+    import pytest
+
+    from corral.scheduling import Snapshot, schedule
+
+    with pytest.raises(ValueError, match="typical pod shapes"):
+        schedule(Snapshot([], []), [], get_policy("fgd"), now=0.0)
+    assert get_policy("fgd", [HALF]).shaped is None

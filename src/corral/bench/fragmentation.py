@@ -81,14 +81,34 @@ def arrival_sequence(pods: Sequence[TracePod], capacity_gpus: float, seed: int) 
     return sequence
 
 
+def hindsight_sequence(sequence: Sequence[TracePod], capacity_gpus: float) -> list[TracePod]:
+    """The pods that arrive until 100% of the GPU capacity is requested, biggest first.
+
+    An offline reference: knowing every pod in advance, place the hard ones (many GPUs, much CPU and
+    memory) while the cluster is empty and fill the gaps with small ones, as first-fit decreasing does
+    for bin packing. Only the 100% mark means anything for it.
+    """
+    prefix: list[TracePod] = []
+    requested = 0.0
+    for pod in sequence:
+        if requested >= capacity_gpus:
+            break
+        prefix.append(pod)
+        requested += _gpus(pod)
+    return sorted(prefix, key=lambda p: (-_gpus(p), -p.num_gpu, -p.cpu, -p.memory_gib))
+
+
 def run_seed(
     nodes: Sequence[TraceNode],
     pods: Sequence[TracePod],
     policy: Policy,
     seed: int,
     shapes: tuple[TypicalShape, ...] | None = None,
+    *,
+    hindsight: bool = False,
 ) -> SeedResult:
-    """Schedule one seed's arrival sequence under ``policy`` and sample the curves at ``ARRIVED_MARKS``."""
+    """Schedule one seed's arrival sequence under ``policy`` and sample the curves at ``ARRIVED_MARKS``;
+    with ``hindsight``, the pods up to 100% arrived, biggest first (``hindsight_sequence``)."""
     started = time.perf_counter()
     order = list(nodes)
     random.Random(seed).shuffle(order)
@@ -104,7 +124,11 @@ def run_seed(
     allocated = arrived = 0
     marks = list(ARRIVED_MARKS)
     curves: tuple[dict[int, float], dict[int, float], dict[int, float]] = ({}, {}, {})
-    for index, pod in enumerate(arrival_sequence(pods, capacity / MILLI_PER_GPU, seed)):
+    sequence = arrival_sequence(pods, capacity / MILLI_PER_GPU, seed)
+    if hindsight:
+        sequence = hindsight_sequence(sequence, capacity / MILLI_PER_GPU)
+        marks = [mark for mark in marks if mark <= 100]
+    for index, pod in enumerate(sequence):
         job = pod_workload(pod, f"{pod.name}#{index}")
         arrived += job.gpu_demand_milli
         placed = _place(snapshot, job, policy)
@@ -129,20 +153,29 @@ def run_experiment(
     policies: Sequence[Policy],
     seeds: Sequence[int],
     on_seed: Callable[[str, int, SeedResult], None] | None = None,
+    *,
+    hindsight: bool = False,
 ) -> dict[str, object]:
-    """Every policy on every seed; medians over seeds, in the JSON layout ``corral bench`` writes."""
+    """Every policy on every seed; medians over seeds, in the JSON layout ``corral bench`` writes.
+
+    With ``hindsight`` each policy also places the same pods offline, biggest first, reported as
+    ``"<policy> (hindsight)"`` at the 100% mark only.
+    """
     nodes, pods = load_trace(trace_dir, variant)
     shapes = typical_shapes(pod_workload(p, p.name).pod for p in pods)
     report: dict[str, object] = {"variant": variant, "seeds": list(seeds), "policies": {}}
-    for policy in policies:
+    runs = [(policy, False) for policy in policies]
+    runs += [(policy, True) for policy in policies] if hindsight else []
+    for policy, offline in runs:
         policy = policy.for_workload(pod_workload(p, p.name).pod for p in pods)
+        label = f"{policy.name} (hindsight)" if offline else policy.name
         results = []
         for seed in seeds:
-            result = run_seed(nodes, pods, policy, seed, shapes)
+            result = run_seed(nodes, pods, policy, seed, shapes, hindsight=offline)
             results.append(result)
             if on_seed is not None:
-                on_seed(policy.name, seed, result)
-        report["policies"][policy.name] = {  # type: ignore[index]
+                on_seed(label, seed, result)
+        report["policies"][label] = {  # type: ignore[index]
             "unallocated_pct": _medians([r.unallocated_pct for r in results]),
             "frag_amount_pct": _medians([r.frag_amount_pct for r in results]),
             "frag_rate_pct": _medians([r.frag_rate_pct for r in results]),

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.bench.fragmentation import EXPERIMENT_POLICIES
+from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
 from corral.cli.render import pending_table, print_error, queue_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
@@ -61,7 +61,7 @@ def sim(
     with _user_errors():
         cluster_file = load_cluster_file(cluster)
         jobs = load_workload(workload)
-        chosen = get_policy(policy, (job.pod for job in jobs))
+        chosen = get_policy(policy)
         injected = list(read_events(failures)) if failures else []
         injected += [event for spec in fail or [] for event in _parse_fail(spec)]
         for output in (events, summary):
@@ -153,6 +153,9 @@ def bench_fragmentation(
     variant: Annotated[str, typer.Option(help="Pod list variant, e.g. default, gpushare40.")] = "default",
     policies: Annotated[str, typer.Option(help="Comma-separated policy names, or 'all'.")] = "all",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "42,43,44,45,46,47,48,49,50,51",
+    hindsight: Annotated[
+        bool, typer.Option(help="Also place the pods up to 100% arrived offline, biggest first.")
+    ] = False,
 ) -> None:
     """The FGD fragmentation experiment (ATC'23) through corral's scheduler: unallocated GPU % by arrived load."""
     from corral.bench.fragmentation import run_experiment
@@ -161,19 +164,23 @@ def bench_fragmentation(
         chosen = [get_policy(p) for p in (EXPERIMENT_POLICIES if policies == "all" else policies.split(","))]
         seed_list = _parse_integers(seeds, "--seeds")
         with _progress(console) as progress:
-            task = progress.add_task("seeds", total=len(chosen) * len(seed_list))
+            task = progress.add_task("seeds", total=len(chosen) * len(seed_list) * (2 if hindsight else 1))
 
             def on_seed(policy: str, seed: int, result: object) -> None:
                 progress.update(task, advance=1, description=f"{policy} seed {seed}")
 
-            report = run_experiment(trace_dir, variant, chosen, seed_list, on_seed=on_seed)
+            report = run_experiment(
+                trace_dir, variant, chosen, seed_list, on_seed=on_seed, hindsight=hindsight
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = Table("policy", *(f"{mark}%" for mark in ("90", "95", "100", "110", "120", "130")), "s/seed")
+    table = Table("policy", *(f"{mark}%" for mark in ARRIVED_MARKS), "s/seed")
     for name, result in report["policies"].items():  # type: ignore[attr-defined]
         curve = result["unallocated_pct"]
         table.add_row(
-            name, *(f"{curve[m]:.2f}" if m in curve else "-" for m in curve), f"{result['seconds']:.1f}"
+            name,
+            *(f"{curve[str(m)]:.2f}" if str(m) in curve else "-" for m in ARRIVED_MARKS),
+            f"{result['seconds']:.1f}",
         )
     table.title = f"Unallocated GPU % by arrived workload ({variant}, median of {len(seed_list)} seeds)"
     console.print(table)

@@ -153,12 +153,15 @@ POLICIES: dict[str, Policy] = {
 DEFAULT_POLICY = "default"
 
 
-def get_policy(name: str | None, pods: Iterable[PodRequest] = ()) -> Policy:
-    """The named policy (``default`` when None) made ready for a workload of ``pods``; the error lists
-    the names that exist."""
+def get_policy(name: str | None, pods: Iterable[PodRequest] | None = None) -> Policy:
+    """The named policy (``default`` when None); the error lists the names that exist.
+
+    Given the workload's ``pods``, a fragmentation-aware policy learns their typical shapes; without
+    them it is returned unready, and the caller must call ``Policy.for_workload``.
+    """
     name = name or DEFAULT_POLICY
     try:
         policy = POLICIES[name]
     except KeyError:
         raise CorralError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}") from None
-    return policy.for_workload(pods)
+    return policy if pods is None else policy.for_workload(pods)

@@ -43,6 +43,11 @@ def schedule(
     ``progress`` gives the checkpointed progress of requeued jobs (seconds of work already saved); it is
     recorded on their allocation. The snapshot is returned unchanged.
     """
+    if policy.shaped is not None:
+        raise ValueError(
+            f"policy {policy.name} learns the workload's typical pod shapes first: "
+            "use policy.for_workload(pods) or get_policy(name, pods)"
+        )
     round_ = _Round(snapshot, policy, now, progress or {})
     mark = snapshot.mark()
     try:

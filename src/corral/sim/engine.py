@@ -84,7 +84,7 @@ class Simulator:
         sink: EventSink | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.policy = policy
+        self.policy = policy.for_workload(job.pod for job in workloads)
         self.snapshot = Snapshot(
             cluster_file.clusters, build_initial_nodes(cluster_file.clusters), cluster_file.queues
         )
