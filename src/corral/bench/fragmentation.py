@@ -61,6 +61,8 @@ class SeedResult:
     frag_amount_pct: dict[int, float]
     frag_rate_pct: dict[int, float]
     seconds: float
+    migrations: int = 0
+    """GPU shares moved to other GPUs of their node to make room (policies that migrate only)."""
 
 
 def load_trace(trace_dir: Path, variant: str) -> tuple[list[TraceNode], list[TracePod]]:
@@ -121,7 +123,7 @@ def run_seed(
     shapes = shapes if shapes is not None else typical_shapes(pod_workload(p, p.name).pod for p in pods)
     fragments = {node.name: node_fragmentation(node, shapes) for node in live}
     fragmented = sum(fragments.values())
-    allocated = arrived = 0
+    allocated = arrived = migrations = 0
     marks = list(ARRIVED_MARKS)
     curves: tuple[dict[int, float], dict[int, float], dict[int, float]] = ({}, {}, {})
     sequence = arrival_sequence(pods, capacity / MILLI_PER_GPU, seed)
@@ -134,7 +136,9 @@ def run_seed(
         placed = _place(snapshot, job, policy)
         if placed is not None:
             allocated += job.gpu_demand_milli
-            for node in placed:
+            touched, moved = placed
+            migrations += moved
+            for node in touched:
                 fresh = node_fragmentation(node, shapes)
                 fragmented += fresh - fragments[node.name]
                 fragments[node.name] = fresh
@@ -144,7 +148,7 @@ def run_seed(
             curves[1][marks[0]] = 100 * fragmented / capacity
             curves[2][marks[0]] = 100 * fragmented / idle if idle else 0.0
             marks.pop(0)
-    return SeedResult(*curves, seconds=time.perf_counter() - started)
+    return SeedResult(*curves, seconds=time.perf_counter() - started, migrations=migrations)
 
 
 def run_experiment(
@@ -180,18 +184,27 @@ def run_experiment(
             "frag_amount_pct": _medians([r.frag_amount_pct for r in results]),
             "frag_rate_pct": _medians([r.frag_rate_pct for r in results]),
             "seconds": statistics.median(r.seconds for r in results),
+            "migrations": statistics.median(r.migrations for r in results),
         }
     return report
 
 
-def _place(snapshot: Snapshot, job: Workload, policy: Policy) -> list[Node] | None:
+def _place(snapshot: Snapshot, job: Workload, policy: Policy) -> tuple[list[Node], int] | None:
+    """Place ``job`` (applying any share moves the policy made for it): the nodes touched, and the
+    number of shares moved; None when it fits nowhere."""
     result = schedule(snapshot, [job], policy, now=0.0)
     if not result.starts:
         return None
-    start = result.starts[0]
-    snapshot.allocate(Allocation(job, start.cluster, start.flavor, start.placements, started_at=0.0))
+    workloads = {job.id: job}
+    for preempt in result.preemptions:
+        workloads[preempt.job] = snapshot.release(preempt.job).workload
+    for start in result.starts:
+        allocation = Allocation(workloads[start.job], start.cluster, start.flavor, start.placements, 0.0)
+        snapshot.allocate(allocation)
     snapshot.commit()
-    return [snapshot.nodes[p.node] for p in start.placements]
+    return [snapshot.nodes[p.node] for start in result.starts for p in start.placements], len(
+        result.preemptions
+    )
 
 
 def _medians(curves: list[dict[int, float]]) -> dict[str, float]:

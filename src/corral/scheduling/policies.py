@@ -51,6 +51,8 @@ class Policy:
     )
     shaped: Callable[[FragmentationModel], Scoring] | None = None
     """For fragmentation-aware policies: the scoring, given the typical pod shapes of the workload."""
+    migrate_shares: bool = False
+    """A pod that fits nowhere may have GPU shares moved within one node to make room for it."""
     memory_shapes: bool = False
     """Whether the typical shapes also need main memory (FGD's do not)."""
 
@@ -137,6 +139,17 @@ POLICIES: dict[str, Policy] = {
             ),
             shaped=_corral_fgd,
             memory_shapes=True,
+        ),
+        replace(
+            _as_default(
+                "corral-defrag",
+                "corral-fgd, and a pod that fits nowhere may have GPU shares moved to other GPUs of one "
+                "node (restarted from their checkpoint) to make room for it.",
+                Scoring(),
+            ),
+            shaped=_corral_fgd,
+            memory_shapes=True,
+            migrate_shares=True,
         ),
         replace(
             _as_default(

@@ -19,11 +19,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from corral.core.workloads import PodRequest, Workload
+from corral.core.nodes import Node
+from corral.core.workloads import PodRequest, Workload, checkpointed_progress
 from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
-from corral.scheduling.placement import FitFailure, needs_at_least, place_gang
+from corral.scheduling.gpu_choice import share_fits
+from corral.scheduling.migration import Candidate, candidates
+from corral.scheduling.placement import FitFailure, needs_at_least, place_gang, placement_of
 from corral.scheduling.policies import Ordering, Policy
 from corral.scheduling.preemption import find_victims, may_preempt
 from corral.scheduling.quota import quota_shortfall
@@ -48,7 +51,7 @@ def schedule(
             f"policy {policy.name} learns the workload's typical pod shapes first: "
             "use policy.for_workload(pods) or get_policy(name, pods)"
         )
-    round_ = _Round(snapshot, policy, now, progress or {})
+    round_ = _Round(snapshot, policy, now, dict(progress or {}))
     mark = snapshot.mark()
     try:
         round_.run(pending)
@@ -70,6 +73,7 @@ class _Round:
     requested: Counter[str] = field(default_factory=Counter)
     promised: Counter[tuple[str, str]] = field(default_factory=Counter)
     preempted_queue: dict[str, str] = field(default_factory=dict)
+    no_migration: list[PodRequest] = field(default_factory=list)
 
     def run(self, pending: Sequence[Workload]) -> None:
         queues: dict[str, list[Workload]] = {}
@@ -148,6 +152,8 @@ class _Round:
                 self._start(job, domain, outcome)
                 return True
             failures.append((domain, outcome))
+        if self.policy.migrate_shares and job.pods == 1 and self._migrate_for(job, pod, domains):
+            return True
         if self.policy.preemption and self._may_preempt(job, domains):
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
@@ -219,6 +225,65 @@ class _Round:
         self._start(job, domain, placements)
         return True
 
+    def _migrate_for(self, job: Workload, pod: PodRequest, domains: Sequence[Domain]) -> bool:
+        """Move a few GPU shares elsewhere so ``job`` fits (``corral.scheduling.migration``)."""
+        if any(needs_at_least(pod, failed) for failed in self.no_migration):
+            return False
+        for domain in domains:
+            if quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli) is not None:
+                continue
+            for candidate in candidates(self.snapshot, domain, pod):
+                trial = self._try_moves(job, pod, domain, candidate)
+                if trial is None:
+                    continue
+                placement, moves = trial
+                for moved, _ in moves:
+                    self.snapshot.release(moved.workload.id)
+                    self.progress[moved.workload.id] = checkpointed_progress(
+                        moved.workload, moved.progress(self.now)
+                    )
+                    self.preempted_queue[moved.workload.id] = moved.workload.queue
+                    self.result.preemptions.append(
+                        Preempt(
+                            moved.workload.id,
+                            by=job.id,
+                            reason=f"GPU share moved to make room for {job.id} on {candidate.node.name}",
+                        )
+                    )
+                self._start(job, domain, [placement])
+                for moved, new in moves:
+                    self._start(moved.workload, domain, [new])
+                return True
+        self.no_migration.append(pod)
+        return False
+
+    def _try_moves(
+        self, job: Workload, pod: PodRequest, domain: Domain, candidate: Candidate
+    ) -> tuple[Placement, list[tuple[Allocation, Placement]]] | None:
+        """Release the candidate's shares, put ``job`` on its GPUs, re-place each share by the policy; the
+        placements if every share found room (shares that land where they were are left out), else None.
+        The snapshot is unchanged afterwards."""
+        mark = self.snapshot.mark()
+        try:
+            released = [self.snapshot.release(mover) for mover in candidate.movers]
+            placement = placement_of(0, candidate.node, pod, candidate.gpus)
+            if not _fits_on(candidate.node, pod, candidate.gpus):
+                return None
+            self.snapshot.allocate(Allocation(job, domain[0], domain[1], (placement,), self.now))
+            moves = []
+            for moved in released:
+                outcome = place_one(self.snapshot, domain, moved.workload.pod, self.policy.scoring)
+                if isinstance(outcome, FitFailure):
+                    return None
+                self.snapshot.allocate(
+                    Allocation(moved.workload, domain[0], domain[1], tuple(outcome), self.now)
+                )
+                if outcome[0] != moved.placements[0]:
+                    moves.append((moved, outcome[0]))
+            return placement, moves
+        finally:
+            self.snapshot.rollback(mark)
+
     def _preemption_reason(self, victim: Allocation, job: Workload) -> str:
         if victim.workload.queue == job.queue or self.snapshot.queues is None:
             return f"preempted by {job.id} (priority {job.priority} > {victim.workload.priority})"
@@ -237,6 +302,12 @@ class _Round:
         self.started.add(job.id)
         self.preemptible.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
+
+
+def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
+    if pod.fractional:
+        return all(share_fits(node.gpus[index], pod) for index in gpus)
+    return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
 
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:

@@ -104,6 +104,8 @@ class Snapshot:
         """Per scoring and pod shape, node evaluations by state id (``corral.scheduling.ranking``)."""
         self._state_ids: dict[tuple[object, ...], int] = {}
         self._next_state = 0
+        self.node_jobs: dict[str, dict[str, None]] = defaultdict(dict)
+        """Running jobs per node (an ordered set), kept with the allocations."""
         self.position: dict[str, int] = {}
         """Order in which nodes joined: equal scores go to the earlier node."""
         self._changes: list[str] = []
@@ -188,7 +190,8 @@ class Snapshot:
         self._changes.append(name)
 
     def jobs_on_node(self, name: str) -> list[str]:
-        return [job for job, alloc in self.running.items() if any(p.node == name for p in alloc.placements)]
+        """Running jobs with a pod on node ``name``, in start order."""
+        return list(self.node_jobs.get(name, ()))
 
     # -- allocations (undoable) --
 
@@ -226,6 +229,10 @@ class Snapshot:
                 sign * p.cpu, sign * p.memory_gib, p.gpus, sign * p.gpu_milli, sign * p.gpu_memory_gib
             )
             self._record(p.node)
+            if sign > 0:
+                self.node_jobs[p.node][allocation.workload.id] = None
+            else:
+                self.node_jobs[p.node].pop(allocation.workload.id, None)
         workload = allocation.workload
         demand = allocation.gpu_milli
         self.queue_cpu[workload.queue] += sign * allocation.cpu

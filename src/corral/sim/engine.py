@@ -329,8 +329,8 @@ class Simulator:
         self._waiting.park(set(result.pending))
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
-        return bool(result.preemptions)
         self.snapshot.commit()
+        return bool(result.preemptions)
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)
