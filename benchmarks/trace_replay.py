@@ -19,7 +19,7 @@ from pathlib import Path
 
 from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Summary
-from corral.scheduling import POLICIES, get_policy
+from corral.scheduling import get_policy
 from corral.sim.engine import Simulator
 from corral.traces.alibaba import import_openb
 
@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- trace_replay:start -->", "<!-- trace_replay:end -->"
 SETTINGS = {"as recorded": (1.0, 1.0), "300x arrivals, 10% cluster": (300.0, 0.1)}
+POLICIES = (
+    "fifo",
+    "default",
+    "strict-fifo",
+    "spread",
+    "best-fit",
+    "gpu-packing",
+    "fgd",
+    "corral-fgd",
+    "corral-defrag",
+)
 
 
 def scaled(cluster: ClusterFile, fraction: float) -> ClusterFile:
@@ -64,9 +75,9 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/trace_replay.py` ({time.strftime('%Y-%m-%d')}, "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}).",
         "",
-        "| setting | policy | jobs | wait p50 | wait p95 | JCT mean | preemptions | scheduler s | ms/round "
-        "| scheduler time vs fifo |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | policy | jobs | GPU allocation | wait p50 | wait p95 | JCT mean | preemptions | scheduler s "
+        "| ms/round | scheduler time vs fifo |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, (speedup, fraction) in SETTINGS.items():
         cluster = scaled(base_cluster, fraction)
@@ -83,7 +94,7 @@ def main() -> None:
         for policy, s in results.items():
             per_round = 1000 * s.scheduler_seconds / max(1, s.scheduling_rounds)
             lines.append(
-                f"| {setting} | {policy} | {s.jobs} | {s.wait_p50:.0f} s | {s.wait_p95:.0f} s | {s.jct_mean:.0f} s "
+                f"| {setting} | {policy} | {s.jobs} | {100 * s.gpu_allocation:.1f}% | {s.wait_p50:.0f} s | {s.wait_p95:.0f} s | {s.jct_mean:.0f} s "
                 f"| {s.preemptions} | {s.scheduler_seconds:.1f} | {per_round:.2f} | {s.scheduler_seconds / baseline:.2f}x |"
             )
     lines.append(END)
