@@ -65,8 +65,9 @@ class NodeRanking:
         self.pod = pod
         self.scoring = scoring
         self.memory = _memory(snapshot, scoring, pod)
-        self.entry: dict[str, tuple[int, Evaluation | str]] = {}
-        """Per node: the version it was evaluated at, and its evaluation or the filter that rejected it."""
+        self.entry: dict[str, tuple[int, int, Evaluation | str]] = {}
+        """Per node: the version and state id it was evaluated at (-1 when states are not remembered),
+        and its evaluation or the filter that rejected it."""
         self.rejected_by: Counter[str] = Counter()
         self.buckets: dict[float, _Bucket] = {}
         self.scores: list[float] = []
@@ -89,7 +90,7 @@ class NodeRanking:
                 node = bucket.members[rng.randrange(len(bucket.members))]
             else:
                 node = self.snapshot.nodes[bucket.first()]
-            version, outcome = self.entry[node.name]
+            version, _, outcome = self.entry[node.name]
             if node.version != version:
                 self._update(node)  # changed outside the snapshot's record (a gang's trial holds)
                 continue
@@ -106,17 +107,27 @@ class NodeRanking:
             if node is not None and node.cluster == self.domain[0] and node.flavor == self.domain[1]:
                 self._update(node)
             elif name in self.entry:
-                self._detach(name, self.entry.pop(name)[1])
+                self._detach(name, self.entry.pop(name)[2])
 
     def _update(self, node: Node) -> None:
         name = node.name
-        outcome = self._evaluate(node)
         old = self.entry.get(name)
-        self.entry[name] = (node.version, outcome)
-        if old is not None:
-            if old[1] == outcome:
+        if self.memory is None:
+            state = -1
+            outcome = evaluate(node, self.pod, self.scoring, self.snapshot.rng)
+        else:
+            state = self.snapshot.state_id(node)
+            if old is not None and old[1] == state:
+                self.entry[name] = (node.version, state, old[2])
                 return
-            self._detach(name, old[1])
+            outcome = self.memory.get(state)
+            if outcome is None:
+                outcome = self.memory[state] = evaluate(node, self.pod, self.scoring, self.snapshot.rng)
+        self.entry[name] = (node.version, state, outcome)
+        if old is not None:
+            if old[2] == outcome:
+                return
+            self._detach(name, old[2])
         if isinstance(outcome, str):
             self.rejected_by[outcome] += 1
             return
@@ -131,15 +142,6 @@ class NodeRanking:
             self.rejected_by[outcome] -= 1
         else:
             self.buckets[outcome.score].remove(name)
-
-    def _evaluate(self, node: Node) -> Evaluation | str:
-        if self.memory is None:
-            return evaluate(node, self.pod, self.scoring, self.snapshot.rng)
-        state = self.snapshot.state_id(node)
-        outcome = self.memory.get(state)
-        if outcome is None:
-            outcome = self.memory[state] = evaluate(node, self.pod, self.scoring, self.snapshot.rng)
-        return outcome
 
 
 def best_node(
