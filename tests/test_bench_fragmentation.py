@@ -90,3 +90,16 @@ def test_throughput_bench_replicates_the_node_mix_and_reports_placements(trace: 
     runs = json.loads(out.read_text())["runs"]["openb"]
     assert set(runs) == {"fifo", "fgd"}
     assert all(0 < runs[p]["6"]["placed"] <= 30 and runs[p]["6"]["peak_rss_mib"] > 0 for p in runs)
+
+
+def test_hindsight_places_the_pods_up_to_full_capacity_biggest_first(trace: Path) -> None:
+    from corral.bench.fragmentation import hindsight_sequence
+
+    _, pods = load_trace(trace, "default")
+    sequence = arrival_sequence(pods, capacity_gpus=8, seed=3)
+    offline = hindsight_sequence(sequence, capacity_gpus=8)
+    gpus = [p.num_gpu * p.gpu_milli / 1000 for p in offline]
+    assert gpus == sorted(gpus, reverse=True)
+    assert sum(gpus) >= 8 and sum(gpus) - max(gpus) < 8
+    result = run_seed(*load_trace(trace, "default"), get_policy("default"), seed=3, hindsight=True)
+    assert set(result.unallocated_pct) <= {90, 95, 100}
