@@ -114,52 +114,53 @@ def plot_curves(policies: dict[str, dict[str, dict[str, float]]], out: Path) -> 
 
 
 def throughput_block(results: Path) -> list[str]:
-    lines = []
-    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    lines = [
+        "| cluster | policy | nodes | pending pods | placed | seconds | placements/s | pods decided/s "
+        "| peak RSS MiB | placements/s vs fifo |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
     for path in sorted(results.glob("throughput-*.json")):
         for cluster, by_policy in json.loads(path.read_text())["runs"].items():
-            lines += [
-                f"Cluster `{cluster}`:",
-                "",
-                "| policy | nodes | pending pods | placed | seconds | placements/s | peak RSS MiB | vs fifo |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
-            for policy, by_size in by_policy.items():
-                for size, row in by_size.items():
-                    base = by_policy.get("fifo", {}).get(size)
-                    ratio = (
-                        f"{row['placements_per_second'] / base['placements_per_second']:.2f}x"
-                        if base
-                        else "-"
-                    )
-                    lines.append(
-                        f"| {policy} | {size} | {row['pods']} | {row['placed']} | {row['seconds']:.1f} | "
-                        f"{row['placements_per_second']:.0f} | {row['peak_rss_mib']:.0f} | {ratio} |"
-                    )
-                    series.setdefault(cluster, {}).setdefault(policy, []).append(
-                        (int(size), row["placements_per_second"])
-                    )
-            lines.append("")
-    if series:
-        plot_throughput(series, IMAGES / "throughput.png")
-        lines += ["![Placements per second by cluster size](img/throughput.png)", ""]
-    return lines
+            for policy, runs in by_policy.items():
+                rows += [(cluster, policy, run) for run in runs]
+    if not rows:
+        return []
+    fifo = {(c, r["nodes"], r["pods"]): r for c, p, r in rows if p == "fifo"}
+    for cluster, policy, run in rows:
+        base = fifo.get((cluster, run["nodes"], run["pods"]))
+        ratio = f"{run['placements_per_second'] / base['placements_per_second']:.2f}x" if base else "-"
+        lines.append(
+            f"| {cluster} | {policy} | {run['nodes']} | {run['pods']} | {run['placed']} | {run['seconds']:.1f} "
+            f"| {run['placements_per_second']:.0f} | {run['pods'] / run['seconds']:.0f} "
+            f"| {run['peak_rss_mib']:.0f} | {ratio} |"
+        )
+    plot_throughput(rows, IMAGES / "throughput.png")
+    return lines + ["", "![Placements per second by nodes and by pending pods](img/throughput.png)", ""]
 
 
-def plot_throughput(series: dict[str, dict[str, list[tuple[int, float]]]], out: Path) -> None:
+def plot_throughput(rows: list[tuple[str, str, dict[str, float]]], out: Path) -> None:
+    """Left: placements/s by nodes at 100k pending pods; right: seconds by pending pods at 10k nodes."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(7, 4.2))
-    for cluster, by_policy in series.items():
-        for policy, points in by_policy.items():
-            points.sort()
-            style = "-" if cluster == "openb" else "--"
-            axis.plot(*zip(*points, strict=True), style, marker="o", label=f"{policy} ({cluster})")
-    axis.set_xscale("log")
-    axis.set_xlabel("nodes")
-    axis.set_ylabel("placements per second (one core)")
-    axis.set_title("One scheduling round over 100,000 pending pods")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=7, ncol=2)
+    figure, (by_nodes, by_pods) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for cluster, policy, run in rows:
+        if run["pods"] == 100_000:
+            series.setdefault(("nodes", cluster, policy), []).append(
+                (run["nodes"], run["placements_per_second"])
+            )
+        if run["nodes"] == 10_000 and cluster == "openb":
+            series.setdefault(("pods", cluster, policy), []).append((run["pods"], run["seconds"]))
+    for (kind, cluster, policy), points in sorted(series.items()):
+        axis = by_nodes if kind == "nodes" else by_pods
+        xs, ys = zip(*sorted(set(points)), strict=True)
+        axis.plot(xs, ys, "-" if cluster == "openb" else "--", marker="o", label=f"{policy} ({cluster})")
+    by_nodes.set(xscale="log", xlabel="nodes", ylabel="placements per second", title="100,000 pending pods")
+    by_pods.set(xscale="log", yscale="log", xlabel="pending pods", ylabel="seconds for the round")
+    by_pods.set_title("10,000 openb nodes")
+    for axis in (by_nodes, by_pods):
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)

@@ -89,7 +89,8 @@ def test_throughput_bench_replicates_the_node_mix_and_reports_placements(trace: 
     assert result.exit_code == 0, result.output
     runs = json.loads(out.read_text())["runs"]["openb"]
     assert set(runs) == {"fifo", "fgd"}
-    assert all(0 < runs[p]["6"]["placed"] <= 30 and runs[p]["6"]["peak_rss_mib"] > 0 for p in runs)
+    assert all(len(rows) == 1 and 0 < rows[0]["placed"] <= 30 for rows in runs.values())
+    assert all(rows[0]["nodes"] == 6 and rows[0]["peak_rss_mib"] > 0 for rows in runs.values())
 
 
 def test_hindsight_places_the_pods_up_to_full_capacity_biggest_first(trace: Path) -> None:

@@ -121,17 +121,20 @@ def run_benchmark(
     runs: Sequence[Run],
     on_run: Callable[[Run, RunResult], None] | None = None,
 ) -> dict[str, object]:
-    """Every run in its own process; JSON keyed by cluster, then policy, then node count."""
-    report: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    """Every run in its own process; JSON rows per cluster and policy."""
+    report: dict[str, dict[str, list[dict[str, float]]]] = {}
     for run in runs:
         result = run_isolated(trace_dir, run)
         if on_run is not None:
             on_run(run, result)
-        report.setdefault(run.cluster, {}).setdefault(run.policy, {})[str(run.nodes)] = {
-            "pods": run.pods,
-            "placed": result.placed,
-            "seconds": round(result.seconds, 3),
-            "placements_per_second": round(result.placements_per_second, 1),
-            "peak_rss_mib": round(result.peak_rss_mib, 1),
-        }
+        report.setdefault(run.cluster, {}).setdefault(run.policy, []).append(
+            {
+                "nodes": run.nodes,
+                "pods": run.pods,
+                "placed": result.placed,
+                "seconds": round(result.seconds, 3),
+                "placements_per_second": round(result.placements_per_second, 1),
+                "peak_rss_mib": round(result.peak_rss_mib, 1),
+            }
+        )
     return {"runs": report}

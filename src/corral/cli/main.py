@@ -191,7 +191,7 @@ def bench_throughput(
     trace_dir: Annotated[Path, typer.Option(help="Alibaba openb trace folder (node mix and pod list).")],
     out: Annotated[Path, typer.Option(help="Write the results here (JSON).")],
     nodes: Annotated[str, typer.Option(help="Comma-separated cluster sizes.")] = "1000,2000,5000,10000",
-    pods: Annotated[int, typer.Option(help="Pending pods in the round.")] = 100_000,
+    pods: Annotated[str, typer.Option(help="Comma-separated numbers of pending pods.")] = "100000",
     policies: Annotated[str, typer.Option(help="Comma-separated policy names.")] = "fifo,default,best-fit,"
     "gpu-packing,fgd,corral-fgd",
     cluster: Annotated[str, typer.Option(help="Node mix: openb (trace mix replicated) or dgx.")] = "openb",
@@ -204,8 +204,9 @@ def bench_throughput(
             raise CorralError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTER_KINDS)}")
         names = [get_policy(name).name for name in policies.split(",")]
         sizes = _parse_integers(nodes, "--nodes")
-        runs = [Run(cluster, size, pods, name) for size in sizes for name in names]
-        table = Table("policy", "nodes", "placed", "seconds", "placements/s", "peak RSS MiB")
+        counts = _parse_integers(pods, "--pods")
+        runs = [Run(cluster, size, count, name) for size in sizes for count in counts for name in names]
+        table = Table("policy", "nodes", "pods", "placed", "seconds", "placements/s", "peak RSS MiB")
         with _progress(console) as progress:
             task = progress.add_task("runs", total=len(runs))
 
@@ -215,17 +216,18 @@ def bench_throughput(
             report = run_benchmark(trace_dir, runs, on_run=on_run)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    for policy, by_size in report["runs"][cluster].items():  # type: ignore[index]
-        for size, row in by_size.items():
+    for policy, rows in report["runs"][cluster].items():  # type: ignore[index]
+        for row in rows:
             table.add_row(
                 policy,
-                size,
+                str(row["nodes"]),
+                str(row["pods"]),
                 str(row["placed"]),
                 f"{row['seconds']:.1f}",
                 f"{row['placements_per_second']:.0f}",
                 f"{row['peak_rss_mib']:.0f}",
             )
-    table.title = f"One round of {pods} pending pods ({cluster} nodes)"
+    table.title = f"One scheduling round per row ({cluster} nodes)"
     console.print(table)
 
 

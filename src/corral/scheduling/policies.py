@@ -72,12 +72,6 @@ def _fgd(model: FragmentationModel) -> Scoring:
     return Scoring(((FragmentationGradient(model), 1.0),), gpus=LeastFragmentingGpu(model))
 
 
-def _corral_fgd(model: FragmentationModel) -> Scoring:
-    # BinPack at a weight below one FGD step only settles FGD's ties: the fuller node wins, which
-    # consolidates load where plain FGD would take the first node in order.
-    return Scoring(((FragmentationGradient(model), 1.0), (BinPack(), 0.001)), gpus=LeastFragmentingGpu(model))
-
-
 POLICIES: dict[str, Policy] = {
     policy.name: policy
     for policy in (
@@ -133,11 +127,11 @@ POLICIES: dict[str, Policy] = {
         replace(
             _as_default(
                 "corral-fgd",
-                "FGD that also counts GPUs stranded by exhausted main memory, equal scores going to the "
-                "fuller node: corral's policy for GPU-sharing clusters.",
+                "FGD whose typical pods also need main memory, so GPUs stranded by exhausted memory count "
+                "as fragmented (FGD looks at CPU and GPU only).",
                 Scoring(),
             ),
-            shaped=_corral_fgd,
+            shaped=_fgd,
             memory_shapes=True,
         ),
         replace(
@@ -147,7 +141,7 @@ POLICIES: dict[str, Policy] = {
                 "node (restarted from their checkpoint) to make room for it.",
                 Scoring(),
             ),
-            shaped=_corral_fgd,
+            shaped=_fgd,
             memory_shapes=True,
             migrate_shares=True,
         ),
