@@ -2,13 +2,14 @@
 
 A scan scores every node for every pod: at 10,000 nodes that is tens of milliseconds a pod in Python.
 But a node's score for a pod shape only changes when the node does, and the snapshot records every node
-it changes (``Snapshot.changed``). So for each (domain, pod shape, scoring) a ``NodeRanking`` keeps the
+it changes (``Snapshot.changed_since``). So for each (domain, pod shape, scoring) a ``NodeRanking`` keeps the
 fitting nodes in buckets by score; before answering it rescores just the nodes changed since it last
 looked. Nodes in the same state (hardware, usage, health) score alike, so evaluations are also
 remembered per node state: 10,000 empty nodes of five kinds are five evaluations.
 
 Equal scores go to the node that came first in its domain (kube-scheduler with a fixed node order), or to
-one drawn uniformly when the scoring asks for random ties. The answer is the one a full scan would give.
+one drawn uniformly when the scoring asks for random ties. The answer is the node a full scan would pick
+(with random ties: a uniform draw from the same best nodes).
 """
 
 from __future__ import annotations
