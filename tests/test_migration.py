@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from builders import job, make_pool, make_snapshot, run_job
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.scheduling import get_policy, schedule
 
@@ -34,3 +36,25 @@ def test_no_share_moves_when_the_moved_shares_would_not_fit_elsewhere() -> None:
     run_job(snapshot, job("s2", milli=600), "b-0", gpus=[(0,)])
     result = schedule(snapshot, [job("whole", cpu=1)], get_policy("corral-defrag", TYPICAL), now=0.0)
     assert not result.starts and not result.preemptions
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    running=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 1), st.sampled_from([200, 300, 500, 700])), max_size=10
+    ),
+    pending=st.lists(st.sampled_from([1000, 100, 300, 500, 800]), min_size=2, max_size=10),
+)
+def test_a_round_moves_each_share_at_most_once_and_only_running_ones(running, pending) -> None:
+    """Several pods that fit nowhere arrive together: a share moved (restarted) for one of them stays put
+    for the rest of the round, so no job is preempted twice in one round."""
+    snapshot = make_snapshot([make_pool("n", count=4, gpus=2, cpu=32)])
+    for index, (node, gpu, milli) in enumerate(running):
+        if snapshot.nodes[f"n-{node}"].gpus[gpu].used_milli + milli <= 1000:
+            run_job(snapshot, job(f"s{index}", milli=milli), f"n-{node}", gpus=[(gpu,)])
+    before = set(snapshot.running)
+    jobs = [job(f"p{i}", milli=milli, cpu=1, submit=float(i)) for i, milli in enumerate(pending)]
+    result = schedule(snapshot, jobs, get_policy("corral-defrag", TYPICAL), now=0.0)
+    moved = [p.job for p in result.preemptions]
+    assert len(moved) == len(set(moved))
+    assert set(moved) <= before

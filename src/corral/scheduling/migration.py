@@ -14,6 +14,7 @@ here. Only single-pod jobs holding one share move: moving one pod of a gang woul
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 
 from corral.core.nodes import Node
@@ -36,12 +37,15 @@ class Candidate:
     moved_milli: int
 
 
-def candidates(snapshot: Snapshot, domain: Domain, pod: PodRequest) -> list[Candidate]:
-    """Where ``pod`` could go if some shares moved away, cheapest first (least share moved)."""
+def candidates(
+    snapshot: Snapshot, domain: Domain, pod: PodRequest, pinned: Set[str] = frozenset()
+) -> list[Candidate]:
+    """Where ``pod`` could go if some shares moved away, cheapest first (least share moved). Jobs in
+    ``pinned`` (those started in this round) never move."""
     found = []
     for node in snapshot.domains.get(domain, ()):
         if _other_filters_pass(node, pod):
-            candidate = _on_node(snapshot, node, pod)
+            candidate = _on_node(snapshot, node, pod, pinned)
             if candidate is not None:
                 found.append(candidate)
     found.sort(key=lambda c: (c.moved_milli, len(c.movers), snapshot.position[c.node.name]))
@@ -54,7 +58,7 @@ def _other_filters_pass(node: Node, pod: PodRequest) -> bool:
     return all(accepts(node, pod) for label, accepts in FILTERS if label != "insufficient GPUs")
 
 
-def _on_node(snapshot: Snapshot, node: Node, pod: PodRequest) -> Candidate | None:
+def _on_node(snapshot: Snapshot, node: Node, pod: PodRequest, pinned: Set[str]) -> Candidate | None:
     movable: dict[int, list[tuple[int, str]]] = {g.index: [] for g in node.gpus if g.healthy}
     for job in snapshot.jobs_on_node(node.name):
         allocation = snapshot.running[job]
@@ -62,8 +66,8 @@ def _on_node(snapshot: Snapshot, node: Node, pod: PodRequest) -> Candidate | Non
             if placement.node != node.name:
                 continue
             for index in placement.gpus:
-                if placement.gpu_milli >= MILLI_PER_GPU or allocation.workload.pods > 1:
-                    movable.pop(index, None)  # pinned: a whole GPU, or a gang's share
+                if placement.gpu_milli >= MILLI_PER_GPU or allocation.workload.pods > 1 or job in pinned:
+                    movable.pop(index, None)  # a whole GPU, a gang's share, or a job just started
                 elif index in movable:
                     movable[index].append((placement.gpu_milli, job))
     if pod.fractional:

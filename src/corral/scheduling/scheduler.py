@@ -232,7 +232,7 @@ class _Round:
         for domain in domains:
             if quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli) is not None:
                 continue
-            for candidate in candidates(self.snapshot, domain, pod):
+            for candidate in candidates(self.snapshot, domain, pod, self.started):
                 trial = self._try_moves(job, pod, domain, candidate)
                 if trial is None:
                     continue
