@@ -17,33 +17,18 @@ from pydantic import BaseModel, ValidationError
 from corral.core.workloads import Workload
 from corral.errors import SpecError
 from corral.scenario.models import ClusterFile, Event, Summary
+from corral.spec.validation import describe, format_loc, read_text, validate_yaml
 
 
 def load_cluster_file(path: str | Path) -> ClusterFile:
     """Read a cluster YAML file; raise ``SpecError`` naming line and field for any problem."""
     path = Path(path)
-    text = _read_text(path)
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise SpecError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(path), line=line
-        ) from None
-    if not isinstance(data, dict):
-        raise SpecError(
-            "expected a mapping with 'clusters' (and optionally 'queues')", path=str(path), line=1
-        )
-    try:
-        return ClusterFile.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        raise SpecError(
-            f"{_format_loc(loc)}: {_describe(error)}", path=str(path), line=_yaml_line(root, loc)
-        ) from None
+    return validate_yaml(
+        read_text(path),
+        ClusterFile,
+        source=str(path),
+        expected="a mapping with 'clusters' (and optionally 'queues')",
+    )
 
 
 def load_workload(path: str | Path) -> list[Workload]:
@@ -75,7 +60,7 @@ def _read_jsonl(path: Path, model: type[BaseModel], *, unique_id: bool) -> Itera
             except ValidationError as exc:
                 error = exc.errors()[0]
                 raise SpecError(
-                    f"{_format_loc(tuple(error['loc']))}: {_describe(error)}", path=str(path), line=number
+                    f"{format_loc(tuple(error['loc']))}: {describe(error)}", path=str(path), line=number
                 ) from None
             if unique_id:
                 job_id = record.id
@@ -124,63 +109,8 @@ def write_summary(path: str | Path, summary: Summary) -> None:
     Path(path).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("file not found", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", path=str(path)) from None
-
-
 def _open(path: Path) -> IO[str]:
     try:
         return open(path, encoding="utf-8")
     except FileNotFoundError:
         raise SpecError("file not found", path=str(path)) from None
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
-def _describe(error: Any) -> str:
-    """pydantic's message, with the fix spelled out for the common cases."""
-    kind = error["type"]
-    if kind == "missing":
-        return "field required: add it"
-    if kind == "extra_forbidden":
-        return "unknown field: remove it or check its spelling"
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if "input" in error and kind not in ("model_type",) and not isinstance(error["input"], (dict, list)):
-        return f"{message} (got {error['input']!r})"
-    return message
-
-
-def _yaml_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at ``loc``, or of its deepest existing parent."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    child = value
-                    line = key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line

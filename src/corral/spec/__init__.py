@@ -1,0 +1,1 @@
+"""User-written specs (job files) and how they are validated."""

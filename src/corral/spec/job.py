@@ -1,0 +1,223 @@
+"""The job spec users write: a command, where it runs, and resources in the forms people already use.
+
+    name: train-llama
+    queue: nlp
+    command: python train.py --epochs 3
+    pods: 2
+    resources:
+      gpus: A100:2          # also: 2, 0.5 (a share of one GPU), "A100|H100:4", "T4" (one T4)
+      gpu_memory: 20GiB     # for a share: the GPU memory it needs
+      cpu: 8
+      memory: 64GiB
+    checkpoint: {dir: /ckpt/run1, interval: 10m}
+    time_limit: 2h
+
+A spec compiles to the scheduler's ``Workload``; everything the scheduler does not need (command, env,
+working directory, retries) stays with the spec for the backend that runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from corral.core.units import MILLI_PER_GPU
+from corral.core.workloads import Workload
+from corral.spec.validation import read_text, validate_yaml
+
+DEFAULT_TIME_LIMIT = 24 * 3600.0
+"""Seconds a job may run when its spec sets no ``time_limit``; also the scheduler's duration estimate."""
+
+_BYTES = {
+    "": 2**30,  # a bare number is GiB
+    "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gi": 2**30, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40,
+}  # fmt: skip
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_memory_gib(value: Any) -> float:
+    """``64GiB``, ``64Gi``, ``512Mi``, ``1.5T`` or a number of GiB, as GiB. GB/G are decimal (10^9 bytes)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64GiB, 512Mi or a number of GiB")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if match is None or match.group(2).lower() not in _BYTES:
+            raise ValueError("expected a size such as 64GiB, 512Mi, 20GB or a number of GiB")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if number < 0:
+        raise ValueError("a size cannot be negative")
+    return number * _BYTES[unit] / 2**30
+
+
+def parse_seconds(value: Any) -> float:
+    """``90``, ``30s``, ``10m``, ``2h``, ``1h30m`` or ``1d``, as seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ValueError("expected a duration such as 90, 30s, 10m, 2h or 1h30m")
+        seconds = sum(float(number) * _SECONDS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+MemoryGiB = Annotated[float, BeforeValidator(parse_memory_gib)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+
+
+class GpuRequest(BaseModel):
+    """GPUs per pod: ``count`` whole GPUs, or one GPU shared at ``milli`` (< 1000); optionally of models."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = 0
+    milli: int = MILLI_PER_GPU
+    models: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> GpuRequest:
+        """``2``, ``0.5``, ``"A100:2"``, ``"A100|H100:4"``, ``"T4"`` (one T4) or ``"A100:0.5"``."""
+        if value is None:
+            return cls()
+        if isinstance(value, GpuRequest):
+            return value
+        if isinstance(value, bool):
+            raise ValueError("expected a GPU count such as 2, a share such as 0.5, or MODEL:COUNT")
+        models: tuple[str, ...] | None = None
+        amount: Any = value
+        if isinstance(value, str):
+            text = value.strip()
+            model_part, colon, count_part = text.rpartition(":")
+            if colon and not model_part.strip():
+                raise ValueError(f"empty GPU model in {text!r}: write MODEL:COUNT, e.g. A100:2")
+            if not model_part and not _is_number(count_part):
+                model_part, count_part = count_part, "1"  # "T4": one T4
+            if model_part:
+                models = tuple(m.strip() for m in model_part.split("|"))
+                if not all(models):
+                    raise ValueError(f"empty GPU model in {text!r}: write MODEL:COUNT, e.g. A100:2")
+            if not _is_number(count_part):
+                raise ValueError(f"{count_part!r} is not a GPU count: write MODEL:COUNT, e.g. A100:2")
+            amount = float(count_part)
+        amount = float(amount)
+        if amount <= 0:
+            raise ValueError("the GPU amount must be positive (leave gpus out for a CPU-only job)")
+        if amount < 1:
+            milli = round(amount * MILLI_PER_GPU)
+            if milli < 1:
+                raise ValueError("a GPU share is at least 0.001")
+            return cls(count=1, milli=milli, models=models)
+        if not amount.is_integer():
+            raise ValueError(
+                f"{amount:g} GPUs: ask for whole GPUs ({math.ceil(amount)}) or a share of one below 1 (e.g. 0.5)"
+            )
+        return cls(count=int(amount), models=models)
+
+
+def _is_number(text: str) -> bool:
+    return re.fullmatch(r"\d+(?:\.\d+)?", text.strip()) is not None
+
+
+class Resources(BaseModel):
+    """What each pod needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: Annotated[GpuRequest, BeforeValidator(GpuRequest.parse)] = Field(
+        default_factory=GpuRequest, description="2, 0.5, A100:2, A100|H100:4 or T4."
+    )
+    gpu_memory: MemoryGiB = Field(default=0.0, description="GPU memory a share needs, e.g. 20GiB.")
+    cpu: float = Field(default=1.0, ge=0, description="CPU cores.")
+    memory: MemoryGiB = Field(default=4.0, description="Main memory, e.g. 64GiB (a bare number is GiB).")
+
+    @model_validator(mode="after")
+    def _gpu_memory_needs_a_gpu(self) -> Resources:
+        if self.gpu_memory and not self.gpus.count:
+            raise ValueError("gpu_memory is set but no gpus: add gpus (e.g. gpus: 0.5) or remove gpu_memory")
+        return self
+
+
+class Checkpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: str = Field(min_length=1, description="Where the job writes checkpoints; it resumes from here.")
+    interval: Seconds = Field(description="How often it checkpoints, e.g. 10m.")
+
+
+class JobSpec(BaseModel):
+    """One job as a user writes it (YAML or JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", description="Lowercase name.")
+    queue: str = Field(default="default", min_length=1)
+    command: str | list[str] = Field(description="A shell command line, or an argv list.")
+    workdir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    pods: int = Field(default=1, ge=1, le=4096, description="Identical pods started together (a gang).")
+    resources: Resources = Field(default_factory=Resources)
+    priority: int = 0
+    sensitive: bool = Field(default=False, description="Sensitive data: private clusters only.")
+    burstable: bool = Field(default=True, description="May run on public-cloud clusters.")
+    deadline: datetime | None = Field(default=None, description="Should finish by then (soft), ISO 8601.")
+    checkpoint: Checkpoint | None = None
+    retries: int = Field(default=0, ge=0, le=100, description="Runs again after a failure, up to this often.")
+    time_limit: Seconds = Field(default=DEFAULT_TIME_LIMIT, description="Stopped after running this long.")
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not (value.strip() if isinstance(value, str) else value):
+            raise ValueError("command is empty: give a command line or an argv list")
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_has_timezone(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2026-12-01T18:00:00Z")
+        return value
+
+    def to_workload(self, job_id: str, submit: float) -> Workload:
+        """The scheduler's view of this job; ``submit`` and the deadline are Unix seconds."""
+        gpus = self.resources.gpus
+        return Workload(
+            id=job_id,
+            queue=self.queue,
+            submit=submit,
+            duration=self.time_limit,
+            pods=self.pods,
+            gpus_per_pod=gpus.count,
+            gpu_milli=gpus.milli if gpus.count else 0,
+            gpu_memory_gib=self.resources.gpu_memory,
+            cpu=self.resources.cpu,
+            memory_gib=self.resources.memory,
+            gpu_model="|".join(gpus.models) if gpus.models else None,
+            priority=self.priority,
+            sensitive=self.sensitive,
+            burstable=self.burstable,
+            deadline=self.deadline.timestamp() if self.deadline else None,
+            checkpoint_seconds=self.checkpoint.interval if self.checkpoint else None,
+        )
+
+
+def parse_job_spec(text: str, source: str = "<job spec>") -> JobSpec:
+    """A job spec from YAML (or JSON) text; ``SpecError`` names the line, the field and the fix."""
+    return validate_yaml(text, JobSpec, source=source, expected="a mapping with at least name and command")
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    return parse_job_spec(read_text(Path(path)), source=str(path))
