@@ -1,0 +1,141 @@
+"""Jobs in the store: submit (idempotent with a client key), get, list, cancel; each change logs an event.
+
+Every write is one transaction, so a crash leaves either the whole change or none of it: a job the server
+acknowledged is in the store, and a retried submission with the same key finds it instead of making a
+second one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from corral.errors import CorralError
+from corral.spec.job import JobSpec
+from corral.store.schema import EventRow, JobRow
+
+ENDED = ("finished", "failed", "cancelled")
+
+
+class JobNotFound(CorralError):
+    pass
+
+
+class JobAlreadyEnded(CorralError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    name: str
+    tenant: str
+    queue: str
+    status: str
+    spec: dict[str, Any]
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobRecord:
+        return cls(
+            id=row.id,
+            name=row.name,
+            tenant=row.tenant,
+            queue=row.queue,
+            status=row.status,
+            spec=row.spec,
+            submitted_at=row.submitted_at,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            reason=row.reason,
+        )
+
+
+class JobStore:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def submit(self, spec: JobSpec, *, tenant: str = "default", submit_key: str | None = None) -> JobRecord:
+        """Store a new pending job; with ``submit_key``, a repeat returns the job the first call made."""
+        if submit_key is not None:
+            existing = self._by_key(submit_key)
+            if existing is not None:
+                return existing
+        now = self.clock()
+        row = JobRow(
+            id=f"j-{uuid.uuid4().hex[:12]}",
+            name=spec.name,
+            tenant=tenant,
+            queue=spec.queue,
+            status="pending",
+            spec=spec.model_dump(mode="json"),
+            submit_key=submit_key,
+            submitted_at=now,
+            attempt=0,
+            checkpointed_seconds=0.0,
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+                session.add(EventRow(t=now, job_id=row.id, kind="submitted"))
+                record = JobRecord.of(row)
+        except IntegrityError:
+            existing = self._by_key(submit_key) if submit_key is not None else None
+            if existing is None:
+                raise
+            return existing  # another request with the same key won the race
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        with Session(self.engine) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            return JobRecord.of(row)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Newest first."""
+        query = select(JobRow).order_by(JobRow.submitted_at.desc(), JobRow.id).limit(limit)
+        if status is not None:
+            query = query.where(JobRow.status == status)
+        if queue is not None:
+            query = query.where(JobRow.queue == queue)
+        if tenant is not None:
+            query = query.where(JobRow.tenant == tenant)
+        with Session(self.engine) as session:
+            return [JobRecord.of(row) for row in session.scalars(query)]
+
+    def cancel(self, job_id: str, reason: str = "cancelled by user") -> JobRecord:
+        now = self.clock()
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if row.status in ENDED:
+                raise JobAlreadyEnded(f"job {job_id} already ended ({row.status}); nothing to cancel")
+            row.status, row.ended_at, row.reason = "cancelled", now, reason
+            session.add(EventRow(t=now, job_id=job_id, kind="cancelled", reason=reason))
+            return JobRecord.of(row)
+
+    def _by_key(self, submit_key: str) -> JobRecord | None:
+        with Session(self.engine) as session:
+            row = session.scalars(select(JobRow).where(JobRow.submit_key == submit_key)).first()
+            return JobRecord.of(row) if row is not None else None

@@ -1,0 +1,63 @@
+"""Tables of the store (SQLAlchemy 2). Alembic migrations in ``corral/store/migrations`` create them.
+
+A job keeps its spec as submitted (JSON) next to the columns the control plane queries by; placements are
+rows of their own so a reconcile round can read what runs where without decoding specs. Times are Unix
+seconds (floats): the scheduler's clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    queue: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, running, finished, failed or cancelled."""
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    submit_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    """Client-chosen idempotency key: a retried submission returns the job it already created."""
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    checkpointed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why it waits, failed or was cancelled, for ``corral why``."""
+
+    __table_args__ = (Index("ix_jobs_status_queue", "status", "queue"), Index("ix_jobs_tenant", "tenant"))
+
+
+class PlacementRow(Base):
+    __tablename__ = "placements"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    pod: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    gpus: Mapped[list[int]] = mapped_column(JSON)
+    gpu_milli: Mapped[int] = mapped_column(Integer)
+    gpu_memory_gib: Mapped[float] = mapped_column(Float)
+    cpu: Mapped[float] = mapped_column(Float)
+    memory_gib: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    t: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)

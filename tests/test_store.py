@@ -1,0 +1,75 @@
+"""The store: migrations create the schema, submitted jobs survive a reopen, concurrent submissions are
+stored exactly once, cancel is final. SQLite here; PostgreSQL joins with the control plane's server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from corral.spec.job import parse_job_spec
+from corral.store.database import open_store
+from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore
+
+SPEC = parse_job_spec("name: train\nqueue: nlp\ncommand: python train.py\nresources: {gpus: A100:2}\n")
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'corral.db'}"
+
+
+def test_opening_migrates_to_the_newest_schema_in_wal_mode(url: str) -> None:
+    engine = open_store(url)
+    assert {"jobs", "placements", "events", "alembic_version"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    open_store(url)  # opening again is a no-op migration
+
+
+def test_a_submitted_job_is_there_after_reopening_the_store(url: str) -> None:
+    job = JobStore(open_store(url), clock=lambda: 100.0).submit(SPEC, tenant="lab")
+    again = JobStore(open_store(url)).get(job.id)
+    assert (again.status, again.queue, again.tenant, again.submitted_at) == ("pending", "nlp", "lab", 100.0)
+    assert again.spec["resources"]["gpus"] == {"count": 2, "milli": 1000, "models": ["A100"]}
+
+
+def test_concurrent_clients_store_each_submission_exactly_once(url: str) -> None:
+    """20 clients x 25 submissions, each sent twice with the same key (a retry): 500 jobs, no duplicate."""
+    store = JobStore(open_store(url))
+    errors: list[BaseException] = []
+
+    def client(number: int) -> None:
+        try:
+            for index in range(25):
+                key = f"client-{number}-{index}"
+                first = store.submit(SPEC, submit_key=key)
+                assert store.submit(SPEC, submit_key=key).id == first.id
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert len(store.list(limit=10_000)) == 500
+
+
+def test_list_filters_and_cancel_is_final(url: str) -> None:
+    times = iter(range(100))
+    store = JobStore(open_store(url), clock=lambda: float(next(times)))
+    first = store.submit(SPEC)
+    second = store.submit(SPEC.model_copy(update={"queue": "cv"}), tenant="vision")
+    assert [j.id for j in store.list()] == [second.id, first.id]
+    assert [j.id for j in store.list(queue="cv")] == [second.id]
+    assert [j.id for j in store.list(tenant="default")] == [first.id]
+    cancelled = store.cancel(first.id)
+    assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled by user")
+    with pytest.raises(JobAlreadyEnded, match="already ended"):
+        store.cancel(first.id)
+    with pytest.raises(JobNotFound):
+        store.get("j-missing")
