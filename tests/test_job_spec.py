@@ -129,3 +129,9 @@ def test_load_job_spec_names_the_file(tmp_path: Path) -> None:
         load_job_spec(path)
     with pytest.raises(SpecError, match="file not found"):
         load_job_spec(tmp_path / "missing.yaml")
+
+
+def test_a_spec_round_trips_through_its_stored_json() -> None:
+    """The store keeps ``model_dump(mode="json")``; reading it back gives the same spec."""
+    spec = parse_job_spec(FULL)
+    assert type(spec).model_validate(spec.model_dump(mode="json")) == spec

@@ -94,7 +94,9 @@ class GpuRequest(BaseModel):
             return cls()
         if isinstance(value, GpuRequest):
             return value
-        if isinstance(value, bool):
+        if isinstance(value, dict):
+            return cls.model_validate(value)  # the stored form, {"count": 2, "milli": 1000, ...}
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError("expected a GPU count such as 2, a share such as 0.5, or MODEL:COUNT")
         models: tuple[str, ...] | None = None
         amount: Any = value

@@ -13,23 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
 from corral.spec.job import JobSpec
-from corral.store.schema import EventRow, JobRow
+from corral.store.schema import EventRow, JobRow, PlacementRow
 
 ENDED = ("finished", "failed", "cancelled")
 
 
 class JobNotFound(CorralError):
-    pass
+    """No job with that id."""
 
 
 class JobAlreadyEnded(CorralError):
-    pass
+    """The job is not in a state that allows the change (already ended, or not running)."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,32 @@ class JobStore:
             if row.status in ENDED:
                 raise JobAlreadyEnded(f"job {job_id} already ended ({row.status}); nothing to cancel")
             row.status, row.ended_at, row.reason = "cancelled", now, reason
+            session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
             session.add(EventRow(t=now, job_id=job_id, kind="cancelled", reason=reason))
             return JobRecord.of(row)
+
+    def finish(self, job_id: str, *, succeeded: bool, reason: str | None = None) -> JobRecord:
+        """A running job ended (its backend says how); its resources are free for the next round."""
+        now = self.clock()
+        status = "finished" if succeeded else "failed"
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if row.status != "running":
+                raise JobAlreadyEnded(f"job {job_id} is {row.status}, not running")
+            row.status, row.ended_at, row.reason = status, now, reason
+            session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
+            session.add(EventRow(t=now, job_id=job_id, kind=status, reason=reason))
+            return JobRecord.of(row)
+
+    def placements(self, job_id: str) -> list[tuple[int, str, tuple[int, ...]]]:
+        """(pod, node, GPUs) of a running job."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(PlacementRow).where(PlacementRow.job_id == job_id).order_by(PlacementRow.pod)
+            )
+            return [(row.pod, row.node, tuple(row.gpus)) for row in rows]
 
     def _by_key(self, submit_key: str) -> JobRecord | None:
         with Session(self.engine) as session:

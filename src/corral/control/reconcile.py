@@ -1,0 +1,123 @@
+"""One reconcile round: store -> snapshot -> scheduler -> decisions -> store, in one transaction.
+
+The store holds the desired state. A round reads the pending jobs and what runs where, asks the same
+``schedule`` the simulator uses, and writes every decision (starts with their placements, preemptions with
+the progress they keep, rejections, why the rest wait) in a single transaction, then returns them so the
+caller can tell the backends. A crash before the commit loses nothing (the next round decides again from
+the same state); a crash after it leaves running jobs that backends adopt or start, never start twice,
+because the store, not the backend, says what should run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from corral.core.cluster import ClusterSpec
+from corral.core.nodes import build_initial_nodes
+from corral.core.queues import QueueSpec
+from corral.core.workloads import Workload, checkpointed_progress
+from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
+from corral.scheduling.decisions import Placement
+from corral.spec.job import JobSpec
+from corral.store.schema import EventRow, JobRow, PlacementRow
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The clusters, pools and queues the round schedules onto (from config today, agents later)."""
+
+    clusters: Sequence[ClusterSpec]
+    queues: Sequence[QueueSpec] | None = None
+
+
+def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) -> SchedulingResult:
+    """Decide and record one round; the decisions are committed when this returns."""
+    with Session(engine) as session, session.begin():
+        jobs = {
+            row.id: row
+            for row in session.scalars(select(JobRow).where(JobRow.status.in_(("pending", "running"))))
+        }
+        workloads = {job_id: _workload(row) for job_id, row in jobs.items()}
+        snapshot = Snapshot(
+            inventory.clusters, build_initial_nodes(list(inventory.clusters)), inventory.queues
+        )
+        placements: dict[str, list[PlacementRow]] = {}
+        for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
+            placements.setdefault(row.job_id, []).append(row)
+        for job_id, rows in placements.items():
+            if jobs[job_id].status == "running":
+                snapshot.allocate(_allocation(snapshot, jobs[job_id], workloads[job_id], rows))
+        snapshot.commit()
+        pending = [workloads[j] for j, row in jobs.items() if row.status == "pending"]
+        progress = {j: row.checkpointed_seconds for j, row in jobs.items() if row.status == "pending"}
+        ready = policy.for_workload(w.pod for w in workloads.values())
+        result = schedule(snapshot, pending, ready, now, progress)
+        _record(session, result, jobs, workloads, snapshot, now)
+    return result
+
+
+def _workload(row: JobRow) -> Workload:
+    return JobSpec.model_validate(row.spec).to_workload(row.id, submit=row.submitted_at)
+
+
+def _allocation(snapshot: Snapshot, row: JobRow, workload: Workload, rows: list[PlacementRow]) -> Allocation:
+    node = snapshot.nodes[rows[0].node]
+    return Allocation(
+        workload=workload,
+        cluster=node.cluster,
+        flavor=node.flavor,
+        placements=tuple(
+            Placement(p.pod, p.node, tuple(p.gpus), p.gpu_milli, p.gpu_memory_gib, p.cpu, p.memory_gib)
+            for p in sorted(rows, key=lambda p: p.pod)
+        ),
+        started_at=row.started_at or 0.0,
+        progress_at_start=row.checkpointed_seconds,
+    )
+
+
+def _record(
+    session: Session,
+    result: SchedulingResult,
+    jobs: dict[str, JobRow],
+    workloads: dict[str, Workload],
+    snapshot: Snapshot,
+    now: float,
+) -> None:
+    for preempt in result.preemptions:
+        row = jobs[preempt.job]
+        running = snapshot.running[preempt.job]
+        row.status, row.reason = "pending", preempt.reason
+        row.checkpointed_seconds = checkpointed_progress(workloads[preempt.job], running.progress(now))
+        session.execute(delete(PlacementRow).where(PlacementRow.job_id == preempt.job))
+        session.add(EventRow(t=now, job_id=preempt.job, kind="preempted", reason=preempt.reason))
+    session.flush()
+    for start in result.starts:
+        row = jobs[start.job]
+        row.status, row.started_at, row.reason = "running", now, None
+        row.attempt += 1
+        for p in start.placements:
+            session.add(
+                PlacementRow(
+                    job_id=start.job,
+                    pod=p.pod,
+                    node=p.node,
+                    gpus=list(p.gpus),
+                    gpu_milli=p.gpu_milli,
+                    gpu_memory_gib=p.gpu_memory_gib,
+                    cpu=p.cpu,
+                    memory_gib=p.memory_gib,
+                )
+            )
+        session.add(EventRow(t=now, job_id=start.job, kind="started"))
+    for rejection in result.rejections:
+        row = jobs[rejection.job]
+        row.status, row.ended_at, row.reason = "failed", now, rejection.message
+        session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
+    for job_id, waiting in result.pending.items():
+        message = waiting.message
+        if jobs[job_id].reason != message:
+            jobs[job_id].reason = message

@@ -1,0 +1,97 @@
+"""The reconcile round: stored jobs go through the scheduler and its decisions come back to the store,
+all in one transaction; repeating a round changes nothing; a failed round changes nothing."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from builders import make_cluster, make_pool
+
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import get_policy
+from corral.spec.job import parse_job_spec
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+
+INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("dgx", flavor="a100", count=1, gpus=8)])])
+POLICY = get_policy("default")
+
+
+def spec(name: str, gpus: int, **extra: object) -> object:
+    lines = [f"name: {name}", "command: python train.py", f"resources: {{gpus: {gpus}, cpu: 1}}"]
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    return parse_job_spec("\n".join(lines))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    ticks = itertools.count()
+    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"), clock=lambda: float(next(ticks)))
+
+
+def test_a_round_starts_what_fits_and_records_why_the_rest_waits(store: JobStore) -> None:
+    a, b, c = (store.submit(spec(name, 4)) for name in ("a", "b", "c"))
+    result = reconcile(store.engine, INVENTORY, POLICY, now=10.0)
+    assert {s.job for s in result.starts} == {a.id, b.id}
+    assert store.get(a.id).status == store.get(b.id).status == "running"
+    assert sorted(
+        gpu for _, _, gpus in store.placements(a.id) + store.placements(b.id) for gpu in gpus
+    ) == list(range(8))
+    waiting = store.get(c.id)
+    assert waiting.status == "pending" and "insufficient GPUs" in (waiting.reason or "")
+
+
+def test_repeating_a_round_starts_nothing_twice(store: JobStore) -> None:
+    job = store.submit(spec("a", 4))
+    reconcile(store.engine, INVENTORY, POLICY, now=10.0)
+    placed = store.placements(job.id)
+    assert not reconcile(store.engine, INVENTORY, POLICY, now=20.0).starts
+    assert store.placements(job.id) == placed
+
+
+def test_a_finished_job_frees_its_gpus_for_the_next_round(store: JobStore) -> None:
+    a, b = store.submit(spec("a", 8)), store.submit(spec("b", 8))
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    assert store.get(b.id).status == "pending"
+    store.finish(a.id, succeeded=True)
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=100.0).starts] == [b.id]
+    assert store.get(a.id).status == "finished" and store.placements(a.id) == []
+
+
+def test_a_preempted_job_goes_back_to_pending_with_its_checkpointed_progress(store: JobStore) -> None:
+    low = store.submit(spec("low", 8, checkpoint="{dir: /ckpt, interval: 60}"))
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    high = store.submit(spec("high", 8, priority=10))
+    result = reconcile(store.engine, INVENTORY, POLICY, now=150.0)
+    assert [p.job for p in result.preemptions] == [low.id] and [s.job for s in result.starts] == [high.id]
+    requeued = store.get(low.id)
+    assert requeued.status == "pending" and "preempted by" in (requeued.reason or "")
+    assert store.placements(low.id) == [] and store.get(high.id).status == "running"
+    with store.engine.connect() as connection:
+        saved = connection.exec_driver_sql(
+            "SELECT checkpointed_seconds FROM jobs WHERE id = ?", (low.id,)
+        ).scalar()
+    assert saved == 120.0  # 150 s of work, checkpoints every 60 s
+
+
+def test_a_job_no_node_can_ever_hold_is_failed_with_the_reason(store: JobStore) -> None:
+    job = store.submit(spec("huge", 16))
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    failed = store.get(job.id)
+    assert failed.status == "failed" and failed.reason
+
+
+def test_a_round_that_fails_changes_nothing(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = store.submit(spec("a", 4))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("server killed mid-round")
+
+    monkeypatch.setattr("corral.control.reconcile._record", crash)
+    with pytest.raises(RuntimeError):
+        reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    assert store.get(job.id).status == "pending" and store.placements(job.id) == []
+    monkeypatch.undo()
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=1.0).starts] == [job.id]
