@@ -1,0 +1,117 @@
+"""The REST API, ``/api/v1``: submit, list, get, cancel and "why pending" for jobs, over the store.
+
+Every route is a thin edge: validate (the job spec's pydantic model, plus "could this ever run here?"),
+call the store, shape the answer. A request that fails changes nothing and says why: a malformed spec
+names the field and the fix (422), an impossible request names the limit (422), an unknown job is a 404,
+cancelling an ended job a 409. Scheduling happens in the reconcile loop, never in a request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from corral.control.reconcile import Inventory
+from corral.core.nodes import build_initial_nodes
+from corral.scheduling import Snapshot
+from corral.scheduling.feasibility import feasibility
+from corral.spec.job import JobSpec
+from corral.spec.validation import describe, format_loc
+from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobRecord, JobStore
+
+API = "/api/v1"
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    tenant: str
+    queue: str
+    status: str
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    reason: str | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobOut:
+        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+
+
+class Why(BaseModel):
+    id: str
+    status: str
+    reason: str | None
+
+
+def create_app(store: JobStore, inventory: Inventory) -> FastAPI:
+    app = FastAPI(title="corral", version="0.1.0", description="One control plane for AI workloads.")
+    empty = Snapshot(inventory.clusters, build_initial_nodes(list(inventory.clusters)), inventory.queues)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": format_loc(tuple(e["loc"][1:] if e["loc"][:1] == ("body",) else e["loc"])),
+                "message": describe(e),
+            }
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+    @app.get(f"{API}/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post(f"{API}/jobs", status_code=201, response_model=JobOut)
+    def submit(
+        spec: JobSpec, idempotency_key: Annotated[str | None, Header(max_length=128)] = None
+    ) -> JobOut:
+        """Store a job; with an ``Idempotency-Key`` header a retried request returns the same job."""
+        workload = spec.to_workload("check", submit=0.0)
+        verdict = feasibility(empty, workload, workload.pod)
+        if verdict.rejection is not None:
+            raise HTTPException(status_code=422, detail=verdict.rejection[1])
+        return JobOut.of(store.submit(spec, submit_key=idempotency_key))
+
+    @app.get(f"{API}/jobs", response_model=list[JobOut])
+    def list_jobs(
+        status: str | None = None,
+        queue: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[JobOut]:
+        return [JobOut.of(r) for r in store.list(status=status, queue=queue, limit=limit)]
+
+    @app.get(f"{API}/jobs/{{job_id}}", response_model=JobOut)
+    def get_job(job_id: str) -> JobOut:
+        return JobOut.of(_found(store, job_id))
+
+    @app.get(f"{API}/jobs/{{job_id}}/why", response_model=Why)
+    def why(job_id: str) -> Why:
+        """Why a job waits (or why it failed): the scheduler's explanation from the last round."""
+        record = _found(store, job_id)
+        return Why(id=record.id, status=record.status, reason=record.reason)
+
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", response_model=JobOut)
+    def cancel(job_id: str) -> JobOut:
+        try:
+            return JobOut.of(store.cancel(job_id))
+        except JobNotFound as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        except JobAlreadyEnded as error:
+            raise HTTPException(status_code=409, detail=str(error)) from None
+
+    return app
+
+
+def _found(store: JobStore, job_id: str) -> JobRecord:
+    try:
+        return store.get(job_id)
+    except JobNotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None

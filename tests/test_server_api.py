@@ -1,0 +1,92 @@
+"""The /api/v1 job routes over a real store: submit, list, get, why, cancel; bad input gets a clear error
+and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from builders import make_cluster, make_pool
+from fastapi.testclient import TestClient
+
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import get_policy
+from corral.server.app import API, create_app
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+
+INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("dgx", flavor="a100", count=1, gpus=8)])])
+JOB = {"name": "train", "command": "python train.py", "resources": {"gpus": "A100:4", "cpu": 2}}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"))
+
+
+@pytest.fixture
+def client(store: JobStore) -> TestClient:
+    return TestClient(create_app(store, INVENTORY))
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get(f"{API}/health").json() == {"status": "ok"}
+
+
+def test_submit_then_get_list_and_why(client: TestClient, store: JobStore) -> None:
+    created = client.post(f"{API}/jobs", json=JOB)
+    assert created.status_code == 201
+    job = created.json()
+    assert job["status"] == "pending" and job["spec"]["resources"]["gpus"]["count"] == 4
+    assert client.get(f"{API}/jobs/{job['id']}").json()["id"] == job["id"]
+    assert [j["id"] for j in client.get(f"{API}/jobs", params={"status": "pending"}).json()] == [job["id"]]
+    client.post(f"{API}/jobs", json=JOB | {"name": "second", "resources": {"gpus": 8}})
+    reconcile(store.engine, INVENTORY, get_policy("default"), now=0.0)
+    pending = [j for j in client.get(f"{API}/jobs", params={"status": "pending"}).json()]
+    assert len(pending) == 1
+    why = client.get(f"{API}/jobs/{pending[0]['id']}/why").json()
+    assert why["status"] == "pending" and "insufficient GPUs" in why["reason"]
+
+
+def test_a_retried_submission_with_the_same_key_is_stored_once(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "nightly-2026-11-23"}
+    first = client.post(f"{API}/jobs", json=JOB, headers=headers).json()
+    second = client.post(f"{API}/jobs", json=JOB, headers=headers).json()
+    assert first["id"] == second["id"] and len(client.get(f"{API}/jobs").json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (JOB | {"gpu": 2}, 422, "gpu: unknown field: remove it or check its spelling"),
+        (JOB | {"resources": {"gpus": 1.5}}, 422, "resources.gpus: 1.5 GPUs: ask for whole GPUs (2)"),
+        ({"name": "x"}, 422, "command: field required: add it"),
+        (JOB | {"resources": {"gpus": 16}}, 422, "16"),
+        (JOB | {"resources": {"gpus": "H100:1"}}, 422, "H100"),
+    ],
+)
+def test_bad_submissions_say_why_and_store_nothing(
+    client: TestClient, body: dict, status: int, message: str
+) -> None:
+    response = client.post(f"{API}/jobs", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert client.get(f"{API}/jobs").json() == []
+
+
+def test_cancel_unknown_and_ended_jobs(client: TestClient) -> None:
+    job = client.post(f"{API}/jobs", json=JOB).json()
+    assert client.post(f"{API}/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"{API}/jobs/{job['id']}/cancel").status_code == 409
+    missing = client.get(f"{API}/jobs/j-nope")
+    assert missing.status_code == 404 and "no job" in missing.json()["detail"]
+
+
+def test_the_openapi_document_describes_the_job_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {
+        f"{API}/jobs",
+        f"{API}/jobs/{{job_id}}",
+        f"{API}/jobs/{{job_id}}/why",
+        f"{API}/jobs/{{job_id}}/cancel",
+    } <= set(paths)
