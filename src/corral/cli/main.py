@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
+from corral.cli.control import register as register_control
 from corral.cli.render import pending_table, print_error, queue_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
@@ -271,6 +272,9 @@ def _progress(target: Console) -> Progress:
         console=target,
         transient=True,
     )
+
+
+register_control(app, console, _user_errors)
 
 
 def main() -> None:

@@ -8,13 +8,16 @@ cancelling an ended job a 409. Scheduling happens in the reconcile loop, never i
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
+from corral.api_models import Job, Why
+from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
 from corral.core.nodes import build_initial_nodes
 from corral.scheduling import Snapshot
@@ -26,31 +29,26 @@ from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobRecord, JobStore
 API = "/api/v1"
 
 
-class JobOut(BaseModel):
-    id: str
-    name: str
-    tenant: str
-    queue: str
-    status: str
-    submitted_at: float
-    started_at: float | None
-    ended_at: float | None
-    reason: str | None
-    spec: dict[str, Any]
+def create_app(store: JobStore, inventory: Inventory, loop: ReconcileLoop | None = None) -> FastAPI:
+    """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change."""
 
-    @classmethod
-    def of(cls, record: JobRecord) -> JobOut:
-        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if loop is not None:
+            loop.start()
+        try:
+            yield
+        finally:
+            if loop is not None:
+                loop.stop()
 
+    def changed() -> None:
+        if loop is not None:
+            loop.poke()
 
-class Why(BaseModel):
-    id: str
-    status: str
-    reason: str | None
-
-
-def create_app(store: JobStore, inventory: Inventory) -> FastAPI:
-    app = FastAPI(title="corral", version="0.1.0", description="One control plane for AI workloads.")
+    app = FastAPI(
+        title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
+    )
     empty = Snapshot(inventory.clusters, build_initial_nodes(list(inventory.clusters)), inventory.queues)
 
     @app.exception_handler(RequestValidationError)
@@ -69,28 +67,28 @@ def create_app(store: JobStore, inventory: Inventory) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post(f"{API}/jobs", status_code=201, response_model=JobOut)
-    def submit(
-        spec: JobSpec, idempotency_key: Annotated[str | None, Header(max_length=128)] = None
-    ) -> JobOut:
+    @app.post(f"{API}/jobs", status_code=201, response_model=Job)
+    def submit(spec: JobSpec, idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> Job:
         """Store a job; with an ``Idempotency-Key`` header a retried request returns the same job."""
         workload = spec.to_workload("check", submit=0.0)
         verdict = feasibility(empty, workload, workload.pod)
         if verdict.rejection is not None:
             raise HTTPException(status_code=422, detail=verdict.rejection[1])
-        return JobOut.of(store.submit(spec, submit_key=idempotency_key))
+        job = _job(store.submit(spec, submit_key=idempotency_key))
+        changed()
+        return job
 
-    @app.get(f"{API}/jobs", response_model=list[JobOut])
+    @app.get(f"{API}/jobs", response_model=list[Job])
     def list_jobs(
         status: str | None = None,
         queue: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> list[JobOut]:
-        return [JobOut.of(r) for r in store.list(status=status, queue=queue, limit=limit)]
+    ) -> list[Job]:
+        return [_job(r) for r in store.list(status=status, queue=queue, limit=limit)]
 
-    @app.get(f"{API}/jobs/{{job_id}}", response_model=JobOut)
-    def get_job(job_id: str) -> JobOut:
-        return JobOut.of(_found(store, job_id))
+    @app.get(f"{API}/jobs/{{job_id}}", response_model=Job)
+    def get_job(job_id: str) -> Job:
+        return _job(_found(store, job_id))
 
     @app.get(f"{API}/jobs/{{job_id}}/why", response_model=Why)
     def why(job_id: str) -> Why:
@@ -98,16 +96,22 @@ def create_app(store: JobStore, inventory: Inventory) -> FastAPI:
         record = _found(store, job_id)
         return Why(id=record.id, status=record.status, reason=record.reason)
 
-    @app.post(f"{API}/jobs/{{job_id}}/cancel", response_model=JobOut)
-    def cancel(job_id: str) -> JobOut:
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", response_model=Job)
+    def cancel(job_id: str) -> Job:
         try:
-            return JobOut.of(store.cancel(job_id))
+            job = _job(store.cancel(job_id))
+            changed()
+            return job
         except JobNotFound as error:
             raise HTTPException(status_code=404, detail=str(error)) from None
         except JobAlreadyEnded as error:
             raise HTTPException(status_code=409, detail=str(error)) from None
 
     return app
+
+
+def _job(record: JobRecord) -> Job:
+    return Job(**{name: getattr(record, name) for name in Job.model_fields})
 
 
 def _found(store: JobStore, job_id: str) -> JobRecord:

@@ -1,0 +1,132 @@
+"""Control-plane commands: ``corral server`` and the job verbs (submit, ls, status, why, cancel).
+
+The verbs are thin: they call ``corral.client.Client`` (``CORRAL_URL``, ``CORRAL_TOKEN``) and print a
+Rich table, or JSON with ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corral.api_models import Job
+
+DEFAULT_PORT = 8765
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "corral"
+
+
+def register(
+    app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """Add the control-plane commands to ``app``."""
+
+    @app.command()
+    def server(
+        cluster: Annotated[Path, typer.Option(help="Cluster file (pools and queues) to schedule onto.")],
+        data_dir: Annotated[
+            Path | None, typer.Option(help="Holds the SQLite database (default: ~/.local/share/corral).")
+        ] = None,
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+        policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
+        interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds.")] = 2.0,
+    ) -> None:
+        """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
+        import uvicorn
+
+        from corral.control.loop import ReconcileLoop
+        from corral.control.reconcile import Inventory
+        from corral.scenario.io import load_cluster_file
+        from corral.scheduling import get_policy
+        from corral.server.app import create_app
+        from corral.store.database import database_url, open_store
+        from corral.store.jobs import JobStore
+
+        with user_errors():
+            cluster_file = load_cluster_file(cluster)
+            chosen = get_policy(policy)
+            data_dir = data_dir or default_data_dir()
+            data_dir.mkdir(parents=True, exist_ok=True)
+            engine = open_store(database_url(data_dir))
+        inventory = Inventory(cluster_file.clusters, cluster_file.queues)
+        loop = ReconcileLoop(engine, inventory, chosen, interval=interval)
+        console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
+        uvicorn.run(create_app(JobStore(engine), inventory, loop), host=host, port=port, log_level="warning")
+
+    @app.command()
+    def submit(
+        spec: Annotated[Path, typer.Argument(help="Job spec (YAML); see docs/job-spec.md.")],
+        key: Annotated[
+            str | None, typer.Option(help="Idempotency key: a retry returns the same job.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    ) -> None:
+        """Submit a job."""
+        with user_errors(), _client() as client:
+            job = client.submit(spec, idempotency_key=key)
+        _print_jobs(console, [job], as_json, single=True)
+
+    @app.command("ls")
+    def list_jobs(
+        status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+        queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
+        limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """List jobs, newest first."""
+        with user_errors(), _client() as client:
+            jobs = client.jobs(status=status, queue=queue, limit=limit)
+        _print_jobs(console, jobs, as_json)
+
+    @app.command()
+    def status(
+        job_id: Annotated[str, typer.Argument(help="Job id.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    ) -> None:
+        """One job's status."""
+        with user_errors(), _client() as client:
+            job = client.job(job_id)
+        _print_jobs(console, [job], as_json, single=True)
+
+    @app.command()
+    def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+        """Why a job waits (or failed): the scheduler's explanation."""
+        with user_errors(), _client() as client:
+            answer = client.why(job_id)
+        console.print(f"{answer.id} is {answer.status}" + (f": {answer.reason}" if answer.reason else ""))
+
+    @app.command()
+    def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+        """Cancel a pending or running job."""
+        with user_errors(), _client() as client:
+            job = client.cancel(job_id)
+        console.print(f"{job.id} {job.status}")
+
+
+def _client() -> AbstractContextManager:  # type: ignore[type-arg]
+    from corral.client import Client
+
+    return Client()
+
+
+def _print_jobs(console: Console, jobs: list[Job], as_json: bool, *, single: bool = False) -> None:
+    if as_json:
+        payload = jobs[0].model_dump() if single else [job.model_dump() for job in jobs]
+        console.print_json(json.dumps(payload))
+        return
+    table = Table("id", "name", "queue", "status", "reason")
+    for job in jobs:
+        table.add_row(job.id, job.name, job.queue, job.status, job.reason or "")
+    console.print(table)

@@ -1,0 +1,88 @@
+"""The Python SDK: ``corral.Client(url, token)`` with the CLI's verbs, over httpx.
+
+from corral.client import Client
+client = Client()                       # CORRAL_URL, else http://127.0.0.1:8765
+job = client.submit("jobs/train.yaml")  # a path, a dict or a JobSpec
+client.job(job.id).status, client.why(job.id).reason
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.api_models import Job, Why
+from corral.errors import CorralError
+from corral.spec.job import JobSpec, load_job_spec
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+class APIError(CorralError):
+    """The server refused a request; ``status`` is the HTTP status, the message its explanation."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{detail} (HTTP {status})")
+        self.status = status
+        self.detail = detail
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = (url or os.environ.get("CORRAL_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("CORRAL_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
+
+    def health(self) -> bool:
+        try:
+            return self._call("GET", "/health").get("status") == "ok"
+        except (httpx.TransportError, APIError):
+            return False
+
+    def submit(
+        self, spec: JobSpec | dict[str, Any] | str | Path, *, idempotency_key: str | None = None
+    ) -> Job:
+        """Submit a job; with ``idempotency_key`` a retry after a lost answer returns the same job."""
+        if isinstance(spec, str | Path):
+            spec = load_job_spec(spec)
+        body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job.model_validate(self._call("POST", "/jobs", json=body, headers=headers))
+
+    def jobs(self, *, status: str | None = None, queue: str | None = None, limit: int = 100) -> list[Job]:
+        params = {
+            k: v for k, v in {"status": status, "queue": queue, "limit": limit}.items() if v is not None
+        }
+        return [Job.model_validate(j) for j in self._call("GET", "/jobs", params=params)]
+
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self._call("GET", f"/jobs/{job_id}"))
+
+    def why(self, job_id: str) -> Why:
+        return Why.model_validate(self._call("GET", f"/jobs/{job_id}/why"))
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise APIError(response.status_code, str(detail))
+        return response.json()

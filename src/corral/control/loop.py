@@ -1,0 +1,56 @@
+"""The reconcile loop: a round every ``interval`` seconds, or at once when something changed.
+
+Runs in a thread beside the API; a round that fails is logged and retried on the next tick, since every
+round starts again from what the store says.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import Engine
+
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import Policy
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileLoop:
+    def __init__(self, engine: Engine, inventory: Inventory, policy: Policy, interval: float = 2.0) -> None:
+        self.engine = engine
+        self.inventory = inventory
+        self.policy = policy
+        self.interval = interval
+        self.rounds = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="corral-reconcile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def poke(self) -> None:
+        """Something changed (a submission, a cancel): run a round now rather than at the next tick."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                reconcile(self.engine, self.inventory, self.policy, time.time())
+                self.rounds += 1
+            except Exception:  # the next round starts again from the store
+                log.exception("reconcile round failed; retrying at the next tick")
