@@ -20,7 +20,7 @@ from corral.client import APIError, Client
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "demo" / "cluster.yaml"
-JOB = {"name": "train", "queue": "nlp", "command": "python train.py", "resources": {"gpus": 1, "cpu": 1}}
+JOB = {"name": "train", "queue": "nlp", "command": "sleep 5", "resources": {"gpus": 1, "cpu": 1}}
 
 
 def _free_port() -> int:

@@ -42,10 +42,14 @@ def register(
         port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
         interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds.")] = 2.0,
+        local: Annotated[
+            bool, typer.Option(help="Run pods as processes on this machine (the local backend).")
+        ] = True,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         import uvicorn
 
+        from corral.backends.local import LocalBackend
         from corral.control.loop import ReconcileLoop
         from corral.control.reconcile import Inventory
         from corral.scenario.io import load_cluster_file
@@ -61,9 +65,11 @@ def register(
             data_dir.mkdir(parents=True, exist_ok=True)
             engine = open_store(database_url(data_dir))
         inventory = Inventory(cluster_file.clusters, cluster_file.queues)
-        loop = ReconcileLoop(engine, inventory, chosen, interval=interval)
+        store = JobStore(engine)
+        backend = LocalBackend(store, data_dir) if local else None
+        loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None)
         console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
-        uvicorn.run(create_app(JobStore(engine), inventory, loop), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(store, inventory, loop), host=host, port=port, log_level="warning")
 
     @app.command()
     def submit(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -19,8 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class ReconcileLoop:
-    def __init__(self, engine: Engine, inventory: Inventory, policy: Policy, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        inventory: Inventory,
+        policy: Policy,
+        interval: float = 2.0,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
+        self.after_round = after_round
+        """Called after every round, e.g. a backend's sync: the decisions are committed by then."""
         self.inventory = inventory
         self.policy = policy
         self.interval = interval
@@ -51,6 +61,8 @@ class ReconcileLoop:
                 return
             try:
                 reconcile(self.engine, self.inventory, self.policy, time.time())
+                if self.after_round is not None:
+                    self.after_round()
                 self.rounds += 1
             except Exception:  # the next round starts again from the store
                 log.exception("reconcile round failed; retrying at the next tick")

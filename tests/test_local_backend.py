@@ -1,0 +1,99 @@
+"""The local backend runs the pods the store says should run, each on its GPUs, and records how they end;
+a restarted backend adopts pods that kept running instead of starting them twice."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from builders import make_cluster, make_pool
+
+from corral.backends.local import LocalBackend
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import get_policy
+from corral.spec.job import parse_job_spec
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+
+INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("n", flavor="gpu", count=2, gpus=2)])])
+POLICY = get_policy("default")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    ticks = itertools.count()
+    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"), clock=lambda: float(next(ticks)))
+
+
+def submit(store: JobStore, command: str, resources: str = "{gpus: 1, cpu: 1}", pods: int = 1) -> str:
+    spec = parse_job_spec(f"name: job\ncommand: {command!r}\npods: {pods}\nresources: {resources}\n")
+    return store.submit(spec).id
+
+
+def run_until_ended(store: JobStore, backend: LocalBackend, job_id: str) -> str:
+    for _ in range(200):
+        reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+        backend.sync()
+        status = store.get(job_id).status
+        if status in ("finished", "failed", "cancelled"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} still {store.get(job_id).status}")
+
+
+def test_pods_see_their_gpus_and_a_clean_exit_finishes_the_job(store: JobStore, tmp_path: Path) -> None:
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, "echo gpus=$CUDA_VISIBLE_DEVICES share=$CORRAL_GPU_FRACTION", "{gpus: 2, cpu: 1}")
+    assert run_until_ended(store, backend, job) == "finished"
+    assert backend.files(job, 0, 1).log.read_text().strip() == "gpus=0,1 share=1"
+
+
+def test_a_gang_spans_nodes_and_each_pod_sees_its_own_gpus(store: JobStore, tmp_path: Path) -> None:
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, "echo pod=$CORRAL_POD_INDEX gpus=$CUDA_VISIBLE_DEVICES", "{gpus: 2, cpu: 1}", pods=2)
+    assert run_until_ended(store, backend, job) == "finished"
+    logs = sorted(backend.files(job, pod, 1).log.read_text().strip() for pod in (0, 1))
+    assert logs == ["pod=0 gpus=0,1", "pod=1 gpus=0,1"]
+
+
+def test_a_share_is_told_its_fraction(store: JobStore, tmp_path: Path) -> None:
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, "echo $CORRAL_GPU_FRACTION $CORRAL_GPU_MEMORY_GIB", "{gpus: 0.25, gpu_memory: 10GiB}")
+    assert run_until_ended(store, backend, job) == "finished"
+    assert backend.files(job, 0, 1).log.read_text().strip() == "0.25 10"
+
+
+def test_a_nonzero_exit_fails_the_job_with_the_code(store: JobStore, tmp_path: Path) -> None:
+    job = submit(store, "exit 3")
+    assert run_until_ended(store, LocalBackend(store, tmp_path), job) == "failed"
+    assert store.get(job).reason == "pod 0 exited with code 3"
+
+
+def test_cancel_stops_the_process(store: JobStore, tmp_path: Path) -> None:
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, "sleep 30")
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    backend.sync()
+    pid = int(backend.files(job, 0, 1).pid.read_text())
+    assert backend._alive(pid)
+    store.cancel(job)
+    backend.sync()
+    assert not backend._alive(pid)
+
+
+def test_a_restarted_backend_adopts_a_running_pod_instead_of_starting_it_again(
+    store: JobStore, tmp_path: Path
+) -> None:
+    job = submit(store, "sleep 30")
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    first = LocalBackend(store, tmp_path)
+    first.sync()
+    files = first.files(job, 0, 1)
+    pid = files.pid.read_text()
+    restarted = LocalBackend(store, tmp_path)  # a new server process
+    restarted.sync()
+    assert files.pid.read_text() == pid and not restarted._children
+    store.cancel(job)
+    first.sync()
