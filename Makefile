@@ -18,6 +18,7 @@ demo: $(BIN)/corral
 	$(BIN)/corral sim $(DEMO)/cluster.yaml $(DEMO)/workload.jsonl --failures $(DEMO)/failures.jsonl \
 		--events $(OUT)/demo-events.jsonl --summary $(OUT)/demo-summary.json
 	$(BIN)/corral check $(DEMO)/cluster.yaml $(DEMO)/workload.jsonl $(OUT)/demo-events.jsonl
+	$(BIN)/python examples/jobs/demo.py
 
 test: lint
 	$(BIN)/python -m pytest
