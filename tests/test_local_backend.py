@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ POLICY = get_policy("default")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
+def store(database_url: str) -> Iterator[JobStore]:
     ticks = itertools.count()
-    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"), clock=lambda: float(next(ticks)))
+    store = JobStore(open_store(database_url), clock=lambda: float(next(ticks)))
+    yield store
+    store.engine.dispose()
 
 
 def submit(store: JobStore, command: str, resources: str = "{gpus: 1, cpu: 1}", pods: int = 1) -> str:

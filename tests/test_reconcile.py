@@ -4,10 +4,11 @@ all in one transaction; repeating a round changes nothing; a failed round change
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from builders import make_cluster, make_pool
+from sqlalchemy import text
 
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
@@ -26,9 +27,11 @@ def spec(name: str, gpus: int, **extra: object) -> object:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
+def store(database_url: str) -> Iterator[JobStore]:
     ticks = itertools.count()
-    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"), clock=lambda: float(next(ticks)))
+    store = JobStore(open_store(database_url), clock=lambda: float(next(ticks)))
+    yield store
+    store.engine.dispose()
 
 
 def test_a_round_starts_what_fits_and_records_why_the_rest_waits(store: JobStore) -> None:
@@ -70,9 +73,8 @@ def test_a_preempted_job_goes_back_to_pending_with_its_checkpointed_progress(sto
     assert requeued.status == "pending" and "preempted by" in (requeued.reason or "")
     assert store.placements(low.id) == [] and store.get(high.id).status == "running"
     with store.engine.connect() as connection:
-        saved = connection.exec_driver_sql(
-            "SELECT checkpointed_seconds FROM jobs WHERE id = ?", (low.id,)
-        ).scalar()
+        query = text("SELECT checkpointed_seconds FROM jobs WHERE id = :id")
+        saved = connection.execute(query, {"id": low.id}).scalar()
     assert saved == 120.0  # 150 s of work, checkpoints every 60 s
 
 

@@ -3,7 +3,7 @@ and changes nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from builders import make_cluster, make_pool
@@ -20,8 +20,10 @@ JOB = {"name": "train", "command": "python train.py", "resources": {"gpus": "A10
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"))
+def store(database_url: str) -> Iterator[JobStore]:
+    store = JobStore(open_store(database_url))
+    yield store
+    store.engine.dispose()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The store: migrations create the schema, submitted jobs survive a reopen, concurrent submissions are
-stored exactly once, cancel is final. SQLite here; PostgreSQL joins with the control plane's server."""
+stored exactly once, cancel is final; on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -17,21 +17,31 @@ SPEC = parse_job_spec("name: train\nqueue: nlp\ncommand: python train.py\nresour
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'corral.db'}"
+def url(database_url: str) -> str:
+    return database_url
 
 
-def test_opening_migrates_to_the_newest_schema_in_wal_mode(url: str) -> None:
+def test_opening_migrates_to_the_newest_schema(url: str) -> None:
     engine = open_store(url)
     assert {"jobs", "placements", "events", "alembic_version"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+    open_store(url).dispose()  # opening again is a no-op migration
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    engine = open_store(f"sqlite:///{tmp_path / 'corral.db'}")
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    open_store(url)  # opening again is a no-op migration
+    engine.dispose()
 
 
 def test_a_submitted_job_is_there_after_reopening_the_store(url: str) -> None:
-    job = JobStore(open_store(url), clock=lambda: 100.0).submit(SPEC, tenant="lab")
-    again = JobStore(open_store(url)).get(job.id)
+    first = open_store(url)
+    job = JobStore(first, clock=lambda: 100.0).submit(SPEC, tenant="lab")
+    first.dispose()
+    reopened = open_store(url)
+    again = JobStore(reopened).get(job.id)
+    reopened.dispose()
     assert (again.status, again.queue, again.tenant, again.submitted_at) == ("pending", "nlp", "lab", 100.0)
     assert again.spec["resources"]["gpus"] == {"count": 2, "milli": 1000, "models": ["A100"]}
 
@@ -57,6 +67,7 @@ def test_concurrent_clients_store_each_submission_exactly_once(url: str) -> None
         thread.join(timeout=120)
     assert not errors
     assert len(store.list(limit=10_000)) == 500
+    store.engine.dispose()
 
 
 def test_list_filters_and_cancel_is_final(url: str) -> None:
@@ -73,3 +84,4 @@ def test_list_filters_and_cancel_is_final(url: str) -> None:
         store.cancel(first.id)
     with pytest.raises(JobNotFound):
         store.get("j-missing")
+    store.engine.dispose()
