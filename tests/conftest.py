@@ -12,7 +12,8 @@ if _HERE not in sys.path:
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from databases import fresh_database, postgres_server  # noqa: E402
+
+from corral.store.local_postgres import fresh_database, postgres_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

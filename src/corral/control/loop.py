@@ -19,6 +19,10 @@ from corral.scheduling import Policy
 log = logging.getLogger(__name__)
 
 
+MIN_GAP_SECONDS = 0.2
+"""Least time between two rounds: a burst of submissions is scheduled together, not one round each."""
+
+
 class ReconcileLoop:
     def __init__(
         self,
@@ -56,9 +60,9 @@ class ReconcileLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
+            if self._stop.wait(MIN_GAP_SECONDS):
                 return
+            self._wake.clear()
             try:
                 reconcile(self.engine, self.inventory, self.policy, time.time())
                 if self.after_round is not None:

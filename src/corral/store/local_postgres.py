@@ -1,8 +1,8 @@
-"""A real PostgreSQL server for the tests, on loopback, started and stopped by the test session.
+"""A throwaway PostgreSQL server on loopback, for tests, benchmarks and trying corral on PostgreSQL.
 
-The server binaries come from the Debian package (``.ci/run`` installs it when missing). PostgreSQL
-refuses to run as root, so under root it runs as the package's ``postgres`` user. Each test gets a fresh
-database, so tests stay independent.
+The binaries come from the Debian package (``.ci/run`` installs it when missing). PostgreSQL refuses to
+run as root, so under root it runs as the package's ``postgres`` user. ``fresh_database`` gives each user
+of the server its own empty database.
 """
 
 from __future__ import annotations
