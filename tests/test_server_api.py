@@ -92,3 +92,12 @@ def test_the_openapi_document_describes_the_job_routes(client: TestClient) -> No
         f"{API}/jobs/{{job_id}}/why",
         f"{API}/jobs/{{job_id}}/cancel",
     } <= set(paths)
+
+
+def test_logs_without_a_backend_and_metrics(client: TestClient) -> None:
+    job = client.post(f"{API}/jobs", json=JOB).json()
+    missing = client.get(f"{API}/jobs/{job['id']}/logs")
+    assert missing.status_code == 404 and "no output" in missing.json()["detail"]
+    assert client.get(f"{API}/jobs/j-nope/logs").status_code == 404
+    metrics = client.get("/metrics").text
+    assert 'corral_queue_depth{queue="default"} 1.0' in metrics

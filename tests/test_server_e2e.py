@@ -3,6 +3,7 @@ kill -9 of the server loses no submitted job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -99,3 +101,21 @@ def test_kill_9_of_the_server_loses_no_submitted_job(tmp_path: Path) -> None:
             assert client.submit(JOB | {"name": "j0"}, idempotency_key="k0").id == submitted[0]  # a retry
     finally:
         _stop(process)
+
+
+def test_run_logs_and_metrics(server, monkeypatch) -> None:
+    """`corral run --json -- CMD` submits a command; `corral logs` prints its output once it finished;
+    /metrics shows the reconcile rounds and the queue depth."""
+    client, _, port = server
+    monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    ran = CliRunner().invoke(
+        app, ["run", "--json", "--gpus", "1", "--queue", "nlp", "--", "echo", "hello from $HOSTNAME"]
+    )
+    assert ran.exit_code == 0, ran.output
+    job_id = json.loads(ran.output)["id"]
+    assert json.loads(ran.output)["status"] == "pending"
+    _wait(client, job_id, "finished")
+    logs = CliRunner().invoke(app, ["logs", job_id])
+    assert logs.exit_code == 0 and "hello from" in logs.output
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert "corral_reconcile_round_seconds_count" in metrics and "corral_admissions_total" in metrics

@@ -65,6 +65,13 @@ class Client:
     def why(self, job_id: str) -> Why:
         return Why.model_validate(self._call("GET", f"/jobs/{job_id}/why"))
 
+    def logs(self, job_id: str, pod: int = 0) -> str:
+        """A pod's output from its latest run."""
+        response = self._http.get(f"/jobs/{job_id}/logs", params={"pod": pod})
+        if response.is_error:
+            raise APIError(response.status_code, response.json().get("detail", response.text))
+        return response.text
+
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
 

@@ -55,6 +55,16 @@ class LocalBackend:
     def files(self, job_id: str, pod: int, attempt: int) -> PodFiles:
         return PodFiles(self.runs / job_id / f"attempt-{attempt}" / f"pod-{pod}")
 
+    def read_log(self, job_id: str, pod: int) -> str | None:
+        """The output of ``pod`` in the job's latest attempt, or None when it never ran here."""
+        attempts = sorted(
+            self.runs.glob(f"{job_id}/attempt-*"), key=lambda p: int(p.name.removeprefix("attempt-"))
+        )
+        if not attempts:
+            return None
+        log = attempts[-1] / f"pod-{pod}" / "output.log"
+        return log.read_text(errors="replace") if log.exists() else None
+
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         with Session(self.store.engine) as session:

@@ -51,6 +51,7 @@ def register(
 
         from corral.backends.local import LocalBackend
         from corral.control.loop import ReconcileLoop
+        from corral.control.metrics import ControlPlaneMetrics
         from corral.control.reconcile import Inventory
         from corral.scenario.io import load_cluster_file
         from corral.scheduling import get_policy
@@ -67,9 +68,11 @@ def register(
         inventory = Inventory(cluster_file.clusters, cluster_file.queues)
         store = JobStore(engine)
         backend = LocalBackend(store, data_dir) if local else None
-        loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None)
+        metrics = ControlPlaneMetrics(engine)
+        loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)
         console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
-        uvicorn.run(create_app(store, inventory, loop), host=host, port=port, log_level="warning")
+        app_ = create_app(store, inventory, loop, backend.read_log if backend else None)
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
 
     @app.command()
     def submit(
@@ -104,6 +107,36 @@ def register(
         """One job's status."""
         with user_errors(), _client() as client:
             job = client.job(job_id)
+        _print_jobs(console, [job], as_json, single=True)
+
+    @app.command()
+    def logs(
+        job_id: Annotated[str, typer.Argument(help="Job id.")],
+        pod: Annotated[int, typer.Option(help="Which pod of the job.")] = 0,
+    ) -> None:
+        """Print a job's output (one pod, latest run)."""
+        with user_errors(), _client() as client:
+            text = client.logs(job_id, pod)
+        print(text, end="" if text.endswith("\n") else "\n")
+
+    @app.command()
+    def run(
+        command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+        gpus: Annotated[str | None, typer.Option(help="2, 0.5, A100:2 ...")] = None,
+        cpu: Annotated[float, typer.Option(help="CPU cores per pod.")] = 1.0,
+        memory: Annotated[str, typer.Option(help="Memory per pod, e.g. 16GiB.")] = "4GiB",
+        pods: Annotated[int, typer.Option(help="Pods started together.")] = 1,
+        queue: Annotated[str, typer.Option(help="Queue.")] = "default",
+        name: Annotated[str, typer.Option(help="Job name.")] = "run",
+        as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    ) -> None:
+        """Submit a command as a job: corral run --gpus 1 -- python train.py"""
+        resources: dict[str, object] = {"cpu": cpu, "memory": memory}
+        if gpus is not None:
+            resources["gpus"] = gpus
+        body = {"name": name, "queue": queue, "command": command, "pods": pods, "resources": resources}
+        with user_errors(), _client() as client:
+            job = client.submit(body)
         _print_jobs(console, [job], as_json, single=True)
 
     @app.command()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import Policy
 
@@ -31,7 +32,9 @@ class ReconcileLoop:
         policy: Policy,
         interval: float = 2.0,
         after_round: Callable[[], None] | None = None,
+        metrics: ControlPlaneMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.engine = engine
         self.after_round = after_round
         """Called after every round, e.g. a backend's sync: the decisions are committed by then."""
@@ -64,7 +67,10 @@ class ReconcileLoop:
                 return
             self._wake.clear()
             try:
-                reconcile(self.engine, self.inventory, self.policy, time.time())
+                started = time.perf_counter()
+                result = reconcile(self.engine, self.inventory, self.policy, time.time())
+                if self.metrics is not None:
+                    self.metrics.observe(result, time.perf_counter() - started)
                 if self.after_round is not None:
                     self.after_round()
                 self.rounds += 1

@@ -8,16 +8,18 @@ cancelling an ended job a 409. Scheduling happens in the reconcile loop, never i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.api_models import Job, Why
 from corral.control.loop import ReconcileLoop
+from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
 from corral.core.nodes import build_initial_nodes
 from corral.scheduling import Snapshot
@@ -29,8 +31,20 @@ from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobRecord, JobStore
 API = "/api/v1"
 
 
-def create_app(store: JobStore, inventory: Inventory, loop: ReconcileLoop | None = None) -> FastAPI:
+LogReader = Callable[[str, int], str | None]
+"""(job id, pod) -> the pod's output, from whichever backend ran it."""
+
+
+def create_app(
+    store: JobStore,
+    inventory: Inventory,
+    loop: ReconcileLoop | None = None,
+    logs: LogReader | None = None,
+) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change."""
+    metrics = (
+        loop.metrics if loop is not None and loop.metrics is not None else ControlPlaneMetrics(store.engine)
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +76,21 @@ def create_app(store: JobStore, inventory: Inventory, loop: ReconcileLoop | None
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(f"{API}/jobs/{{job_id}}/logs", response_class=PlainTextResponse)
+    def job_logs(job_id: str, pod: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+        """A pod's output (stdout and stderr) from its latest run."""
+        _found(store, job_id)
+        text = logs(job_id, pod) if logs is not None else None
+        if text is None:
+            raise HTTPException(
+                status_code=404, detail=f"no output for pod {pod} of {job_id} (not started here)"
+            )
+        return PlainTextResponse(text)
 
     @app.get(f"{API}/health")
     def health() -> dict[str, str]:
