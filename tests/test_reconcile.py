@@ -97,3 +97,43 @@ def test_a_round_that_fails_changes_nothing(store: JobStore, monkeypatch: pytest
     assert store.get(job.id).status == "pending" and store.placements(job.id) == []
     monkeypatch.undo()
     assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=1.0).starts] == [job.id]
+
+
+def test_a_node_that_stops_heartbeating_is_down_and_its_work_resumes_elsewhere(store: JobStore) -> None:
+    """Two 8-GPU nodes; heartbeat timeout 10 s. The job's node goes silent: at the next round the job is
+    requeued with its checkpointed progress and starts on the node that still answers, in that round."""
+    from corral.store.nodes import NodeStore
+
+    clock = [0.0]
+    nodes = NodeStore(store.engine, clock=lambda: clock[0])
+    inventory = Inventory(
+        clusters=[make_cluster("lab", [make_pool("n", flavor="a100", count=2, gpus=8)])],
+        heartbeat_timeout=10.0,
+    )
+    nodes.heartbeat("n-0")
+    nodes.heartbeat("n-1")
+    job = store.submit(spec("train", 8, checkpoint="{dir: /ckpt, interval: 60}"))
+    reconcile(store.engine, inventory, POLICY, now=0.0)
+    [(_, first_node, _)] = store.placements(job.id)
+    other = "n-1" if first_node == "n-0" else "n-0"
+    clock[0] = 100.0
+    nodes.heartbeat(other)
+    result = reconcile(store.engine, inventory, POLICY, now=100.0)
+    assert [s.job for s in result.starts] == [job.id]
+    assert [node for _, node, _ in store.placements(job.id)] == [other]
+    with store.engine.connect() as connection:
+        saved = connection.execute(
+            text("SELECT checkpointed_seconds FROM jobs WHERE id = :id"), {"id": job.id}
+        )
+        kinds = connection.execute(
+            text("SELECT kind FROM events WHERE job_id = :id ORDER BY id"), {"id": job.id}
+        )
+        assert saved.scalar() == 60.0
+        assert [k for (k,) in kinds] == ["submitted", "started", "node_lost", "started"]
+
+
+def test_nodes_never_heard_from_take_no_work(store: JobStore) -> None:
+    inventory = Inventory(clusters=INVENTORY.clusters, heartbeat_timeout=10.0)
+    job = store.submit(spec("a", 1))
+    assert not reconcile(store.engine, inventory, POLICY, now=50.0).starts
+    assert "down" in (store.get(job.id).reason or "")

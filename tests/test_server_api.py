@@ -101,3 +101,10 @@ def test_logs_without_a_backend_and_metrics(client: TestClient) -> None:
     assert client.get(f"{API}/jobs/j-nope/logs").status_code == 404
     metrics = client.get("/metrics").text
     assert 'corral_queue_depth{queue="default"} 1.0' in metrics
+
+
+def test_heartbeats_for_known_nodes_only(client: TestClient) -> None:
+    assert client.post(f"{API}/nodes/dgx-0/heartbeat").json()["last_heartbeat"] is not None
+    unknown = client.post(f"{API}/nodes/nope-7/heartbeat")
+    assert unknown.status_code == 404 and "no node 'nope-7'" in unknown.json()["detail"]
+    assert [(n["name"], n["gpus"]) for n in client.get(f"{API}/nodes").json()] == [("dgx-0", 8)]

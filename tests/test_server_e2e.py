@@ -119,3 +119,14 @@ def test_run_logs_and_metrics(server, monkeypatch) -> None:
     assert logs.exit_code == 0 and "hello from" in logs.output
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert "corral_reconcile_round_seconds_count" in metrics and "corral_admissions_total" in metrics
+
+
+def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:
+    client, _, port = server
+    assert client.heartbeat("dgx-0").last_heartbeat is not None
+    monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    listed = CliRunner().invoke(app, ["nodes", "--json"])
+    assert listed.exit_code == 0, listed.output
+    nodes = {n["name"]: n for n in json.loads(listed.output)}
+    assert {"dgx-0", "dgx-1", "ws-0"} <= set(nodes) and nodes["dgx-0"]["gpus"] == 8
+    assert nodes["dgx-0"]["last_heartbeat"] is not None and nodes["dgx-1"]["last_heartbeat"] is None

@@ -28,3 +28,13 @@ class Why(BaseModel):
     id: str
     status: str
     reason: str | None
+
+
+class NodeState(BaseModel):
+    name: str
+    cluster: str
+    pool: str
+    gpus: int
+    gpu_model: str | None
+    last_heartbeat: float | None
+    """Unix seconds; None when its agent was never heard from."""

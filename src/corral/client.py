@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from corral.api_models import Job, Why
+from corral.api_models import Job, NodeState, Why
 from corral.errors import CorralError
 from corral.spec.job import JobSpec, load_job_spec
 
@@ -74,6 +74,13 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    def nodes(self) -> list[NodeState]:
+        return [NodeState.model_validate(n) for n in self._call("GET", "/nodes")]
+
+    def heartbeat(self, node: str) -> NodeState:
+        """What an agent calls to say its node is alive."""
+        return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat"))
 
     def close(self) -> None:
         self._http.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -45,6 +46,10 @@ def register(
         local: Annotated[
             bool, typer.Option(help="Run pods as processes on this machine (the local backend).")
         ] = True,
+        heartbeat_timeout: Annotated[
+            float | None,
+            typer.Option(help="With agents: a node silent this long is down and its work requeued."),
+        ] = None,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         import uvicorn
@@ -65,7 +70,7 @@ def register(
             data_dir = data_dir or default_data_dir()
             data_dir.mkdir(parents=True, exist_ok=True)
             engine = open_store(database_url(data_dir))
-        inventory = Inventory(cluster_file.clusters, cluster_file.queues)
+        inventory = Inventory(cluster_file.clusters, cluster_file.queues, heartbeat_timeout)
         store = JobStore(engine)
         backend = LocalBackend(store, data_dir) if local else None
         metrics = ControlPlaneMetrics(engine)
@@ -138,6 +143,23 @@ def register(
         with user_errors(), _client() as client:
             job = client.submit(body)
         _print_jobs(console, [job], as_json, single=True)
+
+    @app.command()
+    def nodes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """The nodes this control plane schedules onto, and when each was last heard from."""
+        with user_errors(), _client() as client:
+            states = client.nodes()
+        if as_json:
+            console.print_json(json.dumps([state.model_dump() for state in states]))
+            return
+        table = Table("node", "cluster", "pool", "GPUs", "model", "last heartbeat")
+        now = time.time()
+        for state in states:
+            heard = f"{now - state.last_heartbeat:.0f} s ago" if state.last_heartbeat is not None else "never"
+            table.add_row(
+                state.name, state.cluster, state.pool, str(state.gpus), state.gpu_model or "", heard
+            )
+        console.print(table)
 
     @app.command()
     def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:

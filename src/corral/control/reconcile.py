@@ -23,7 +23,7 @@ from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
-from corral.store.schema import EventRow, JobRow, PlacementRow
+from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Inventory:
 
     clusters: Sequence[ClusterSpec]
     queues: Sequence[QueueSpec] | None = None
+    heartbeat_timeout: float | None = None
+    """With agents: a node not heard from for this long is down, and its work is requeued. None: every
+    node is taken as up (the local backend runs everything on this machine)."""
 
 
 def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) -> SchedulingResult:
@@ -48,16 +51,44 @@ def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) 
         placements: dict[str, list[PlacementRow]] = {}
         for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
             placements.setdefault(row.job_id, []).append(row)
+        down = _down_nodes(session, snapshot, inventory, now)
+        for name in down:
+            snapshot.set_node_up(name, False)
         for job_id, rows in placements.items():
-            if jobs[job_id].status == "running":
-                snapshot.allocate(_allocation(snapshot, jobs[job_id], workloads[job_id], rows))
+            if jobs[job_id].status != "running":
+                continue
+            allocation = _allocation(snapshot, jobs[job_id], workloads[job_id], rows)
+            lost = sorted({p.node for p in allocation.placements} & down)
+            if lost:
+                _requeue(session, jobs[job_id], allocation, now, f"node {', '.join(lost)} stopped answering")
+            else:
+                snapshot.allocate(allocation)
         snapshot.commit()
+        session.flush()
         pending = [workloads[j] for j, row in jobs.items() if row.status == "pending"]
         progress = {j: row.checkpointed_seconds for j, row in jobs.items() if row.status == "pending"}
         ready = policy.for_workload(w.pod for w in workloads.values())
         result = schedule(snapshot, pending, ready, now, progress)
         _record(session, result, jobs, workloads, snapshot, now)
     return result
+
+
+def _down_nodes(session: Session, snapshot: Snapshot, inventory: Inventory, now: float) -> set[str]:
+    if inventory.heartbeat_timeout is None:
+        return set()
+    heard = {name: heard for name, heard in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))}
+    return {
+        name for name in snapshot.nodes if now - heard.get(name, float("-inf")) > inventory.heartbeat_timeout
+    }
+
+
+def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, reason: str) -> None:
+    """The job's node is gone: it waits again and resumes from its last checkpoint (as a preemption)."""
+    row.status, row.reason = "pending", reason
+    row.checkpointed_seconds = checkpointed_progress(allocation.workload, allocation.progress(now))
+    row.started_at = None
+    session.execute(delete(PlacementRow).where(PlacementRow.job_id == row.id))
+    session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))
 
 
 def _workload(row: JobRow) -> Workload:

@@ -17,16 +17,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from corral.api_models import Job, Why
+from corral.api_models import Job, NodeState, Why
 from corral.control.loop import ReconcileLoop
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
-from corral.core.nodes import build_initial_nodes
+from corral.core.nodes import Node, build_initial_nodes
 from corral.scheduling import Snapshot
 from corral.scheduling.feasibility import feasibility
 from corral.spec.job import JobSpec
 from corral.spec.validation import describe, format_loc
 from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobRecord, JobStore
+from corral.store.nodes import NodeStore
 
 API = "/api/v1"
 
@@ -64,6 +65,8 @@ def create_app(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     empty = Snapshot(inventory.clusters, build_initial_nodes(list(inventory.clusters)), inventory.queues)
+    inventory_nodes = dict(empty.nodes)
+    nodes = NodeStore(store.engine, store.clock)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -91,6 +94,20 @@ def create_app(
                 status_code=404, detail=f"no output for pod {pod} of {job_id} (not started here)"
             )
         return PlainTextResponse(text)
+
+    @app.post(f"{API}/nodes/{{name}}/heartbeat", response_model=NodeState)
+    def heartbeat(name: str) -> NodeState:
+        """An agent says its node is alive; nodes silent for longer than the heartbeat timeout are down
+        and their work is requeued."""
+        if name not in inventory_nodes:
+            raise HTTPException(status_code=404, detail=f"no node {name!r} in this control plane's inventory")
+        nodes.heartbeat(name)
+        return _node_state(inventory_nodes[name], nodes.last_heard())
+
+    @app.get(f"{API}/nodes", response_model=list[NodeState])
+    def list_nodes() -> list[NodeState]:
+        heard = nodes.last_heard()
+        return [_node_state(node, heard) for node in inventory_nodes.values()]
 
     @app.get(f"{API}/health")
     def health() -> dict[str, str]:
@@ -137,6 +154,17 @@ def create_app(
             raise HTTPException(status_code=409, detail=str(error)) from None
 
     return app
+
+
+def _node_state(node: Node, heard: dict[str, float]) -> NodeState:
+    return NodeState(
+        name=node.name,
+        cluster=node.cluster,
+        pool=node.pool,
+        gpus=len(node.gpus),
+        gpu_model=node.gpu_model,
+        last_heartbeat=heard.get(node.name),
+    )
 
 
 def _job(record: JobRecord) -> Job:

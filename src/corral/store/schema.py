@@ -61,3 +61,12 @@ class EventRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(40), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class NodeRow(Base):
+    """What the control plane hears from a node's agent."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_heartbeat: Mapped[float] = mapped_column(Float)
