@@ -131,18 +131,7 @@ def _record(
         row.status, row.started_at, row.reason = "running", now, None
         row.attempt += 1
         for p in start.placements:
-            session.add(
-                PlacementRow(
-                    job_id=start.job,
-                    pod=p.pod,
-                    node=p.node,
-                    gpus=list(p.gpus),
-                    gpu_milli=p.gpu_milli,
-                    gpu_memory_gib=p.gpu_memory_gib,
-                    cpu=p.cpu,
-                    memory_gib=p.memory_gib,
-                )
-            )
+            session.add(PlacementRow(job_id=start.job, **p.fields()))
         session.add(EventRow(t=now, job_id=start.job, kind="started"))
     for rejection in result.rejections:
         row = jobs[rejection.job]

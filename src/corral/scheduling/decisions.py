@@ -36,6 +36,18 @@ class Placement:
     cpu: float
     memory_gib: float
 
+    def fields(self) -> dict[str, object]:
+        """The placement as plain fields (GPUs as a list), for event logs and store rows."""
+        return {
+            "pod": self.pod,
+            "node": self.node,
+            "gpus": list(self.gpus),
+            "gpu_milli": self.gpu_milli,
+            "gpu_memory_gib": self.gpu_memory_gib,
+            "cpu": self.cpu,
+            "memory_gib": self.memory_gib,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Start:

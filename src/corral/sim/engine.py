@@ -295,18 +295,7 @@ class Simulator:
                     job=start.job,
                     event="started",
                     cluster=start.cluster,
-                    placements=[
-                        PodPlacement(
-                            pod=p.pod,
-                            node=p.node,
-                            gpus=list(p.gpus),
-                            gpu_milli=p.gpu_milli,
-                            gpu_memory_gib=p.gpu_memory_gib,
-                            cpu=p.cpu,
-                            memory_gib=p.memory_gib,
-                        )
-                        for p in start.placements
-                    ],
+                    placements=[PodPlacement(**p.fields()) for p in start.placements],
                 )
             )
         for rejection in result.rejections:
