@@ -109,14 +109,15 @@ def test_run_logs_and_metrics(server, monkeypatch) -> None:
     client, _, port = server
     monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
     ran = CliRunner().invoke(
-        app, ["run", "--json", "--gpus", "1", "--queue", "nlp", "--", "echo", "hello from $HOSTNAME"]
+        app,
+        ["run", "--json", "--gpus", "1", "--queue", "nlp", "--", "echo hello from GPU $CUDA_VISIBLE_DEVICES"],
     )
     assert ran.exit_code == 0, ran.output
     job_id = json.loads(ran.output)["id"]
     assert json.loads(ran.output)["status"] == "pending"
     _wait(client, job_id, "finished")
     logs = CliRunner().invoke(app, ["logs", job_id])
-    assert logs.exit_code == 0 and "hello from" in logs.output
+    assert logs.exit_code == 0 and "hello from GPU " in logs.output
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert "corral_reconcile_round_seconds_count" in metrics and "corral_admissions_total" in metrics
 

@@ -135,11 +135,14 @@ def register(
         name: Annotated[str, typer.Option(help="Job name.")] = "run",
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     ) -> None:
-        """Submit a command as a job: corral run --gpus 1 -- python train.py"""
+        """Submit a command as a job: corral run --gpus 1 -- python train.py (one quoted argument is run
+        by the shell: corral run -- 'python a.py && python b.py')."""
         resources: dict[str, object] = {"cpu": cpu, "memory": memory}
         if gpus is not None:
             resources["gpus"] = gpus
-        body = {"name": name, "queue": queue, "command": command, "pods": pods, "resources": resources}
+        # One argument is a shell command line ('python a.py && python b.py'); several are an argv.
+        line: str | list[str] = command[0] if len(command) == 1 else command
+        body = {"name": name, "queue": queue, "command": line, "pods": pods, "resources": resources}
         with user_errors(), _client() as client:
             job = client.submit(body)
         _print_jobs(console, [job], as_json, single=True)
