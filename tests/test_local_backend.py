@@ -80,10 +80,10 @@ def test_cancel_stops_the_process(store: JobStore, tmp_path: Path) -> None:
     reconcile(store.engine, INVENTORY, POLICY, now=0.0)
     backend.sync()
     pid = int(backend.files(job, 0, 1).pid.read_text())
-    assert backend._alive(pid)
+    assert backend.runner.alive(pid)
     store.cancel(job)
     backend.sync()
-    assert not backend._alive(pid)
+    assert not backend.runner.alive(pid)
 
 
 def test_a_restarted_backend_adopts_a_running_pod_instead_of_starting_it_again(
@@ -97,6 +97,6 @@ def test_a_restarted_backend_adopts_a_running_pod_instead_of_starting_it_again(
     pid = files.pid.read_text()
     restarted = LocalBackend(store, tmp_path)  # a new server process
     restarted.sync()
-    assert files.pid.read_text() == pid and not restarted._children
+    assert files.pid.read_text() == pid and not restarted.runner._children
     store.cancel(job)
     first.sync()
