@@ -38,3 +38,22 @@ class NodeState(BaseModel):
     gpu_model: str | None
     last_heartbeat: float | None
     """Unix seconds; None when its agent was never heard from."""
+
+
+class PodAssignment(BaseModel):
+    """A pod an agent should run on its node: the job's attempt, the pod's GPUs and the job's spec."""
+
+    job_id: str
+    attempt: int
+    pod: int
+    gpus: list[int]
+    gpu_milli: int
+    gpu_memory_gib: float
+    spec: dict[str, Any]
+
+
+class PodExit(BaseModel):
+    """An agent's report that a pod's process ended."""
+
+    attempt: int
+    code: int

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from corral.api_models import Job, NodeState, Why
+from corral.api_models import Job, NodeState, PodAssignment, Why
 from corral.errors import CorralError
 from corral.spec.job import JobSpec, load_job_spec
 
@@ -81,6 +81,13 @@ class Client:
     def heartbeat(self, node: str) -> NodeState:
         """What an agent calls to say its node is alive."""
         return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat"))
+
+    def node_pods(self, node: str) -> list[PodAssignment]:
+        return [PodAssignment.model_validate(p) for p in self._call("GET", f"/nodes/{node}/pods")]
+
+    def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> Job:
+        body = {"attempt": attempt, "code": code}
+        return Job.model_validate(self._call("POST", f"/jobs/{job_id}/pods/{pod}/exit", json=body))
 
     def close(self) -> None:
         self._http.close()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from corral.backends.pods import DesiredPod, PodFiles, PodRunner
 from corral.spec.job import JobSpec
-from corral.store.jobs import JobStore
+from corral.store.jobs import JobStore, exit_outcome
 from corral.store.schema import JobRow, PlacementRow
 
 
@@ -40,7 +40,8 @@ class LocalBackend:
         for job_id, pods in by_job.items():
             exits = [self.runner.ensure(pod) for pod in sorted(pods, key=lambda p: p.pod)]
             if all(code is not None for code in exits):
-                self.store.finish(job_id, **outcome(exits))
+                succeeded, reason = exit_outcome([code for code in exits if code is not None])
+                self.store.finish(job_id, succeeded=succeeded, reason=reason)
         self.runner.stop_others({pod.key for pod in desired})
 
 
@@ -63,10 +64,3 @@ def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
             )
             for placement, job in session.execute(query)
         ]
-
-
-def outcome(exit_codes: list[int]) -> dict[str, object]:
-    """``JobStore.finish`` arguments for a job whose pods exited with these codes."""
-    failed = [(pod, code) for pod, code in enumerate(exit_codes) if code != 0]
-    reason = ", ".join(f"pod {pod} exited with code {code}" for pod, code in failed) or None
-    return {"succeeded": not failed, "reason": reason}

@@ -80,6 +80,25 @@ def register(
         uvicorn.run(app_, host=host, port=port, log_level="warning")
 
     @app.command()
+    def agent(
+        node: Annotated[
+            str, typer.Option(help="The node this agent runs pods for (as the server names it).")
+        ],
+        server: Annotated[str | None, typer.Option(help="Server URL (default: CORRAL_URL).")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="Where pods' output and state go.")] = None,
+        interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 1.0,
+    ) -> None:
+        """Run the pods the server assigns to NODE on this machine, and heartbeat for it."""
+        from corral.backends.agent import Agent
+        from corral.client import Client
+
+        folder = data_dir or default_data_dir() / "agent" / node
+        folder.mkdir(parents=True, exist_ok=True)
+        with Client(server) as client:
+            console.print(f"corral agent for {node} -> {client.url} (pods in {folder})")
+            Agent(client, node, folder).run(interval)
+
+    @app.command()
     def submit(
         spec: Annotated[Path, typer.Argument(help="Job spec (YAML); see docs/job-spec.md.")],
         key: Annotated[

@@ -32,6 +32,12 @@ class JobAlreadyEnded(CorralError):
     """The job is not in a state that allows the change (already ended, or not running)."""
 
 
+def exit_outcome(exit_codes: list[int]) -> tuple[bool, str | None]:
+    """Whether a job whose pods exited with these codes (in pod order) succeeded, and if not, why."""
+    failed = [(pod, code) for pod, code in enumerate(exit_codes) if code != 0]
+    return not failed, ", ".join(f"pod {pod} exited with code {code}" for pod, code in failed) or None
+
+
 @dataclass(frozen=True)
 class JobRecord:
     id: str
@@ -150,6 +156,32 @@ class JobStore:
             session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
             session.add(EventRow(t=now, job_id=job_id, kind=status, reason=reason))
             return JobRecord.of(row)
+
+    def record_exit(self, job_id: str, attempt: int, pod: int, code: int) -> JobRecord:
+        """An agent reports that a pod ended; when every pod of the job has, the job ends (finished when
+        all exited 0). A report for an earlier attempt (the job was preempted and runs again) is ignored."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            placement = session.get(PlacementRow, (job_id, pod))
+            if row.status != "running" or row.attempt != attempt or placement is None:
+                return JobRecord.of(row)
+            placement.exit_code = code
+            session.flush()
+            codes = [
+                p.exit_code
+                for p in session.scalars(
+                    select(PlacementRow).where(PlacementRow.job_id == job_id).order_by(PlacementRow.pod)
+                )
+            ]
+        if all(c is not None for c in codes):
+            succeeded, reason = exit_outcome([c for c in codes if c is not None])
+            try:
+                return self.finish(job_id, succeeded=succeeded, reason=reason)
+            except JobAlreadyEnded:
+                pass  # another pod's report finished it first
+        return self.get(job_id)
 
     def placements(self, job_id: str) -> list[tuple[int, str, tuple[int, ...]]]:
         """(pod, node, GPUs) of a running job."""

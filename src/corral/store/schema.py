@@ -51,6 +51,8 @@ class PlacementRow(Base):
     gpu_memory_gib: Mapped[float] = mapped_column(Float)
     cpu: Mapped[float] = mapped_column(Float)
     memory_gib: Mapped[float] = mapped_column(Float)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Set when the pod's process ended (reported by the agent that ran it)."""
 
 
 class EventRow(Base):

@@ -1,0 +1,119 @@
+"""A server and two agents on loopback, each agent standing for one 2-GPU machine: a 2-pod gang spans
+both and each pod sees its own GPUs; when an agent is killed -9, its job is requeued and completes on the
+other machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import free_port, start_server, stop, wait_for
+
+from corral.client import Client
+
+CLUSTER = """\
+clusters:
+  - name: lab
+    private: true
+    pools:
+      - {name: m, flavor: gpu, count: 2, node: {cpu: 16, memory_gib: 64, gpus: 2, gpu_model: T4}}
+"""
+
+
+def _agent(node: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "corral",
+        "agent",
+        "--node",
+        node,
+        "--server",
+        f"http://127.0.0.1:{port}",
+    ]
+    command += ["--data-dir", str(folder / node), "--interval", "0.2"]
+    with open(folder / f"{node}.log", "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[Client, Path, dict[str, subprocess.Popen[bytes]]]]:
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    port = free_port()
+    server = start_server(
+        tmp_path, port, cluster=tmp_path / "cluster.yaml", extra=["--no-local", "--heartbeat-timeout", "2"]
+    )
+    agents = {node: _agent(node, port, tmp_path) for node in ("m-0", "m-1")}
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            while not all(n.last_heartbeat for n in client.nodes()):
+                time.sleep(0.1)
+            yield client, tmp_path, agents
+    finally:
+        for process in [*agents.values(), server]:
+            stop(process)
+
+
+def _logs(folder: Path, job_id: str) -> list[str]:
+    return sorted(p.read_text().strip() for p in folder.glob(f"m-*/runs/{job_id}/attempt-*/pod-*/output.log"))
+
+
+def test_a_gang_spans_two_agents_and_each_pod_sees_its_own_gpus(lab) -> None:
+    client, folder, _ = lab
+    job = client.submit(
+        {
+            "name": "gang",
+            "pods": 2,
+            "command": "echo pod $CORRAL_POD_INDEX gpus $CUDA_VISIBLE_DEVICES",
+            "resources": {"gpus": 2, "cpu": 1},
+        }
+    )
+    wait_for(client, job.id, "finished")
+    assert _logs(folder, job.id) == ["pod 0 gpus 0,1", "pod 1 gpus 0,1"]
+    assert {
+        p.parent.parent.parent.parent.parent.name for p in folder.glob(f"m-*/runs/{job.id}/*/*/output.log")
+    } == {
+        "m-0",
+        "m-1",
+    }
+
+
+def test_an_agent_killed_9_has_its_job_requeued_and_completed_elsewhere(lab) -> None:
+    """The agent of the job's machine and the job's process die together (the machine is gone); after
+    the heartbeat timeout (2 s) the job runs again, as attempt 2, on the other machine."""
+    client, folder, agents = lab
+    job = client.submit(
+        {
+            "name": "long",
+            "command": "sleep 1.5; echo done on attempt $CORRAL_ATTEMPT",
+            "resources": {"gpus": 2},
+        }
+    )
+    wait_for(client, job.id, "running")
+    node = _node_running(folder, job.id)
+    agents[node].send_signal(signal.SIGKILL)
+    agents[node].wait(timeout=10)
+    for pid_file in (folder / node / "runs").glob("*/*/*/pid"):
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(client, job.id, "finished")
+    other = "m-1" if node == "m-0" else "m-0"
+    output = folder / other / "runs" / job.id / "attempt-2" / "pod-0" / "output.log"
+    assert output.read_text().strip() == "done on attempt 2"
+
+
+def _node_running(folder: Path, job_id: str) -> str:
+    for _ in range(100):
+        found = [p.name for p in folder.glob("m-*") if (p / "runs" / job_id).exists()]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no agent started {job_id}")
