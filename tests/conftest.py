@@ -13,11 +13,13 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from corral.store.local_postgres import fresh_database, postgres_server  # noqa: E402
+from corral.store.local_postgres import fresh_database, postgres_bindir, postgres_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
     with postgres_server() as url:
         yield url
 
