@@ -108,3 +108,12 @@ def test_heartbeats_for_known_nodes_only(client: TestClient) -> None:
     unknown = client.post(f"{API}/nodes/nope-7/heartbeat")
     assert unknown.status_code == 404 and "no node 'nope-7'" in unknown.json()["detail"]
     assert [(n["name"], n["gpus"]) for n in client.get(f"{API}/nodes").json()] == [("dgx-0", 8)]
+
+
+def test_local_cluster_uses_declared_gpus_without_nvml() -> None:
+    from corral.control.inventory import local_cluster
+
+    cluster = local_cluster(declared_gpus=3)
+    [pool] = cluster.pools
+    assert (pool.count, pool.node.gpus, pool.node.gpu_model) == (1, 3, "virtual")
+    assert local_cluster(declared_gpus=0).pools[0].node.gpus == 0

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +93,37 @@ def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:
     nodes = {n["name"]: n for n in json.loads(listed.output)}
     assert {"dgx-0", "dgx-1", "ws-0"} <= set(nodes) and nodes["dgx-0"]["gpus"] == 8
     assert nodes["dgx-0"]["last_heartbeat"] is not None and nodes["dgx-1"]["last_heartbeat"] is None
+
+
+def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
+    """`corral up --gpus 2`: this machine as the only node, with 2 declared GPUs; a 2-GPU job runs on it."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "corral",
+        "up",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--gpus",
+        "2",
+    ]
+    with open(tmp_path / "up.log", "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            for _ in range(300):
+                if client.health():
+                    break
+                time.sleep(0.1)
+            [node] = client.nodes()
+            assert node.gpus == 2
+            job = client.submit(
+                {"name": "both", "command": "echo $CUDA_VISIBLE_DEVICES", "resources": {"gpus": 2}}
+            )
+            wait_for(client, job.id, "finished")
+            assert client.logs(job.id).strip() == "0,1"
+    finally:
+        stop(process)

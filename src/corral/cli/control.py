@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from corral.api_models import Job
+
+if TYPE_CHECKING:
+    from corral.control.reconcile import Inventory
 
 DEFAULT_PORT = 8765
 
@@ -52,32 +55,38 @@ def register(
         ] = None,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
-        import uvicorn
-
-        from corral.backends.local import LocalBackend
-        from corral.control.loop import ReconcileLoop
-        from corral.control.metrics import ControlPlaneMetrics
         from corral.control.reconcile import Inventory
         from corral.scenario.io import load_cluster_file
-        from corral.scheduling import get_policy
-        from corral.server.app import create_app
-        from corral.store.database import database_url, open_store
-        from corral.store.jobs import JobStore
 
         with user_errors():
             cluster_file = load_cluster_file(cluster)
-            chosen = get_policy(policy)
-            data_dir = data_dir or default_data_dir()
-            data_dir.mkdir(parents=True, exist_ok=True)
-            engine = open_store(database_url(data_dir))
         inventory = Inventory(cluster_file.clusters, cluster_file.queues, heartbeat_timeout)
-        store = JobStore(engine)
-        backend = LocalBackend(store, data_dir) if local else None
-        metrics = ControlPlaneMetrics(engine)
-        loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)
-        console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
-        app_ = create_app(store, inventory, loop, backend.read_log if backend else None)
-        uvicorn.run(app_, host=host, port=port, log_level="warning")
+        _serve(console, user_errors, inventory, data_dir, host, port, policy, interval, local)
+
+    @app.command()
+    def up(
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(help="Holds the SQLite database and pods' output (default: ~/.local/share/corral)."),
+        ] = None,
+        port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = DEFAULT_PORT,
+        gpus: Annotated[
+            int | None,
+            typer.Option(help="Declare this many GPUs instead of asking NVML (e.g. 4 on a laptop)."),
+        ] = None,
+        policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
+    ) -> None:
+        """Everything on this machine: API, reconcile loop and local backend, scheduling onto this machine's
+        CPUs, memory and GPUs (found by NVML, or declared with --gpus)."""
+        from corral.control.inventory import local_cluster
+        from corral.control.reconcile import Inventory
+
+        cluster = local_cluster(gpus)
+        node = cluster.pools[0].node
+        console.print(
+            f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
+        )
+        _serve(console, user_errors, Inventory([cluster]), data_dir, "127.0.0.1", port, policy, 1.0, True)
 
     @app.command()
     def agent(
@@ -196,6 +205,41 @@ def register(
         with user_errors(), _client() as client:
             job = client.cancel(job_id)
         console.print(f"{job.id} {job.status}")
+
+
+def _serve(
+    console: Console,
+    user_errors: Callable[[], AbstractContextManager[None]],
+    inventory: Inventory,
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    policy: str,
+    interval: float,
+    local: bool,
+) -> None:
+    import uvicorn
+
+    from corral.backends.local import LocalBackend
+    from corral.control.loop import ReconcileLoop
+    from corral.control.metrics import ControlPlaneMetrics
+    from corral.scheduling import get_policy
+    from corral.server.app import create_app
+    from corral.store.database import database_url, open_store
+    from corral.store.jobs import JobStore
+
+    with user_errors():
+        chosen = get_policy(policy)
+        data_dir = data_dir or default_data_dir()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = open_store(database_url(data_dir))
+    store = JobStore(engine)
+    backend = LocalBackend(store, data_dir) if local else None
+    metrics = ControlPlaneMetrics(engine)
+    loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)
+    console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
+    app = create_app(store, inventory, loop, backend.read_log if backend else None)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _client() -> AbstractContextManager:  # type: ignore[type-arg]
