@@ -40,18 +40,6 @@ class NodeState(BaseModel):
     """Unix seconds; None when its agent was never heard from."""
 
 
-class PodAssignment(BaseModel):
-    """A pod an agent should run on its node: the job's attempt, the pod's GPUs and the job's spec."""
-
-    job_id: str
-    attempt: int
-    pod: int
-    gpus: list[int]
-    gpu_milli: int
-    gpu_memory_gib: float
-    spec: dict[str, Any]
-
-
 class PodExit(BaseModel):
     """An agent's report that a pod's process ended."""
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from corral.api_models import Job, NodeState, PodAssignment, Why
+from corral.api_models import Job, NodeState, Why
+from corral.backends.pods import DesiredPod
 from corral.errors import CorralError
 from corral.spec.job import JobSpec, load_job_spec
 
@@ -82,8 +83,9 @@ class Client:
         """What an agent calls to say its node is alive."""
         return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat"))
 
-    def node_pods(self, node: str) -> list[PodAssignment]:
-        return [PodAssignment.model_validate(p) for p in self._call("GET", f"/nodes/{node}/pods")]
+    def node_pods(self, node: str) -> list[DesiredPod]:
+        """The pods an agent should be running on ``node``."""
+        return [DesiredPod.model_validate(p) for p in self._call("GET", f"/nodes/{node}/pods")]
 
     def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> Job:
         body = {"attempt": attempt, "code": code}

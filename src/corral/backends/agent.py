@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from corral.backends.pods import DesiredPod, PodRunner
+from corral.backends.pods import PodRunner
 from corral.client import APIError, Client
-from corral.spec.job import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +29,7 @@ class Agent:
 
     def step(self) -> None:
         self.client.heartbeat(self.node)
-        desired = [
-            DesiredPod(
-                job_id=a.job_id,
-                attempt=a.attempt,
-                pod=a.pod,
-                gpus=tuple(a.gpus),
-                gpu_milli=a.gpu_milli,
-                gpu_memory_gib=a.gpu_memory_gib,
-                spec=JobSpec.model_validate(a.spec),
-            )
-            for a in self.client.node_pods(self.node)
-        ]
+        desired = self.client.node_pods(self.node)
         for pod in desired:
             code = self.runner.ensure(pod)
             if code is not None and pod.key not in self._reported:

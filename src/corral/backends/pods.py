@@ -15,13 +15,17 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from corral.core.units import MILLI_PER_GPU
 from corral.spec.job import JobSpec
 
 
-@dataclass(frozen=True)
-class DesiredPod:
-    """One pod that should run here: which job and attempt, its GPUs, and the job's spec."""
+class DesiredPod(BaseModel):
+    """One pod that should run on a node: which job and attempt, its GPUs, and the job's spec. Also what
+    ``GET /api/v1/nodes/{name}/pods`` sends to that node's agent."""
+
+    model_config = ConfigDict(frozen=True)
 
     job_id: str
     attempt: int

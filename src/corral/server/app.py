@@ -17,8 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from corral.api_models import Job, NodeState, PodAssignment, PodExit, Why
+from corral.api_models import Job, NodeState, PodExit, Why
 from corral.backends.local import desired_pods
+from corral.backends.pods import DesiredPod
 from corral.control.loop import ReconcileLoop
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
@@ -105,23 +106,12 @@ def create_app(
         nodes.heartbeat(name)
         return _node_state(inventory_nodes[name], nodes.last_heard())
 
-    @app.get(f"{API}/nodes/{{name}}/pods", response_model=list[PodAssignment])
-    def node_pods(name: str) -> list[PodAssignment]:
+    @app.get(f"{API}/nodes/{{name}}/pods", response_model=list[DesiredPod])
+    def node_pods(name: str) -> list[DesiredPod]:
         """The pods the node's agent should be running now; anything else it runs, it stops."""
         if name not in inventory_nodes:
             raise HTTPException(status_code=404, detail=f"no node {name!r} in this control plane's inventory")
-        return [
-            PodAssignment(
-                job_id=pod.job_id,
-                attempt=pod.attempt,
-                pod=pod.pod,
-                gpus=list(pod.gpus),
-                gpu_milli=pod.gpu_milli,
-                gpu_memory_gib=pod.gpu_memory_gib,
-                spec=pod.spec.model_dump(mode="json"),
-            )
-            for pod in desired_pods(store, node=name)
-        ]
+        return desired_pods(store, node=name)
 
     @app.post(f"{API}/jobs/{{job_id}}/pods/{{pod}}/exit", response_model=Job)
     def pod_exit(job_id: str, pod: int, report: PodExit) -> Job:
