@@ -12,18 +12,15 @@ the `submit` markers of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from corral.client import Client
+from corral.server.process import free_port, start, stop
 from corral.store.local_postgres import fresh_database, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,19 +39,13 @@ JOB = {"name": "bench", "command": "true", "resources": {"gpus": 1, "cpu": 1, "m
 def run(database_url: str | None, clients: int, jobs: int, folder: Path) -> dict[str, float]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cluster.yaml").write_text(CLUSTER)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {"CORRAL_DATABASE_URL": database_url} if database_url else {}
-    command = [sys.executable, "-m", "corral", "server", "--cluster", str(folder / "cluster.yaml")]
-    command += ["--data-dir", str(folder), "--port", str(port), "--no-local", "--interval", "0.5"]
-    with open(folder / "server.log", "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ | env)
+    arguments = ["server", "--cluster", str(folder / "cluster.yaml"), "--data-dir", str(folder)]
+    arguments += ["--port", str(port), "--no-local", "--interval", "0.5"]
+    server = start(arguments, folder / "server.log", port, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        with Client(url) as probe:
-            while not probe.health():
-                time.sleep(0.1)
         per_client = jobs // clients
 
         def submit(number: int) -> None:
@@ -81,8 +72,7 @@ def run(database_url: str | None, clients: int, jobs: int, folder: Path) -> dict
             "p95": latencies[int(0.95 * (len(latencies) - 1))],
         }
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server, kill=False)
 
 
 def main() -> None:

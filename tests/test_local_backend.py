@@ -50,14 +50,14 @@ def test_pods_see_their_gpus_and_a_clean_exit_finishes_the_job(store: JobStore, 
     backend = LocalBackend(store, tmp_path)
     job = submit(store, "echo gpus=$CUDA_VISIBLE_DEVICES share=$CORRAL_GPU_FRACTION", "{gpus: 2, cpu: 1}")
     assert run_until_ended(store, backend, job) == "finished"
-    assert backend.files(job, 0, 1).log.read_text().strip() == "gpus=0,1 share=1"
+    assert backend.runner.files(job, 1, 0).log.read_text().strip() == "gpus=0,1 share=1"
 
 
 def test_a_gang_spans_nodes_and_each_pod_sees_its_own_gpus(store: JobStore, tmp_path: Path) -> None:
     backend = LocalBackend(store, tmp_path)
     job = submit(store, "echo pod=$CORRAL_POD_INDEX gpus=$CUDA_VISIBLE_DEVICES", "{gpus: 2, cpu: 1}", pods=2)
     assert run_until_ended(store, backend, job) == "finished"
-    logs = sorted(backend.files(job, pod, 1).log.read_text().strip() for pod in (0, 1))
+    logs = sorted(backend.runner.files(job, 1, pod).log.read_text().strip() for pod in (0, 1))
     assert logs == ["pod=0 gpus=0,1", "pod=1 gpus=0,1"]
 
 
@@ -65,7 +65,7 @@ def test_a_share_is_told_its_fraction(store: JobStore, tmp_path: Path) -> None:
     backend = LocalBackend(store, tmp_path)
     job = submit(store, "echo $CORRAL_GPU_FRACTION $CORRAL_GPU_MEMORY_GIB", "{gpus: 0.25, gpu_memory: 10GiB}")
     assert run_until_ended(store, backend, job) == "finished"
-    assert backend.files(job, 0, 1).log.read_text().strip() == "0.25 10"
+    assert backend.runner.files(job, 1, 0).log.read_text().strip() == "0.25 10"
 
 
 def test_a_nonzero_exit_fails_the_job_with_the_code(store: JobStore, tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_cancel_stops_the_process(store: JobStore, tmp_path: Path) -> None:
     job = submit(store, "sleep 30")
     reconcile(store.engine, INVENTORY, POLICY, now=0.0)
     backend.sync()
-    pid = int(backend.files(job, 0, 1).pid.read_text())
+    pid = int(backend.runner.files(job, 1, 0).pid.read_text())
     assert backend.runner.alive(pid)
     store.cancel(job)
     backend.sync()
@@ -93,7 +93,7 @@ def test_a_restarted_backend_adopts_a_running_pod_instead_of_starting_it_again(
     reconcile(store.engine, INVENTORY, POLICY, now=0.0)
     first = LocalBackend(store, tmp_path)
     first.sync()
-    files = first.files(job, 0, 1)
+    files = first.runner.files(job, 1, 0)
     pid = files.pid.read_text()
     restarted = LocalBackend(store, tmp_path)  # a new server process
     restarted.sync()

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from typer.testing import CliRunner
 
 from corral.cli.main import app
 from corral.client import APIError, Client
+from corral.server.process import start
 
 JOB = {"name": "train", "queue": "nlp", "command": "sleep 5", "resources": {"gpus": 1, "cpu": 1}}
 
@@ -98,26 +96,10 @@ def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:
 def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
     """`corral up --gpus 2`: this machine as the only node, with 2 declared GPUs; a 2-GPU job runs on it."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "corral",
-        "up",
-        "--data-dir",
-        str(tmp_path),
-        "--port",
-        str(port),
-        "--gpus",
-        "2",
-    ]
-    with open(tmp_path / "up.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    arguments = ["up", "--data-dir", str(tmp_path), "--port", str(port), "--gpus", "2"]
+    process = start(arguments, tmp_path / "up.log", port)
     try:
         with Client(f"http://127.0.0.1:{port}") as client:
-            for _ in range(300):
-                if client.health():
-                    break
-                time.sleep(0.1)
             [node] = client.nodes()
             assert node.gpus == 2
             job = client.submit(

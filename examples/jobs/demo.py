@@ -7,13 +7,13 @@ in out/corral), submit the example jobs, wait for them to end, show `corral ls` 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from corral.client import Client
+from corral.server.process import free_port, start, stop
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -21,28 +21,13 @@ DATA = REPO / "out" / "corral"
 
 
 def main() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     DATA.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "corral",
-        "server",
-        "--cluster",
-        str(REPO / "examples/demo/cluster.yaml"),
-    ]
-    command += ["--data-dir", str(DATA), "--port", str(port), "--interval", "0.5"]
-    with open(DATA / "server.log", "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    arguments = ["server", "--cluster", str(REPO / "examples/demo/cluster.yaml"), "--data-dir", str(DATA)]
+    server = start([*arguments, "--port", str(port), "--interval", "0.5"], DATA / "server.log", port)
     try:
         with Client(url) as client:
-            while not client.health():
-                if server.poll() is not None:
-                    sys.exit(f"corral server exited; see {DATA / 'server.log'}")
-                time.sleep(0.2)
             print(f"corral server at {url} (store and pod output in {DATA})")
             jobs = [client.submit(path) for path in sorted(HERE.glob("*.yaml"))]
             for job in jobs:
@@ -55,8 +40,7 @@ def main() -> None:
             if any(job.id in str(log_file) for job in jobs):
                 print(f"{log_file.relative_to(DATA)}: {log_file.read_text().strip()}")
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server, kill=False)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.backends.pods import DesiredPod, PodFiles, PodRunner
+from corral.backends.pods import DesiredPod, PodRunner
 from corral.spec.job import JobSpec
 from corral.store.jobs import JobStore, exit_outcome
 from corral.store.schema import JobRow, PlacementRow
@@ -24,9 +24,6 @@ class LocalBackend:
     def __init__(self, store: JobStore, data_dir: Path) -> None:
         self.store = store
         self.runner = PodRunner(data_dir / "runs")
-
-    def files(self, job_id: str, pod: int, attempt: int) -> PodFiles:
-        return self.runner.files(job_id, attempt, pod)
 
     def read_log(self, job_id: str, pod: int) -> str | None:
         return self.runner.read_log(job_id, pod)
