@@ -86,3 +86,33 @@ def test_typical_shapes_cover_the_most_frequent_and_renormalise() -> None:
     shapes = typical_shapes(pods, coverage=0.95)
     assert [s.weight for s in shapes] == pytest.approx([0.6, 0.3, 0.1])
     assert typical_shapes([]) == ()
+
+
+def test_the_remembered_model_computes_exactly_the_measure() -> None:
+    """FragmentationModel works out each share threshold once per state; it must give the same float as
+    summing the definition (``shape_fragment``) shape by shape, or FGD's integer ties would shift."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from corral.scheduling.fragmentation import FragmentationModel, _fragment, _Room
+
+    shapes = (
+        TypicalShape(cpu=4, gpus=1, gpu_milli=500, models=None, weight=0.3, memory_gib=8),
+        TypicalShape(cpu=2, gpus=0, gpu_milli=0, models=None, weight=0.2),
+        TypicalShape(cpu=8, gpus=2, gpu_milli=1000, models=frozenset({"A"}), weight=0.25),
+        TypicalShape(cpu=1, gpus=1, gpu_milli=300, models=frozenset({"B"}), weight=0.25, memory_gib=100),
+    )
+    model = FragmentationModel(shapes)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        free=st.lists(st.sampled_from([0, 100, 300, 500, 700, 1000]), max_size=8),
+        model_name=st.sampled_from(["A", "B", None]),
+        cpu=st.sampled_from([0, 1, 3, 8, 20]),
+        memory=st.sampled_from([0, 8, 50, 200]),
+    )
+    def agree(free: list[int], model_name: str | None, cpu: int, memory: int) -> None:
+        room = _Room(model_name, cpu, memory)
+        assert model.of(room, free) == sum(s.weight * _fragment(room, free, s) for s in shapes)
+
+    agree()
