@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from corral.client import Client
+from corral.paths import read_token
 from corral.server.process import free_port, start, stop
 from corral.store.local_postgres import fresh_database, postgres_server
 
@@ -45,11 +46,12 @@ def run(database_url: str | None, clients: int, jobs: int, folder: Path) -> dict
     arguments += ["--port", str(port), "--no-local", "--interval", "0.5"]
     server = start(arguments, folder / "server.log", port, env)
     url = f"http://127.0.0.1:{port}"
+    token = read_token(folder)
     try:
         per_client = jobs // clients
 
         def submit(number: int) -> None:
-            with Client(url) as client:
+            with Client(url, token=token) as client:
                 for index in range(per_client):
                     client.submit(JOB, idempotency_key=f"{number}-{index}")
 
@@ -60,7 +62,7 @@ def run(database_url: str | None, clients: int, jobs: int, folder: Path) -> dict
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
-        with Client(url) as client:
+        with Client(url, token=token) as client:
             while client.jobs(status="pending", limit=1):
                 time.sleep(0.2)
             records = client.jobs(limit=jobs)

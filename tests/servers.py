@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from corral.client import Client
+from corral.paths import read_token
 from corral.server.process import free_port, start, stop
 
-__all__ = ["free_port", "start_server", "stop", "wait_for"]
+__all__ = ["admin_client", "free_port", "start_server", "stop", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "demo" / "cluster.yaml"
@@ -20,6 +21,11 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     arguments = ["server", "--cluster", str(cluster), "--data-dir", str(data_dir), "--port", str(port)]
     return start([*arguments, "--interval", "0.2", *(extra or [])], data_dir / "server.log", port)
+
+
+def admin_client(data_dir: Path, port: int) -> Client:
+    """A client with the first admin's token, which the server wrote to its data directory."""
+    return Client(f"http://127.0.0.1:{port}", token=read_token(data_dir))
 
 
 def wait_for(client: Client, job_id: str, status: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import free_port, start_server, stop, wait_for
+from servers import admin_client, free_port, start_server, stop, wait_for
 
 from corral.client import Client
 
@@ -26,7 +26,7 @@ clusters:
 """
 
 
-def _agent(node: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
+def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -39,7 +39,8 @@ def _agent(node: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
     ]
     command += ["--data-dir", str(folder / node), "--interval", "0.2"]
     with open(folder / f"{node}.log", "ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = os.environ | {"CORRAL_TOKEN": token}
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 @pytest.fixture
@@ -49,9 +50,12 @@ def lab(tmp_path: Path) -> Iterator[tuple[Client, Path, dict[str, subprocess.Pop
     server = start_server(
         tmp_path, port, cluster=tmp_path / "cluster.yaml", extra=["--no-local", "--heartbeat-timeout", "2"]
     )
-    agents = {node: _agent(node, port, tmp_path) for node in ("m-0", "m-1")}
+    agents: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        with Client(f"http://127.0.0.1:{port}") as client:
+        with admin_client(tmp_path, port) as client:
+            for node in ("m-0", "m-1"):
+                token = client.create_user(f"agent-{node}", "default", "agent").token
+                agents[node] = _agent(node, port, tmp_path, token)
             while not all(n.last_heartbeat for n in client.nodes()):
                 time.sleep(0.1)
             yield client, tmp_path, agents

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
 from corral.server.app import API, create_app
+from corral.store.accounts import AccountStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
 
@@ -28,7 +29,9 @@ def store(database_url: str) -> Iterator[JobStore]:
 
 @pytest.fixture
 def client(store: JobStore) -> TestClient:
-    return TestClient(create_app(store, INVENTORY))
+    app = create_app(store, INVENTORY)
+    token = AccountStore(store.engine).bootstrap()
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
 
 
 def test_health(client: TestClient) -> None:

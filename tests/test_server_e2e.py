@@ -11,11 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port, start_server, stop, wait_for
+from servers import admin_client, free_port, start_server, stop, wait_for
 from typer.testing import CliRunner
 
 from corral.cli.main import app
 from corral.client import APIError, Client
+from corral.paths import read_token
 from corral.server.process import start
 
 JOB = {"name": "train", "queue": "nlp", "command": "sleep 5", "resources": {"gpus": 1, "cpu": 1}}
@@ -26,17 +27,18 @@ def server(tmp_path: Path) -> Iterator[tuple[Client, Path, int]]:
     port = free_port()
     process = start_server(tmp_path, port)
     try:
-        with Client(f"http://127.0.0.1:{port}") as client:
+        with admin_client(tmp_path, port) as client:
             yield client, tmp_path, port
     finally:
         stop(process)
 
 
 def test_submit_runs_through_the_reconcile_loop_and_the_cli_sees_it(server, monkeypatch) -> None:
-    client, _, port = server
+    client, folder, port = server
     job = client.submit(JOB)
     wait_for(client, job.id, "running")
     monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CORRAL_TOKEN", read_token(folder))
     listed = CliRunner().invoke(app, ["ls", "--json"])
     assert listed.exit_code == 0 and job.id in listed.output
     cancelled = CliRunner().invoke(app, ["cancel", job.id])
@@ -50,13 +52,13 @@ def test_submit_runs_through_the_reconcile_loop_and_the_cli_sees_it(server, monk
 def test_kill_9_of_the_server_loses_no_submitted_job(tmp_path: Path) -> None:
     port = free_port()
     process = start_server(tmp_path, port)
-    with Client(f"http://127.0.0.1:{port}") as client:
+    with admin_client(tmp_path, port) as client:
         submitted = [client.submit(JOB | {"name": f"j{i}"}, idempotency_key=f"k{i}").id for i in range(20)]
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     process = start_server(tmp_path, port)
     try:
-        with Client(f"http://127.0.0.1:{port}") as client:
+        with admin_client(tmp_path, port) as client:
             assert {job.id for job in client.jobs(limit=100)} == set(submitted)
             assert client.submit(JOB | {"name": "j0"}, idempotency_key="k0").id == submitted[0]  # a retry
     finally:
@@ -66,8 +68,9 @@ def test_kill_9_of_the_server_loses_no_submitted_job(tmp_path: Path) -> None:
 def test_run_logs_and_metrics(server, monkeypatch) -> None:
     """`corral run --json -- CMD` submits a command; `corral logs` prints its output once it finished;
     /metrics shows the reconcile rounds and the queue depth."""
-    client, _, port = server
+    client, folder, port = server
     monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CORRAL_TOKEN", read_token(folder))
     ran = CliRunner().invoke(
         app,
         ["run", "--json", "--gpus", "1", "--queue", "nlp", "--", "echo hello from GPU $CUDA_VISIBLE_DEVICES"],
@@ -78,14 +81,17 @@ def test_run_logs_and_metrics(server, monkeypatch) -> None:
     wait_for(client, job_id, "finished")
     logs = CliRunner().invoke(app, ["logs", job_id])
     assert logs.exit_code == 0 and "hello from GPU " in logs.output
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
+    auth = {"Authorization": f"Bearer {read_token(folder)}"}
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=auth).text
     assert "corral_reconcile_round_seconds_count" in metrics and "corral_admissions_total" in metrics
 
 
 def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:
-    client, _, port = server
+    client, folder, port = server
     assert client.heartbeat("dgx-0").last_heartbeat is not None
     monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CORRAL_TOKEN", read_token(folder))
     listed = CliRunner().invoke(app, ["nodes", "--json"])
     assert listed.exit_code == 0, listed.output
     nodes = {n["name"]: n for n in json.loads(listed.output)}
@@ -99,7 +105,9 @@ def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
     arguments = ["up", "--data-dir", str(tmp_path), "--port", str(port), "--gpus", "2"]
     process = start(arguments, tmp_path / "up.log", port)
     try:
-        with Client(f"http://127.0.0.1:{port}") as client:
+        assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
+        with admin_client(tmp_path, port) as client:
+            assert client.me().role == "admin"
             [node] = client.nodes()
             assert node.gpus == 2
             job = client.submit(

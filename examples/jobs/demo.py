@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from corral.client import Client
+from corral.paths import read_token
 from corral.server.process import free_port, start, stop
 
 HERE = Path(__file__).resolve().parent
@@ -27,14 +28,15 @@ def main() -> None:
     arguments = ["server", "--cluster", str(REPO / "examples/demo/cluster.yaml"), "--data-dir", str(DATA)]
     server = start([*arguments, "--port", str(port), "--interval", "0.5"], DATA / "server.log", port)
     try:
-        with Client(url) as client:
+        token = read_token(DATA)
+        with Client(url, token=token) as client:
             print(f"corral server at {url} (store and pod output in {DATA})")
             jobs = [client.submit(path) for path in sorted(HERE.glob("*.yaml"))]
             for job in jobs:
                 print(f"submitted {job.id} ({job.name})")
             while any(client.job(job.id).status in ("pending", "running") for job in jobs):
                 time.sleep(0.5)
-        env = os.environ | {"CORRAL_URL": url}
+        env = os.environ | {"CORRAL_URL": url, "CORRAL_TOKEN": token or ""}
         subprocess.run([sys.executable, "-m", "corral", "ls"], env=env, check=True)
         for log_file in sorted(DATA.glob("runs/*/attempt-*/pod-*/output.log")):
             if any(job.id in str(log_file) for job in jobs):

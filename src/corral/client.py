@@ -1,7 +1,8 @@
 """The Python SDK: ``corral.Client(url, token)`` with the CLI's verbs, over httpx.
 
 from corral.client import Client
-client = Client()                       # CORRAL_URL, else http://127.0.0.1:8765
+client = Client()                       # CORRAL_URL, else http://127.0.0.1:8765; CORRAL_TOKEN, else
+                                        # the token `corral up` wrote in the default data directory
 job = client.submit("jobs/train.yaml")  # a path, a dict or a JobSpec
 client.job(job.id).status, client.why(job.id).reason
 """
@@ -14,9 +15,21 @@ from typing import Any
 
 import httpx
 
-from corral.api_models import Job, NodeState, Why
+from corral.api_models import (
+    Cohort,
+    Job,
+    JobEventOut,
+    Me,
+    NewToken,
+    NodeState,
+    QueueState,
+    TokenInfo,
+    UserInfo,
+    Why,
+)
 from corral.backends.pods import DesiredPod
 from corral.errors import CorralError
+from corral.paths import read_token
 from corral.spec.job import JobSpec, load_job_spec
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -34,7 +47,7 @@ class APIError(CorralError):
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = (url or os.environ.get("CORRAL_URL") or DEFAULT_URL).rstrip("/")
-        token = token or os.environ.get("CORRAL_TOKEN")
+        token = token or os.environ.get("CORRAL_TOKEN") or read_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
 
@@ -66,15 +79,58 @@ class Client:
     def why(self, job_id: str) -> Why:
         return Why.model_validate(self._call("GET", f"/jobs/{job_id}/why"))
 
-    def logs(self, job_id: str, pod: int = 0) -> str:
-        """A pod's output from its latest run."""
-        response = self._http.get(f"/jobs/{job_id}/logs", params={"pod": pod})
+    def events(self, job_id: str) -> list[JobEventOut]:
+        return [JobEventOut.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events")]
+
+    def logs(self, job_id: str, pod: int = 0, offset: int = 0) -> str:
+        """A pod's output from its latest run, from byte ``offset`` on."""
+        response = self._http.get(f"/jobs/{job_id}/logs", params={"pod": pod, "offset": offset})
         if response.is_error:
             raise APIError(response.status_code, response.json().get("detail", response.text))
         return response.text
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    def queues(self) -> list[QueueState]:
+        return [QueueState.model_validate(q) for q in self._call("GET", "/queues")]
+
+    def put_queue(self, queue: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a queue (admins): ``{"name": ..., "quota": {...}, "cohort": ..., ...}``."""
+        return self._call("PUT", f"/queues/{queue['name']}", json=queue)  # type: ignore[no-any-return]
+
+    def delete_queue(self, name: str) -> None:
+        self._call("DELETE", f"/queues/{name}")
+
+    def cohorts(self) -> list[Cohort]:
+        return [Cohort.model_validate(c) for c in self._call("GET", "/cohorts")]
+
+    def me(self) -> Me:
+        return Me.model_validate(self._call("GET", "/me"))
+
+    def create_tenant(self, name: str) -> None:
+        self._call("POST", "/tenants", json={"name": name})
+
+    def tenants(self) -> list[str]:
+        return list(self._call("GET", "/tenants"))
+
+    def create_user(self, name: str, tenant: str, role: str = "member") -> NewToken:
+        """A user and their first token (admins)."""
+        body = {"name": name, "tenant": tenant, "role": role}
+        return NewToken.model_validate(self._call("POST", "/users", json=body))
+
+    def users(self) -> list[UserInfo]:
+        return [UserInfo.model_validate(u) for u in self._call("GET", "/users")]
+
+    def create_token(self, user: str | None = None) -> NewToken:
+        params = {"user": user} if user else {}
+        return NewToken.model_validate(self._call("POST", "/tokens", params=params))
+
+    def tokens(self) -> list[TokenInfo]:
+        return [TokenInfo.model_validate(t) for t in self._call("GET", "/tokens")]
+
+    def revoke_token(self, token_id: str) -> None:
+        self._call("DELETE", f"/tokens/{token_id}")
 
     def nodes(self) -> list[NodeState]:
         return [NodeState.model_validate(n) for n in self._call("GET", "/nodes")]
@@ -108,4 +164,4 @@ class Client:
             except ValueError:
                 detail = response.text
             raise APIError(response.status_code, str(detail))
-        return response.json()
+        return response.json() if response.content else None

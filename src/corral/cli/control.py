@@ -7,7 +7,6 @@ Rich table, or JSON with ``--json`` for scripts.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,16 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.api_models import Job
+from corral.paths import default_data_dir
 
 if TYPE_CHECKING:
     from corral.control.reconcile import Inventory
 
 DEFAULT_PORT = 8765
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "corral"
 
 
 def register(
@@ -223,8 +218,10 @@ def _serve(
     from corral.backends.local import LocalBackend
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
+    from corral.paths import write_token
     from corral.scheduling import get_policy
     from corral.server.app import create_app
+    from corral.store.accounts import AccountStore
     from corral.store.database import database_url, open_store
     from corral.store.jobs import JobStore
 
@@ -234,6 +231,9 @@ def _serve(
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = open_store(database_url(data_dir))
     store = JobStore(engine)
+    token = AccountStore(engine).bootstrap()
+    if token is not None:
+        console.print(f"first admin token written to {write_token(data_dir, token)}")
     backend = LocalBackend(store, data_dir) if local else None
     metrics = ControlPlaneMetrics(engine)
     loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)

@@ -23,15 +23,17 @@ from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
+from corral.store.queues import read_queues
 from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
 
 
 @dataclass(frozen=True)
 class Inventory:
-    """The clusters, pools and queues the round schedules onto (from config today, agents later)."""
+    """The clusters and pools the round schedules onto (from config today, agents later)."""
 
     clusters: Sequence[ClusterSpec]
     queues: Sequence[QueueSpec] | None = None
+    """The queues a new store starts with; after that, queues live in the store (``corral queues``)."""
     heartbeat_timeout: float | None = None
     """With agents: a node not heard from for this long is down, and its work is requeued. None: every
     node is taken as up (the local backend runs everything on this machine)."""
@@ -45,9 +47,8 @@ def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) 
             for row in session.scalars(select(JobRow).where(JobRow.status.in_(("pending", "running"))))
         }
         workloads = {job_id: _workload(row) for job_id, row in jobs.items()}
-        snapshot = Snapshot(
-            inventory.clusters, build_initial_nodes(list(inventory.clusters)), inventory.queues
-        )
+        queues = [queue.spec() for queue in read_queues(session)] or None
+        snapshot = Snapshot(inventory.clusters, build_initial_nodes(list(inventory.clusters)), queues)
         placements: dict[str, list[PlacementRow]] = {}
         for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
             placements.setdefault(row.job_id, []).append(row)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.core.units import gpus_to_milli
 
 
 class QueueSpec(BaseModel):
-    """A team's queue. Quota is nominal GPUs per flavor; a flavor not listed has zero nominal quota."""
+    """A team's queue. Quota is nominal GPUs per flavor; a flavor not listed has zero nominal quota.
+
+    ``quota: null`` (corral's extension of the scenario format) is a queue without quota, limited only by
+    the GPUs that exist: what a single-team installation wants, and the control plane's ``default`` queue.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -16,14 +20,26 @@ class QueueSpec(BaseModel):
     cohort: str | None = Field(
         default=None, description="Queues in one cohort lend unused quota to each other."
     )
-    quota: dict[str, float] = Field(default_factory=dict, description="Nominal GPUs per flavor.")
+    quota: dict[str, float] | None = Field(
+        default_factory=dict, description="Nominal GPUs per flavor; null: no quota (any idle GPU)."
+    )
     borrowing_limit: dict[str, float] | None = Field(
         default=None, description="Most GPUs per flavor this queue may borrow; absent = no limit."
     )
     weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")
 
+    @model_validator(mode="after")
+    def _cohort_members_have_quota(self) -> QueueSpec:
+        if self.quota is None and self.cohort is not None:
+            raise ValueError(f"queue {self.name}: a queue without quota cannot lend or borrow in a cohort")
+        return self
+
+    @property
+    def unlimited(self) -> bool:
+        return self.quota is None
+
     def nominal_milli(self, flavor: str) -> int:
-        return gpus_to_milli(self.quota.get(flavor, 0.0))
+        return gpus_to_milli((self.quota or {}).get(flavor, 0.0))
 
     def borrow_limit_milli(self, flavor: str) -> int | None:
         """Most milli-GPUs this queue may borrow in ``flavor``; None = unlimited."""

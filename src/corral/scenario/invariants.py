@@ -293,6 +293,8 @@ class _Checker:
         return found
 
     def _over_queue_limit(self, queue: QueueSpec, flavor: str) -> str | None:
+        if queue.unlimited:
+            return None
         used = self._queue_usage.get((queue.name, flavor), 0)
         nominal = queue.nominal_milli(flavor)
         held = f"queue {queue.name} holds {_gpus(used)} GPUs of flavor {flavor}"

@@ -17,6 +17,8 @@ def quota_shortfall(snapshot: Snapshot, queue: str, flavor: str, demand_milli: i
     if snapshot.queues is None or demand_milli == 0:
         return None
     spec = snapshot.queues[queue]
+    if spec.unlimited:
+        return None
     used = snapshot.queue_gpu[(queue, flavor)]
     nominal = spec.nominal_milli(flavor)
     need = used + demand_milli
@@ -54,6 +56,8 @@ def max_admissible_milli(snapshot: Snapshot, queue: str, flavor: str) -> int | N
     if snapshot.queues is None:
         return None
     spec = snapshot.queues[queue]
+    if spec.unlimited:
+        return None
     nominal = spec.nominal_milli(flavor)
     if not spec.cohort:
         return nominal
@@ -68,7 +72,8 @@ def is_borrowing(snapshot: Snapshot, queue: str, flavor: str) -> bool:
     """True when ``queue`` holds more of ``flavor`` than its nominal quota (so lent quota can be reclaimed)."""
     if snapshot.queues is None or queue not in snapshot.queues:
         return False
-    return snapshot.queue_gpu[(queue, flavor)] > snapshot.queues[queue].nominal_milli(flavor)
+    spec = snapshot.queues[queue]
+    return not spec.unlimited and snapshot.queue_gpu[(queue, flavor)] > spec.nominal_milli(flavor)
 
 
 def _gpus(milli: int) -> str:

@@ -89,7 +89,7 @@ class Snapshot:
         """Milli-GPU per (cohort, flavor) that members hold beyond their nominal quota: reclaimable."""
         for queue in (self.queues or {}).values():
             if queue.cohort:
-                for flavor in queue.quota:
+                for flavor in queue.quota or {}:
                     self.cohort_nominal[(queue.cohort, flavor)] += queue.nominal_milli(flavor)
         self.pool_nodes: Counter[str] = Counter()
         self.provisioning: Counter[str] = Counter()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,13 @@ def exit_outcome(exit_codes: list[int]) -> tuple[bool, str | None]:
     """Whether a job whose pods exited with these codes (in pod order) succeeded, and if not, why."""
     failed = [(pod, code) for pod, code in enumerate(exit_codes) if code != 0]
     return not failed, ", ".join(f"pod {pod} exited with code {code}" for pod, code in failed) or None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    t: float
+    kind: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,11 @@ class JobStore:
         self.clock = clock
 
     def submit(self, spec: JobSpec, *, tenant: str = "default", submit_key: str | None = None) -> JobRecord:
-        """Store a new pending job; with ``submit_key``, a repeat returns the job the first call made."""
+        """Store a new pending job; with ``submit_key``, a repeat returns the job the first call made.
+
+        Keys are per tenant: another tenant's job is never returned for a key that happens to match."""
         if submit_key is not None:
+            submit_key = f"{tenant}/{submit_key}"
             existing = self._by_key(submit_key)
             if existing is not None:
                 return existing
@@ -182,6 +192,22 @@ class JobStore:
             except JobAlreadyEnded:
                 pass  # another pod's report finished it first
         return self.get(job_id)
+
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """(queue, status) -> number of pending or running jobs."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(JobRow.queue, JobRow.status, func.count())
+                .where(JobRow.status.in_(("pending", "running")))
+                .group_by(JobRow.queue, JobRow.status)
+            )
+            return {(queue, status): count for queue, status, count in rows}
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """What happened to a job, oldest first: submitted, started, preempted, node_lost, ended."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id))
+            return [JobEvent(t=row.t, kind=row.kind, reason=row.reason) for row in rows]
 
     def placements(self, job_id: str) -> list[tuple[int, str, tuple[int, ...]]]:
         """(pod, node, GPUs) of a running job."""

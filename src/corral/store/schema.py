@@ -72,3 +72,43 @@ class NodeRow(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_heartbeat: Mapped[float] = mapped_column(Float)
+
+
+class TenantRow(Base):
+    """A team or organisation: the unit that owns jobs and may be allowed into queues."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    """admin, member, viewer or agent (see ``corral.store.accounts.ROLES``)."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenRow(Base):
+    """An API token. Only a SHA-256 digest of its secret is kept: a leaked database grants nothing."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The public part of the token, to find the row and to name the token when revoking it."""
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class QueueRow(Base):
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The queue's ``QueueConfig`` as JSON: quota, cohort, weight, tenants."""
+    updated_at: Mapped[float] = mapped_column(Float)

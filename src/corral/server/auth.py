@@ -1,0 +1,80 @@
+"""Who may call what: bearer tokens, roles, and tenants.
+
+Every route names the roles it admits (``allow``). A request without a valid token is a 401; a role that
+may not do something is a 403 that says which roles may; another tenant's job is a 404, the same answer
+as a job that does not exist, so ids of other tenants' work cannot be probed. Every refusal is logged
+(logger ``corral.audit``) with the caller, the route and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, NoReturn
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from corral.server.services import ControlPlane, control_plane
+from corral.store.accounts import Principal, Role
+from corral.store.jobs import JobNotFound, JobRecord
+
+audit = logging.getLogger("corral.audit")
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token, `corral_<id>_<secret>`: `corral up` writes the first admin's to "
+    "`<data dir>/token`; `corral users add` makes more.",
+)
+
+EVERYONE: tuple[Role, ...] = ("admin", "member", "viewer")
+"""People, not machines: agents hold tokens for their node's routes only."""
+SUBMITTERS: tuple[Role, ...] = ("admin", "member")
+AGENTS: tuple[Role, ...] = ("admin", "agent")
+
+
+def refuse(request: Request, status: int, detail: str, who: Principal | None = None) -> NoReturn:
+    caller = f"{who.user} ({who.role}, tenant {who.tenant})" if who else "anonymous"
+    audit.warning("refused %s %s for %s: %d %s", request.method, request.url.path, caller, status, detail)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    raise HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    plane: Annotated[ControlPlane, Depends(control_plane)],
+) -> Principal:
+    if credentials is None:
+        refuse(request, 401, "no API token: set CORRAL_TOKEN (corral up writes one to <data dir>/token)")
+    principal = plane.authenticate(credentials.credentials)
+    if principal is None:
+        refuse(request, 401, "API token not recognised: it was revoked, mistyped, or is another server's")
+    return principal
+
+
+def allow(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits callers whose role is one of ``roles``."""
+
+    def check(request: Request, principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.role not in roles:
+            refuse(
+                request,
+                403,
+                f"{principal.user} is {principal.role}; this needs {' or '.join(roles)}",
+                principal,
+            )
+        return principal
+
+    return check
+
+
+def visible_job(request: Request, plane: ControlPlane, principal: Principal, job_id: str) -> JobRecord:
+    """The job, if the caller may see it: admins see every tenant's, others their own tenant's."""
+    try:
+        record = plane.jobs.get(job_id)
+    except JobNotFound as error:
+        refuse(request, 404, str(error), principal)
+    if not principal.is_admin and record.tenant != principal.tenant:
+        refuse(request, 404, f"no job {job_id!r}", principal)
+    return record

@@ -1,0 +1,79 @@
+"""Nodes and clusters: what the control plane schedules onto, and the routes agents call for their node."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from corral.api_models import Job, NodeState, PodExit
+from corral.backends.local import desired_pods
+from corral.backends.pods import DesiredPod
+from corral.core.nodes import Node
+from corral.server.auth import AGENTS, EVERYONE, allow, refuse
+from corral.server.routes.jobs import as_job
+from corral.server.services import ControlPlane, control_plane
+from corral.store.accounts import Principal
+from corral.store.jobs import JobNotFound
+
+router = APIRouter(tags=["nodes"])
+Plane = Annotated[ControlPlane, Depends(control_plane)]
+Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
+Agent = Annotated[Principal, Depends(allow(*AGENTS))]
+
+
+@router.get("/clusters")
+def clusters(plane: Plane, _: Reader) -> list[dict[str, Any]]:
+    """The clusters and their pools (flavor, tier, node shape, count, cost), as configured."""
+    return [cluster.model_dump(mode="json") for cluster in plane.inventory.clusters]
+
+
+@router.get("/nodes", response_model=list[NodeState])
+def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
+    heard = plane.nodes.last_heard()
+    return [_node_state(node, heard) for node in plane.empty_snapshot().nodes.values()]
+
+
+@router.post("/nodes/{name}/heartbeat", response_model=NodeState)
+def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> NodeState:
+    """An agent says its node is alive; nodes silent for longer than the heartbeat timeout are down
+    and their work is requeued."""
+    node = _known(request, plane, principal, name)
+    plane.nodes.heartbeat(name)
+    return _node_state(node, plane.nodes.last_heard())
+
+
+@router.get("/nodes/{name}/pods", response_model=list[DesiredPod])
+def node_pods(request: Request, name: str, plane: Plane, principal: Agent) -> list[DesiredPod]:
+    """The pods the node's agent should be running now; anything else it runs, it stops."""
+    _known(request, plane, principal, name)
+    return desired_pods(plane.jobs, node=name)
+
+
+@router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"])
+def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Plane, principal: Agent) -> Job:
+    """An agent reports a pod's exit code; the job ends when all its pods have."""
+    try:
+        job = as_job(plane.jobs.record_exit(job_id, report.attempt, pod, report.code))
+    except JobNotFound as error:
+        refuse(request, 404, str(error), principal)
+    plane.changed()
+    return job
+
+
+def _known(request: Request, plane: ControlPlane, principal: Principal, name: str) -> Node:
+    node = plane.inventory_node(name)
+    if node is None:
+        refuse(request, 404, f"no node {name!r} in this control plane's inventory", principal)
+    return node
+
+
+def _node_state(node: Node, heard: dict[str, float]) -> NodeState:
+    return NodeState(
+        name=node.name,
+        cluster=node.cluster,
+        pool=node.pool,
+        gpus=len(node.gpus),
+        gpu_model=node.gpu_model,
+        last_heartbeat=heard.get(node.name),
+    )

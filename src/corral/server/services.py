@@ -1,0 +1,107 @@
+"""What the API's routes work with: the stores, the inventory, the loop and the backend's logs.
+
+One ``ControlPlane`` per app (``app.state.control_plane``); routes get it through ``control_plane``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from corral.control.loop import ReconcileLoop
+from corral.control.metrics import ControlPlaneMetrics
+from corral.control.reconcile import Inventory
+from corral.core.nodes import Node, build_initial_nodes
+from corral.scheduling import Snapshot
+from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
+from corral.store.accounts import AccountStore, Principal
+from corral.store.jobs import JobStore
+from corral.store.nodes import NodeStore
+from corral.store.queues import QueueStore
+
+LogReader = Callable[[str, int], str | None]
+"""(job id, pod) -> the pod's output, from whichever backend ran it."""
+
+TOKEN_CACHE_SECONDS = 10.0
+"""How long an authenticated token is trusted without asking the store again. Revoking through this
+server takes effect at once; through another server, within this time."""
+
+
+@dataclass
+class ControlPlane:
+    jobs: JobStore
+    inventory: Inventory
+    loop: ReconcileLoop | None = None
+    logs: LogReader | None = None
+    accounts: AccountStore = field(init=False)
+    queues: QueueStore = field(init=False)
+    nodes: NodeStore = field(init=False)
+    metrics: ControlPlaneMetrics = field(init=False)
+    _principals: dict[str, tuple[Principal, float]] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _empty: Snapshot | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        engine = self.jobs.engine
+        self.accounts = AccountStore(engine, self.jobs.clock)
+        self.queues = QueueStore(engine, self.jobs.clock)
+        self.nodes = NodeStore(engine, self.jobs.clock)
+        loop_metrics = self.loop.metrics if self.loop is not None else None
+        self.metrics = loop_metrics or ControlPlaneMetrics(engine)
+
+    def inventory_node(self, name: str) -> Node | None:
+        return self.empty_snapshot().nodes.get(name)
+
+    def empty_snapshot(self) -> Snapshot:
+        """The inventory with nothing running and the stored queues: "could this job ever run here?".
+
+        Rebuilt when a queue changes through this server (``queues_changed``)."""
+        with self._lock:
+            if self._empty is None:
+                queues = [queue.spec() for queue in self.queues.list()] or None
+                clusters = list(self.inventory.clusters)
+                self._empty = Snapshot(clusters, build_initial_nodes(clusters), queues)
+            return self._empty
+
+    def queues_changed(self) -> None:
+        with self._lock:
+            self._empty = None
+        self.changed()
+
+    def changed(self) -> None:
+        """Something the scheduler cares about changed: run a round soon."""
+        if self.loop is not None:
+            self.loop.poke()
+
+    def authenticate(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._principals.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        principal = self.accounts.authenticate(token)
+        with self._lock:
+            if len(self._principals) > 10_000:
+                self._principals.clear()
+            if principal is not None:
+                self._principals[token] = (principal, now + TOKEN_CACHE_SECONDS)
+        return principal
+
+    def forget_token(self, token_id: str) -> None:
+        with self._lock:
+            for token, (principal, _) in list(self._principals.items()):
+                if principal.token_id == token_id:
+                    del self._principals[token]
+
+    def seed_queues(self) -> None:
+        """A new store gets the inventory's queues, or one open ``default`` queue."""
+        configured = [QueueConfig(**q.model_dump()) for q in self.inventory.queues or []]
+        self.queues.seed(configured or [DEFAULT_QUEUE])
+
+
+def control_plane(request: Request) -> ControlPlane:
+    return request.app.state.control_plane  # type: ignore[no-any-return]
