@@ -17,9 +17,11 @@ CLUSTER = REPO / "examples" / "demo" / "cluster.yaml"
 
 
 def start_server(
-    data_dir: Path, port: int, cluster: Path = CLUSTER, extra: list[str] | None = None
+    data_dir: Path, port: int, cluster: Path | None = CLUSTER, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
-    arguments = ["server", "--cluster", str(cluster), "--data-dir", str(data_dir), "--port", str(port)]
+    """``corral server`` on ``cluster`` (None: only the nodes agents register)."""
+    arguments = ["server", "--data-dir", str(data_dir), "--port", str(port)]
+    arguments += ["--cluster", str(cluster)] if cluster is not None else []
     return start([*arguments, "--interval", "0.2", *(extra or [])], data_dir / "server.log", port)
 
 

@@ -1,4 +1,4 @@
-"""A server and two agents on loopback, each agent standing for one 2-GPU machine: a 2-pod gang spans
+"""A server without a cluster file and two agents on loopback, each registering one 2-GPU machine: a 2-pod gang spans
 both and each pod sees its own GPUs; when an agent is killed -9, its job is requeued and completes on the
 other machine."""
 
@@ -17,14 +17,6 @@ from servers import admin_client, free_port, start_server, stop, wait_for
 
 from corral.client import Client
 
-CLUSTER = """\
-clusters:
-  - name: lab
-    private: true
-    pools:
-      - {name: m, flavor: gpu, count: 2, node: {cpu: 16, memory_gib: 64, gpus: 2, gpu_model: T4}}
-"""
-
 
 def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[bytes]:
     command = [
@@ -37,7 +29,7 @@ def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[b
         "--server",
         f"http://127.0.0.1:{port}",
     ]
-    command += ["--data-dir", str(folder / node), "--interval", "0.2"]
+    command += ["--data-dir", str(folder / node), "--interval", "0.2", "--gpus", "2", "--gpu-model", "T4"]
     with open(folder / f"{node}.log", "ab") as log:
         env = os.environ | {"CORRAL_TOKEN": token}
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -45,19 +37,19 @@ def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[b
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[Client, Path, dict[str, subprocess.Popen[bytes]]]]:
-    (tmp_path / "cluster.yaml").write_text(CLUSTER)
     port = free_port()
-    server = start_server(
-        tmp_path, port, cluster=tmp_path / "cluster.yaml", extra=["--no-local", "--heartbeat-timeout", "2"]
-    )
+    server = start_server(tmp_path, port, cluster=None, extra=["--no-local", "--heartbeat-timeout", "2"])
     agents: dict[str, subprocess.Popen[bytes]] = {}
     try:
         with admin_client(tmp_path, port) as client:
             for node in ("m-0", "m-1"):
                 token = client.create_user(f"agent-{node}", "default", "agent").token
                 agents[node] = _agent(node, port, tmp_path, token)
-            while not all(n.last_heartbeat for n in client.nodes()):
+            while len(client.nodes()) < 2:  # each agent registers its machine: 2 declared T4s
                 time.sleep(0.1)
+            assert {(n.pool, n.gpus, n.registered) for n in client.nodes()} == {("t4", 2, True)}
+            metrics = client.metrics()
+            assert all(f'corral_node_heartbeat_age_seconds{{node="{n}"}}' in metrics for n in agents)
             yield client, tmp_path, agents
     finally:
         for process in [*agents.values(), server]:

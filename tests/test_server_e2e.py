@@ -85,6 +85,7 @@ def test_run_logs_and_metrics(server, monkeypatch) -> None:
     auth = {"Authorization": f"Bearer {read_token(folder)}"}
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=auth).text
     assert "corral_reconcile_round_seconds_count" in metrics and "corral_admissions_total" in metrics
+    assert 'corral_pool_gpus{cluster="lab",pool="dgx",state="total"} 16.0' in metrics
 
 
 def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:

@@ -104,6 +104,13 @@ ROUTES = [
     Route("GET", "/cohorts", PEOPLE),
     Route("GET", "/clusters", PEOPLE),
     Route("GET", "/nodes", PEOPLE),
+    Route(
+        "PUT",
+        "/nodes/{name}",
+        frozenset({"admin", "agent"}),
+        name="laptop",
+        body={"cpu": 8, "memory_gib": 32, "gpus": [{"index": 0, "model": "RTX4090", "memory_gib": 24}]},
+    ),
     Route("POST", "/nodes/{name}/heartbeat", frozenset({"admin", "agent"}), name="dgx-0"),
     Route("GET", "/nodes/{name}/pods", frozenset({"admin", "agent"}), name="dgx-0"),
     Route("GET", "/me", ANYONE),

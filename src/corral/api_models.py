@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JOB_STATUSES = ("pending", "running", "finished", "failed", "cancelled")
 
@@ -34,8 +34,17 @@ class NodeState(BaseModel):
     name: str
     cluster: str
     pool: str
+    flavor: str
+    cpu: float
+    memory_gib: float
     gpus: int
     gpu_model: str | None
+    gpus_allocated: float
+    """GPUs held by running pods (a share counts as its fraction)."""
+    unhealthy_gpus: list[int]
+    """Drained: nothing is placed on them."""
+    registered: bool
+    """Whether an agent registered this machine (otherwise it comes from the cluster file only)."""
     last_heartbeat: float | None
     """Unix seconds; None when its agent was never heard from."""
 
@@ -117,3 +126,52 @@ class TokenInfo(BaseModel):
     id: str
     user: str
     created_at: float
+
+
+class GpuReport(BaseModel):
+    """One GPU as an agent finds it (NVML) or declares it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, description="The index CUDA_VISIBLE_DEVICES uses.")
+    model: str = Field(min_length=1)
+    memory_gib: float = Field(gt=0)
+    healthy: bool = Field(default=True, description="False: drained; jobs on it are requeued.")
+    nvlink_group: int | None = Field(default=None, description="GPUs with one group number share NVLink.")
+
+
+class NodeRegistration(BaseModel):
+    """What an agent says its machine has. A node the cluster file already declares keeps its declared
+    shape and takes only the GPUs' health from here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: str = Field(default="agents", min_length=1)
+    pool: str | None = Field(default=None, description="Default: the node's GPU model, or `cpu`.")
+    flavor: str | None = Field(default=None, description="Quota flavor; default: the pool's name.")
+    private: bool = Field(default=True, description="Owned hardware (may run sensitive work).")
+    cpu: float = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    gpus: list[GpuReport] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _indexes(self) -> NodeRegistration:
+        if [g.index for g in self.gpus] != list(range(len(self.gpus))):
+            raise ValueError("gpus: list GPUs in index order 0, 1, 2 ... without gaps")
+        if len({g.model for g in self.gpus}) > 1:
+            raise ValueError("gpus: one GPU model per node (corral schedules a node as one flavor)")
+        return self
+
+    @property
+    def pool_name(self) -> str:
+        if self.pool:
+            return self.pool
+        return _slug(self.gpus[0].model) if self.gpus else "cpu"
+
+    @property
+    def flavor_name(self) -> str:
+        return self.flavor or self.pool_name
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "gpu"

@@ -21,6 +21,7 @@ from corral.api_models import (
     JobEventOut,
     Me,
     NewToken,
+    NodeRegistration,
     NodeState,
     QueueState,
     TokenInfo,
@@ -135,6 +136,11 @@ class Client:
     def nodes(self) -> list[NodeState]:
         return [NodeState.model_validate(n) for n in self._call("GET", "/nodes")]
 
+    def register(self, node: str, registration: NodeRegistration) -> NodeState:
+        """What an agent calls with its machine's inventory (at start, and when a GPU's health changes)."""
+        body = registration.model_dump(mode="json")
+        return NodeState.model_validate(self._call("PUT", f"/nodes/{node}", json=body))
+
     def heartbeat(self, node: str) -> NodeState:
         """What an agent calls to say its node is alive."""
         return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat"))
@@ -146,6 +152,13 @@ class Client:
     def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> Job:
         body = {"attempt": attempt, "code": code}
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/pods/{pod}/exit", json=body))
+
+    def metrics(self) -> str:
+        """The Prometheus text the server exposes at /metrics."""
+        response = self._http.get(f"{self.url}/metrics")
+        if response.is_error:
+            raise APIError(response.status_code, response.text)
+        return response.text
 
     def close(self) -> None:
         self._http.close()

@@ -1,6 +1,7 @@
 """``corral agent``: runs the pods the control plane assigns to one node, on that node.
 
-Every step: send a heartbeat, ask which pods should run here, make the local processes match (start,
+At start, and whenever the machine's inventory changes (a GPU turns unhealthy), the agent registers it;
+every step: send a heartbeat, ask which pods should run here, make the local processes match (start,
 adopt after a restart, stop the rest), and report each pod that ended, once. The agent keeps no state
 of its own beyond the pods' files, so killing and restarting it loses nothing; if it stays away longer
 than the server's heartbeat timeout, the server requeues its work elsewhere.
@@ -10,25 +11,42 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from corral.api_models import NodeRegistration
 from corral.backends.pods import PodRunner
 from corral.client import APIError, Client
 
 log = logging.getLogger(__name__)
 
 
+PROBE_SECONDS = 10.0
+"""How often the agent looks at its GPUs again (an NVML query per GPU)."""
+
+
 class Agent:
-    def __init__(self, client: Client, node: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        client: Client,
+        node: str,
+        data_dir: Path,
+        machine: Callable[[], NodeRegistration] | None = None,
+    ) -> None:
+        """``machine`` says what this machine has now (NVML or declared); None: the node is declared in
+        the server's cluster file and the agent only heartbeats."""
         self.client = client
         self.node = node
         self.runner = PodRunner(data_dir / "runs")
+        self.machine = machine
+        self._registered: NodeRegistration | None = None
+        self._probed_at = float("-inf")
         self._reported: set[tuple[str, int, int]] = set()
 
     def step(self) -> None:
-        self.client.heartbeat(self.node)
+        self._register_or_heartbeat()
         desired = self.client.node_pods(self.node)
         for pod in desired:
             code = self.runner.ensure(pod)
@@ -36,6 +54,22 @@ class Agent:
                 self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
                 self._reported.add(pod.key)
         self.runner.stop_others({pod.key for pod in desired})
+
+    def _register_or_heartbeat(self) -> None:
+        now = time.monotonic()
+        if self.machine is not None and now - self._probed_at >= PROBE_SECONDS:
+            self._probed_at = now
+            found = self.machine()
+            if found != self._registered:
+                self.client.register(self.node, found)
+                self._registered = found
+                return
+        try:
+            self.client.heartbeat(self.node)
+        except APIError as error:
+            if error.status == 404 and self.machine is not None:  # the server forgot us: register again
+                self._registered, self._probed_at = None, float("-inf")
+            raise
 
     def run(self, interval: float = 1.0) -> None:
         while True:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from corral.control.reconcile import Inventory
 
 DEFAULT_PORT = 8765
+DEFAULT_HEARTBEAT_TIMEOUT = 5.0
+"""Agents heartbeat every second: five missed beats is a lost node, well inside the 10 s promise."""
 
 
 def register(
@@ -33,7 +35,12 @@ def register(
 
     @app.command()
     def server(
-        cluster: Annotated[Path, typer.Option(help="Cluster file (pools and queues) to schedule onto.")],
+        cluster: Annotated[
+            Path | None,
+            typer.Option(
+                help="Cluster file (pools and queues); without one, the nodes are what agents register."
+            ),
+        ] = None,
         data_dir: Annotated[
             Path | None, typer.Option(help="Holds the SQLite database (default: ~/.local/share/corral).")
         ] = None,
@@ -46,7 +53,10 @@ def register(
         ] = True,
         heartbeat_timeout: Annotated[
             float | None,
-            typer.Option(help="With agents: a node silent this long is down and its work requeued."),
+            typer.Option(
+                help="A node whose agent is silent this long is down and its work requeued "
+                f"(default with --no-local: {DEFAULT_HEARTBEAT_TIMEOUT:g} s; the local backend needs no agents)."
+            ),
         ] = None,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
@@ -54,8 +64,13 @@ def register(
         from corral.scenario.io import load_cluster_file
 
         with user_errors():
-            cluster_file = load_cluster_file(cluster)
-        inventory = Inventory(cluster_file.clusters, cluster_file.queues, heartbeat_timeout)
+            cluster_file = load_cluster_file(cluster) if cluster is not None else None
+        if heartbeat_timeout is None and not local:
+            heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
+        if cluster_file is None:
+            inventory = Inventory([], None, heartbeat_timeout)
+        else:
+            inventory = Inventory(cluster_file.clusters, cluster_file.queues, heartbeat_timeout)
         _serve(console, user_errors, inventory, data_dir, host, port, policy, interval, local)
 
     @app.command()
@@ -85,22 +100,39 @@ def register(
 
     @app.command()
     def agent(
-        node: Annotated[
-            str, typer.Option(help="The node this agent runs pods for (as the server names it).")
-        ],
+        node: Annotated[str | None, typer.Option(help="This node's name (default: the host name).")] = None,
         server: Annotated[str | None, typer.Option(help="Server URL (default: CORRAL_URL).")] = None,
         data_dir: Annotated[Path | None, typer.Option(help="Where pods' output and state go.")] = None,
         interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 1.0,
+        gpus: Annotated[
+            int | None, typer.Option(help="Declare this many GPUs instead of asking NVML.")
+        ] = None,
+        gpu_model: Annotated[str, typer.Option(help="Model of declared GPUs.")] = "virtual",
+        cluster: Annotated[str, typer.Option(help="Cluster this machine joins.")] = "agents",
+        pool: Annotated[str | None, typer.Option(help="Pool (default: the GPU model).")] = None,
+        flavor: Annotated[str | None, typer.Option(help="Quota flavor (default: the pool).")] = None,
+        private: Annotated[bool, typer.Option(help="Owned hardware: may run sensitive work.")] = True,
+        register: Annotated[
+            bool, typer.Option(help="Register this machine's inventory (off: the cluster file declares it).")
+        ] = True,
     ) -> None:
-        """Run the pods the server assigns to NODE on this machine, and heartbeat for it."""
+        """Register this machine's GPUs (NVML, or --gpus N), heartbeat, and run the pods the server
+        assigns to this node."""
+        from functools import partial
+
         from corral.backends.agent import Agent
         from corral.client import Client
+        from corral.control.inventory import hostname, this_machine
 
-        folder = data_dir or default_data_dir() / "agent" / node
+        name = node or hostname()
+        folder = data_dir or default_data_dir() / "agent" / name
         folder.mkdir(parents=True, exist_ok=True)
+        machine = partial(
+            this_machine, gpus, gpu_model, cluster=cluster, pool=pool, flavor=flavor, private=private
+        )
         with Client(server) as client:
-            console.print(f"corral agent for {node} -> {client.url} (pods in {folder})")
-            Agent(client, node, folder).run(interval)
+            console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
+            Agent(client, name, folder, machine if register else None).run(interval)
 
     @app.command()
     def submit(
@@ -235,7 +267,7 @@ def _serve(
     if token is not None:
         console.print(f"first admin token written to {write_token(data_dir, token)}")
     backend = LocalBackend(store, data_dir) if local else None
-    metrics = ControlPlaneMetrics(engine)
+    metrics = ControlPlaneMetrics(engine, inventory.clusters)
     loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)
     console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
     app = create_app(store, inventory, loop, backend.read_log if backend else None)

@@ -1,8 +1,9 @@
-"""This machine as a one-node cluster, for ``corral up``: GPUs found by NVML, or declared.
+"""What this machine has, for ``corral up`` and ``corral agent``: GPUs found by NVML, or declared.
 
-NVML (the ``nvidia-ml-py`` package) reports the GPUs, their model and memory when an NVIDIA driver is
+NVML (the ``nvidia-ml-py`` package) reports each GPU's model, memory and health when an NVIDIA driver is
 present; without one, ``--gpus N`` declares N GPUs so the demo and tests run on any machine (pods still
-get ``CUDA_VISIBLE_DEVICES``, which nothing will use).
+get ``CUDA_VISIBLE_DEVICES``, which nothing will use). A GPU is unhealthy when NVML cannot query it or it
+has uncorrected ECC errors since the driver loaded: the control plane then drains it.
 """
 
 from __future__ import annotations
@@ -10,20 +11,16 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass
+from typing import Any
 
+from corral.api_models import GpuReport, NodeRegistration
 from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
 
-
-@dataclass(frozen=True)
-class DetectedGpus:
-    count: int
-    model: str
-    memory_gib: float
+DECLARED_GPU_MEMORY_GIB = 16.0
 
 
-def detect_gpus() -> DetectedGpus | None:
-    """The NVIDIA GPUs of this machine, or None when NVML is missing or finds none."""
+def detect_gpus() -> list[GpuReport] | None:
+    """The NVIDIA GPUs of this machine with their health, or None when NVML is missing or finds none."""
     try:
         import pynvml  # from nvidia-ml-py
     except ImportError:
@@ -33,32 +30,78 @@ def detect_gpus() -> DetectedGpus | None:
     except pynvml.NVMLError:
         return None
     try:
-        count = pynvml.nvmlDeviceGetCount()
-        if not count:
-            return None
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        name = pynvml.nvmlDeviceGetName(handle)
-        memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
-        return DetectedGpus(count, name.decode() if isinstance(name, bytes) else name, round(memory, 1))
+        return [_probe(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount())] or None
     finally:
         pynvml.nvmlShutdown()
 
 
-def local_cluster(declared_gpus: int | None = None, gpu_model: str = "virtual") -> ClusterSpec:
-    """This machine as cluster ``local`` with one node: its CPUs and memory, and its GPUs (``declared_gpus``
-    overrides what NVML finds)."""
-    detected = detect_gpus() if declared_gpus is None else None
-    gpus = detected.count if detected else (declared_gpus or 0)
-    template = NodeTemplate(
+def _probe(nvml: Any, index: int) -> GpuReport:
+    """``nvml`` is the pynvml module (untyped)."""
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        name = nvml.nvmlDeviceGetName(handle)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
+    except nvml.NVMLError:
+        return GpuReport(index=index, model="unknown", memory_gib=1.0, healthy=False)
+    model = name.decode() if isinstance(name, bytes) else name
+    return GpuReport(index=index, model=model, memory_gib=round(memory, 1), healthy=_ecc_clean(nvml, handle))
+
+
+def _ecc_clean(nvml: Any, handle: object) -> bool:
+    try:
+        errors = nvml.nvmlDeviceGetTotalEccErrors(
+            handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC
+        )
+    except nvml.NVMLError:  # ECC off or not supported: nothing to say
+        return True
+    return int(errors) == 0
+
+
+def this_machine(
+    declared_gpus: int | None = None,
+    gpu_model: str = "virtual",
+    *,
+    cluster: str = "agents",
+    pool: str | None = None,
+    flavor: str | None = None,
+    private: bool = True,
+) -> NodeRegistration:
+    """This machine's CPUs, memory and GPUs (``declared_gpus`` overrides what NVML finds)."""
+    gpus = detect_gpus() if declared_gpus is None else None
+    if gpus is None:
+        gpus = [
+            GpuReport(index=i, model=gpu_model, memory_gib=DECLARED_GPU_MEMORY_GIB)
+            for i in range(declared_gpus or 0)
+        ]
+    return NodeRegistration(
+        cluster=cluster,
+        pool=pool,
+        flavor=flavor,
+        private=private,
         cpu=float(os.cpu_count() or 1),
         memory_gib=_memory_gib(),
         gpus=gpus,
-        gpu_model=(detected.model if detected else gpu_model) if gpus else None,
-        gpu_memory_gib=(detected.memory_gib if detected else 16.0) if gpus else 0.0,
     )
-    name = re.sub(r"[^a-z0-9-]", "-", socket.gethostname().split(".")[0].lower()).strip("-") or "local"
+
+
+def hostname() -> str:
+    """This machine's short name, as a node name (lowercase, digits and dashes)."""
+    return re.sub(r"[^a-z0-9-]", "-", socket.gethostname().split(".")[0].lower()).strip("-") or "local"
+
+
+def local_cluster(declared_gpus: int | None = None, gpu_model: str = "virtual") -> ClusterSpec:
+    """This machine as cluster ``local`` with one node, for ``corral up``."""
+    machine = this_machine(declared_gpus, gpu_model)
+    first = machine.gpus[0] if machine.gpus else None
+    template = NodeTemplate(
+        cpu=machine.cpu,
+        memory_gib=machine.memory_gib,
+        gpus=len(machine.gpus),
+        gpu_model=first.model if first else None,
+        gpu_memory_gib=first.memory_gib if first else 0.0,
+    )
     return ClusterSpec(
-        name="local", private=True, pools=[PoolSpec(name=name, flavor="local", count=1, node=template)]
+        name="local", private=True, pools=[PoolSpec(name=hostname(), flavor="local", count=1, node=template)]
     )
 
 

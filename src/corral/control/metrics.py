@@ -1,10 +1,15 @@
 """Prometheus metrics of the control plane, served at ``/metrics``.
 
-Counters and the round-latency histogram are updated by the reconcile loop; queue depth and allocated
-GPUs are read from the store when Prometheus scrapes, so they are never stale.
+Counters and the round-latency histogram are updated by the reconcile loop; queue depth, allocated GPUs
+per node and pool, and each node's heartbeat age are read from the store when Prometheus scrapes, so
+they are never stale.
 """
 
 from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -12,12 +17,16 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from corral.control.fleet import fleet
+from corral.core.cluster import ClusterSpec
 from corral.scheduling import SchedulingResult
-from corral.store.schema import JobRow, PlacementRow
+from corral.store.nodes import read_registrations
+from corral.store.schema import JobRow, NodeRow, PlacementRow
 
 
 class ControlPlaneMetrics:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clusters: Sequence[ClusterSpec] = ()) -> None:
+        """``clusters``: the cluster file's, to which registered machines are added (GPUs per pool)."""
         self.registry = CollectorRegistry()
         self.rounds = Histogram(
             "corral_reconcile_round_seconds",
@@ -32,7 +41,7 @@ class ControlPlaneMetrics:
         self.rejections = Counter(
             "corral_rejections", "Jobs rejected as never runnable.", registry=self.registry
         )
-        self.registry.register(_StoreCollector(engine))
+        self.registry.register(_StoreCollector(engine, clusters))
 
     def observe(self, result: SchedulingResult, seconds: float) -> None:
         self.rounds.observe(seconds)
@@ -42,15 +51,25 @@ class ControlPlaneMetrics:
 
 
 class _StoreCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clusters: Sequence[ClusterSpec]) -> None:
         self.engine = engine
+        self.clusters = clusters
 
     def collect(self):  # type: ignore[no-untyped-def]
         depth = GaugeMetricFamily("corral_queue_depth", "Pending jobs per queue.", labels=["queue"])
         running = GaugeMetricFamily("corral_running_jobs", "Running jobs per queue.", labels=["queue"])
-        gpus = GaugeMetricFamily(
+        node_gpus = GaugeMetricFamily(
             "corral_allocated_gpus", "GPUs allocated to running pods, per node.", labels=["node"]
         )
+        pool_gpus = GaugeMetricFamily(
+            "corral_pool_gpus", "GPUs per pool: allocated, and in total.", labels=["cluster", "pool", "state"]
+        )
+        heartbeat = GaugeMetricFamily(
+            "corral_node_heartbeat_age_seconds",
+            "Seconds since the node's agent was last heard.",
+            labels=["node"],
+        )
+        now = time.time()
         with Session(self.engine) as session:
             counts = session.execute(
                 select(JobRow.queue, JobRow.status, func.count()).group_by(JobRow.queue, JobRow.status)
@@ -60,12 +79,22 @@ class _StoreCollector(Collector):
                     depth.add_metric([queue], count)
                 elif status == "running":
                     running.add_metric([queue], count)
-            per_node: dict[str, float] = {}
-            for placement in session.scalars(select(PlacementRow)):
-                share = len(placement.gpus) * placement.gpu_milli / 1000
-                per_node[placement.node] = per_node.get(placement.node, 0.0) + share
-            for node, allocated in sorted(per_node.items()):
-                gpus.add_metric([node], allocated)
-        yield depth
-        yield running
-        yield gpus
+            per_node: dict[str, float] = defaultdict(float)
+            for node, gpus, milli in session.execute(
+                select(PlacementRow.node, PlacementRow.gpus, PlacementRow.gpu_milli)
+            ):
+                per_node[node] += len(gpus) * milli / 1000
+            _, nodes = fleet(self.clusters, read_registrations(session))
+            heard = {name: t for name, t in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))}
+        per_pool: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for node in nodes:
+            per_pool[(node.cluster, node.pool)][0] += per_node.get(node.name, 0.0)
+            per_pool[(node.cluster, node.pool)][1] += len(node.gpus)
+        for node_name, allocated in sorted(per_node.items()):
+            node_gpus.add_metric([node_name], allocated)
+        for (cluster, pool), (allocated, total) in sorted(per_pool.items()):
+            pool_gpus.add_metric([cluster, pool, "allocated"], allocated)
+            pool_gpus.add_metric([cluster, pool, "total"], total)
+        for node_name, last in sorted(heard.items()):
+            heartbeat.add_metric([node_name], max(0.0, now - last))
+        yield from (depth, running, node_gpus, pool_gpus, heartbeat)

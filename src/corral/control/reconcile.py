@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
+from corral.control.fleet import fleet
 from corral.core.cluster import ClusterSpec
-from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
+from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
 from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
 
@@ -48,7 +49,7 @@ def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) 
         }
         workloads = {job_id: _workload(row) for job_id, row in jobs.items()}
         queues = [queue.spec() for queue in read_queues(session)] or None
-        snapshot = Snapshot(inventory.clusters, build_initial_nodes(list(inventory.clusters)), queues)
+        snapshot = Snapshot(*fleet(inventory.clusters, read_registrations(session)), queues)
         placements: dict[str, list[PlacementRow]] = {}
         for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
             placements.setdefault(row.job_id, []).append(row)
@@ -59,9 +60,9 @@ def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) 
             if jobs[job_id].status != "running":
                 continue
             allocation = _allocation(snapshot, jobs[job_id], workloads[job_id], rows)
-            lost = sorted({p.node for p in allocation.placements} & down)
+            lost = _lost(snapshot, allocation, down)
             if lost:
-                _requeue(session, jobs[job_id], allocation, now, f"node {', '.join(lost)} stopped answering")
+                _requeue(session, jobs[job_id], allocation, now, lost)
             else:
                 snapshot.allocate(allocation)
         snapshot.commit()
@@ -83,8 +84,23 @@ def _down_nodes(session: Session, snapshot: Snapshot, inventory: Inventory, now:
     }
 
 
+def _lost(snapshot: Snapshot, allocation: Allocation, down: set[str]) -> str | None:
+    """Why the allocation cannot go on (its node is down, or one of its GPUs failed), or None."""
+    silent = sorted({p.node for p in allocation.placements} & down)
+    if silent:
+        return f"node {', '.join(silent)} stopped answering"
+    failed = [
+        f"GPU {index} of {p.node}"
+        for p in allocation.placements
+        for index in p.gpus
+        if p.node in snapshot.nodes and not snapshot.nodes[p.node].gpus[index].healthy
+    ]
+    return f"{', '.join(failed)} failed (drained)" if failed else None
+
+
 def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, reason: str) -> None:
-    """The job's node is gone: it waits again and resumes from its last checkpoint (as a preemption)."""
+    """The job's node or GPU is gone: it waits again and resumes from its last checkpoint (as a
+    preemption)."""
     row.status, row.reason = "pending", reason
     row.checkpointed_seconds = checkpointed_progress(allocation.workload, allocation.progress(now))
     row.started_at = None

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from corral.control.fleet import fleet
 from corral.control.loop import ReconcileLoop
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
-from corral.core.nodes import Node, build_initial_nodes
+from corral.core.nodes import Node
 from corral.scheduling import Snapshot
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import AccountStore, Principal
@@ -51,7 +52,7 @@ class ControlPlane:
         self.queues = QueueStore(engine, self.jobs.clock)
         self.nodes = NodeStore(engine, self.jobs.clock)
         loop_metrics = self.loop.metrics if self.loop is not None else None
-        self.metrics = loop_metrics or ControlPlaneMetrics(engine)
+        self.metrics = loop_metrics or ControlPlaneMetrics(engine, self.inventory.clusters)
 
     def inventory_node(self, name: str) -> Node | None:
         return self.empty_snapshot().nodes.get(name)
@@ -59,15 +60,14 @@ class ControlPlane:
     def empty_snapshot(self) -> Snapshot:
         """The inventory with nothing running and the stored queues: "could this job ever run here?".
 
-        Rebuilt when a queue changes through this server (``queues_changed``)."""
+        Rebuilt when a queue or a node's registration changes through this server (``inventory_changed``)."""
         with self._lock:
             if self._empty is None:
                 queues = [queue.spec() for queue in self.queues.list()] or None
-                clusters = list(self.inventory.clusters)
-                self._empty = Snapshot(clusters, build_initial_nodes(clusters), queues)
+                self._empty = Snapshot(*fleet(self.inventory.clusters, self.nodes.registrations()), queues)
             return self._empty
 
-    def queues_changed(self) -> None:
+    def inventory_changed(self) -> None:
         with self._lock:
             self._empty = None
         self.changed()

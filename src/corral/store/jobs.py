@@ -203,6 +203,16 @@ class JobStore:
             )
             return {(queue, status): count for queue, status, count in rows}
 
+    def allocated_gpus(self) -> dict[str, float]:
+        """GPUs held by running pods per node (a share counts as its fraction)."""
+        with Session(self.engine) as session:
+            held: dict[str, float] = {}
+            for node, gpus, milli in session.execute(
+                select(PlacementRow.node, PlacementRow.gpus, PlacementRow.gpu_milli)
+            ):
+                held[node] = held.get(node, 0.0) + len(gpus) * milli / 1000
+            return held
+
     def events(self, job_id: str) -> list[JobEvent]:
         """What happened to a job, oldest first: submitted, started, preempted, node_lost, ended."""
         with Session(self.engine) as session:

@@ -1,4 +1,4 @@
-"""Node heartbeats: when each node's agent was last heard from."""
+"""Nodes as their agents report them: when each was last heard from, and what it registered."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from corral.api_models import NodeRegistration
 from corral.store.schema import NodeRow
 
 
@@ -19,11 +20,38 @@ class NodeStore:
     def heartbeat(self, name: str) -> float:
         now = self.clock()
         with Session(self.engine) as session, session.begin():
-            session.merge(NodeRow(name=name, last_heartbeat=now))
+            row = session.get(NodeRow, name)
+            if row is None:
+                session.add(NodeRow(name=name, last_heartbeat=now))
+            else:
+                row.last_heartbeat = now
         return now
+
+    def register(self, name: str, registration: NodeRegistration) -> None:
+        """Record what the node has; registering counts as a heartbeat."""
+        now = self.clock()
+        document = registration.model_dump(mode="json")
+        with Session(self.engine) as session, session.begin():
+            row = session.get(NodeRow, name)
+            if row is None:
+                session.add(NodeRow(name=name, last_heartbeat=now, registration=document))
+            else:
+                row.last_heartbeat, row.registration = now, document
 
     def last_heard(self) -> dict[str, float]:
         with Session(self.engine) as session:
             return {
                 name: heard for name, heard in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))
             }
+
+    def registrations(self) -> dict[str, NodeRegistration]:
+        with Session(self.engine) as session:
+            return read_registrations(session)
+
+
+def read_registrations(session: Session) -> dict[str, NodeRegistration]:
+    """Every registered node, by name (in the caller's transaction: a reconcile round's)."""
+    rows = session.execute(
+        select(NodeRow.name, NodeRow.registration).where(NodeRow.registration.is_not(None))
+    )
+    return {name: NodeRegistration.model_validate(document) for name, document in rows}

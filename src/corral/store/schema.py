@@ -66,12 +66,14 @@ class EventRow(Base):
 
 
 class NodeRow(Base):
-    """What the control plane hears from a node's agent."""
+    """What the control plane hears from a node's agent: heartbeats, and what the machine has."""
 
     __tablename__ = "nodes"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_heartbeat: Mapped[float] = mapped_column(Float)
+    registration: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    """The agent's ``NodeRegistration`` (JSON); None for a node only heard from, never registered."""
 
 
 class TenantRow(Base):

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from corral.api_models import Job, NodeState, PodExit
+from corral.api_models import Job, NodeRegistration, NodeState, PodExit
 from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
+from corral.control.fleet import RegistrationConflict, check_registration
 from corral.core.nodes import Node
 from corral.server.auth import AGENTS, EVERYONE, allow, refuse
 from corral.server.routes.jobs import as_job
@@ -30,8 +31,24 @@ def clusters(plane: Plane, _: Reader) -> list[dict[str, Any]]:
 
 @router.get("/nodes", response_model=list[NodeState])
 def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
-    heard = plane.nodes.last_heard()
-    return [_node_state(node, heard) for node in plane.empty_snapshot().nodes.values()]
+    """Every node: declared in the cluster file or registered by an agent, with what runs on it."""
+    return _node_states(plane, list(plane.empty_snapshot().nodes.values()))
+
+
+@router.put("/nodes/{name}", response_model=NodeState)
+def register(
+    request: Request, name: str, registration: NodeRegistration, plane: Plane, principal: Agent
+) -> NodeState:
+    """An agent registers its machine (again whenever a GPU's health changes). A new name becomes a node
+    the next round schedules onto; a name the cluster file declares takes the GPUs' health from here,
+    and a different GPU count is refused (409). Jobs on a GPU reported unhealthy are requeued."""
+    try:
+        check_registration(plane.inventory.clusters, name, registration)
+    except RegistrationConflict as error:
+        refuse(request, 409, str(error), principal)
+    plane.nodes.register(name, registration)
+    plane.inventory_changed()
+    return _node_states(plane, [plane.empty_snapshot().nodes[name]])[0]
 
 
 @router.post("/nodes/{name}/heartbeat", response_model=NodeState)
@@ -40,7 +57,7 @@ def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> No
     and their work is requeued."""
     node = _known(request, plane, principal, name)
     plane.nodes.heartbeat(name)
-    return _node_state(node, plane.nodes.last_heard())
+    return _node_states(plane, [node])[0]
 
 
 @router.get("/nodes/{name}/pods", response_model=list[DesiredPod])
@@ -68,12 +85,26 @@ def _known(request: Request, plane: ControlPlane, principal: Principal, name: st
     return node
 
 
-def _node_state(node: Node, heard: dict[str, float]) -> NodeState:
-    return NodeState(
-        name=node.name,
-        cluster=node.cluster,
-        pool=node.pool,
-        gpus=len(node.gpus),
-        gpu_model=node.gpu_model,
-        last_heartbeat=heard.get(node.name),
+def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
+    held, registered, heard = (
+        plane.jobs.allocated_gpus(),
+        plane.nodes.registrations(),
+        plane.nodes.last_heard(),
     )
+    return [
+        NodeState(
+            name=node.name,
+            cluster=node.cluster,
+            pool=node.pool,
+            flavor=node.flavor,
+            cpu=node.cpu,
+            memory_gib=node.memory_gib,
+            gpus=len(node.gpus),
+            gpu_model=node.gpu_model,
+            gpus_allocated=held.get(node.name, 0.0),
+            unhealthy_gpus=[gpu.index for gpu in node.gpus if not gpu.healthy],
+            registered=node.name in registered,
+            last_heartbeat=heard.get(node.name),
+        )
+        for node in nodes
+    ]

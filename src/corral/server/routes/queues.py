@@ -60,7 +60,7 @@ def put_queue(
     if queue.name != name:
         refuse(request, 422, f"name: the body names queue {queue.name!r}, the path {name!r}", principal)
     response.status_code = 201 if plane.queues.put(queue) else 200
-    plane.queues_changed()
+    plane.inventory_changed()
     return queue
 
 
@@ -73,4 +73,4 @@ def delete_queue(request: Request, name: str, plane: Plane, principal: Admin) ->
         refuse(request, 404, str(error), principal)
     except QueueInUse as error:
         refuse(request, 409, str(error), principal)
-    plane.queues_changed()
+    plane.inventory_changed()
