@@ -118,3 +118,32 @@ def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
             assert client.logs(job.id).strip() == "0,1"
     finally:
         stop(process)
+
+
+def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monkeypatch) -> None:
+    client, folder, port = server
+    monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CORRAL_TOKEN", read_token(folder))
+    cli = CliRunner()
+    ran = cli.invoke(
+        app, ["run", "--wait", "--json", "--queue", "nlp", "--", "echo one; sleep 0.5; echo two"]
+    )
+    assert ran.exit_code == 0, ran.output
+    job = json.loads(ran.output)
+    assert job["status"] == "finished" and job["attempt"] == 1
+    assert cli.invoke(app, ["logs", "-f", job["id"]]).output == "one\ntwo\n"
+    status = cli.invoke(app, ["status", job["id"]])
+    assert all(kind in status.output for kind in ("submitted", "started", "finished"))
+    failing = cli.invoke(app, ["run", "--wait", "--queue", "nlp", "--", "exit 3"])
+    assert failing.exit_code == 1 and "pod 0 exited with code 3" in failing.output
+    view = cli.invoke(app, ["top", "--once"])
+    assert view.exit_code == 0 and "dgx-0" in view.output and "nlp" in view.output
+    assert "vision" in cli.invoke(app, ["queues"]).output
+    assert cli.invoke(app, ["tenants", "add", "robotics"]).exit_code == 0
+    added = cli.invoke(app, ["users", "add", "ada", "--tenant", "robotics"])
+    assert added.exit_code == 0, added.output
+    monkeypatch.setenv("CORRAL_TOKEN", added.output.split()[-1])
+    assert "ada (member) in tenant robotics" in cli.invoke(app, ["whoami"]).output
+    assert job["id"] not in cli.invoke(app, ["ls"]).output
+    refused = cli.invoke(app, ["users", "ls"])
+    assert refused.exit_code == 2 and "ada is member; this needs admin" in refused.output

@@ -21,6 +21,8 @@ class Job(BaseModel):
     ended_at: float | None
     reason: str | None
     """Why it waits, failed or was cancelled."""
+    attempt: int
+    """How many times it started: more than 1 after a preemption or a lost node (it resumed)."""
     spec: dict[str, Any]
 
 

@@ -6,6 +6,7 @@ Rich table, or JSON with ``--json`` for scripts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.api_models import Job
+from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.paths import default_data_dir
 
 if TYPE_CHECKING:
@@ -141,11 +143,17 @@ def register(
             str | None, typer.Option(help="Idempotency key: a retry returns the same job.")
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+        wait: Annotated[
+            bool, typer.Option(help="Wait until it ends, showing where it is; exit 1 if it fails.")
+        ] = False,
     ) -> None:
         """Submit a job."""
         with user_errors(), _client() as client:
             job = client.submit(spec, idempotency_key=key)
+            if wait:
+                job = wait_for_end(client, job, console, quiet=as_json)
         _print_jobs(console, [job], as_json, single=True)
+        _exit_like(job, wait)
 
     @app.command("ls")
     def list_jobs(
@@ -164,20 +172,30 @@ def register(
         job_id: Annotated[str, typer.Argument(help="Job id.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     ) -> None:
-        """One job's status."""
+        """One job's status, and what happened to it (started, preempted, resumed ...)."""
         with user_errors(), _client() as client:
             job = client.job(job_id)
+            events = [] if as_json else client.events(job_id)
         _print_jobs(console, [job], as_json, single=True)
+        if events:
+            console.print(events_table(events, job.submitted_at))
 
     @app.command()
     def logs(
         job_id: Annotated[str, typer.Argument(help="Job id.")],
         pod: Annotated[int, typer.Option(help="Which pod of the job.")] = 0,
+        follow: Annotated[
+            bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")
+        ] = False,
     ) -> None:
-        """Print a job's output (one pod, latest run)."""
+        """Print a job's output (one pod, latest run); with -f, follow it (a resumed job's new attempt
+        is announced and followed too)."""
         with user_errors(), _client() as client:
-            text = client.logs(job_id, pod)
-        print(text, end="" if text.endswith("\n") else "\n")
+            if not follow:
+                text = client.logs(job_id, pod)
+                print(text, end="" if text.endswith("\n") else "\n")
+                return
+            follow_logs(client, job_id, pod)
 
     @app.command()
     def run(
@@ -189,6 +207,9 @@ def register(
         queue: Annotated[str, typer.Option(help="Queue.")] = "default",
         name: Annotated[str, typer.Option(help="Job name.")] = "run",
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+        wait: Annotated[
+            bool, typer.Option(help="Wait until it ends, showing where it is; exit 1 if it fails.")
+        ] = False,
     ) -> None:
         """Submit a command as a job: corral run --gpus 1 -- python train.py (one quoted argument is run
         by the shell: corral run -- 'python a.py && python b.py')."""
@@ -200,7 +221,10 @@ def register(
         body = {"name": name, "queue": queue, "command": line, "pods": pods, "resources": resources}
         with user_errors(), _client() as client:
             job = client.submit(body)
+            if wait:
+                job = wait_for_end(client, job, console, quiet=as_json)
         _print_jobs(console, [job], as_json, single=True)
+        _exit_like(job, wait)
 
     @app.command()
     def nodes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
@@ -210,14 +234,30 @@ def register(
         if as_json:
             console.print_json(json.dumps([state.model_dump() for state in states]))
             return
-        table = Table("node", "cluster", "pool", "GPUs", "model", "last heartbeat")
+        table = Table("node", "cluster", "pool", "flavor", "GPUs used", "model", "drained", "last heartbeat")
         now = time.time()
         for state in states:
             heard = f"{now - state.last_heartbeat:.0f} s ago" if state.last_heartbeat is not None else "never"
             table.add_row(
-                state.name, state.cluster, state.pool, str(state.gpus), state.gpu_model or "", heard
+                state.name,
+                state.cluster,
+                state.pool,
+                state.flavor,
+                f"{state.gpus_allocated:g}/{state.gpus}",
+                state.gpu_model or "",
+                ", ".join(map(str, state.unhealthy_gpus)),
+                heard,
             )
         console.print(table)
+
+    @app.command()
+    def top(
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+        once: Annotated[bool, typer.Option(help="Print one view and exit.")] = False,
+    ) -> None:
+        """A live view of GPUs per node, queues and the newest jobs (Ctrl-C to leave)."""
+        with user_errors(), _client() as client, contextlib.suppress(KeyboardInterrupt):
+            live_view(client, console, interval, once)
 
     @app.command()
     def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
@@ -272,6 +312,12 @@ def _serve(
     console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
     app = create_app(store, inventory, loop, backend.read_log if backend else None)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _exit_like(job: Job, waited: bool) -> None:
+    """After --wait, the exit status says how the job ended: 0 finished, 1 otherwise."""
+    if waited and job.status != "finished":
+        raise typer.Exit(1)
 
 
 def _client() -> AbstractContextManager:  # type: ignore[type-arg]

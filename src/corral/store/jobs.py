@@ -57,6 +57,7 @@ class JobRecord:
     started_at: float | None
     ended_at: float | None
     reason: str | None
+    attempt: int
 
     @classmethod
     def of(cls, row: JobRow) -> JobRecord:
@@ -71,6 +72,7 @@ class JobRecord:
             started_at=row.started_at,
             ended_at=row.ended_at,
             reason=row.reason,
+            attempt=row.attempt,
         )
 
 

@@ -1,0 +1,108 @@
+"""Watching jobs from the terminal: waiting with a live status line, following logs, and ``corral top``.
+
+All of it polls the API (every half second): the server pushes nothing, so a watcher can come and go
+without the server knowing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from corral.api_models import Job, JobEventOut
+from corral.client import APIError, Client
+
+POLL_SECONDS = 0.5
+ENDED = ("finished", "failed", "cancelled")
+
+
+def wait_for_end(client: Client, job: Job, console: Console, *, quiet: bool = False) -> Job:
+    """Poll until ``job`` ends, showing its status and why it waits (a spinner on a terminal)."""
+    if quiet:
+        while job.status not in ENDED:
+            time.sleep(POLL_SECONDS)
+            job = client.job(job.id)
+        return job
+    with console.status(_line(job)) as status:
+        while job.status not in ENDED:
+            time.sleep(POLL_SECONDS)
+            job = client.job(job.id)
+            status.update(_line(job))
+    return job
+
+
+def _line(job: Job) -> str:
+    started = time.time() - (job.started_at or job.submitted_at)
+    where = f"{job.status} for {started:.0f} s" + (f" (attempt {job.attempt})" if job.attempt > 1 else "")
+    return f"{job.id} {where}" + (f": {job.reason}" if job.reason and job.status == "pending" else "")
+
+
+def follow_logs(client: Client, job_id: str, pod: int = 0) -> None:
+    """Print a pod's output as it grows until the job ends; a new attempt (after a preemption or a lost
+    node) starts a new log, announced with a rule."""
+    offset, attempt = 0, None
+    while True:
+        job = client.job(job_id)
+        if job.attempt != attempt and job.status == "running":
+            if attempt is not None:
+                print(f"--- attempt {job.attempt} (resumed) ---", flush=True)
+            offset, attempt = 0, job.attempt
+        try:
+            text = client.logs(job_id, pod, offset)
+        except APIError as error:
+            if error.status != 404:
+                raise
+            text = ""  # not started yet, or between attempts
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            offset += len(text.encode())
+        elif job.status in ENDED:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def events_table(events: list[JobEventOut], since: float) -> Table:
+    table = Table("after", "event", "reason", title="events", title_justify="left")
+    for event in events:
+        table.add_row(f"{event.t - since:.1f} s", event.kind, event.reason or "")
+    return table
+
+
+def live_view(client: Client, console: Console, interval: float = 2.0, once: bool = False) -> None:
+    """A live view of nodes (GPUs allocated), queues (waiting, running) and the newest jobs."""
+    if once:
+        console.print(_view(client))
+        return
+    with Live(_view(client), console=console, screen=False, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(_view(client), refresh=True)
+
+
+def _view(client: Client) -> Group:
+    nodes = Table("node", "pool", "GPUs used", "", "heartbeat", title="nodes", title_justify="left")
+    now = time.time()
+    for node in client.nodes():
+        bar = _bar(node.gpus_allocated, node.gpus)
+        sick = f" [red]{len(node.unhealthy_gpus)} drained[/]" if node.unhealthy_gpus else ""
+        heard = f"{now - node.last_heartbeat:.0f} s ago" if node.last_heartbeat else "-"
+        nodes.add_row(node.name, node.pool, f"{node.gpus_allocated:g}/{node.gpus}{sick}", bar, heard)
+    queues = Table("queue", "pending", "running", title="queues", title_justify="left")
+    for queue in client.queues():
+        queues.add_row(queue.name, str(queue.pending), str(queue.running))
+    jobs = Table("id", "name", "queue", "status", "reason", title="jobs (newest)", title_justify="left")
+    for job in client.jobs(limit=15):
+        jobs.add_row(job.id, job.name, job.queue, job.status, job.reason or "")
+    return Group(nodes, queues, jobs)
+
+
+def _bar(used: float, total: int, width: int = 16) -> str:
+    if not total:
+        return ""
+    filled = round(width * used / total)
+    return "[green]" + "█" * filled + "[/][dim]" + "·" * (width - filled) + "[/]"
