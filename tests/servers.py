@@ -30,8 +30,9 @@ def admin_client(data_dir: Path, port: int) -> Client:
     return Client(f"http://127.0.0.1:{port}", token=read_token(data_dir))
 
 
-def wait_for(client: Client, job_id: str, status: str) -> None:
-    for _ in range(200):
+def wait_for(client: Client, job_id: str, status: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if client.job(job_id).status == status:
             return
         time.sleep(0.05)

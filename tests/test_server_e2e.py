@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from corral.cli.main import app
 from corral.client import APIError, Client
 from corral.paths import read_token
 from corral.server.process import start
+from corral.spec.job import load_job_spec
 
+PREEMPTION = Path(__file__).resolve().parents[1] / "examples" / "jobs" / "preemption"
 JOB = {"name": "train", "queue": "nlp", "command": "sleep 5", "resources": {"gpus": 1, "cpu": 1}}
 
 
@@ -147,3 +150,29 @@ def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monke
     assert job["id"] not in cli.invoke(app, ["ls"]).output
     refused = cli.invoke(app, ["users", "ls"])
     assert refused.exit_code == 2 and "ada is member; this needs admin" in refused.output
+
+
+def test_a_preempted_job_resumes_from_its_checkpoint(server, tmp_path: Path) -> None:
+    """The demo's story: a checkpointing run is preempted by an urgent job of higher priority in the same
+    queue, then runs again as attempt 2 and continues from the step its checkpoint holds."""
+    client, folder, _ = server
+    checkpoints = tmp_path / "checkpoints"
+    spec = load_job_spec(PREEMPTION / "train.yaml")
+    assert spec.checkpoint is not None
+    checkpoint = spec.checkpoint.model_copy(update={"dir": str(checkpoints)})
+    train = client.submit(spec.model_copy(update={"workdir": str(PREEMPTION), "checkpoint": checkpoint}))
+    while not any(int(p.read_text() or 0) >= 2 for p in checkpoints.glob("*.step")):
+        time.sleep(0.1)
+    urgent = client.submit(PREEMPTION / "urgent.yaml")
+    wait_for(client, urgent.id, "finished", timeout=60)
+    wait_for(client, train.id, "finished", timeout=60)
+    assert [e.kind for e in client.events(train.id)] == [
+        "submitted",
+        "started",
+        "preempted",
+        "started",
+        "finished",
+    ]
+    resumed = client.logs(train.id)
+    assert resumed.startswith("attempt 2: resumed from step ") and "finished 12 steps" in resumed
+    assert client.job(train.id).attempt == 2

@@ -1,5 +1,12 @@
 """The control-plane part of `make demo`: start `corral server` on loopback (SQLite and the local backend
-in out/corral), submit the example jobs, wait for them to end, show `corral ls` and each pod's output.
+in out/corral, fresh each time), then
+
+1. submit the example jobs (a one-GPU job, a quarter-GPU share, a 2-pod gang) and wait for them;
+2. run a long low-priority training job that checkpoints every step, and submit an urgent job that the
+   queue's quota cannot hold beside it: the scheduler preempts the training job, runs the urgent one,
+   and the training job resumes from its checkpoint as attempt 2;
+
+and show `corral ls`, the training job's events and every pod's output.
 
     .venv/bin/python examples/jobs/demo.py
 """
@@ -7,42 +14,75 @@ in out/corral), submit the example jobs, wait for them to end, show `corral ls` 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from corral.api_models import Job
 from corral.client import Client
 from corral.paths import read_token
 from corral.server.process import free_port, start, stop
+from corral.spec.job import JobSpec, load_job_spec
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA = REPO / "out" / "corral"
+PREEMPTION = HERE / "preemption"
 
 
 def main() -> None:
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    DATA.mkdir(parents=True, exist_ok=True)
     arguments = ["server", "--cluster", str(REPO / "examples/demo/cluster.yaml"), "--data-dir", str(DATA)]
     server = start([*arguments, "--port", str(port), "--interval", "0.5"], DATA / "server.log", port)
     try:
-        token = read_token(DATA)
+        token = read_token(DATA) or ""
         with Client(url, token=token) as client:
-            print(f"corral server at {url} (store and pod output in {DATA})")
+            print(f"corral server at {url} (store and pod output in {DATA}; admin token in {DATA / 'token'})")
             jobs = [client.submit(path) for path in sorted(HERE.glob("*.yaml"))]
             for job in jobs:
                 print(f"submitted {job.id} ({job.name})")
-            while any(client.job(job.id).status in ("pending", "running") for job in jobs):
-                time.sleep(0.5)
-        env = os.environ | {"CORRAL_URL": url, "CORRAL_TOKEN": token or ""}
-        subprocess.run([sys.executable, "-m", "corral", "ls"], env=env, check=True)
+            _wait(client, jobs)
+            jobs += _preemption(client)
+        env = os.environ | {"CORRAL_URL": url, "CORRAL_TOKEN": token}
+        corral = [sys.executable, "-m", "corral"]
+        subprocess.run([*corral, "ls"], env=env, check=True)
+        subprocess.run([*corral, "status", jobs[-2].id], env=env, check=True)
         for log_file in sorted(DATA.glob("runs/*/attempt-*/pod-*/output.log")):
-            if any(job.id in str(log_file) for job in jobs):
-                print(f"{log_file.relative_to(DATA)}: {log_file.read_text().strip()}")
+            for line in log_file.read_text().splitlines():
+                print(f"{log_file.relative_to(DATA)}: {line}")
     finally:
         stop(server, kill=False)
+
+
+def _preemption(client: Client) -> list[Job]:
+    """A checkpointing run is preempted by an urgent job and resumes from its checkpoint."""
+    checkpoints = DATA / "checkpoints" / "train"
+    spec = load_job_spec(PREEMPTION / "train.yaml")
+    spec = in_folders(spec, workdir=PREEMPTION, checkpoints=checkpoints)
+    train = client.submit(spec)
+    print(f"submitted {train.id} (train, priority 0, checkpoints every step)")
+    while not any(int(path.read_text() or 0) >= 3 for path in checkpoints.glob("*.step")):
+        time.sleep(0.2)
+    urgent = client.submit(PREEMPTION / "urgent.yaml")
+    print(f"submitted {urgent.id} (urgent, priority 10): the nlp queue cannot hold both")
+    _wait(client, [train, urgent])
+    return [train, urgent]
+
+
+def in_folders(spec: JobSpec, *, workdir: Path, checkpoints: Path) -> JobSpec:
+    assert spec.checkpoint is not None
+    checkpoint = spec.checkpoint.model_copy(update={"dir": str(checkpoints)})
+    return spec.model_copy(update={"workdir": str(workdir), "checkpoint": checkpoint})
+
+
+def _wait(client: Client, jobs: list[Job]) -> None:
+    while any(client.job(job.id).status in ("pending", "running") for job in jobs):
+        time.sleep(0.3)
 
 
 if __name__ == "__main__":

@@ -48,12 +48,12 @@ class Agent:
     def step(self) -> None:
         self._register_or_heartbeat()
         desired = self.client.node_pods(self.node)
+        self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         for pod in desired:
             code = self.runner.ensure(pod)
             if code is not None and pod.key not in self._reported:
                 self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
                 self._reported.add(pod.key)
-        self.runner.stop_others({pod.key for pod in desired})
 
     def _register_or_heartbeat(self) -> None:
         now = time.monotonic()

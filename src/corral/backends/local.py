@@ -31,6 +31,7 @@ class LocalBackend:
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         desired = desired_pods(self.store)
+        self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         by_job: dict[str, list[DesiredPod]] = {}
         for pod in desired:
             by_job.setdefault(pod.job_id, []).append(pod)
@@ -39,7 +40,6 @@ class LocalBackend:
             if all(code is not None for code in exits):
                 succeeded, reason = exit_outcome([code for code in exits if code is not None])
                 self.store.finish(job_id, succeeded=succeeded, reason=reason)
-        self.runner.stop_others({pod.key for pod in desired})
 
 
 def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
