@@ -72,6 +72,7 @@ def test_a_gang_spans_two_agents_and_each_pod_sees_its_own_gpus(lab) -> None:
     )
     wait_for(client, job.id, "finished")
     assert _logs(folder, job.id) == ["pod 0 gpus 0,1", "pod 1 gpus 0,1"]
+    assert [client.logs(job.id, pod) for pod in (0, 1)] == ["pod 0 gpus 0,1\n", "pod 1 gpus 0,1\n"]
     assert {
         p.parent.parent.parent.parent.parent.name for p in folder.glob(f"m-*/runs/{job.id}/*/*/output.log")
     } == {
@@ -104,6 +105,7 @@ def test_an_agent_killed_9_has_its_job_requeued_and_completed_elsewhere(lab) -> 
     other = "m-1" if node == "m-0" else "m-0"
     output = folder / other / "runs" / job.id / "attempt-2" / "pod-0" / "output.log"
     assert output.read_text().strip() == "done on attempt 2"
+    assert client.logs(job.id) == "done on attempt 2\n"  # shipped by the agent that ran it
 
 
 def _node_running(folder: Path, job_id: str) -> str:

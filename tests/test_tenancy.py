@@ -98,6 +98,12 @@ ROUTES = [
         frozenset({"admin", "agent"}),
         body={"attempt": 1, "code": 0},
     ),
+    Route(
+        "POST",
+        "/jobs/{job_id}/pods/{pod}/logs",
+        frozenset({"admin", "agent"}),
+        body={"attempt": 1, "offset": 0, "text": "hi\n"},
+    ),
     Route("GET", "/queues", PEOPLE),
     Route("PUT", "/queues/{name}", ADMIN, name="extra", body={"name": "extra"}),
     Route("DELETE", "/queues/{name}", ADMIN, name="shared"),

@@ -51,6 +51,19 @@ class NodeState(BaseModel):
     """Unix seconds; None when its agent was never heard from."""
 
 
+class LogChunk(BaseModel):
+    """Output an agent ships: ``text`` starts at byte ``offset`` of the pod's output in ``attempt``."""
+
+    attempt: int = Field(ge=1)
+    offset: int = Field(ge=0)
+    text: str
+
+
+class LogLength(BaseModel):
+    length: int
+    """Bytes of the pod's output the server holds: where the agent's next chunk must start."""
+
+
 class PodExit(BaseModel):
     """An agent's report that a pod's process ended."""
 

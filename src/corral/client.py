@@ -149,6 +149,11 @@ class Client:
         """The pods an agent should be running on ``node``."""
         return [DesiredPod.model_validate(p) for p in self._call("GET", f"/nodes/{node}/pods")]
 
+    def ship_logs(self, job_id: str, attempt: int, pod: int, offset: int, text: str) -> int:
+        """What an agent calls with a pod's new output; returns the bytes the server now holds."""
+        body = {"attempt": attempt, "offset": offset, "text": text}
+        return int(self._call("POST", f"/jobs/{job_id}/pods/{pod}/logs", json=body)["length"])
+
     def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> Job:
         body = {"attempt": attempt, "code": code}
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/pods/{pod}/exit", json=body))

@@ -17,12 +17,14 @@ from pathlib import Path
 import httpx
 
 from corral.api_models import NodeRegistration
-from corral.backends.pods import PodRunner
+from corral.backends.pods import DesiredPod, PodRunner
 from corral.client import APIError, Client
 
 log = logging.getLogger(__name__)
 
 
+MAX_CHUNK_BYTES = 1 << 20
+"""Most output sent in one request; a pod that writes faster catches up over the next steps."""
 PROBE_SECONDS = 10.0
 """How often the agent looks at its GPUs again (an NVML query per GPU)."""
 
@@ -44,6 +46,8 @@ class Agent:
         self._registered: NodeRegistration | None = None
         self._probed_at = float("-inf")
         self._reported: set[tuple[str, int, int]] = set()
+        self._shipped: dict[tuple[str, int, int], int] = {}
+        """Bytes of each pod's output the server holds (as it last said)."""
 
     def step(self) -> None:
         self._register_or_heartbeat()
@@ -51,9 +55,34 @@ class Agent:
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         for pod in desired:
             code = self.runner.ensure(pod)
-            if code is not None and pod.key not in self._reported:
+            if pod.key in self._reported:
+                continue
+            self._ship_output(pod, ended=code is not None)
+            if code is not None:
                 self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
                 self._reported.add(pod.key)
+
+    def _ship_output(self, pod: DesiredPod, *, ended: bool) -> None:
+        """Send the pod's output the server does not have yet: whole lines while it runs (a line cut in
+        the middle of a character would not decode), everything once it ended."""
+        log = self.runner.files(pod.job_id, pod.attempt, pod.pod).log
+        while True:
+            offset = self._shipped.get(pod.key, 0)
+            try:
+                with open(log, "rb") as file:
+                    file.seek(offset)
+                    data = file.read(MAX_CHUNK_BYTES)
+            except FileNotFoundError:
+                return
+            full = len(data) == MAX_CHUNK_BYTES
+            if not ended:
+                data = data[: data.rfind(b"\n") + 1]
+            if not data and pod.key in self._shipped:
+                return
+            text = data.decode(errors="replace")
+            self._shipped[pod.key] = self.client.ship_logs(pod.job_id, pod.attempt, pod.pod, offset, text)
+            if not (ended and full):
+                return
 
     def _register_or_heartbeat(self) -> None:
         now = time.monotonic()

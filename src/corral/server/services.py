@@ -21,6 +21,7 @@ from corral.scheduling import Snapshot
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import AccountStore, Principal
 from corral.store.jobs import JobStore
+from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
 from corral.store.queues import QueueStore
 
@@ -39,6 +40,7 @@ class ControlPlane:
     loop: ReconcileLoop | None = None
     logs: LogReader | None = None
     accounts: AccountStore = field(init=False)
+    shipped_logs: LogStore = field(init=False)
     queues: QueueStore = field(init=False)
     nodes: NodeStore = field(init=False)
     metrics: ControlPlaneMetrics = field(init=False)
@@ -51,8 +53,14 @@ class ControlPlane:
         self.accounts = AccountStore(engine, self.jobs.clock)
         self.queues = QueueStore(engine, self.jobs.clock)
         self.nodes = NodeStore(engine, self.jobs.clock)
+        self.shipped_logs = LogStore(engine)
         loop_metrics = self.loop.metrics if self.loop is not None else None
         self.metrics = loop_metrics or ControlPlaneMetrics(engine, self.inventory.clusters)
+
+    def read_log(self, job_id: str, pod: int) -> str | None:
+        """A pod's output: from this machine's backend if it ran here, else what its agent shipped."""
+        local = self.logs(job_id, pod) if self.logs is not None else None
+        return local if local is not None else self.shipped_logs.read(job_id, pod)
 
     def inventory_node(self, name: str) -> Node | None:
         return self.empty_snapshot().nodes.get(name)

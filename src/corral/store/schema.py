@@ -114,3 +114,18 @@ class QueueRow(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The queue's ``QueueConfig`` as JSON: quota, cohort, weight, tenants."""
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class LogChunkRow(Base):
+    """Output an agent shipped for one pod: its bytes ``[end - len(text), end)`` of one attempt."""
+
+    __tablename__ = "log_chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    attempt: Mapped[int] = mapped_column(Integer)
+    pod: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_log_chunks_pod", "job_id", "pod", "attempt", "end", unique=True),)

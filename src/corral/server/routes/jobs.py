@@ -99,7 +99,7 @@ def logs(
 ) -> PlainTextResponse:
     """A pod's output (stdout and stderr) from its latest run, from byte ``offset`` on."""
     visible_job(request, plane, principal, job_id)
-    text = plane.logs(job_id, pod) if plane.logs is not None else None
+    text = plane.read_log(job_id, pod)
     if text is None:
         raise HTTPException(status_code=404, detail=f"no output for pod {pod} of {job_id} (not started here)")
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from corral.api_models import Job, NodeRegistration, NodeState, PodExit
+from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit
 from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
@@ -76,6 +76,13 @@ def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Pl
         refuse(request, 404, str(error), principal)
     plane.changed()
     return job
+
+
+@router.post("/jobs/{job_id}/pods/{pod}/logs", response_model=LogLength, tags=["jobs"])
+def ship_logs(job_id: str, pod: int, chunk: LogChunk, plane: Plane, _: Agent) -> LogLength:
+    """An agent ships a pod's new output. A chunk that does not start where the stored output ends is
+    ignored; the answer says where it ends, so the agent resumes there."""
+    return LogLength(length=plane.shipped_logs.append(job_id, chunk.attempt, pod, chunk.offset, chunk.text))
 
 
 def _known(request: Request, plane: ControlPlane, principal: Principal, name: str) -> Node:
