@@ -266,3 +266,15 @@ def _state(lab: Lab) -> tuple:
             tuple(connection.execute(text(f"SELECT * FROM {table} ORDER BY 1")))
             for table in ("jobs", "queues", "tenants", "users", "tokens", "placements")
         )
+
+
+def test_the_openapi_document_names_the_token_and_the_refusals_of_every_route(lab: Lab) -> None:
+    document = lab.http.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for route in ROUTES:
+        operation = document["paths"][API + route.path][route.method.lower()]
+        assert operation["security"] == [{"HTTPBearer": []}], route
+        assert {"401", "403", "404"} <= set(operation["responses"]), route
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/Problem"
+        )

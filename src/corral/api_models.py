@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 JOB_STATUSES = ("pending", "running", "finished", "failed", "cancelled")
 
 
+class Problem(BaseModel):
+    """Every refusal: what is wrong and, where there is one, the fix."""
+
+    detail: str
+
+
 class Job(BaseModel):
     id: str
     name: str

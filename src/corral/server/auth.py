@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from corral.api_models import Problem
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal, Role
 from corral.store.jobs import JobNotFound, JobRecord
@@ -26,6 +27,24 @@ bearer = HTTPBearer(
     description="An API token, `corral_<id>_<secret>`: `corral up` writes the first admin's to "
     "`<data dir>/token`; `corral users add` makes more.",
 )
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No API token, or one that is not recognised."},
+    403: {"model": Problem, "description": "The caller's role or tenant may not do this."},
+    404: {"model": Problem, "description": "No such thing, or another tenant's."},
+}
+"""The refusals every authenticated route may answer, for the OpenAPI document."""
+TEXT_ROUTE_REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": answer["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for code, answer in REFUSALS.items()
+}
+"""The same, for a route that answers text: its refusals are still JSON (FastAPI would say text)."""
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "The change conflicts with the current state."}
+}
 
 EVERYONE: tuple[Role, ...] = ("admin", "member", "viewer")
 """People, not machines: agents hold tokens for their node's routes only."""

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from corral.api_models import Me, NewTenant, NewToken, NewUser, TokenInfo, UserInfo
-from corral.server.auth import allow, authenticated, refuse
+from corral.server.auth import CONFLICT, REFUSALS, allow, authenticated, refuse
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import AccountError, Principal
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Caller = Annotated[Principal, Depends(authenticated)]
 Admin = Annotated[Principal, Depends(allow("admin"))]
@@ -28,7 +28,7 @@ def tenants(plane: Plane, _: Admin) -> list[str]:
     return plane.accounts.tenants()
 
 
-@router.post("/tenants", status_code=201, response_model=NewTenant)
+@router.post("/tenants", status_code=201, response_model=NewTenant, responses=CONFLICT)
 def create_tenant(request: Request, body: NewTenant, plane: Plane, principal: Admin) -> NewTenant:
     try:
         plane.accounts.create_tenant(body.name)
@@ -42,7 +42,7 @@ def users(plane: Plane, _: Admin, tenant: str | None = None) -> list[UserInfo]:
     return [UserInfo(name=u.name, tenant=u.tenant, role=u.role) for u in plane.accounts.users(tenant)]
 
 
-@router.post("/users", status_code=201, response_model=NewToken)
+@router.post("/users", status_code=201, response_model=NewToken, responses=CONFLICT)
 def create_user(request: Request, body: NewUser, plane: Plane, principal: Admin) -> NewToken:
     """A user in a tenant with a role, and their first token (shown this once; only its hash is kept)."""
     try:

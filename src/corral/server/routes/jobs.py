@@ -13,14 +13,14 @@ from fastapi.responses import PlainTextResponse
 
 from corral.api_models import Job, JobEventOut, Why
 from corral.scheduling.feasibility import feasibility
-from corral.server.auth import EVERYONE, SUBMITTERS, allow, refuse, visible_job
+from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
 from corral.store.jobs import JobAlreadyEnded, JobRecord
 from corral.store.queues import QueueNotFound
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Submitter = Annotated[Principal, Depends(allow(*SUBMITTERS))]
@@ -88,7 +88,16 @@ def events(request: Request, job_id: str, plane: Plane, principal: Reader) -> li
     return [JobEventOut(t=e.t, kind=e.kind, reason=e.reason) for e in plane.jobs.events(job_id)]
 
 
-@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The output, as text.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def logs(
     request: Request,
     job_id: str,
@@ -105,7 +114,7 @@ def logs(
     return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job)
+@router.post("/jobs/{job_id}/cancel", response_model=Job, responses=CONFLICT)
 def cancel(request: Request, job_id: str, plane: Plane, principal: Submitter) -> Job:
     visible_job(request, plane, principal, job_id)
     try:

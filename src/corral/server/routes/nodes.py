@@ -11,13 +11,13 @@ from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
 from corral.core.nodes import Node
-from corral.server.auth import AGENTS, EVERYONE, allow, refuse
+from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, refuse
 from corral.server.routes.jobs import as_job
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
 from corral.store.jobs import JobNotFound
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Agent = Annotated[Principal, Depends(allow(*AGENTS))]
@@ -35,7 +35,7 @@ def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
     return _node_states(plane, list(plane.empty_snapshot().nodes.values()))
 
 
-@router.put("/nodes/{name}", response_model=NodeState)
+@router.put("/nodes/{name}", response_model=NodeState, responses=CONFLICT)
 def register(
     request: Request, name: str, registration: NodeRegistration, plane: Plane, principal: Agent
 ) -> NodeState:

@@ -10,13 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from corral.api_models import Cohort, QueueState
-from corral.server.auth import EVERYONE, allow, refuse
+from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.queue import QueueConfig
 from corral.store.accounts import Principal
 from corral.store.queues import QueueInUse, QueueNotFound
 
-router = APIRouter(tags=["queues"])
+router = APIRouter(tags=["queues"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Admin = Annotated[Principal, Depends(allow("admin"))]
@@ -64,7 +64,7 @@ def put_queue(
     return queue
 
 
-@router.delete("/queues/{name}", status_code=204)
+@router.delete("/queues/{name}", status_code=204, responses=CONFLICT)
 def delete_queue(request: Request, name: str, plane: Plane, principal: Admin) -> None:
     """Refused (409) while pending or running jobs use the queue."""
     try:
