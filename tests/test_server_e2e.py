@@ -176,3 +176,21 @@ def test_a_preempted_job_resumes_from_its_checkpoint(server, tmp_path: Path) -> 
     resumed = client.logs(train.id)
     assert resumed.startswith("attempt 2: resumed from step ") and "finished 12 steps" in resumed
     assert client.job(train.id).attempt == 2
+
+
+def test_a_failed_job_runs_again_while_it_has_retries(server) -> None:
+    client, _, _ = server
+    flaky = {"name": "flaky", "queue": "nlp", "retries": 2, "resources": {"gpus": 1}}
+    job = client.submit(flaky | {"command": 'echo "attempt $CORRAL_ATTEMPT"; test $CORRAL_ATTEMPT -ge 2'})
+    wait_for(client, job.id, "finished", timeout=30)
+    assert [e.kind for e in client.events(job.id)] == [
+        "submitted",
+        "started",
+        "retried",
+        "started",
+        "finished",
+    ]
+    assert client.logs(job.id) == "attempt 2\n"
+    hopeless = client.submit(flaky | {"retries": 1, "command": "exit 7"})
+    wait_for(client, hopeless.id, "failed", timeout=30)
+    assert client.job(hopeless.id).reason == "pod 0 exited with code 7"

@@ -155,7 +155,9 @@ class JobStore:
             return JobRecord.of(row)
 
     def finish(self, job_id: str, *, succeeded: bool, reason: str | None = None) -> JobRecord:
-        """A running job ended (its backend says how); its resources are free for the next round."""
+        """A running job ended (its backend says how); its resources are free for the next round.
+
+        A failure with retries left (the spec's ``retries``) makes the job wait to run again instead."""
         now = self.clock()
         status = "finished" if succeeded else "failed"
         with Session(self.engine) as session, session.begin():
@@ -164,10 +166,28 @@ class JobStore:
                 raise JobNotFound(f"no job {job_id!r}")
             if row.status != "running":
                 raise JobAlreadyEnded(f"job {job_id} is {row.status}, not running")
-            row.status, row.ended_at, row.reason = status, now, reason
             session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
+            retried = 0 if succeeded else self._retries_used(session, job_id)
+            allowed = int(row.spec.get("retries", 0))
+            if not succeeded and retried < allowed:
+                row.status, row.started_at = "pending", None
+                row.reason = f"{reason}; retry {retried + 1} of {allowed}"
+                session.add(EventRow(t=now, job_id=job_id, kind="retried", reason=row.reason))
+                return JobRecord.of(row)
+            row.status, row.ended_at, row.reason = status, now, reason
             session.add(EventRow(t=now, job_id=job_id, kind=status, reason=reason))
             return JobRecord.of(row)
+
+    @staticmethod
+    def _retries_used(session: Session, job_id: str) -> int:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(EventRow)
+                .where(EventRow.job_id == job_id, EventRow.kind == "retried")
+            )
+            or 0
+        )
 
     def record_exit(self, job_id: str, attempt: int, pod: int, code: int) -> JobRecord:
         """An agent reports that a pod ended; when every pod of the job has, the job ends (finished when
