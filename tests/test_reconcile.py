@@ -137,3 +137,14 @@ def test_nodes_never_heard_from_take_no_work(store: JobStore) -> None:
     job = store.submit(spec("a", 1))
     assert not reconcile(store.engine, inventory, POLICY, now=50.0).starts
     assert "down" in (store.get(job.id).reason or "")
+
+
+def test_a_job_past_its_time_limit_fails_and_frees_its_gpus(store: JobStore) -> None:
+    job = store.submit(spec("short", 8, time_limit="60"))
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    waiting = store.submit(spec("next", 8))
+    reconcile(store.engine, INVENTORY, POLICY, now=59.0)
+    assert store.get(job.id).status == "running"
+    result = reconcile(store.engine, INVENTORY, POLICY, now=61.0)
+    assert store.get(job.id).status == "failed" and "time limit (60 s)" in (store.get(job.id).reason or "")
+    assert [s.job for s in result.starts] == [waiting.id]

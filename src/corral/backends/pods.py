@@ -145,6 +145,7 @@ class PodRunner:
         )
         if spec.checkpoint is not None:
             env["CORRAL_CHECKPOINT_DIR"] = spec.checkpoint.dir
+            env["CORRAL_CHECKPOINT_INTERVAL"] = f"{spec.checkpoint.interval:g}"
         workdir = Path(spec.workdir).expanduser() if spec.workdir else files.folder
         with open(files.log, "ab") as log:
             process = subprocess.Popen(

@@ -63,6 +63,8 @@ def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) 
             lost = _lost(snapshot, allocation, down)
             if lost:
                 _requeue(session, jobs[job_id], allocation, now, lost)
+            elif allocation.progress(now) > allocation.workload.duration:
+                _stop_overdue(session, jobs[job_id], now)
             else:
                 snapshot.allocate(allocation)
         snapshot.commit()
@@ -106,6 +108,15 @@ def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, 
     row.started_at = None
     session.execute(delete(PlacementRow).where(PlacementRow.job_id == row.id))
     session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))
+
+
+def _stop_overdue(session: Session, row: JobRow, now: float) -> None:
+    """The job ran past its ``time_limit``: it fails, and its backend stops its pods."""
+    limit = _workload(row).duration
+    row.status, row.ended_at = "failed", now
+    row.reason = f"ran past its time limit ({limit:g} s); raise time_limit in the spec if it needs longer"
+    session.execute(delete(PlacementRow).where(PlacementRow.job_id == row.id))
+    session.add(EventRow(t=now, job_id=row.id, kind="failed", reason=row.reason))
 
 
 def _workload(row: JobRow) -> Workload:
