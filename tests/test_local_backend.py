@@ -4,6 +4,8 @@ a restarted backend adopts pods that kept running instead of starting them twice
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +102,21 @@ def test_a_restarted_backend_adopts_a_running_pod_instead_of_starting_it_again(
     assert files.pid.read_text() == pid and not restarted.runner._children
     store.cancel(job)
     first.sync()
+
+
+def test_a_pod_whose_process_vanished_fails_once_and_is_not_started_again(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """The pod and its wrapper were killed together (no exit code written): the job fails with 137
+    instead of the pod quietly running a second time."""
+    job = submit(store, "sleep 30")
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0)
+    backend = LocalBackend(store, tmp_path)
+    backend.sync()
+    files = backend.runner.files(job, 1, 0)
+    pid = int(files.pid.read_text())
+    os.killpg(pid, signal.SIGKILL)
+    backend.runner._children.pop(pid).wait(timeout=10)
+    backend.sync()
+    assert store.get(job).status == "failed" and store.get(job).reason == "pod 0 exited with code 137"
+    assert int(files.pid.read_text()) == pid

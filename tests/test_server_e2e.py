@@ -137,8 +137,9 @@ def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monke
     assert cli.invoke(app, ["logs", "-f", job["id"]]).output == "one\ntwo\n"
     status = cli.invoke(app, ["status", job["id"]])
     assert all(kind in status.output for kind in ("submitted", "started", "finished"))
-    failing = cli.invoke(app, ["run", "--wait", "--queue", "nlp", "--", "exit 3"])
+    failing = cli.invoke(app, ["run", "--wait", "--queue", "nlp", "--", "echo about to fail; exit 3"])
     assert failing.exit_code == 1 and "pod 0 exited with code 3" in failing.output
+    assert "about to fail" in failing.output  # --wait shows the output as it runs
     view = cli.invoke(app, ["top", "--once"])
     assert view.exit_code == 0 and "dgx-0" in view.output and "nlp" in view.output
     assert "vision" in cli.invoke(app, ["queues"]).output

@@ -57,9 +57,13 @@ class PodFiles:
         return self.folder / "exit"
 
 
+VANISHED_EXIT_CODE = 137
+"""What a pod whose process disappeared without an exit code counts as: killed (128 + SIGKILL)."""
+
+
 class PodRunner:
     def __init__(self, runs: Path) -> None:
-        self.runs = runs
+        self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         """Pods this runner started, by pid; adopted pods are watched through the kernel."""
 
@@ -76,8 +80,13 @@ class PodRunner:
                     child.wait(timeout=10)  # the wrapper exits right after writing the code
             text = files.exit.read_text().strip()
             return int(text) if text.lstrip("-").isdigit() else 1
-        if files.pid.exists() and self.alive(int(files.pid.read_text())):
-            return None
+        if files.pid.exists():
+            if self.alive(int(files.pid.read_text())):
+                return None
+            # Gone without its wrapper writing a code (killed with it, or the machine restarted): a
+            # failure, recorded so it is reported once, and never a silent second start.
+            files.exit.write_text(f"{VANISHED_EXIT_CODE}\n")
+            return VANISHED_EXIT_CODE
         self._start(desired, files)
         return None
 

@@ -299,7 +299,7 @@ def _serve(
 
     with user_errors():
         chosen = get_policy(policy)
-        data_dir = data_dir or default_data_dir()
+        data_dir = (data_dir or default_data_dir()).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         engine = open_store(database_url(data_dir))
     store = JobStore(engine)

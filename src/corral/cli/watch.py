@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -21,17 +22,22 @@ ENDED = ("finished", "failed", "cancelled")
 
 
 def wait_for_end(client: Client, job: Job, console: Console, *, quiet: bool = False) -> Job:
-    """Poll until ``job`` ends, showing its status and why it waits (a spinner on a terminal)."""
+    """Wait until ``job`` ends. On a terminal: a spinner with why it waits, then its output (pod 0) as it
+    runs, like a command run here; ``quiet``: nothing (for --json)."""
     if quiet:
-        while job.status not in ENDED:
-            time.sleep(POLL_SECONDS)
-            job = client.job(job.id)
-        return job
+        return _poll(client, job, ENDED)
     with console.status(_line(job)) as status:
-        while job.status not in ENDED:
-            time.sleep(POLL_SECONDS)
-            job = client.job(job.id)
-            status.update(_line(job))
+        job = _poll(client, job, ("running", *ENDED), lambda current: status.update(_line(current)))
+    follow_logs(client, job.id)
+    return client.job(job.id)
+
+
+def _poll(client: Client, job: Job, until: tuple[str, ...], seen: Callable[[Job], None] | None = None) -> Job:
+    while job.status not in until:
+        time.sleep(POLL_SECONDS)
+        job = client.job(job.id)
+        if seen is not None:
+            seen(job)
     return job
 
 
