@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from corral.paths import read_token
 from corral.server.process import start
 from corral.spec.job import load_job_spec
 
+CLUSTER_FILE = Path(__file__).resolve().parents[1] / "examples" / "demo" / "cluster.yaml"
 PREEMPTION = Path(__file__).resolve().parents[1] / "examples" / "jobs" / "preemption"
 JOB = {"name": "train", "queue": "nlp", "command": "sleep 5", "resources": {"gpus": 1, "cpu": 1}}
 
@@ -195,3 +197,40 @@ def test_a_failed_job_runs_again_while_it_has_retries(server) -> None:
     hopeless = client.submit(flaky | {"retries": 1, "command": "exit 7"})
     wait_for(client, hopeless.id, "failed", timeout=30)
     assert client.job(hopeless.id).reason == "pod 0 exited with code 7"
+
+
+def test_20_concurrent_clients_over_http_store_500_jobs_exactly_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A real server on SQLite and on PostgreSQL; 20 clients send 25 jobs each, every one twice with the
+    same idempotency key (a retry after a lost answer): 500 jobs stored, none twice, none lost."""
+    port = free_port()
+    env = {} if database_url.startswith("sqlite") else {"CORRAL_DATABASE_URL": database_url}
+    arguments = ["server", "--cluster", str(CLUSTER_FILE), "--data-dir", str(tmp_path), "--port", str(port)]
+    process = start([*arguments, "--no-local"], tmp_path / "server.log", port, env)
+    token = read_token(tmp_path)
+    failures: list[BaseException] = []
+
+    def submit(number: int) -> None:
+        try:
+            with Client(f"http://127.0.0.1:{port}", token=token) as client:
+                for index in range(25):
+                    key = f"{number}-{index}"
+                    first = client.submit(JOB | {"name": f"c{number}"}, idempotency_key=key)
+                    assert client.submit(JOB | {"name": f"c{number}"}, idempotency_key=key).id == first.id
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            failures.append(error)
+
+    try:
+        threads = [threading.Thread(target=submit, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not failures
+        with Client(f"http://127.0.0.1:{port}", token=token) as client:
+            jobs = client.jobs(limit=10_000)
+        assert len(jobs) == 500 and len({job.id for job in jobs}) == 500
+        assert sorted(job.name for job in jobs) == sorted(f"c{n}" for n in range(20) for _ in range(25))
+    finally:
+        stop(process)
