@@ -39,7 +39,7 @@ def fleet(
             node.refresh_gpu_counters()
             continue
         pool = pools.setdefault(registration.cluster, {}).setdefault(
-            registration.pool_name, _pool_for(registration)
+            registration.pool_name, pool_for(registration)
         )
         privacy.setdefault(registration.cluster, registration.private)
         added.append(_node(name, registration, pool, privacy[registration.cluster]))
@@ -70,7 +70,8 @@ def check_registration(clusters: Sequence[ClusterSpec], name: str, registration:
             )
 
 
-def _pool_for(registration: NodeRegistration) -> PoolSpec:
+def pool_for(registration: NodeRegistration, count: int = 0) -> PoolSpec:
+    """A pool of ``count`` nodes shaped like the registered machine."""
     first = registration.gpus[0] if registration.gpus else None
     template = NodeTemplate(
         cpu=registration.cpu,
@@ -79,7 +80,7 @@ def _pool_for(registration: NodeRegistration) -> PoolSpec:
         gpu_model=first.model if first else None,
         gpu_memory_gib=first.memory_gib if first else 0.0,
     )
-    return PoolSpec(name=registration.pool_name, flavor=registration.flavor_name, count=0, node=template)
+    return PoolSpec(name=registration.pool_name, flavor=registration.flavor_name, count=count, node=template)
 
 
 def _node(name: str, registration: NodeRegistration, pool: PoolSpec, private: bool) -> Node:

@@ -14,7 +14,8 @@ import socket
 from typing import Any
 
 from corral.api_models import GpuReport, NodeRegistration
-from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
+from corral.control.fleet import pool_for
+from corral.core.cluster import ClusterSpec
 
 DECLARED_GPU_MEMORY_GIB = 16.0
 
@@ -91,18 +92,8 @@ def hostname() -> str:
 
 def local_cluster(declared_gpus: int | None = None, gpu_model: str = "virtual") -> ClusterSpec:
     """This machine as cluster ``local`` with one node, for ``corral up``."""
-    machine = this_machine(declared_gpus, gpu_model)
-    first = machine.gpus[0] if machine.gpus else None
-    template = NodeTemplate(
-        cpu=machine.cpu,
-        memory_gib=machine.memory_gib,
-        gpus=len(machine.gpus),
-        gpu_model=first.model if first else None,
-        gpu_memory_gib=first.memory_gib if first else 0.0,
-    )
-    return ClusterSpec(
-        name="local", private=True, pools=[PoolSpec(name=hostname(), flavor="local", count=1, node=template)]
-    )
+    machine = this_machine(declared_gpus, gpu_model, cluster="local", pool=hostname(), flavor="local")
+    return ClusterSpec(name="local", private=True, pools=[pool_for(machine, count=1)])
 
 
 def _memory_gib() -> float:
