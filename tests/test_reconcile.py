@@ -11,6 +11,7 @@ from builders import make_cluster, make_pool
 from sqlalchemy import text
 
 from corral.control.reconcile import Inventory, reconcile
+from corral.core.workloads import Workload
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
 from corral.store.database import open_store
@@ -148,3 +149,17 @@ def test_a_job_past_its_time_limit_fails_and_frees_its_gpus(store: JobStore) -> 
     result = reconcile(store.engine, INVENTORY, POLICY, now=61.0)
     assert store.get(job.id).status == "failed" and "time limit (60 s)" in (store.get(job.id).reason or "")
     assert [s.job for s in result.starts] == [waiting.id]
+
+
+def test_workloads_carried_between_rounds_are_those_of_the_jobs_still_pending_or_running(
+    store: JobStore,
+) -> None:
+    parsed: dict[str, Workload] = {}
+    a, b = store.submit(spec("a", 8)), store.submit(spec("b", 8))
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0, parsed=parsed)
+    assert set(parsed) == {a.id, b.id}
+    store.finish(a.id, succeeded=True)
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=100.0, parsed=parsed).starts] == [
+        b.id
+    ]
+    assert set(parsed) == {b.id}

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
+from corral.core.workloads import Workload
 from corral.scheduling import Policy
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class ReconcileLoop:
         self.policy = policy
         self.interval = interval
         self.rounds = 0
+        self._parsed: dict[str, Workload] = {}
+        """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,7 +71,7 @@ class ReconcileLoop:
             self._wake.clear()
             try:
                 started = time.perf_counter()
-                result = reconcile(self.engine, self.inventory, self.policy, time.time())
+                result = reconcile(self.engine, self.inventory, self.policy, time.time(), self._parsed)
                 if self.metrics is not None:
                     self.metrics.observe(result, time.perf_counter() - started)
                 if self.after_round is not None:

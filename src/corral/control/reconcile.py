@@ -40,14 +40,31 @@ class Inventory:
     node is taken as up (the local backend runs everything on this machine)."""
 
 
-def reconcile(engine: Engine, inventory: Inventory, policy: Policy, now: float) -> SchedulingResult:
-    """Decide and record one round; the decisions are committed when this returns."""
-    with Session(engine) as session, session.begin():
+def reconcile(
+    engine: Engine,
+    inventory: Inventory,
+    policy: Policy,
+    now: float,
+    parsed: dict[str, Workload] | None = None,
+) -> SchedulingResult:
+    """Decide and record one round; the decisions are committed when this returns.
+
+    ``parsed`` carries the jobs' workloads from one round to the next (a job's spec and submit time never
+    change): without it every round validates the spec of every pending and running job again, which
+    made a round's cost grow with the number of running jobs. It is left holding this round's jobs only.
+    """
+    parsed = {} if parsed is None else parsed
+    # The session ends with the round, so its rows need not be expired (reloaded) on commit.
+    with Session(engine, expire_on_commit=False) as session, session.begin():
         jobs = {
             row.id: row
             for row in session.scalars(select(JobRow).where(JobRow.status.in_(("pending", "running"))))
         }
-        workloads = {job_id: _workload(row) for job_id, row in jobs.items()}
+        workloads = {
+            job_id: parsed[job_id] if job_id in parsed else _workload(row) for job_id, row in jobs.items()
+        }
+        parsed.clear()
+        parsed.update(workloads)
         queues = [queue.spec() for queue in read_queues(session)] or None
         snapshot = Snapshot(*fleet(inventory.clusters, read_registrations(session)), queues)
         placements: dict[str, list[PlacementRow]] = {}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -84,35 +84,50 @@ class JobStore:
     def submit(self, spec: JobSpec, *, tenant: str = "default", submit_key: str | None = None) -> JobRecord:
         """Store a new pending job; with ``submit_key``, a repeat returns the job the first call made.
 
-        Keys are per tenant: another tenant's job is never returned for a key that happens to match."""
+        Keys are per tenant: another tenant's job is never returned for a key that happens to match.
+        The insert comes first and the key's unique constraint catches a repeat: a new submission, the
+        common case, is one transaction with no lookup. Core inserts rather than the ORM's unit of work,
+        which costs more CPU than the database does for these two rows."""
         if submit_key is not None:
             submit_key = f"{tenant}/{submit_key}"
-            existing = self._by_key(submit_key)
-            if existing is not None:
-                return existing
-        now = self.clock()
-        row = JobRow(
+        record = JobRecord(
             id=f"j-{uuid.uuid4().hex[:12]}",
             name=spec.name,
             tenant=tenant,
             queue=spec.queue,
             status="pending",
             spec=spec.model_dump(mode="json"),
-            submit_key=submit_key,
-            submitted_at=now,
+            submitted_at=self.clock(),
+            started_at=None,
+            ended_at=None,
+            reason=None,
             attempt=0,
-            checkpointed_seconds=0.0,
         )
         try:
-            with Session(self.engine) as session, session.begin():
-                session.add(row)
-                session.add(EventRow(t=now, job_id=row.id, kind="submitted"))
-                record = JobRecord.of(row)
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(JobRow),
+                    {
+                        "id": record.id,
+                        "name": record.name,
+                        "tenant": record.tenant,
+                        "queue": record.queue,
+                        "status": record.status,
+                        "spec": record.spec,
+                        "submit_key": submit_key,
+                        "submitted_at": record.submitted_at,
+                        "attempt": record.attempt,
+                        "checkpointed_seconds": 0.0,
+                    },
+                )
+                connection.execute(
+                    insert(EventRow), {"t": record.submitted_at, "job_id": record.id, "kind": "submitted"}
+                )
         except IntegrityError:
             existing = self._by_key(submit_key) if submit_key is not None else None
             if existing is None:
                 raise
-            return existing  # another request with the same key won the race
+            return existing  # a repeat, or another request with the same key won the race
         return record
 
     def get(self, job_id: str) -> JobRecord:
