@@ -43,7 +43,7 @@ def run(database_url: str | None, clients: int, jobs: int, folder: Path) -> dict
     port = free_port()
     env = {"CORRAL_DATABASE_URL": database_url} if database_url else {}
     arguments = ["server", "--cluster", str(folder / "cluster.yaml"), "--data-dir", str(folder)]
-    arguments += ["--port", str(port), "--no-local", "--interval", "0.5"]
+    arguments += ["--port", str(port), "--no-local", "--heartbeat-timeout", "0", "--interval", "0.5"]
     server = start(arguments, folder / "server.log", port, env)
     url = f"http://127.0.0.1:{port}"
     token = read_token(folder)

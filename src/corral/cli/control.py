@@ -57,7 +57,8 @@ def register(
             float | None,
             typer.Option(
                 help="A node whose agent is silent this long is down and its work requeued "
-                f"(default with --no-local: {DEFAULT_HEARTBEAT_TIMEOUT:g} s; the local backend needs no agents)."
+                f"(default with --no-local: {DEFAULT_HEARTBEAT_TIMEOUT:g} s; the local backend needs no agents; "
+                "0: nodes are always up, e.g. to measure scheduling without agents)."
             ),
         ] = None,
     ) -> None:
@@ -69,6 +70,8 @@ def register(
             cluster_file = load_cluster_file(cluster) if cluster is not None else None
         if heartbeat_timeout is None and not local:
             heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
+        elif heartbeat_timeout == 0:
+            heartbeat_timeout = None
         if cluster_file is None:
             inventory = Inventory([], None, heartbeat_timeout)
         else:

@@ -33,6 +33,17 @@ TOKEN_CACHE_SECONDS = 10.0
 server takes effect at once; through another server, within this time."""
 
 
+CATALOG_SECONDS = 5.0
+"""How long queues and the fleet are reused between reads of the store: every submission checks them."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    snapshot: Snapshot
+    queues: dict[str, QueueConfig]
+    read_at: float
+
+
 @dataclass
 class ControlPlane:
     jobs: JobStore
@@ -46,7 +57,7 @@ class ControlPlane:
     metrics: ControlPlaneMetrics = field(init=False)
     _principals: dict[str, tuple[Principal, float]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _empty: Snapshot | None = field(default=None, init=False)
+    _catalog: Catalog | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         engine = self.jobs.engine
@@ -63,21 +74,30 @@ class ControlPlane:
         return local if local is not None else self.shipped_logs.read(job_id, pod)
 
     def inventory_node(self, name: str) -> Node | None:
-        return self.empty_snapshot().nodes.get(name)
+        return self.catalog().snapshot.nodes.get(name)
 
     def empty_snapshot(self) -> Snapshot:
-        """The inventory with nothing running and the stored queues: "could this job ever run here?".
+        """The inventory with nothing running and the stored queues: "could this job ever run here?"."""
+        return self.catalog().snapshot
 
-        Rebuilt when a queue or a node's registration changes through this server (``inventory_changed``)."""
+    def queue(self, name: str) -> QueueConfig | None:
+        return self.catalog().queues.get(name)
+
+    def catalog(self) -> Catalog:
+        """Queues and the fleet as the store has them, read again after a change through this server
+        (``inventory_changed``) or every ``CATALOG_SECONDS`` (changes made through another server)."""
+        now = time.monotonic()
         with self._lock:
-            if self._empty is None:
-                queues = [queue.spec() for queue in self.queues.list()] or None
-                self._empty = Snapshot(*fleet(self.inventory.clusters, self.nodes.registrations()), queues)
-            return self._empty
+            if self._catalog is None or now - self._catalog.read_at > CATALOG_SECONDS:
+                queues = self.queues.list()
+                specs = [queue.spec() for queue in queues] or None
+                snapshot = Snapshot(*fleet(self.inventory.clusters, self.nodes.registrations()), specs)
+                self._catalog = Catalog(snapshot, {queue.name: queue for queue in queues}, now)
+            return self._catalog
 
     def inventory_changed(self) -> None:
         with self._lock:
-            self._empty = None
+            self._catalog = None
         self.changed()
 
     def changed(self) -> None:

@@ -18,7 +18,6 @@ from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
 from corral.store.jobs import JobAlreadyEnded, JobRecord
-from corral.store.queues import QueueNotFound
 
 router = APIRouter(tags=["jobs"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
@@ -37,9 +36,8 @@ def submit(
     """Store a job for the caller's tenant; with an ``Idempotency-Key`` header a retried request returns
     the same job. Refused with the reason: a queue the tenant may not use (403), a queue that does not
     exist or a request no node or quota could ever hold (422)."""
-    try:
-        queue = plane.queues.get(spec.queue)
-    except QueueNotFound:
+    queue = plane.queue(spec.queue)
+    if queue is None:
         usable = [q.name for q in plane.queues.list() if q.admits(principal.tenant)]
         refuse(
             request, 422, f"queue: no queue {spec.queue!r}; yours: {', '.join(usable) or 'none'}", principal
