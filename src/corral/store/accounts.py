@@ -143,7 +143,14 @@ class AccountStore:
         return Principal(found.name, found.tenant, found.role, token_id)
 
     def bootstrap(self, user: str = "admin", tenant: str = "default") -> str | None:
-        """The first admin and their token when the store has no users; None when it has some."""
+        """The first admin and their token when the store has no users; None when it has some (or another
+        server process made the first admin at the same moment)."""
+        try:
+            return self._bootstrap(user, tenant)
+        except IntegrityError:
+            return None
+
+    def _bootstrap(self, user: str, tenant: str) -> str | None:
         with Session(self.engine) as session, session.begin():
             if session.scalar(select(exists().where(UserRow.name.is_not(None)))):
                 return None

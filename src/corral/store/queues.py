@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
@@ -70,13 +71,18 @@ class QueueStore:
 
     def seed(self, queues: Iterable[QueueConfig]) -> bool:
         """Store ``queues`` when the store has none yet (a new control plane); True when it did."""
-        with Session(self.engine) as session, session.begin():
-            if session.scalar(select(func.count()).select_from(QueueRow)):
-                return False
-            now = self.clock()
-            for queue in queues:
-                session.add(QueueRow(name=queue.name, config=queue.model_dump(mode="json"), updated_at=now))
-            return True
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.scalar(select(func.count()).select_from(QueueRow)):
+                    return False
+                now = self.clock()
+                for queue in queues:
+                    session.add(
+                        QueueRow(name=queue.name, config=queue.model_dump(mode="json"), updated_at=now)
+                    )
+                return True
+        except IntegrityError:  # another server process seeded the same store at the same moment
+            return False
 
 
 def read_queues(session: Session) -> list[QueueConfig]:
