@@ -234,3 +234,29 @@ def test_20_concurrent_clients_over_http_store_500_jobs_exactly_once(
         assert sorted(job.name for job in jobs) == sorted(f"c{n}" for n in range(20) for _ in range(25))
     finally:
         stop(process)
+
+
+def test_with_two_api_workers_one_loop_runs_what_either_worker_accepted(tmp_path: Path) -> None:
+    """`corral server --workers 2`: requests are spread over two processes; the loop in the main process
+    notices their submissions through the store, the jobs run, and /metrics (from either worker) shows
+    the loop's rounds."""
+    port = free_port()
+    process = start_server(tmp_path, port, extra=["--workers", "2"])
+    try:
+        with admin_client(tmp_path, port) as client:
+            jobs = [client.submit(JOB | {"name": f"w{i}", "command": f"echo {i}"}) for i in range(6)]
+            for job in jobs:
+                wait_for(client, job.id, "finished", timeout=30)
+            assert [client.logs(job.id) for job in jobs] == [f"{i}\n" for i in range(6)]
+            metrics = client.metrics()
+        rounds = [
+            line for line in metrics.splitlines() if line.startswith("corral_reconcile_round_seconds_count")
+        ]
+        assert rounds and float(rounds[0].split()[-1]) >= 1
+        assert (
+            "corral_queue_depth" in metrics
+            or "corral_running_jobs" in metrics
+            or "corral_pool_gpus" in metrics
+        )
+    finally:
+        stop(process, kill=False)

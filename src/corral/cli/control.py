@@ -50,6 +50,9 @@ def register(
         port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
         interval: Annotated[float, typer.Option(help="Seconds between reconcile rounds.")] = 2.0,
+        workers: Annotated[
+            int, typer.Option(min=1, help="API worker processes (more cores for requests); one loop.")
+        ] = 1,
         local: Annotated[
             bool, typer.Option(help="Run pods as processes on this machine (the local backend).")
         ] = True,
@@ -76,7 +79,18 @@ def register(
             inventory = Inventory([], None, heartbeat_timeout)
         else:
             inventory = Inventory(cluster_file.clusters, cluster_file.queues, heartbeat_timeout)
-        _serve(console, user_errors, inventory, data_dir, host, port, policy, interval, local)
+        _serve(
+            console,
+            user_errors,
+            inventory,
+            data_dir,
+            host=host,
+            port=port,
+            policy=policy,
+            interval=interval,
+            local=local,
+            workers=workers,
+        )
 
     @app.command()
     def up(
@@ -101,7 +115,7 @@ def register(
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
         )
-        _serve(console, user_errors, Inventory([cluster]), data_dir, "127.0.0.1", port, policy, 1.0, True)
+        _serve(console, user_errors, Inventory([cluster]), data_dir, port=port, policy=policy, interval=1.0)
 
     @app.command()
     def agent(
@@ -282,39 +296,34 @@ def _serve(
     user_errors: Callable[[], AbstractContextManager[None]],
     inventory: Inventory,
     data_dir: Path | None,
-    host: str,
+    *,
     port: int,
     policy: str,
     interval: float,
-    local: bool,
+    host: str = "127.0.0.1",
+    local: bool = True,
+    workers: int = 1,
 ) -> None:
-    import uvicorn
+    from corral.server.serve import ServerSettings, serve
+    from corral.store.database import database_url
 
-    from corral.backends.local import LocalBackend
-    from corral.control.loop import ReconcileLoop
-    from corral.control.metrics import ControlPlaneMetrics
-    from corral.paths import write_token
-    from corral.scheduling import get_policy
-    from corral.server.app import create_app
-    from corral.store.accounts import AccountStore
-    from corral.store.database import database_url, open_store
-    from corral.store.jobs import JobStore
-
+    folder = (data_dir or default_data_dir()).resolve()
     with user_errors():
-        chosen = get_policy(policy)
-        data_dir = (data_dir or default_data_dir()).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        engine = open_store(database_url(data_dir))
-    store = JobStore(engine)
-    token = AccountStore(engine).bootstrap()
-    if token is not None:
-        console.print(f"first admin token written to {write_token(data_dir, token)}")
-    backend = LocalBackend(store, data_dir) if local else None
-    metrics = ControlPlaneMetrics(engine, inventory.clusters)
-    loop = ReconcileLoop(engine, inventory, chosen, interval, backend.sync if backend else None, metrics)
-    console.print(f"corral API on http://{host}:{port}/api/v1 (store: {engine.url.render_as_string()})")
-    app = create_app(store, inventory, loop, backend.read_log if backend else None)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen = ServerSettings(
+            clusters=list(inventory.clusters),
+            queues=list(inventory.queues) if inventory.queues is not None else None,
+            heartbeat_timeout=inventory.heartbeat_timeout,
+            data_dir=folder,
+            database_url=database_url(folder),
+            local=local,
+            policy=policy,
+            interval=interval,
+            host=host,
+            port=port,
+            workers=workers,
+        )
+        serve(chosen, announce=console.print)
 
 
 def _exit_like(job: Job, waited: bool) -> None:

@@ -34,8 +34,13 @@ class ReconcileLoop:
         interval: float = 2.0,
         after_round: Callable[[], None] | None = None,
         metrics: ControlPlaneMetrics | None = None,
+        watch: Callable[[], object] | None = None,
     ) -> None:
+        """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
+        the store that changes when work arrives; a new value starts a round within 0.2 s."""
         self.metrics = metrics
+        self.watch = watch
+        self._seen: object = None
         self.engine = engine
         self.after_round = after_round
         """Called after every round, e.g. a backend's sync: the decisions are committed by then."""
@@ -59,13 +64,28 @@ class ReconcileLoop:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def _wait_for_work(self) -> None:
+        """Until poked, the interval passed, or (with ``watch``) the store says something changed."""
+        if self.watch is None:
+            self._wake.wait(self.interval)
+            return
+        deadline = time.monotonic() + self.interval
+        while time.monotonic() < deadline and not self._wake.wait(MIN_GAP_SECONDS):
+            try:
+                seen = self.watch()
+            except Exception:  # the store is away: the round will say so
+                return
+            if seen != self._seen:
+                self._seen = seen
+                return
+
     def poke(self) -> None:
         """Something changed (a submission, a cancel): run a round now rather than at the next tick."""
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            self._wait_for_work()
             if self._stop.wait(MIN_GAP_SECONDS):
                 return
             self._wake.clear()

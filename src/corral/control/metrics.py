@@ -7,12 +7,14 @@ they are never stale.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -26,21 +28,24 @@ from corral.store.schema import JobRow, NodeRow, PlacementRow
 
 class ControlPlaneMetrics:
     def __init__(self, engine: Engine, clusters: Sequence[ClusterSpec] = ()) -> None:
-        """``clusters``: the cluster file's, to which registered machines are added (GPUs per pool)."""
+        """``clusters``: the cluster file's, to which registered machines are added (GPUs per pool).
+
+        Under ``PROMETHEUS_MULTIPROC_DIR`` (a server with several API workers) the loop's counters live
+        in files there, written by the loop's process and summed by whichever worker is scraped."""
         self.registry = CollectorRegistry()
+        shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        own = None if shared else self.registry
+        if shared:
+            MultiProcessCollector(self.registry)
         self.rounds = Histogram(
             "corral_reconcile_round_seconds",
             "Time of one reconcile round (store read, scheduling, store write).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
+            registry=own,
         )
-        self.admissions = Counter(
-            "corral_admissions", "Jobs started by the scheduler.", registry=self.registry
-        )
-        self.preemptions = Counter("corral_preemptions", "Jobs preempted (requeued).", registry=self.registry)
-        self.rejections = Counter(
-            "corral_rejections", "Jobs rejected as never runnable.", registry=self.registry
-        )
+        self.admissions = Counter("corral_admissions", "Jobs started by the scheduler.", registry=own)
+        self.preemptions = Counter("corral_preemptions", "Jobs preempted (requeued).", registry=own)
+        self.rejections = Counter("corral_rejections", "Jobs rejected as never runnable.", registry=own)
         self.registry.register(_StoreCollector(engine, clusters))
 
     def observe(self, result: SchedulingResult, seconds: float) -> None:

@@ -21,11 +21,19 @@ from corral.control.reconcile import Inventory
 from corral.server.auth import allow
 from corral.server.routes import accounts, jobs, nodes, queues
 from corral.server.services import ControlPlane, LogReader
+from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.spec.validation import describe, format_loc
 from corral.store.accounts import ROLES
 from corral.store.jobs import JobStore
+from corral.store.queues import QueueStore
 
 API = "/api/v1"
+
+
+def prepare_store(store: JobStore, inventory: Inventory) -> None:
+    """A new store gets the inventory's queues, or one open ``default`` queue."""
+    configured = [QueueConfig(**queue.model_dump()) for queue in inventory.queues or []]
+    QueueStore(store.engine, store.clock).seed(configured or [DEFAULT_QUEUE])
 
 
 def create_app(
@@ -38,7 +46,7 @@ def create_app(
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
     plane = ControlPlane(store, inventory, loop, logs)
-    plane.seed_queues()
+    prepare_store(store, inventory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
 from corral.core.nodes import Node
 from corral.scheduling import Snapshot
-from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
+from corral.spec.queue import QueueConfig
 from corral.store.accounts import AccountStore, Principal
 from corral.store.jobs import JobStore
 from corral.store.logs import LogStore
@@ -124,11 +124,6 @@ class ControlPlane:
             for token, (principal, _) in list(self._principals.items()):
                 if principal.token_id == token_id:
                     del self._principals[token]
-
-    def seed_queues(self) -> None:
-        """A new store gets the inventory's queues, or one open ``default`` queue."""
-        configured = [QueueConfig(**q.model_dump()) for q in self.inventory.queues or []]
-        self.queues.seed(configured or [DEFAULT_QUEUE])
 
 
 def control_plane(request: Request) -> ControlPlane:

@@ -23,19 +23,21 @@ def database_url(data_dir: Path) -> str:
     return os.environ.get(DATABASE_URL_VARIABLE) or f"sqlite:///{data_dir / 'corral.db'}"
 
 
-def open_store(url: str) -> Engine:
-    """An engine for ``url`` with the schema migrated to the newest revision."""
+def open_store(url: str, *, migrate: bool = True) -> Engine:
+    """An engine for ``url`` with the schema migrated to the newest revision (``migrate=False``: trust
+    that another process did, as API workers do)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    with engine.begin() as connection:
-        migrate(connection)
+    if migrate:
+        with engine.begin() as connection:
+            upgrade(connection)
     return engine
 
 
-def migrate(connection: Connection, revision: str = "head") -> None:
+def upgrade(connection: Connection, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

@@ -230,6 +230,11 @@ class JobStore:
                 pass  # another pod's report finished it first
         return self.get(job_id)
 
+    def last_event(self) -> int | None:
+        """The newest event's id: it changes whenever a job is submitted, cancelled or ends."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.max(EventRow.id))).scalar()
+
     def queue_depths(self) -> dict[tuple[str, str], int]:
         """(queue, status) -> number of pending or running jobs."""
         with Session(self.engine) as session:

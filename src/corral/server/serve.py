@@ -1,0 +1,131 @@
+"""Running the control plane: the API (one process, or several workers) and the reconcile loop.
+
+With one process the API, the loop and the local backend share it, and a submission wakes the loop at
+once. With ``workers > 1`` the API runs in that many uvicorn worker processes, so requests use more than
+one core, and this process runs the one reconcile loop: it sees new work by watching the store's event
+log (a cheap query every 0.2 s) instead of being woken. Workers rebuild their view of the control plane
+from ``ServerSettings`` passed in the environment; Prometheus metrics are shared through files in
+``<data dir>/metrics`` (prometheus_client's multiprocess mode).
+
+prometheus_client picks that mode when first imported, so the modules that import it (the loop, the
+metrics, the app) are imported only after ``serve`` has decided.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+from pydantic import BaseModel
+
+from corral.backends.local import LocalBackend
+from corral.control.reconcile import Inventory
+from corral.core.cluster import ClusterSpec
+from corral.core.queues import QueueSpec
+from corral.paths import write_token
+from corral.scheduling import get_policy
+from corral.store.accounts import AccountStore
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from corral.control.loop import ReconcileLoop
+
+SETTINGS_VARIABLE = "CORRAL_SERVER_SETTINGS"
+METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class ServerSettings(BaseModel):
+    """Everything a server process needs to build its control plane, as JSON for worker processes."""
+
+    clusters: list[ClusterSpec]
+    queues: list[QueueSpec] | None = None
+    heartbeat_timeout: float | None = None
+    data_dir: Path
+    database_url: str
+    local: bool = True
+    policy: str = "default"
+    interval: float = 2.0
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 1
+
+
+def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> None:
+    """Run until interrupted; ``announce`` gets the lines worth telling whoever started it."""
+    get_policy(settings.policy)  # an unknown policy fails here, before anything starts
+    if settings.workers > 1:
+        _share_metrics(settings.data_dir)
+    from corral.server.app import create_app, prepare_store
+
+    store, inventory, backend = _open(settings)
+    token = AccountStore(store.engine).bootstrap()
+    if token is not None:
+        announce(f"first admin token written to {write_token(settings.data_dir, token)}")
+    url = store.engine.url.render_as_string()
+    announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
+    loop = _loop(settings, store, inventory, backend)
+    if settings.workers == 1:
+        app = create_app(store, inventory, loop, backend.read_log if backend else None)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return
+    prepare_store(store, inventory)
+    os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
+    loop.start()
+    try:
+        uvicorn.run(
+            "corral.server.serve:worker_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+        )
+    finally:
+        loop.stop()
+
+
+def worker_app() -> FastAPI:
+    """The API of one worker process (``serve`` with ``workers > 1``), without a loop of its own."""
+    from corral.server.app import create_app
+
+    settings = ServerSettings.model_validate_json(os.environ[SETTINGS_VARIABLE])
+    store, inventory, backend = _open(settings, migrate=False)
+    return create_app(store, inventory, None, backend.read_log if backend else None)
+
+
+def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:
+    store = JobStore(open_store(settings.database_url, migrate=migrate))
+    inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
+    backend = LocalBackend(store, settings.data_dir) if settings.local else None
+    return store, inventory, backend
+
+
+def _loop(
+    settings: ServerSettings, store: JobStore, inventory: Inventory, backend: LocalBackend | None
+) -> ReconcileLoop:
+    from corral.control.loop import ReconcileLoop
+    from corral.control.metrics import ControlPlaneMetrics
+
+    return ReconcileLoop(
+        store.engine,
+        inventory,
+        get_policy(settings.policy),
+        settings.interval,
+        backend.sync if backend else None,
+        ControlPlaneMetrics(store.engine, inventory.clusters),
+        watch=store.last_event if settings.workers > 1 else None,
+    )
+
+
+def _share_metrics(data_dir: Path) -> None:
+    folder = data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[METRICS_VARIABLE] = str(folder)
