@@ -9,6 +9,7 @@ jobs whose pods have all exited: finished when every pod exited 0, failed otherw
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from sqlalchemy import select
@@ -21,16 +22,18 @@ from corral.store.schema import JobRow, PlacementRow
 
 
 class LocalBackend:
-    def __init__(self, store: JobStore, data_dir: Path) -> None:
+    def __init__(self, store: JobStore, data_dir: Path, nodes: Collection[str] | None = None) -> None:
+        """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not."""
         self.store = store
         self.runner = PodRunner(data_dir / "runs")
+        self.nodes = set(nodes) if nodes is not None else None
 
     def read_log(self, job_id: str, pod: int) -> str | None:
         return self.runner.read_log(job_id, pod)
 
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
-        desired = desired_pods(self.store)
+        desired = [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         by_job: dict[str, list[DesiredPod]] = {}
         for pod in desired:
@@ -52,11 +55,14 @@ def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
         return [
             DesiredPod(
                 job_id=job.id,
+                node=placement.node,
                 attempt=job.attempt,
                 pod=placement.pod,
                 gpus=tuple(placement.gpus),
                 gpu_milli=placement.gpu_milli,
                 gpu_memory_gib=placement.gpu_memory_gib,
+                cpu=placement.cpu,
+                memory_gib=placement.memory_gib,
                 spec=JobSpec.model_validate(job.spec),
             )
             for placement, job in session.execute(query)

@@ -30,10 +30,33 @@ class DesiredPod(BaseModel):
     job_id: str
     attempt: int
     pod: int
+    node: str
     gpus: tuple[int, ...]
     gpu_milli: int
     gpu_memory_gib: float
+    cpu: float
+    memory_gib: float
     spec: JobSpec
+
+    def environment(self) -> dict[str, str]:
+        """What the pod's process is told, beside the spec's ``env``: its GPUs, who it is, its share."""
+        env = self.spec.env | {
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in self.gpus),
+            "CORRAL_JOB_ID": self.job_id,
+            "CORRAL_POD_INDEX": str(self.pod),
+            "CORRAL_ATTEMPT": str(self.attempt),
+            "CORRAL_GPU_FRACTION": f"{self.gpu_milli / MILLI_PER_GPU:g}" if self.gpus else "0",
+            "CORRAL_GPU_MEMORY_GIB": f"{self.gpu_memory_gib:g}",
+        }
+        if self.spec.checkpoint is not None:
+            env["CORRAL_CHECKPOINT_DIR"] = self.spec.checkpoint.dir
+            env["CORRAL_CHECKPOINT_INTERVAL"] = f"{self.spec.checkpoint.interval:g}"
+        return env
+
+    @property
+    def command_line(self) -> str:
+        command = self.spec.command
+        return command if isinstance(command, str) else shlex.join(command)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -137,24 +160,9 @@ class PodRunner:
     def _start(self, desired: DesiredPod, files: PodFiles) -> None:
         spec = desired.spec
         files.folder.mkdir(parents=True, exist_ok=True)
-        command = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
         exit_file = shlex.quote(str(files.exit))
-        wrapper = f"({command}); echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
-        env = (
-            os.environ
-            | spec.env
-            | {
-                "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in desired.gpus),
-                "CORRAL_JOB_ID": desired.job_id,
-                "CORRAL_POD_INDEX": str(desired.pod),
-                "CORRAL_ATTEMPT": str(desired.attempt),
-                "CORRAL_GPU_FRACTION": f"{desired.gpu_milli / MILLI_PER_GPU:g}" if desired.gpus else "0",
-                "CORRAL_GPU_MEMORY_GIB": f"{desired.gpu_memory_gib:g}",
-            }
-        )
-        if spec.checkpoint is not None:
-            env["CORRAL_CHECKPOINT_DIR"] = spec.checkpoint.dir
-            env["CORRAL_CHECKPOINT_INTERVAL"] = f"{spec.checkpoint.interval:g}"
+        wrapper = f"({desired.command_line}); echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
+        env = os.environ | desired.environment()
         workdir = Path(spec.workdir).expanduser() if spec.workdir else files.folder
         with open(files.log, "ab") as log:
             process = subprocess.Popen(

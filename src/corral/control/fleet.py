@@ -44,19 +44,20 @@ def fleet(
         privacy.setdefault(registration.cluster, registration.private)
         added.append(_node(name, registration, pool, privacy[registration.cluster]))
     joined = Counter((node.cluster, node.pool) for node in added)
-    merged = [
-        ClusterSpec(
-            name=cluster,
-            private=privacy[cluster],
-            pools=[
-                pool.model_copy(update={"count": pool.count + joined[(cluster, pool.name)]})
-                if joined[(cluster, pool.name)]
-                else pool
-                for pool in members.values()
-            ],
-        )
-        for cluster, members in pools.items()
-    ]
+    specs = {c.name: c for c in clusters}
+    merged = []
+    for cluster, members in pools.items():
+        grown = [
+            pool.model_copy(update={"count": pool.count + joined[(cluster, pool.name)]})
+            if joined[(cluster, pool.name)]
+            else pool
+            for pool in members.values()
+        ]
+        declared_cluster = specs.get(cluster)
+        if declared_cluster is not None:  # keeps what the file says about it (its backend)
+            merged.append(declared_cluster.model_copy(update={"pools": grown}))
+        else:
+            merged.append(ClusterSpec(name=cluster, private=privacy[cluster], pools=grown))
     return merged, declared + added
 
 

@@ -27,6 +27,9 @@ from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
 from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
 
+REGISTERED_TIMEOUT = 5.0
+"""Seconds of silence after which a registered node is down, when the inventory sets no timeout."""
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -66,11 +69,12 @@ def reconcile(
         parsed.clear()
         parsed.update(workloads)
         queues = [queue.spec() for queue in read_queues(session)] or None
-        snapshot = Snapshot(*fleet(inventory.clusters, read_registrations(session)), queues)
+        registered = read_registrations(session)
+        snapshot = Snapshot(*fleet(inventory.clusters, registered), queues)
         placements: dict[str, list[PlacementRow]] = {}
         for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
             placements.setdefault(row.job_id, []).append(row)
-        down = _down_nodes(session, snapshot, inventory, now)
+        down = _down_nodes(session, snapshot, inventory, set(registered), now)
         for name in down:
             snapshot.set_node_up(name, False)
         for job_id, rows in placements.items():
@@ -94,13 +98,21 @@ def reconcile(
     return result
 
 
-def _down_nodes(session: Session, snapshot: Snapshot, inventory: Inventory, now: float) -> set[str]:
-    if inventory.heartbeat_timeout is None:
-        return set()
+def _down_nodes(
+    session: Session, snapshot: Snapshot, inventory: Inventory, registered: set[str], now: float
+) -> set[str]:
+    """Nodes not heard from within the heartbeat timeout. A registered node (an agent's, a Ray node)
+    always has one, ``REGISTERED_TIMEOUT`` unless the inventory sets its own; the cluster file's nodes
+    only when the inventory sets it (the local backend needs no heartbeats)."""
     heard = {name: heard for name, heard in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))}
-    return {
-        name for name in snapshot.nodes if now - heard.get(name, float("-inf")) > inventory.heartbeat_timeout
-    }
+    down = set()
+    for name in snapshot.nodes:
+        timeout = inventory.heartbeat_timeout
+        if timeout is None and name in registered:
+            timeout = REGISTERED_TIMEOUT
+        if timeout is not None and now - heard.get(name, float("-inf")) > timeout:
+            down.add(name)
+    return down
 
 
 def _lost(snapshot: Snapshot, allocation: Allocation, down: set[str]) -> str | None:

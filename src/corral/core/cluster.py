@@ -6,6 +6,8 @@ what is allocated and whether it is up, lives in ``corral.core.nodes``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -80,6 +82,24 @@ class PoolSpec(BaseModel):
         return self.capacity_count > self.count
 
 
+class BackendSpec(BaseModel):
+    """What runs a cluster's pods: ``local`` (the server's own processes, or ``corral agent``s) or ``ray``
+    (a Ray cluster at ``address``, whose nodes become the cluster's nodes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="Ray: the cluster's GCS address, host:port.")
+
+    @model_validator(mode="after")
+    def _ray_needs_an_address(self) -> BackendSpec:
+        if self.kind == "ray" and not self.address:
+            raise ValueError(
+                "a ray backend needs the Ray cluster's address, e.g. {kind: ray, address: head:6379}"
+            )
+        return self
+
+
 class ClusterSpec(BaseModel):
     """A cluster; only ``private`` clusters may run sensitive or non-burstable work."""
 
@@ -88,3 +108,6 @@ class ClusterSpec(BaseModel):
     name: str = Field(min_length=1)
     private: bool = Field(default=True, description="Owned hardware; the only place sensitive work runs.")
     pools: list[PoolSpec] = Field(default_factory=list)
+    backend: BackendSpec = Field(
+        default_factory=BackendSpec, description="What runs its pods (corral extension)."
+    )

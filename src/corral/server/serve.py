@@ -13,6 +13,7 @@ metrics, the app) are imported only after ``serve`` has decided.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 from corral.backends.local import LocalBackend
 from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec
+from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.paths import write_token
 from corral.scheduling import get_policy
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from corral.control.loop import ReconcileLoop
+
+log = logging.getLogger(__name__)
 
 SETTINGS_VARIABLE = "CORRAL_SERVER_SETTINGS"
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -101,10 +105,26 @@ def worker_app() -> FastAPI:
 
 
 def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:
+    """The store, the inventory, and the local backend for the clusters it runs (none with --no-local)."""
     store = JobStore(open_store(settings.database_url, migrate=migrate))
     inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
-    backend = LocalBackend(store, settings.data_dir) if settings.local else None
+    local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
+    local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
+    backend = LocalBackend(store, settings.data_dir, local_nodes) if settings.local else None
     return store, inventory, backend
+
+
+def _backends(
+    settings: ServerSettings, store: JobStore, local: LocalBackend | None
+) -> list[Callable[[], None]]:
+    """What runs pods after each round: the local backend, and one Ray backend per Ray cluster."""
+    syncs: list[Callable[[], None]] = [local.sync] if local is not None else []
+    for cluster in settings.clusters:
+        if cluster.backend.kind == "ray":
+            from corral.backends.ray import RayBackend  # needs the ray extra
+
+            syncs.append(RayBackend(cluster, store).sync)
+    return syncs
 
 
 def _loop(
@@ -118,10 +138,25 @@ def _loop(
         inventory,
         get_policy(settings.policy),
         settings.interval,
-        backend.sync if backend else None,
+        _each(_backends(settings, store, backend)),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
     )
+
+
+def _each(syncs: list[Callable[[], None]]) -> Callable[[], None] | None:
+    """One after-round callback that runs every backend's sync; one failing does not stop the others."""
+    if not syncs:
+        return None
+
+    def run() -> None:
+        for sync in syncs:
+            try:
+                sync()
+            except Exception:
+                log.exception("backend sync failed; retrying after the next round")
+
+    return run
 
 
 def _share_metrics(data_dir: Path) -> None:

@@ -38,6 +38,14 @@ class NodeStore:
             else:
                 row.last_heartbeat, row.registration = now, document
 
+    def mark_down(self, name: str) -> None:
+        """The node's engine says it is gone (Ray reports it dead): as silent as a node can be, so the
+        next round requeues its work without waiting for the heartbeat timeout."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(NodeRow, name)
+            if row is not None:
+                row.last_heartbeat = 0.0
+
     def last_heard(self) -> dict[str, float]:
         with Session(self.engine) as session:
             return {

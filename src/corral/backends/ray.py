@@ -1,0 +1,285 @@
+"""The Ray backend: a Ray cluster's nodes become a corral cluster's nodes, and corral's placements run there.
+
+corral stays the only scheduler; Ray executes. After every reconcile round ``sync``:
+
+1. reads the Ray cluster's alive nodes and registers each as a node of the corral cluster (CPUs, memory,
+   GPUs, with their model from Ray's ``accelerator_type:*`` resource), heartbeating it; a node Ray reports
+   dead is marked down at once, so the next round requeues its work (to resume from its checkpoint);
+2. starts each pod corral placed on one of these nodes: every job gets a placement group whose bundles are
+   pinned to the nodes corral chose (each bundle asks for a sliver of the node's own resource), and each
+   pod runs as a detached actor in its bundle, asking Ray for the same CPUs and (fractional) GPUs corral
+   reserved. The pod's process sees the GPU ids corral chose in ``CUDA_VISIBLE_DEVICES``, not the ones Ray
+   would pick: corral never over-commits a node, so Ray's accounting and corral's agree in totals;
+3. ships each pod's new output to the store, records exit codes, and stops pods (actors and placement
+   groups) that should no longer run: cancelled, preempted, or moved.
+
+Actors and placement groups are detached and named after the job, attempt and pod, so a restarted server
+adopts the pods that kept running instead of starting them twice.
+
+A node's own resource is ``corral-node-<name>`` when the node declares one (``ray start --resources``),
+else Ray's ``node:<ip>``; the corral node is named ``<name>``, or ``ray-<first 8 of the node id>``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from corral.api_models import GpuReport, NodeRegistration
+from corral.backends.local import desired_pods
+from corral.backends.pods import DesiredPod
+from corral.core.cluster import ClusterSpec
+from corral.core.units import MILLI_PER_GPU
+from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore
+from corral.store.logs import LogStore
+from corral.store.nodes import NodeStore
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "corral"
+NODE_RESOURCE_PREFIX = "corral-node-"
+PR_SET_PDEATHSIG = 1
+PIN = 0.001
+"""How much of a node's own resource a bundle asks for: enough to pin it there, never a limit."""
+
+
+@dataclass(frozen=True)
+class RayNode:
+    name: str
+    node_id: str
+    resource: str
+    """The resource only this node has, to pin bundles to it."""
+    registration: NodeRegistration
+
+
+class RayBackend:
+    def __init__(self, cluster: ClusterSpec, store: JobStore) -> None:
+        if cluster.backend.kind != "ray" or cluster.backend.address is None:
+            raise ValueError(f"cluster {cluster.name} has no ray backend")
+        self.cluster = cluster
+        self.address = cluster.backend.address
+        self.store = store
+        self.nodes_store = NodeStore(store.engine, store.clock)
+        self.logs = LogStore(store.engine)
+        self._nodes: dict[str, RayNode] = {}
+        self._shipped: dict[tuple[str, int, int], int] = {}
+        self._reported: set[tuple[str, int, int]] = set()
+
+    def connect(self) -> None:
+        if not ray.is_initialized():
+            ray.init(address=self.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
+
+    def sync(self) -> None:
+        """Match the Ray cluster to the store (see the module docstring)."""
+        self.connect()
+        self._discover()
+        desired = [pod for pod in desired_pods(self.store) if pod.node in self._nodes]
+        wanted = {_actor_name(pod.key) for pod in desired}
+        self._stop_others(wanted, {_group_name(pod.job_id, pod.attempt) for pod in desired})
+        by_job: dict[tuple[str, int], list[DesiredPod]] = {}
+        for pod in desired:
+            by_job.setdefault((pod.job_id, pod.attempt), []).append(pod)
+        for pods in by_job.values():
+            self._ensure(sorted(pods, key=lambda p: p.pod))
+
+    def read_log(self, job_id: str, pod: int) -> str | None:
+        return self.logs.read(job_id, pod)
+
+    def _discover(self) -> None:
+        alive: dict[str, RayNode] = {}
+        for info in ray.nodes():
+            node = _ray_node(info, self.cluster)
+            if not info.get("Alive"):
+                if node.name in self._nodes:
+                    log.warning("ray reports node %s dead; its work is requeued", node.name)
+                    self.nodes_store.mark_down(node.name)
+                continue
+            alive[node.name] = node
+            known = self._nodes.get(node.name)
+            if known is None or known.registration != node.registration:
+                self.nodes_store.register(node.name, node.registration)
+            else:
+                self.nodes_store.heartbeat(node.name)
+        for name in set(self._nodes) - set(alive):
+            self.nodes_store.mark_down(name)
+        self._nodes = alive
+
+    def _ensure(self, pods: list[DesiredPod]) -> None:
+        """Start the job's pods if they are not running; collect output and exit codes of those that are."""
+        job_id, attempt = pods[0].job_id, pods[0].attempt
+        actors = {pod.pod: _named_actor(_actor_name(pod.key)) for pod in pods}
+        if any(actor is None for actor in actors.values()):
+            group = self._group(pods)
+            for pod in pods:
+                if actors[pod.pod] is None:
+                    actors[pod.pod] = _start(pod, group)
+        for pod in pods:
+            if pod.key in self._reported:
+                continue
+            actor = actors[pod.pod]
+            assert actor is not None
+            try:
+                offset = self._shipped.get(pod.key, 0)
+                text, code = ray.get(actor.read.remote(offset), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+                log.warning("pod %s of %s attempt %s: %s", pod.pod, job_id, attempt, error)
+                continue
+            if text or pod.key not in self._shipped:
+                self._shipped[pod.key] = self.logs.append(job_id, attempt, pod.pod, offset, text)
+            if code is not None:
+                try:
+                    self.store.record_exit(job_id, attempt, pod.pod, code)
+                except (JobNotFound, JobAlreadyEnded):
+                    pass
+                self._reported.add(pod.key)
+
+    def _group(self, pods: list[DesiredPod]) -> Any:
+        name = _group_name(pods[0].job_id, pods[0].attempt)
+        try:
+            return ray.util.get_placement_group(name)
+        except ValueError:
+            pass
+        bundles = [
+            {
+                "CPU": pod.cpu,
+                **({"GPU": _ray_gpus(pod)} if pod.gpus else {}),
+                self._nodes[pod.node].resource: PIN,
+            }
+            for pod in pods
+        ]
+        return placement_group(bundles, strategy="PACK", name=name, lifetime="detached")
+
+    def _stop_others(self, actors: set[str], groups: set[str]) -> None:
+        for entry in ray.util.list_named_actors(all_namespaces=False):
+            name = entry if isinstance(entry, str) else entry["name"]
+            if name.startswith("pod:") and name not in actors:
+                actor = _named_actor(name)
+                if actor is not None:
+                    try:
+                        ray.get(actor.stop.remote(), timeout=10)
+                    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                        pass
+                    ray.kill(actor)
+        for info in ray.util.placement_group_table().values():
+            name = info.get("name", "")
+            if name.startswith("job:") and name not in groups and info.get("state") != "REMOVED":
+                remove_placement_group(ray.util.get_placement_group(name))
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class PodActor:
+    """One pod's process on a Ray node; its output goes to a file the backend reads by offset."""
+
+    def __init__(self, command: str, env: dict[str, str], workdir: str | None) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="corral-pod-", suffix=".log", delete=False)
+        node = {"CORRAL_RAY_NODE_ID": ray.get_runtime_context().get_node_id()}
+        self.process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=os.path.expanduser(workdir) if workdir else None,
+            env=os.environ | env | node,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # stop() signals its whole process group
+            preexec_fn=_die_with_parent,
+        )
+        self._lock = threading.Lock()
+
+    def read(self, offset: int) -> tuple[str, int | None]:
+        """Output from byte ``offset`` (whole lines while running), and the exit code once it ended."""
+        code = self.process.poll()
+        with self._lock, open(self.log.name, "rb") as file:
+            file.seek(offset)
+            data = file.read(1 << 20)
+        if code is None:
+            data = data[: data.rfind(b"\n") + 1]
+        elif len(data) == 1 << 20:
+            code = None  # more to read before the end is reported
+        return data.decode(errors="replace"), code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the pod's process, before it runs: die when the actor's worker dies (its node was lost), as the
+    pod would with its machine."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _start(pod: DesiredPod, group: Any) -> Any:
+    strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=pod.pod)
+    options: dict[str, Any] = {
+        "name": _actor_name(pod.key),
+        "lifetime": "detached",
+        "num_cpus": pod.cpu,
+        "scheduling_strategy": strategy,
+    }
+    if pod.gpus:
+        options["num_gpus"] = _ray_gpus(pod)
+    return PodActor.options(**options).remote(pod.command_line, pod.environment(), pod.spec.workdir)
+
+
+def _ray_gpus(pod: DesiredPod) -> float:
+    """Whole GPUs as a count; a share as Ray's fraction of one GPU."""
+    return len(pod.gpus) * pod.gpu_milli / MILLI_PER_GPU
+
+
+def _ray_node(info: dict[str, Any], cluster: ClusterSpec) -> RayNode:
+    resources: dict[str, float] = info.get("Resources") or info.get("resources_total") or {}
+    declared = [key for key in resources if key.startswith(NODE_RESOURCE_PREFIX)]
+    if declared:
+        name, resource = declared[0].removeprefix(NODE_RESOURCE_PREFIX), declared[0]
+    else:
+        name = f"ray-{info['NodeID'][:8]}"
+        resource = f"node:{info['NodeManagerAddress']}"
+    models = [
+        key.removeprefix("accelerator_type:") for key in resources if key.startswith("accelerator_type:")
+    ]
+    gpus = [
+        GpuReport(index=i, model=models[0] if models else "ray-gpu", memory_gib=16.0)
+        for i in range(int(resources.get("GPU", 0)))
+    ]
+    registration = NodeRegistration(
+        cluster=cluster.name,
+        private=cluster.private,
+        cpu=max(resources.get("CPU", 1.0), 1.0),
+        memory_gib=round(resources.get("memory", 2**30) / 2**30, 1),
+        gpus=gpus,
+    )
+    return RayNode(name=name, node_id=info["NodeID"], resource=resource, registration=registration)
+
+
+def _actor_name(key: tuple[str, int, int]) -> str:
+    job_id, attempt, pod = key
+    return f"pod:{job_id}:{attempt}:{pod}"
+
+
+def _group_name(job_id: str, attempt: int) -> str:
+    return f"job:{job_id}:{attempt}"
+
+
+def _named_actor(name: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
