@@ -28,6 +28,7 @@ from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec
 from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
+from corral.errors import CorralError
 from corral.paths import write_token
 from corral.scheduling import get_policy
 from corral.store.accounts import AccountStore
@@ -119,11 +120,14 @@ def _backends(
 ) -> list[Callable[[], None]]:
     """What runs pods after each round: the local backend, and one Ray backend per Ray cluster."""
     syncs: list[Callable[[], None]] = [local.sync] if local is not None else []
-    for cluster in settings.clusters:
-        if cluster.backend.kind == "ray":
-            from corral.backends.ray import RayBackend  # needs the ray extra
+    ray_clusters = [cluster for cluster in settings.clusters if cluster.backend.kind == "ray"]
+    if len(ray_clusters) > 1:
+        names = ", ".join(cluster.name for cluster in ray_clusters)
+        raise CorralError(f"clusters {names} are all Ray clusters; one server process drives one Ray cluster")
+    if ray_clusters:
+        from corral.backends.ray import RayBackend  # needs the ray extra
 
-            syncs.append(RayBackend(cluster, store).sync)
+        syncs.append(RayBackend(ray_clusters[0], store).sync)
     return syncs
 
 
