@@ -16,7 +16,8 @@ corral stays the only scheduler; Ray executes. After every reconcile round ``syn
 Actors and placement groups are detached and named after the job, attempt and pod, so a restarted server
 adopts the pods that kept running instead of starting them twice.
 
-A node's own resource is ``corral-node-<name>`` when the node declares one (``ray start --resources``),
+Each GPU has the memory the node declares as ``corral-gpu-memory-gib`` (Ray does not know it), else 16 GiB:
+GPU shares are placed by memory too. A node's own resource is ``corral-node-<name>`` when the node declares one (``ray start --resources``),
 else Ray's ``node:<ip>``; the corral node is named ``<name>``, or ``ray-<first 8 of the node id>``.
 """
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "corral"
 NODE_RESOURCE_PREFIX = "corral-node-"
+GPU_MEMORY_RESOURCE = "corral-gpu-memory-gib"
+"""Ray does not report GPU memory; a node may declare it (``--resources '{"corral-gpu-memory-gib": 80}'``)."""
+DEFAULT_GPU_MEMORY_GIB = 16.0
 PR_SET_PDEATHSIG = 1
 PIN = 0.001
 """How much of a node's own resource a bundle asks for: enough to pin it there, never a limit."""
@@ -255,8 +259,9 @@ def _ray_node(info: dict[str, Any], cluster: ClusterSpec) -> RayNode:
     models = [
         key.removeprefix("accelerator_type:") for key in resources if key.startswith("accelerator_type:")
     ]
+    memory = resources.get(GPU_MEMORY_RESOURCE, DEFAULT_GPU_MEMORY_GIB)
     gpus = [
-        GpuReport(index=i, model=models[0] if models else "ray-gpu", memory_gib=16.0)
+        GpuReport(index=i, model=models[0] if models else "ray-gpu", memory_gib=memory)
         for i in range(int(resources.get("GPU", 0)))
     ]
     registration = NodeRegistration(
