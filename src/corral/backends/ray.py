@@ -53,6 +53,8 @@ NODE_RESOURCE_PREFIX = "corral-node-"
 GPU_MEMORY_RESOURCE = "corral-gpu-memory-gib"
 """Ray does not report GPU memory; a node may declare it (``--resources '{"corral-gpu-memory-gib": 80}'``)."""
 DEFAULT_GPU_MEMORY_GIB = 16.0
+READ_SECONDS = 2.0
+"""Longest a sync waits for pods' output: a pod that does not answer in time is asked again next round."""
 PR_SET_PDEATHSIG = 1
 PIN = 0.001
 """How much of a node's own resource a bundle asks for: enough to pin it there, never a limit."""
@@ -94,8 +96,15 @@ class RayBackend:
         by_job: dict[tuple[str, int], list[DesiredPod]] = {}
         for pod in desired:
             by_job.setdefault((pod.job_id, pod.attempt), []).append(pod)
+        reads: dict[Any, tuple[DesiredPod, int]] = {}
         for pods in by_job.values():
-            self._ensure(sorted(pods, key=lambda p: p.pod))
+            for pod, actor in self._ensure(sorted(pods, key=lambda p: p.pod)):
+                offset = self._shipped.get(pod.key, 0)
+                reads[actor.read.remote(offset)] = (pod, offset)
+        if reads:  # wait for all at once, briefly: an actor on a dying node must not hold up the rest
+            ready, _ = ray.wait(list(reads), num_returns=len(reads), timeout=READ_SECONDS)
+            for ref in ready:
+                self._collect(ref, *reads[ref])
 
     def read_log(self, job_id: str, pod: int) -> str | None:
         return self.logs.read(job_id, pod)
@@ -119,34 +128,31 @@ class RayBackend:
             self.nodes_store.mark_down(name)
         self._nodes = alive
 
-    def _ensure(self, pods: list[DesiredPod]) -> None:
-        """Start the job's pods if they are not running; collect output and exit codes of those that are."""
-        job_id, attempt = pods[0].job_id, pods[0].attempt
+    def _ensure(self, pods: list[DesiredPod]) -> list[tuple[DesiredPod, Any]]:
+        """Start the job's pods that are not running; return those still to hear from, with their actor."""
         actors = {pod.pod: _named_actor(_actor_name(pod.key)) for pod in pods}
         if any(actor is None for actor in actors.values()):
             group = self._group(pods)
             for pod in pods:
                 if actors[pod.pod] is None:
                     actors[pod.pod] = _start(pod, group)
-        for pod in pods:
-            if pod.key in self._reported:
-                continue
-            actor = actors[pod.pod]
-            assert actor is not None
+        return [(pod, actors[pod.pod]) for pod in pods if pod.key not in self._reported]
+
+    def _collect(self, ref: Any, pod: DesiredPod, offset: int) -> None:
+        """Store a pod's new output, and its exit code once it ended."""
+        try:
+            text, code = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            log.warning("pod %s of %s attempt %s: %s", pod.pod, pod.job_id, pod.attempt, error)
+            return
+        if text or pod.key not in self._shipped:
+            self._shipped[pod.key] = self.logs.append(pod.job_id, pod.attempt, pod.pod, offset, text)
+        if code is not None:
             try:
-                offset = self._shipped.get(pod.key, 0)
-                text, code = ray.get(actor.read.remote(offset), timeout=30)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-                log.warning("pod %s of %s attempt %s: %s", pod.pod, job_id, attempt, error)
-                continue
-            if text or pod.key not in self._shipped:
-                self._shipped[pod.key] = self.logs.append(job_id, attempt, pod.pod, offset, text)
-            if code is not None:
-                try:
-                    self.store.record_exit(job_id, attempt, pod.pod, code)
-                except (JobNotFound, JobAlreadyEnded):
-                    pass
-                self._reported.add(pod.key)
+                self.store.record_exit(pod.job_id, pod.attempt, pod.pod, code)
+            except (JobNotFound, JobAlreadyEnded):
+                pass
+            self._reported.add(pod.key)
 
     def _group(self, pods: list[DesiredPod]) -> Any:
         name = _group_name(pods[0].job_id, pods[0].attempt)
