@@ -53,8 +53,10 @@ NODE_RESOURCE_PREFIX = "corral-node-"
 GPU_MEMORY_RESOURCE = "corral-gpu-memory-gib"
 """Ray does not report GPU memory; a node may declare it (``--resources '{"corral-gpu-memory-gib": 80}'``)."""
 DEFAULT_GPU_MEMORY_GIB = 16.0
-READ_SECONDS = 2.0
+READ_SECONDS = 0.5
 """Longest a sync waits for pods' output: a pod that does not answer in time is asked again next round."""
+STOP_SECONDS = 5.0
+"""How long stopping pods waits for their processes to end (SIGTERM) before their actors are killed."""
 PR_SET_PDEATHSIG = 1
 PIN = 0.001
 """How much of a node's own resource a bundle asks for: enough to pin it there, never a limit."""
@@ -90,9 +92,11 @@ class RayBackend:
         """Match the Ray cluster to the store (see the module docstring)."""
         self.connect()
         self._discover()
-        desired = [pod for pod in desired_pods(self.store) if pod.node in self._nodes]
+        placed = desired_pods(self.store)
+        desired = [pod for pod in placed if pod.node in self._nodes]
         wanted = {_actor_name(pod.key) for pod in desired}
-        self._stop_others(wanted, {_group_name(pod.job_id, pod.attempt) for pod in desired})
+        lost = {_actor_name(pod.key) for pod in placed if pod.node not in self._nodes}
+        self._stop_others(wanted, lost, {_group_name(pod.job_id, pod.attempt) for pod in desired})
         by_job: dict[tuple[str, int], list[DesiredPod]] = {}
         for pod in desired:
             by_job.setdefault((pod.job_id, pod.attempt), []).append(pod)
@@ -170,17 +174,24 @@ class RayBackend:
         ]
         return placement_group(bundles, strategy="PACK", name=name, lifetime="detached")
 
-    def _stop_others(self, actors: set[str], groups: set[str]) -> None:
+    def _stop_others(self, actors: set[str], lost: set[str], groups: set[str]) -> None:
+        """Stop pods that should not run: ask every one to stop its process at once and wait briefly for
+        all together, then kill the actors and free their groups. Pods of nodes that died (``lost``) are
+        only killed: nothing there would answer."""
+        unwanted, gone = [], []
         for entry in ray.util.list_named_actors(all_namespaces=False):
             name = entry if isinstance(entry, str) else entry["name"]
-            if name.startswith("pod:") and name not in actors:
-                actor = _named_actor(name)
-                if actor is not None:
-                    try:
-                        ray.get(actor.stop.remote(), timeout=10)
-                    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                        pass
-                    ray.kill(actor)
+            actor = _named_actor(name) if name.startswith("pod:") and name not in actors else None
+            if actor is not None:
+                (gone if name in lost else unwanted).append(actor)
+        for actor in gone:
+            ray.kill(actor)
+        if unwanted:
+            ray.wait(
+                [actor.stop.remote() for actor in unwanted], num_returns=len(unwanted), timeout=STOP_SECONDS
+            )
+            for actor in unwanted:
+                ray.kill(actor)
         for info in ray.util.placement_group_table().values():
             name = info.get("name", "")
             if name.startswith("job:") and name not in groups and info.get("state") != "REMOVED":
