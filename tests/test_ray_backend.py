@@ -229,3 +229,35 @@ def test_a_restarted_server_adopts_its_running_ray_pods(lab) -> None:
     restarted = RayBackend(inventory.clusters[0], store)
     _rounds((store, inventory, restarted), lambda: store.get(job).status == "finished")
     assert restarted.read_log(job, 0) == "begin\nend\n" and store.get(job).attempt == 1
+
+
+def test_a_ray_node_s_declared_resources_become_its_shape() -> None:
+    """No Ray needed: what `ray.nodes()` reports about a node, turned into a corral node."""
+    from corral.backends.ray import _ray_node
+
+    info = {
+        "NodeID": "abcdef0123456789",
+        "NodeManagerAddress": "10.0.0.7",
+        "Alive": True,
+        "Resources": {
+            "CPU": 64.0,
+            "memory": 512 * 2**30,
+            "GPU": 4.0,
+            "accelerator_type:A100": 1.0,
+            "corral-node-dgx1": 1.0,
+            "corral-gpu-memory-gib": 80.0,
+            "corral-nvlink:0-1/2-3": 1.0,
+        },
+    }
+    node = _ray_node(info, ClusterSpec(name="ray", backend=BackendSpec(kind="ray", address="head:6379")))
+    assert (node.name, node.resource) == ("dgx1", "corral-node-dgx1")
+    gpus = node.registration.gpus
+    assert [(g.model, g.memory_gib, g.nvlink_group) for g in gpus] == [
+        ("A100", 80.0, 0),
+        ("A100", 80.0, 0),
+        ("A100", 80.0, 1),
+        ("A100", 80.0, 1),
+    ]
+    anonymous = _ray_node(info | {"Resources": {"CPU": 8.0, "GPU": 1.0}}, ClusterSpec(name="ray"))
+    assert (anonymous.name, anonymous.resource) == ("ray-abcdef01", "node:10.0.0.7")
+    assert anonymous.registration.gpus[0].model == "ray-gpu"

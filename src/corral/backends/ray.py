@@ -17,7 +17,8 @@ Actors and placement groups are detached and named after the job, attempt and po
 adopts the pods that kept running instead of starting them twice.
 
 Each GPU has the memory the node declares as ``corral-gpu-memory-gib`` (Ray does not know it), else 16 GiB:
-GPU shares are placed by memory too. A node's own resource is ``corral-node-<name>`` when the node declares one (``ray start --resources``),
+GPU shares are placed by memory too. NVLink groups come from a declared ``corral-nvlink:0-1-2-3/4-5-6-7``
+resource, so gangs are placed on NVLink-connected GPUs as on any other node. A node's own resource is ``corral-node-<name>`` when the node declares one (``ray start --resources``),
 else Ray's ``node:<ip>``; the corral node is named ``<name>``, or ``ray-<first 8 of the node id>``.
 """
 
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "corral"
 NODE_RESOURCE_PREFIX = "corral-node-"
+NVLINK_RESOURCE_PREFIX = "corral-nvlink:"
 GPU_MEMORY_RESOURCE = "corral-gpu-memory-gib"
 """Ray does not report GPU memory; a node may declare it (``--resources '{"corral-gpu-memory-gib": 80}'``)."""
 DEFAULT_GPU_MEMORY_GIB = 16.0
@@ -277,8 +279,11 @@ def _ray_node(info: dict[str, Any], cluster: ClusterSpec) -> RayNode:
         key.removeprefix("accelerator_type:") for key in resources if key.startswith("accelerator_type:")
     ]
     memory = resources.get(GPU_MEMORY_RESOURCE, DEFAULT_GPU_MEMORY_GIB)
+    groups = _nvlink_groups(resources)
     gpus = [
-        GpuReport(index=i, model=models[0] if models else "ray-gpu", memory_gib=memory)
+        GpuReport(
+            index=i, model=models[0] if models else "ray-gpu", memory_gib=memory, nvlink_group=groups.get(i)
+        )
         for i in range(int(resources.get("GPU", 0)))
     ]
     registration = NodeRegistration(
@@ -289,6 +294,24 @@ def _ray_node(info: dict[str, Any], cluster: ClusterSpec) -> RayNode:
         gpus=gpus,
     )
     return RayNode(name=name, node_id=info["NodeID"], resource=resource, registration=registration)
+
+
+def _nvlink_groups(resources: dict[str, float]) -> dict[int, int]:
+    """GPU index -> NVLink group, from a resource ``corral-nvlink:0-1-2-3/4-5-6-7`` (groups separated by
+    ``/``, GPUs by ``-``), which a node declares when it starts; {} when it declares none."""
+    declared = [
+        key.removeprefix(NVLINK_RESOURCE_PREFIX)
+        for key in resources
+        if key.startswith(NVLINK_RESOURCE_PREFIX)
+    ]
+    if not declared:
+        return {}
+    return {
+        int(index): group
+        for group, members in enumerate(declared[0].split("/"))
+        for index in members.split("-")
+        if index.isdigit()
+    }
 
 
 def _actor_name(key: tuple[str, int, int]) -> str:
