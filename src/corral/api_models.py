@@ -92,6 +92,8 @@ class QueueState(BaseModel):
     """Nominal GPUs per flavor; None: no quota."""
     borrowing_limit: dict[str, float] | None
     weight: float
+    burst_after_seconds: float | None
+    """Jobs may use public clusters only after waiting this long; None: at once."""
     tenants: list[str] | None
     """Tenants whose members may submit; None: every tenant."""
     pending: int

@@ -27,6 +27,11 @@ class QueueSpec(BaseModel):
         default=None, description="Most GPUs per flavor this queue may borrow; absent = no limit."
     )
     weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")
+    burst_after_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="A job may use public (cloud) clusters only after waiting this long; null: at once.",
+    )
 
     @model_validator(mode="after")
     def _cohort_members_have_quota(self) -> QueueSpec:

@@ -123,3 +123,6 @@ class SchedulingResult:
     scale_downs: list[ScaleDown] = field(default_factory=list)
     rejections: list[Reject] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)
+    wake_at: float | None = None
+    """The earliest time a waiting job's options change by the clock alone (a queue's burst threshold
+    passes): a caller that schedules only on events (the simulator) must run a round then."""

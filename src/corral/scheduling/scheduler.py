@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corral.core.nodes import Node
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
@@ -145,6 +145,9 @@ class _Round:
     def _try(self, job: Workload) -> bool:
         pod = job.pod
         domains = feasibility(self.snapshot, job, pod).domains
+        burst_at = self._burst_hold(job)
+        if burst_at is not None:
+            domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
         failures: list[tuple[Domain, str | FitFailure]] = []
         for domain in domains:
             outcome = self._admit(job, pod, domain)
@@ -158,8 +161,23 @@ class _Round:
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
                     return True
-        self.result.pending[job.id] = self._wait_for_nodes(job, domains) or _explain(job, failures)
+        pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
+        if burst_at is not None:
+            held = f"may burst to public clusters at t={burst_at:g} s (its queue's burst_after_seconds)"
+            pending = replace(pending, note="; ".join(filter(None, [pending.note, held])))
+            wake = self.result.wake_at
+            self.result.wake_at = burst_at if wake is None else min(wake, burst_at)
+        self.result.pending[job.id] = pending
         return False
+
+    def _burst_hold(self, job: Workload) -> float | None:
+        """When ``job`` may first use public clusters, if that is still ahead; None when it may now."""
+        queues = self.snapshot.queues
+        spec = queues.get(job.queue) if queues is not None else None
+        if spec is None or spec.burst_after_seconds is None or job.must_stay_private:
+            return None
+        burst_at = job.submit + spec.burst_after_seconds
+        return burst_at if self.now < burst_at else None
 
     def _wait_for_nodes(self, job: Workload, domains: Sequence[Domain]) -> Pending | None:
         """If new nodes of an elastic pool are (or can be) on their way for ``job``, say so."""

@@ -44,6 +44,7 @@ class _Kind(IntEnum):
     PROVISIONED = 5
     SUBMIT = 6
     TICK = 7  # wake the scheduler without any other change, e.g. to give back an idle elastic node
+    WAKE = 8  # look at parked jobs again: the clock alone changed their options (a burst threshold)
 
 
 _CLUSTER_EVENT_KINDS = {
@@ -115,6 +116,7 @@ class Simulator:
         self._provision_left: dict[str, int] = {}
         self._reserved_names: set[str] = set()
         self._tick = False
+        self._wakes: set[float] = set()
         self._capacity_seconds = 0.0
         for node in self.snapshot.nodes.values():
             node.idle_since = 0.0
@@ -178,6 +180,9 @@ class Simulator:
             name, job = payload  # type: ignore[misc]
             self._node_ready(now, name, job)
         elif kind is _Kind.TICK:
+            self._tick = True
+        elif kind is _Kind.WAKE:
+            self._waiting.wake()
             self._tick = True
         else:
             self._cluster_event(now, kind, str(payload))
@@ -265,6 +270,9 @@ class Simulator:
         result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
         self.tally.rounds += 1
+        if result.wake_at is not None and result.wake_at > now and result.wake_at not in self._wakes:
+            self._wakes.add(result.wake_at)  # a burst threshold passes then: decide again
+            self._push(result.wake_at, _Kind.WAKE, None)
         for preempt in result.preemptions:
             self._preempt(now, preempt.job, preempt.reason)
         for start in result.starts:
