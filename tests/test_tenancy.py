@@ -119,6 +119,7 @@ ROUTES = [
     ),
     Route("POST", "/nodes/{name}/heartbeat", frozenset({"admin", "agent"}), name="dgx-0"),
     Route("GET", "/nodes/{name}/pods", frozenset({"admin", "agent"}), name="dgx-0"),
+    Route("GET", "/cost", PEOPLE),
     Route("GET", "/me", ANYONE),
     Route("GET", "/tenants", ADMIN),
     Route("POST", "/tenants", ADMIN, body={"name": "robotics"}),

@@ -198,3 +198,10 @@ class NodeRegistration(BaseModel):
 
 def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "gpu"
+
+
+class Spend(BaseModel):
+    key: str
+    """The tenant, queue or cluster."""
+    usd: float
+    gpu_hours: float

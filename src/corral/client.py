@@ -24,6 +24,7 @@ from corral.api_models import (
     NodeRegistration,
     NodeState,
     QueueState,
+    Spend,
     TokenInfo,
     UserInfo,
     Why,
@@ -105,6 +106,13 @@ class Client:
 
     def cohorts(self) -> list[Cohort]:
         return [Cohort.model_validate(c) for c in self._call("GET", "/cohorts")]
+
+    def cost(
+        self, *, since: float | None = None, until: float | None = None, by: str = "tenant"
+    ) -> list[Spend]:
+        """USD and GPU-hours per tenant, queue or cluster over [since, until) (default: the last 30 days)."""
+        params = {k: v for k, v in {"since": since, "until": until, "by": by}.items() if v is not None}
+        return [Spend.model_validate(s) for s in self._call("GET", "/cost", params=params)]
 
     def me(self) -> Me:
         return Me.model_validate(self._call("GET", "/me"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -144,6 +145,24 @@ def register(
         with user_errors(), Client() as client:
             client.revoke_token(token_id)
         console.print(f"token {token_id} revoked")
+
+    @app.command()
+    def cost(
+        days: Annotated[float, typer.Option(help="Over the last this many days.")] = 30.0,
+        by: Annotated[str, typer.Option(help="tenant, queue or cluster.")] = "tenant",
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """What GPUs cost: allocated GPU-hours x each pool's price (members: their tenant only)."""
+        until = time.time()
+        with user_errors(), Client() as client:
+            found = client.cost(since=until - days * 86400, until=until, by=by)
+        if as_json:
+            console.print_json(json.dumps([spend.model_dump() for spend in found]))
+            return
+        table = Table(by, "GPU-hours", "USD", title=f"GPU cost, last {days:g} days", title_justify="left")
+        for spend in found:
+            table.add_row(spend.key, f"{spend.gpu_hours:.2f}", f"{spend.usd:.2f}")
+        console.print(table)
 
     @app.command()
     def whoami() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from corral.control.fleet import fleet
@@ -23,6 +23,7 @@ from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
+from corral.store.costs import open_charges, release
 from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
 from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
@@ -135,7 +136,7 @@ def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, 
     row.status, row.reason = "pending", reason
     row.checkpointed_seconds = checkpointed_progress(allocation.workload, allocation.progress(now))
     row.started_at = None
-    session.execute(delete(PlacementRow).where(PlacementRow.job_id == row.id))
+    release(session, row.id, now)
     session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))
 
 
@@ -144,7 +145,7 @@ def _stop_overdue(session: Session, row: JobRow, now: float) -> None:
     limit = _workload(row).duration
     row.status, row.ended_at = "failed", now
     row.reason = f"ran past its time limit ({limit:g} s); raise time_limit in the spec if it needs longer"
-    session.execute(delete(PlacementRow).where(PlacementRow.job_id == row.id))
+    release(session, row.id, now)
     session.add(EventRow(t=now, job_id=row.id, kind="failed", reason=row.reason))
 
 
@@ -180,7 +181,7 @@ def _record(
         running = snapshot.running[preempt.job]
         row.status, row.reason = "pending", preempt.reason
         row.checkpointed_seconds = checkpointed_progress(workloads[preempt.job], running.progress(now))
-        session.execute(delete(PlacementRow).where(PlacementRow.job_id == preempt.job))
+        release(session, preempt.job, now)
         session.add(EventRow(t=now, job_id=preempt.job, kind="preempted", reason=preempt.reason))
     session.flush()
     for start in result.starts:
@@ -189,6 +190,12 @@ def _record(
         row.attempt += 1
         for p in start.placements:
             session.add(PlacementRow(job_id=start.job, **p.fields()))
+        where = {
+            p.node: (node.cluster, node.pool, node.gpu_hour_cost)
+            for p in start.placements
+            for node in [snapshot.nodes[p.node]]
+        }
+        open_charges(session, (start.job, row.attempt, row.tenant, row.queue), start.placements, where, now)
         session.add(EventRow(t=now, job_id=start.job, kind="started"))
     for rejection in result.rejections:
         row = jobs[rejection.job]

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
 from corral.server.auth import allow
-from corral.server.routes import accounts, jobs, nodes, queues
+from corral.server.routes import accounts, costs, jobs, nodes, queues
 from corral.server.services import ControlPlane, LogReader
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.spec.validation import describe, format_loc
@@ -62,7 +62,7 @@ def create_app(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
-    for module in (jobs, queues, nodes, accounts):
+    for module in (jobs, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
 
     @app.exception_handler(RequestValidationError)

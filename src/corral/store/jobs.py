@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
 from corral.spec.job import JobSpec
+from corral.store.costs import release
 from corral.store.schema import EventRow, JobRow, PlacementRow
 
 ENDED = ("finished", "failed", "cancelled")
@@ -165,7 +166,7 @@ class JobStore:
             if row.status in ENDED:
                 raise JobAlreadyEnded(f"job {job_id} already ended ({row.status}); nothing to cancel")
             row.status, row.ended_at, row.reason = "cancelled", now, reason
-            session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
+            release(session, job_id, now)
             session.add(EventRow(t=now, job_id=job_id, kind="cancelled", reason=reason))
             return JobRecord.of(row)
 
@@ -181,7 +182,7 @@ class JobStore:
                 raise JobNotFound(f"no job {job_id!r}")
             if row.status != "running":
                 raise JobAlreadyEnded(f"job {job_id} is {row.status}, not running")
-            session.execute(delete(PlacementRow).where(PlacementRow.job_id == job_id))
+            release(session, job_id, now)
             retried = 0 if succeeded else self._retries_used(session, job_id)
             allowed = int(row.spec.get("retries", 0))
             if not succeeded and retried < allowed:

@@ -129,3 +129,25 @@ class LogChunkRow(Base):
     text: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_log_chunks_pod", "job_id", "pod", "attempt", "end", unique=True),)
+
+
+class ChargeRow(Base):
+    """One pod's hold on GPUs from its start until it stopped: the ledger cost is computed from.
+
+    Kept after the job ends (placements are not), with the price it ran at, so a report over any past
+    period is the sum of its rows."""
+
+    __tablename__ = "charges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    pod: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(64))
+    cluster: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[float] = mapped_column(Float)
+    gpu_hour_cost: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, default=None)
