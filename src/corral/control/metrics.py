@@ -16,14 +16,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from corral.control.fleet import fleet
 from corral.core.cluster import ClusterSpec
 from corral.scheduling import SchedulingResult
+from corral.store.jobs import read_allocated_gpus, read_queue_depths
 from corral.store.nodes import read_registrations
-from corral.store.schema import JobRow, NodeRow, PlacementRow
+from corral.store.schema import NodeRow
 
 
 class ControlPlaneMetrics:
@@ -76,19 +77,9 @@ class _StoreCollector(Collector):
         )
         now = time.time()
         with Session(self.engine) as session:
-            counts = session.execute(
-                select(JobRow.queue, JobRow.status, func.count()).group_by(JobRow.queue, JobRow.status)
-            )
-            for queue, status, count in counts:
-                if status == "pending":
-                    depth.add_metric([queue], count)
-                elif status == "running":
-                    running.add_metric([queue], count)
-            per_node: dict[str, float] = defaultdict(float)
-            for node, gpus, milli in session.execute(
-                select(PlacementRow.node, PlacementRow.gpus, PlacementRow.gpu_milli)
-            ):
-                per_node[node] += len(gpus) * milli / 1000
+            for (queue, status), count in read_queue_depths(session).items():
+                (depth if status == "pending" else running).add_metric([queue], count)
+            per_node = read_allocated_gpus(session)
             _, nodes = fleet(self.clusters, read_registrations(session))
             heard = {name: t for name, t in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))}
         per_pool: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])

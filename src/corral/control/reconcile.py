@@ -86,7 +86,7 @@ def reconcile(
             if lost:
                 _requeue(session, jobs[job_id], allocation, now, lost)
             elif allocation.progress(now) > allocation.workload.duration:
-                _stop_overdue(session, jobs[job_id], now)
+                _stop_overdue(session, jobs[job_id], allocation.workload.duration, now)
             else:
                 snapshot.allocate(allocation)
         snapshot.commit()
@@ -140,9 +140,8 @@ def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, 
     session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))
 
 
-def _stop_overdue(session: Session, row: JobRow, now: float) -> None:
-    """The job ran past its ``time_limit``: it fails, and its backend stops its pods."""
-    limit = _workload(row).duration
+def _stop_overdue(session: Session, row: JobRow, limit: float, now: float) -> None:
+    """The job ran past its ``time_limit`` (``limit`` seconds): it fails, and its backend stops its pods."""
     row.status, row.ended_at = "failed", now
     row.reason = f"ran past its time limit ({limit:g} s); raise time_limit in the spec if it needs longer"
     release(session, row.id, now)

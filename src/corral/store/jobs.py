@@ -237,24 +237,12 @@ class JobStore:
             return connection.execute(select(func.max(EventRow.id))).scalar()
 
     def queue_depths(self) -> dict[tuple[str, str], int]:
-        """(queue, status) -> number of pending or running jobs."""
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(JobRow.queue, JobRow.status, func.count())
-                .where(JobRow.status.in_(("pending", "running")))
-                .group_by(JobRow.queue, JobRow.status)
-            )
-            return {(queue, status): count for queue, status, count in rows}
+            return read_queue_depths(session)
 
     def allocated_gpus(self) -> dict[str, float]:
-        """GPUs held by running pods per node (a share counts as its fraction)."""
         with Session(self.engine) as session:
-            held: dict[str, float] = {}
-            for node, gpus, milli in session.execute(
-                select(PlacementRow.node, PlacementRow.gpus, PlacementRow.gpu_milli)
-            ):
-                held[node] = held.get(node, 0.0) + len(gpus) * milli / 1000
-            return held
+            return read_allocated_gpus(session)
 
     def events(self, job_id: str) -> list[JobEvent]:
         """What happened to a job, oldest first: submitted, started, preempted, node_lost, ended."""
@@ -274,3 +262,23 @@ class JobStore:
         with Session(self.engine) as session:
             row = session.scalars(select(JobRow).where(JobRow.submit_key == submit_key)).first()
             return JobRecord.of(row) if row is not None else None
+
+
+def read_queue_depths(session: Session) -> dict[tuple[str, str], int]:
+    """(queue, status) -> number of pending or running jobs."""
+    rows = session.execute(
+        select(JobRow.queue, JobRow.status, func.count())
+        .where(JobRow.status.in_(("pending", "running")))
+        .group_by(JobRow.queue, JobRow.status)
+    )
+    return {(queue, status): count for queue, status, count in rows}
+
+
+def read_allocated_gpus(session: Session) -> dict[str, float]:
+    """GPUs held by running pods per node (a share counts as its fraction)."""
+    held: dict[str, float] = {}
+    for node, gpus, milli in session.execute(
+        select(PlacementRow.node, PlacementRow.gpus, PlacementRow.gpu_milli)
+    ):
+        held[node] = held.get(node, 0.0) + len(gpus) * milli / 1000
+    return held
