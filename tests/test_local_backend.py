@@ -3,33 +3,21 @@ a restarted backend adopts pods that kept running instead of starting them twice
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from builders import make_cluster, make_pool
 
 from corral.backends.local import LocalBackend
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
-from corral.store.database import open_store
 from corral.store.jobs import JobStore
 
 INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("n", flavor="gpu", count=2, gpus=2)])])
 POLICY = get_policy("default")
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    ticks = itertools.count()
-    store = JobStore(open_store(database_url), clock=lambda: float(next(ticks)))
-    yield store
-    store.engine.dispose()
 
 
 def submit(store: JobStore, command: str, resources: str = "{gpus: 1, cpu: 1}", pods: int = 1) -> str:

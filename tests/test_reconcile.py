@@ -3,9 +3,6 @@ all in one transaction; repeating a round changes nothing; a failed round change
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-
 import pytest
 from builders import make_cluster, make_pool
 from sqlalchemy import text
@@ -14,7 +11,6 @@ from corral.control.reconcile import Inventory, reconcile
 from corral.core.workloads import Workload
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
-from corral.store.database import open_store
 from corral.store.jobs import JobStore
 
 INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("dgx", flavor="a100", count=1, gpus=8)])])
@@ -25,14 +21,6 @@ def spec(name: str, gpus: int, **extra: object) -> object:
     lines = [f"name: {name}", "command: python train.py", f"resources: {{gpus: {gpus}, cpu: 1}}"]
     lines += [f"{key}: {value}" for key, value in extra.items()]
     return parse_job_spec("\n".join(lines))
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    ticks = itertools.count()
-    store = JobStore(open_store(database_url), clock=lambda: float(next(ticks)))
-    yield store
-    store.engine.dispose()
 
 
 def test_a_round_starts_what_fits_and_records_why_the_rest_waits(store: JobStore) -> None:
