@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corral.core.budgets import BudgetSpec
 from corral.core.units import gpus_to_milli
 
 
@@ -31,6 +32,9 @@ class QueueSpec(BaseModel):
         default=None,
         ge=0,
         description="A job may use public (cloud) clusters only after waiting this long; null: at once.",
+    )
+    budget: BudgetSpec | None = Field(
+        default=None, description="USD this queue may spend on public clusters per day or month."
     )
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from corral.core.workloads import PodRequest
 from corral.errors import CorralError
+from corral.scheduling.bursting import Bursting
 from corral.scheduling.fragmentation import (
     FragmentationGradient,
     FragmentationModel,
@@ -55,6 +56,9 @@ class Policy:
     """A pod that fits nowhere may have GPU shares moved within one node to make room for it."""
     memory_shapes: bool = False
     """Whether the typical shapes also need main memory (FGD's do not)."""
+    bursting: Bursting = Bursting()
+    """When jobs may use public clusters: by default after their queue's threshold, or early when the
+    forecast says they would miss their deadline."""
 
     def for_workload(self, pods: Iterable[PodRequest]) -> Policy:
         """This policy made ready for a workload: fragmentation-aware scoring learns its typical shapes."""

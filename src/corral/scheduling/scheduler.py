@@ -19,8 +19,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from corral.core.budgets import BudgetSpec
 from corral.core.nodes import Node
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
+from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_verdict
 from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
@@ -74,8 +76,11 @@ class _Round:
     promised: Counter[tuple[str, str]] = field(default_factory=Counter)
     preempted_queue: dict[str, str] = field(default_factory=dict)
     no_migration: list[PodRequest] = field(default_factory=list)
+    budget_left: dict[str, float] = field(default_factory=dict)
+    """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
 
     def run(self, pending: Sequence[Workload]) -> None:
+        self._enforce_hard_budgets()
         queues: dict[str, list[Workload]] = {}
         for job in pending:
             verdict = feasibility(self.snapshot, job, job.pod)
@@ -122,6 +127,7 @@ class _Round:
                     heapq.heappush(heap, (self._share(queue), version[queue], queue))
             if key not in changed and cursor[key] < len(jobs):
                 heapq.heappush(heap, (share, version[key], key))
+        self._wake_when_budgets_run_out()
         self.result.scale_downs = plan_scale_down(
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
@@ -145,9 +151,11 @@ class _Round:
     def _try(self, job: Workload) -> bool:
         pod = job.pod
         domains = feasibility(self.snapshot, job, pod).domains
-        burst_at = self._burst_hold(job)
-        if burst_at is not None:
-            domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
+        verdict = None
+        if any(not self.snapshot.clusters[d[0]].private for d in domains):
+            verdict = self._burst_verdict(job)
+            if not verdict.allowed:
+                domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
         failures: list[tuple[Domain, str | FitFailure]] = []
         for domain in domains:
             outcome = self._admit(job, pod, domain)
@@ -162,22 +170,43 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
-        if burst_at is not None:
-            held = f"may burst to public clusters at t={burst_at:g} s (its queue's burst_after_seconds)"
-            pending = replace(pending, note="; ".join(filter(None, [pending.note, held])))
-            wake = self.result.wake_at
-            self.result.wake_at = burst_at if wake is None else min(wake, burst_at)
+        notes = [pending.note, verdict.note if verdict is not None else "", self._outlook(job)]
+        if any(notes[1:]):
+            pending = replace(pending, note="; ".join(filter(None, notes)))
+        if verdict is not None and verdict.recheck_at is not None:
+            self._wake_at(verdict.recheck_at)
         self.result.pending[job.id] = pending
         return False
 
-    def _burst_hold(self, job: Workload) -> float | None:
-        """When ``job`` may first use public clusters, if that is still ahead; None when it may now."""
+    def _burst_verdict(self, job: Workload) -> BurstVerdict:
         queues = self.snapshot.queues
-        spec = queues.get(job.queue) if queues is not None else None
-        if spec is None or spec.burst_after_seconds is None or job.must_stay_private:
-            return None
-        burst_at = job.submit + spec.burst_after_seconds
-        return burst_at if self.now < burst_at else None
+        return burst_verdict(
+            job,
+            queues.get(job.queue) if queues is not None else None,
+            self.policy.bursting,
+            self.now,
+            self.snapshot.public_spend.get(job.queue, 0.0),
+            self.snapshot.forecast,
+            self.snapshot.public_provision_seconds(),
+        )
+
+    def _outlook(self, job: Workload) -> str:
+        """The forecast private start and what bursting would cost: what ``corral why`` shows."""
+        forecast = self.snapshot.forecast
+        start = forecast.private_start.get(job.id) if forecast is not None else None
+        if start is None:
+            return ""
+        text = f"forecast: starts on private clusters at t={start:g} s"
+        price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
+        if price is not None:
+            cost = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600 * price  # type: ignore[union-attr]
+            text += f"; bursting would cost about {cost:.2f} USD"
+        return text
+
+    def _wake_at(self, t: float) -> None:
+        if t > self.now:
+            wake = self.result.wake_at
+            self.result.wake_at = t if wake is None else min(wake, t)
 
     def _wait_for_nodes(self, job: Workload, domains: Sequence[Domain]) -> Pending | None:
         """If new nodes of an elastic pool are (or can be) on their way for ``job``, say so."""
@@ -220,7 +249,96 @@ class _Round:
         if isinstance(outcome, FitFailure):
             failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
             failed.append((pod, job.pods, outcome))
-        return outcome
+            return outcome
+        return self._over_budget(job, domain, outcome) or outcome
+
+    def _over_budget(self, job: Workload, domain: Domain, placements: list[Placement]) -> str | None:
+        """Why starting ``job`` on public ``domain`` would break its queue's hard budget, if it would."""
+        budget = self._hard_budget(job.queue)
+        if budget is None or self.snapshot.clusters[domain[0]].private:
+            return None
+        cost = self._burst_cost(job, placements)
+        left = self._budget_left(job.queue)
+        if cost <= left + BUDGET_TOLERANCE_USD:
+            return None
+        return (
+            f"queue {job.queue}'s hard budget: this burst would cost about {cost:.2f} USD and "
+            f"{max(left, 0.0):.2f} of {budget.usd:g} USD are left this {budget.period}"
+        )
+
+    def _hard_budget(self, queue: str) -> BudgetSpec | None:
+        queues = self.snapshot.queues
+        spec = queues.get(queue) if queues is not None else None
+        budget = spec.budget if spec is not None else None
+        return budget if budget is not None and budget.hard else None
+
+    def _burst_cost(self, job: Workload, placements: Sequence[Placement]) -> float:
+        """USD ``job`` would cost on these placements over the rest of its forecast run time."""
+        forecast = self.snapshot.forecast
+        runtime = forecast.runtime_of(job) if forecast is not None else job.duration
+        remaining = max(runtime - self.progress.get(job.id, 0.0), 0.0)
+        return _usd_per_second(self.snapshot, placements) * remaining
+
+    def _budget_left(self, queue: str) -> float:
+        """Budget less this period's spend and what running bursts will still cost by the forecast."""
+        left = self.budget_left.get(queue)
+        if left is None:
+            budget = self._hard_budget(queue)
+            assert budget is not None
+            forecast = self.snapshot.forecast
+            committed = 0.0
+            for allocation in self._public_allocations().get(queue, ()):
+                workload = allocation.workload
+                runtime = forecast.runtime_of(workload) if forecast is not None else workload.duration
+                remaining = max(runtime - allocation.progress(self.now), 0.0)
+                committed += _usd_per_second(self.snapshot, allocation.placements) * remaining
+            left = self.budget_left[queue] = (
+                budget.usd - self.snapshot.public_spend.get(queue, 0.0) - committed
+            )
+        return left
+
+    def _public_allocations(self) -> dict[str, list[Allocation]]:
+        """Running allocations on public clusters, per queue."""
+        by_queue: dict[str, list[Allocation]] = {}
+        for allocation in self.snapshot.running.values():
+            if not self.snapshot.clusters[allocation.cluster].private:
+                by_queue.setdefault(allocation.workload.queue, []).append(allocation)
+        return by_queue
+
+    def _enforce_hard_budgets(self) -> None:
+        """Stop the burst work of queues whose hard budget is spent (private work runs on)."""
+        for queue, allocations in self._budgeted_public_allocations().items():
+            budget = self._hard_budget(queue)
+            assert budget is not None
+            if budget.usd - self.snapshot.public_spend.get(queue, 0.0) > BUDGET_TOLERANCE_USD:
+                continue
+            for allocation in allocations:
+                self.snapshot.release(allocation.workload.id)
+                self.result.preemptions.append(
+                    Preempt(
+                        allocation.workload.id,
+                        by="",
+                        reason=f"queue {queue} has spent its hard budget of {budget.usd:g} USD this "
+                        f"{budget.period}: burst work stops",
+                    )
+                )
+
+    def _wake_when_budgets_run_out(self) -> None:
+        """Wake when a hard budget would be spent at the rate of the burst work running after this round,
+        so a caller that schedules on events stops that work exactly then."""
+        for queue, allocations in self._budgeted_public_allocations().items():
+            budget = self._hard_budget(queue)
+            assert budget is not None
+            rate = sum(_usd_per_second(self.snapshot, a.placements) for a in allocations)
+            if rate > 0:
+                left = budget.usd - self.snapshot.public_spend.get(queue, 0.0)
+                self._wake_at(self.now + max(left, 0.0) / rate)
+
+    def _budgeted_public_allocations(self) -> dict[str, list[Allocation]]:
+        queues = self.snapshot.queues
+        if queues is None or not any(q.budget is not None and q.budget.hard for q in queues.values()):
+            return {}
+        return {q: a for q, a in self._public_allocations().items() if self._hard_budget(q) is not None}
 
     def _preempt_for(self, job: Workload, pod: PodRequest, domain: Domain) -> bool:
         def fits() -> bool:
@@ -316,10 +434,19 @@ class _Round:
             started_at=self.now,
             progress_at_start=self.progress.get(job.id, 0.0),
         )
+        if self._hard_budget(job.queue) is not None and not self.snapshot.clusters[domain[0]].private:
+            self.budget_left[job.queue] = self._budget_left(job.queue) - self._burst_cost(job, placements)
         self.snapshot.allocate(allocation)
         self.started.add(job.id)
         self.preemptible.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
+
+
+def _usd_per_second(snapshot: Snapshot, placements: Sequence[Placement]) -> float:
+    return (
+        sum(snapshot.nodes[p.node].gpu_hour_cost * p.gpu_milli * len(p.gpus) / 1000 for p in placements)
+        / 3600
+    )
 
 
 def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:

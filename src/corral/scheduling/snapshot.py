@@ -19,6 +19,7 @@ from corral.core.nodes import Node
 from corral.core.queues import QueueSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
+from corral.scheduling.bursting import Forecast
 from corral.scheduling.decisions import Placement
 
 MAX_REMEMBERED_STATES = 500_000
@@ -96,6 +97,11 @@ class Snapshot:
         """Nodes requested per elastic pool and not ready yet (kept by the caller)."""
         self.awaiting_nodes: dict[str, str] = {}
         """Jobs waiting for nodes being provisioned for them: job -> pool (kept by the caller)."""
+        self.public_spend: dict[str, float] = {}
+        """USD each queue has spent on public clusters in its budget's current period, up to now (kept by
+        the caller); only queues with a budget need an entry."""
+        self.forecast: Forecast | None = None
+        """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
         self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
         self.feasibility_cache: dict[object, object] = {}
         self.rankings: OrderedDict[object, Any] = OrderedDict()
@@ -273,6 +279,27 @@ class Snapshot:
                     cpu += node.cpu
             self._capacity = (dict(gpus), cpu)
         return self._capacity
+
+    def public_provision_seconds(self) -> float:
+        """The least delay before a public node could take a job: 0 if a public pool has fixed nodes."""
+        delays = [
+            pool.provision_seconds if pool.elastic else 0.0
+            for pool in self.pools.values()
+            if not self.pool_cluster[pool.name].private
+        ]
+        return min(delays, default=0.0)
+
+    def cheapest_public_gpu_hour(self, job: Workload) -> float | None:
+        """The lowest GPU-hour price of a public pool whose nodes could hold ``job``'s GPUs, if any."""
+        models = job.allowed_models
+        prices = [
+            pool.gpu_hour_cost
+            for pool in self.pools.values()
+            if not self.pool_cluster[pool.name].private
+            and pool.node.gpus >= job.gpus_per_pod
+            and (models is None or pool.node.gpu_model in models)
+        ]
+        return min(prices, default=None)
 
     def lowest_running_priority(self, queue: str | None = None) -> int | None:
         """Lowest priority running in ``queue`` (or anywhere): a cheap test before looking for victims."""

@@ -54,6 +54,10 @@ class WaitingJobs:
     def ids(self) -> list[str]:
         return list(self._jobs)
 
+    def jobs(self) -> list[Workload]:
+        """Every waiting job, parked or not, in arrival order."""
+        return list(self._jobs.values())
+
     def for_round(self) -> list[Workload]:
         """The jobs the next round should consider, in arrival order."""
         if not self._parked:

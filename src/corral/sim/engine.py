@@ -24,9 +24,15 @@ from corral.errors import CorralError
 from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
 from corral.scheduling.waiting import WaitingJobs
+from corral.sim.ledger import SpendLedger
 from corral.sim.report import JobRecord, ReplayTally, summarize
+from corral.sim.runtimes import RuntimeEstimates
 
 EventSink = Callable[[Event], None]
+
+FORECAST_REFRESH_SECONDS = 600.0
+"""A forecast is made again after every arrival or requeue, and otherwise after this long: finishes
+earlier or later than estimated move the predictions."""
 
 MAX_ROUNDS_PER_INSTANT = 1000
 """Rounds at one instant before the engine calls it a bug: each preemption frees room for strictly
@@ -62,6 +68,19 @@ class _Running:
 
 
 @dataclass(frozen=True)
+class ReplayStart:
+    """A replay that begins from a live state instead of empty clusters at t=0: what a forecast needs.
+
+    ``nodes`` are empty copies of the live nodes (up/down and GPU health kept); ``running`` holds each
+    running job's allocation and the seconds it has left.
+    """
+
+    now: float
+    nodes: Sequence[Node]
+    running: Sequence[tuple[Allocation, float]] = ()
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     summary: Summary
     pending: dict[str, Pending]
@@ -84,11 +103,11 @@ class Simulator:
         cluster_events: Iterable[Event] = (),
         sink: EventSink | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        start: ReplayStart | None = None,
     ) -> None:
         self.policy = policy.for_workload(job.pod for job in workloads)
-        self.snapshot = Snapshot(
-            cluster_file.clusters, build_initial_nodes(cluster_file.clusters), cluster_file.queues
-        )
+        nodes = start.nodes if start is not None else build_initial_nodes(cluster_file.clusters)
+        self.snapshot = Snapshot(cluster_file.clusters, nodes, cluster_file.queues)
         self._sink = sink or (lambda event: None)
         self._on_progress = on_progress
         self._heap: list[tuple[float, int, int, object]] = []
@@ -99,9 +118,18 @@ class Simulator:
         self._attempts: dict[str, int] = {}
         self._last_pending: dict[str, Pending] = {}
         self.tally = ReplayTally()
+        clock = start.now if start is not None else 0.0
         for workload in workloads:
             self.tally.jobs[workload.id] = JobRecord(workload)
-            self._push(workload.submit, _Kind.SUBMIT, workload)
+            self._push(max(workload.submit, clock), _Kind.SUBMIT, workload)
+        for allocation, remaining in start.running if start is not None else ():
+            job = allocation.workload.id
+            self.snapshot.allocate(allocation)
+            self._running[job] = _Running(allocation, 1)
+            self._attempts[job] = 1
+            self.tally.jobs[job] = JobRecord(allocation.workload, first_start=allocation.started_at)
+            self._push(clock + remaining, _Kind.FINISH, (job, 1))
+        self.snapshot.commit()
         for event in cluster_events:
             kind = _CLUSTER_EVENT_KINDS.get(event.event)
             if kind is None or event.node is None:
@@ -117,9 +145,18 @@ class Simulator:
         self._reserved_names: set[str] = set()
         self._tick = False
         self._wakes: set[float] = set()
+        self._ledger = SpendLedger(
+            {q.name: q.budget for q in cluster_file.queues or [] if q.budget is not None}
+        )
+        self.runtimes = RuntimeEstimates()
+        """Run times learned from finished jobs: what forecasts assume, never the true durations."""
+        self._forecasts = self.policy.bursting.uses_forecast and any(
+            not c.private for c in cluster_file.clusters
+        )
+        self._forecast_at: float | None = None
         self._capacity_seconds = 0.0
         for node in self.snapshot.nodes.values():
-            node.idle_since = 0.0
+            node.idle_since = clock if node.empty else None
 
     def run(self) -> SimulationResult:
         previous: float | None = None
@@ -160,6 +197,7 @@ class Simulator:
     def _handle(self, now: float, kind: _Kind, payload: object) -> None:
         if kind is _Kind.SUBMIT:
             assert isinstance(payload, Workload)
+            self._forecast_at = None
             self._job_activity(now)
             self._emit(Event(t=now, job=payload.id, event="submitted"))
             self._waiting.add(payload)
@@ -171,7 +209,8 @@ class Simulator:
             running = self._running.get(job)
             if running is None or running.attempt != attempt:
                 return  # preempted since this finish was scheduled
-            self._stop(now, job)
+            workload = self._stop(now, job).workload
+            self.runtimes.observe(workload, workload.duration)
             self._job_activity(now)
             record = self.tally.jobs[job]
             record.outcome, record.end = "finished", now
@@ -264,8 +303,30 @@ class Simulator:
 
     # -- scheduling --
 
+    def _prepare(self, now: float) -> None:
+        """What the snapshot needs from the caller besides state: public spend, and the forecast when
+        the policy uses one (made again after arrivals and requeues, else at most every
+        ``FORECAST_REFRESH_SECONDS``)."""
+        if self._ledger:
+            self.snapshot.public_spend = self._ledger.spent(now)
+        if not self._forecasts:
+            return
+        if self._forecast_at is not None and now - self._forecast_at < FORECAST_REFRESH_SECONDS:
+            return
+        waiting = self._waiting.jobs()
+        if not any(not job.must_stay_private for job in waiting):
+            self.snapshot.forecast = None
+            return
+        from corral.sim.forecast import forecast_private_starts  # the forecast replays with this engine
+
+        self.snapshot.forecast = forecast_private_starts(
+            self.snapshot, waiting, self.policy, now, self.runtimes, self._saved
+        )
+        self._forecast_at = now
+
     def _round(self, now: float) -> bool:
         """One scheduling round and its decisions applied; True when it preempted (victims wait again)."""
+        self._prepare(now)
         started = time.perf_counter()
         result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
@@ -286,8 +347,13 @@ class Simulator:
                 progress_at_start=self._saved.get(start.job, 0.0),
             )
             self.snapshot.allocate(allocation)
+            usd_per_second = 0.0
             for placement in start.placements:
-                self.snapshot.nodes[placement.node].idle_since = None
+                node = self.snapshot.nodes[placement.node]
+                node.idle_since = None
+                if not node.private:
+                    usd_per_second += node.gpu_hour_cost * placement.gpu_milli * len(placement.gpus) / 3.6e6
+            self._ledger.open(start.job, workload.queue, usd_per_second, now)
             attempt = self._attempts.get(start.job, 0) + 1
             self._attempts[start.job] = attempt
             self._running[start.job] = _Running(allocation, attempt)
@@ -333,6 +399,7 @@ class Simulator:
         allocation = self._stop(now, job)
         self._saved[job] = checkpointed_progress(allocation.workload, allocation.progress(now))
         self._waiting.add(allocation.workload)
+        self._forecast_at = None
         self.tally.preemptions += 1
         self.tally.preemptions_per_queue[allocation.workload.queue] += 1
         self._emit(Event(t=now, job=job, event="preempted", reason=reason))
@@ -340,6 +407,7 @@ class Simulator:
     def _stop(self, now: float, job: str) -> Allocation:
         """Release a running job's resources and account for what it used."""
         self._running.pop(job)
+        self._ledger.close(job, now)
         allocation = self.snapshot.release(job)
         self.snapshot.commit()
         self._waiting.wake()

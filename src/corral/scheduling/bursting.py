@@ -1,0 +1,152 @@
+"""When a job may leave private clusters for public (cloud) ones, and what its queue's budget allows.
+
+Owned GPUs are free at the margin and cloud GPUs are not, so a burstable job first waits for private
+room, and bursts when (a) it has waited its queue's threshold, (b) the forecast says it would start on
+private clusters too late to meet its deadline, or (c) under a policy that asks for it, the forecast says
+its private wait would be long. Budgets apply on top of every rule: a queue whose hard budget is spent
+bursts nothing until the next period; over a flex budget only rule (b) still bursts. Sensitive and
+non-burstable jobs never get this far: feasibility gives them private domains only.
+
+The forecast (predicted private start and run time per job) comes from the caller, who replays the
+current state forward (``corral.sim.forecast``); without one, rules (b) and (c) are simply not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.core.budgets import period_bounds
+from corral.core.queues import QueueSpec
+from corral.core.workloads import Workload
+
+BUDGET_TOLERANCE_USD = 1e-6
+"""Spend this close to a hard budget counts as the whole budget: float dust must not start a burst."""
+
+
+@dataclass(frozen=True)
+class Bursting:
+    """A policy's rule for using public clusters; budgets are enforced whatever the rule says."""
+
+    enabled: bool = True
+    """False: never burst (public clusters are not used at all)."""
+    after_seconds: float | None = None
+    """Burst after waiting this long, for every queue; None: each queue's own ``burst_after_seconds``
+    (a queue without one bursts at once)."""
+    deadlines: bool = True
+    """Burst early when the forecast private start would miss the job's deadline and bursting would not."""
+    predicted_wait_seconds: float | None = None
+    """Burst at once when the forecast private wait is longer than this; None: rule not used."""
+    max_predicted_gpu_hours: float | None = None
+    """Rule (c) only for jobs forecast to need at most this many GPU-hours: burst the many small jobs a
+    long wait would hit, and let the few large ones, which would cost most in the cloud, wait their turn."""
+
+    @property
+    def uses_forecast(self) -> bool:
+        return self.enabled and (self.deadlines or self.predicted_wait_seconds is not None)
+
+
+@dataclass
+class Forecast:
+    """What the caller predicts for jobs: when each waiting job would start on private clusters, and how
+    long each job runs. A job missing from ``private_start`` has no prediction."""
+
+    private_start: dict[str, float] = field(default_factory=dict)
+    runtime: dict[str, float] = field(default_factory=dict)
+
+    def runtime_of(self, job: Workload) -> float:
+        return self.runtime.get(job.id, job.duration)
+
+
+@dataclass(frozen=True, slots=True)
+class BurstVerdict:
+    allowed: bool
+    note: str = ""
+    """Why the job may or may not burst, for its pending reason."""
+    recheck_at: float | None = None
+    """When the clock alone may change the verdict (a threshold passes, a period starts)."""
+
+
+def burst_verdict(
+    job: Workload,
+    queue: QueueSpec | None,
+    rule: Bursting,
+    now: float,
+    spent_usd: float,
+    forecast: Forecast | None,
+    provision_seconds: float,
+) -> BurstVerdict:
+    """May ``job`` use public clusters now? ``spent_usd``: its queue's public spend this budget period;
+    ``provision_seconds``: the least delay before a public node could run it."""
+    if not rule.enabled:
+        return BurstVerdict(False, "this policy never bursts to public clusters")
+    budget = queue.budget if queue is not None else None
+    over_budget = budget is not None and spent_usd >= budget.usd - BUDGET_TOLERANCE_USD
+    if budget is not None and over_budget and budget.hard:
+        _, period_end = period_bounds(now, budget.period)
+        return BurstVerdict(
+            False,
+            f"queue {job.queue} has spent its hard budget ({spent_usd:.2f} of {budget.usd:g} USD this "
+            f"{budget.period}); bursting resumes at t={period_end:g} s",
+            period_end,
+        )
+    deadline = _deadline_verdict(job, rule, now, forecast, provision_seconds)
+    if deadline.allowed or over_budget:
+        if over_budget and not deadline.allowed:
+            return BurstVerdict(
+                False,
+                f"queue {job.queue} is over its flex budget ({spent_usd:.2f} of {budget.usd:g} USD): "  # type: ignore[union-attr]
+                "only jobs that would miss their deadline burst",
+                deadline.recheck_at,
+            )
+        return deadline
+    threshold = rule.after_seconds
+    if threshold is None:
+        threshold = queue.burst_after_seconds if queue is not None else None
+    if threshold is None:
+        return BurstVerdict(True)
+    burst_at = job.submit + threshold
+    if now >= burst_at:
+        return BurstVerdict(True)
+    wait = _predicted_wait_verdict(job, rule, now, forecast)
+    if wait is not None:
+        return wait
+    recheck = burst_at if deadline.recheck_at is None else min(burst_at, deadline.recheck_at)
+    source = "the policy's threshold" if rule.after_seconds is not None else "its queue's burst_after_seconds"
+    return BurstVerdict(False, f"may burst to public clusters at t={burst_at:g} s ({source})", recheck)
+
+
+def _deadline_verdict(
+    job: Workload, rule: Bursting, now: float, forecast: Forecast | None, provision_seconds: float
+) -> BurstVerdict:
+    """Rule (b): burst when private would miss the deadline and public would not; else recheck at the
+    last moment a burst could still meet it."""
+    if not rule.deadlines or job.deadline is None or forecast is None:
+        return BurstVerdict(False)
+    start = forecast.private_start.get(job.id)
+    if start is None:
+        return BurstVerdict(False)
+    runtime = forecast.runtime_of(job)
+    last_burst = job.deadline - runtime - provision_seconds
+    if last_burst < now:
+        return BurstVerdict(False)  # bursting would miss it as well: a miss either way costs nothing more
+    if start + runtime > job.deadline:
+        return BurstVerdict(
+            True,
+            f"forecast private start t={start:g} s would miss the deadline t={job.deadline:g} s",
+        )
+    return BurstVerdict(False, recheck_at=last_burst if last_burst > now else None)
+
+
+def _predicted_wait_verdict(
+    job: Workload, rule: Bursting, now: float, forecast: Forecast | None
+) -> BurstVerdict | None:
+    """Rule (c): a long forecast private wait bursts a small job at once."""
+    if rule.predicted_wait_seconds is None or forecast is None:
+        return None
+    start = forecast.private_start.get(job.id)
+    if start is None or start - now <= rule.predicted_wait_seconds:
+        return None
+    gpu_hours = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600
+    if rule.max_predicted_gpu_hours is not None and gpu_hours > rule.max_predicted_gpu_hours:
+        return None
+    return BurstVerdict(True, f"forecast private wait {start - now:.0f} s is too long")

@@ -1,0 +1,73 @@
+"""Start-time forecasts: when each waiting job would start if it stayed on private clusters.
+
+The forecast replays the live state forward with the simulator itself, on the private clusters only: the
+running jobs end when their estimated run time is up, the waiting jobs arrive at once with estimated run
+times, and the same scheduler under the same policy decides. No new submissions are imagined, so the
+forecast is what the queue ahead of a job implies; later, higher-priority arrivals can only delay it.
+
+Run times are estimates (``RuntimeEstimates``): the control plane knows only what users declare and what
+finished jobs took, and the simulator is held to the same, so a policy that uses the forecast is not
+clairvoyant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from corral.core.nodes import Node
+from corral.core.workloads import Workload
+from corral.scenario.models import ClusterFile
+from corral.scheduling import Policy, Snapshot
+from corral.scheduling.bursting import Bursting, Forecast
+from corral.sim.engine import ReplayStart, Simulator
+
+
+def forecast_private_starts(
+    snapshot: Snapshot,
+    waiting: Sequence[Workload],
+    policy: Policy,
+    now: float,
+    runtime: Callable[[Workload], float],
+    saved: dict[str, float] | None = None,
+) -> Forecast:
+    """Predicted private start of every waiting job (absent: it would not start on private clusters),
+    and the run time assumed for every waiting and running job. ``saved``: checkpointed progress of
+    requeued jobs."""
+    saved = saved or {}
+    runtimes = {job.id: runtime(job) for job in waiting}
+    runtimes.update({job: runtime(a.workload) for job, a in snapshot.running.items()})
+    private = [cluster for cluster in snapshot.clusters.values() if cluster.private]
+    if not private or not waiting:
+        return Forecast({}, runtimes)
+    names = {cluster.name for cluster in private}
+    nodes = [_empty_copy(node) for node in snapshot.nodes.values() if node.cluster in names]
+    running = [
+        (allocation, max(runtimes[job] - allocation.progress(now), 0.0))
+        for job, allocation in snapshot.running.items()
+        if allocation.cluster in names
+    ]
+    remaining = [
+        job.model_copy(update={"duration": max(runtimes[job.id] - saved.get(job.id, 0.0), 1.0)})
+        for job in waiting
+    ]
+    queues = list(snapshot.queues.values()) if snapshot.queues is not None else None
+    replay = Simulator(
+        ClusterFile(clusters=private, queues=queues),
+        remaining,
+        replace(policy, bursting=Bursting(enabled=False)),
+        start=ReplayStart(now, nodes, running),
+    )
+    replay.run()
+    starts = {
+        job.id: record.first_start
+        for job in waiting
+        if (record := replay.tally.jobs[job.id]).first_start is not None
+    }
+    return Forecast(starts, runtimes)
+
+
+def _empty_copy(node: Node) -> Node:
+    """The node as hardware and health only: the replay re-applies the running allocations."""
+    gpus = [replace(gpu, used_milli=0, used_memory_gib=0.0) for gpu in node.gpus]
+    return replace(node, gpus=gpus, used_cpu=0.0, used_memory_gib=0.0, idle_since=None)

@@ -1,0 +1,299 @@
+"""Federation (issue 6): deadlines and forecasts decide early bursts, budgets cap cloud spend.
+
+Scheduler-level cases first (one round on a hand-made snapshot), then replays, then properties over random
+federated scenarios: sensitive and non-burstable work never runs on a public cluster, a hard budget is
+never exceeded by burst work in any period, and the reported cost is exactly allocations times price.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+
+from builders import job, make_cluster, make_pool
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from corral.core.budgets import BudgetPeriod, BudgetSpec, Enforcement, period_bounds
+from corral.core.nodes import build_initial_nodes
+from corral.core.queues import QueueSpec
+from corral.core.workloads import Workload
+from corral.scenario.invariants import check_events
+from corral.scenario.models import ClusterFile, Event
+from corral.scheduling import Allocation, get_policy, schedule
+from corral.scheduling.bursting import Bursting, Forecast
+from corral.scheduling.snapshot import Snapshot
+from corral.sim.engine import Simulator
+from corral.sim.forecast import forecast_private_starts
+from corral.sim.runtimes import RuntimeEstimates
+
+DEFAULT = get_policy("default")
+PRICE = 3.0
+CLUSTERS = [
+    make_cluster("lab", [make_pool("dgx", flavor="a100", count=1, gpus=8)], private=True),
+    make_cluster("cloud", [make_pool("cloud", flavor="a100", count=1, gpus=8, cost=PRICE)], private=False),
+]
+
+
+def _queue(**fields: object) -> QueueSpec:
+    return QueueSpec(name="a", quota=None, **fields)  # type: ignore[arg-type]
+
+
+def _busy_lab(queue: QueueSpec) -> Snapshot:
+    """The lab's 8 GPUs are held by a long job started at t=0."""
+    snapshot = Snapshot(CLUSTERS, build_initial_nodes(CLUSTERS), [queue])
+    long_job = job("long", gpus=8, duration=10_000)
+    [start] = schedule(snapshot, [long_job], DEFAULT, now=0.0).starts
+    snapshot.allocate(Allocation(long_job, start.cluster, start.flavor, start.placements, 0.0))
+    snapshot.commit()
+    return snapshot
+
+
+# -- rule (b): deadlines ---------------------------------------------------------------------------------
+
+
+def test_a_job_whose_forecast_private_start_misses_its_deadline_bursts_before_its_threshold() -> None:
+    snapshot = _busy_lab(_queue(burst_after_seconds=5000))
+    urgent = job("urgent", gpus=8, duration=100, deadline=2000.0)
+    snapshot.forecast = Forecast({"urgent": 3600.0}, {"urgent": 100.0})
+    result = schedule(snapshot, [urgent], DEFAULT, now=10.0)
+    assert [(s.job, s.cluster) for s in result.starts] == [("urgent", "cloud")]
+
+
+def test_a_job_that_meets_its_deadline_on_private_waits_and_is_looked_at_again_at_the_last_safe_moment() -> (
+    None
+):
+    snapshot = _busy_lab(_queue(burst_after_seconds=5000))
+    patient = job("patient", gpus=8, duration=100, deadline=9000.0)
+    snapshot.forecast = Forecast({"patient": 3600.0}, {"patient": 100.0})
+    result = schedule(snapshot, [patient], DEFAULT, now=10.0)
+    assert not result.starts
+    assert result.wake_at == 5000.0  # the threshold comes before the last safe burst (8900)
+    message = result.pending["patient"].message
+    assert "forecast: starts on private clusters at t=3600 s" in message
+    assert "bursting would cost about 0.67 USD" in message  # 8 GPUs x 100 s x 3 USD/GPU-hour
+
+
+def test_bursting_that_would_miss_the_deadline_anyway_is_not_paid_for() -> None:
+    snapshot = _busy_lab(_queue(burst_after_seconds=5000))
+    hopeless = job("hopeless", gpus=8, duration=100, deadline=50.0)
+    snapshot.forecast = Forecast({"hopeless": 3600.0}, {"hopeless": 100.0})
+    assert not schedule(snapshot, [hopeless], DEFAULT, now=10.0).starts
+
+
+def test_a_policy_with_a_predicted_wait_rule_bursts_small_jobs_only() -> None:
+    policy = replace(
+        DEFAULT, bursting=Bursting(after_seconds=3600, predicted_wait_seconds=600, max_predicted_gpu_hours=1)
+    )
+    snapshot = _busy_lab(_queue())
+    small, large = job("small", gpus=1, duration=60), job("large", gpus=8, duration=3600)
+    snapshot.forecast = Forecast({"small": 5000.0, "large": 5000.0}, {"small": 60.0, "large": 3600.0})
+    result = schedule(snapshot, [small, large], policy, now=0.0)
+    assert [(s.job, s.cluster) for s in result.starts] == [("small", "cloud")]
+    assert "at t=3600 s (the policy's threshold)" in result.pending["large"].message
+
+
+# -- budgets ---------------------------------------------------------------------------------------------
+
+
+def test_a_hard_budget_refuses_a_burst_it_cannot_pay_for_and_says_which_budget() -> None:
+    queue = _queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY))
+    snapshot = _busy_lab(queue)
+    big = job("big", gpus=8, duration=3600)  # 24 USD
+    result = schedule(snapshot, [big], DEFAULT, now=0.0)
+    assert not result.starts
+    assert "queue a's hard budget: this burst would cost about 24.00 USD and 10.00 of 10 USD are left" in (
+        result.pending["big"].message
+    )
+
+
+def test_a_spent_hard_budget_stops_burst_work_and_keeps_private_work() -> None:
+    queue = _queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY))
+    snapshot = _busy_lab(queue)
+    burst = job("burst", gpus=8, duration=3600)
+    snapshot.allocate(Allocation(burst, "cloud", "a100", _cloud_placements(burst), 0.0))
+    snapshot.public_spend = {"a": 10.0}
+    result = schedule(snapshot, [], DEFAULT, now=1500.0)
+    assert [p.job for p in result.preemptions] == ["burst"]  # not "long", which runs in the lab
+    assert "spent its hard budget of 10 USD this day" in result.preemptions[0].reason
+
+
+def test_a_hard_budget_wakes_the_round_when_it_will_be_spent() -> None:
+    queue = _queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY))
+    snapshot = _busy_lab(queue)
+    burst = job("burst", gpus=8, duration=3600)
+    snapshot.allocate(Allocation(burst, "cloud", "a100", _cloud_placements(burst), 0.0))
+    snapshot.public_spend = {"a": 4.0}
+    result = schedule(snapshot, [], DEFAULT, now=600.0)
+    assert not result.preemptions
+    assert result.wake_at == 600.0 + 6.0 / (24.0 / 3600)
+
+
+def test_over_a_flex_budget_only_deadline_rescues_burst() -> None:
+    queue = _queue(budget=BudgetSpec(usd=1, enforcement=Enforcement.FLEX))
+    snapshot = _busy_lab(queue)
+    snapshot.public_spend = {"a": 5.0}
+    late = job("late", gpus=8, duration=100, deadline=2000.0)
+    plain = job("plain", gpus=8, duration=100, submit=1)
+    snapshot.forecast = Forecast({"late": 3600.0, "plain": 3700.0}, {"late": 100.0, "plain": 100.0})
+    result = schedule(snapshot, [late, plain], DEFAULT, now=10.0)
+    assert [s.job for s in result.starts] == ["late"]
+    assert "over its flex budget" in result.pending["plain"].message
+
+
+def test_periods_are_utc_days_and_calendar_months() -> None:
+    assert period_bounds(90_000.0, BudgetPeriod.DAY) == (86_400.0, 172_800.0)
+    start, end = period_bounds(1_767_225_600.0 + 5, BudgetPeriod.MONTH)  # 2026-01-01T00:00:05Z
+    assert (start, end - start) == (1_767_225_600.0, 31 * 86_400.0)
+
+
+def _cloud_placements(workload: Workload) -> tuple:
+    cloud_only = Snapshot([CLUSTERS[1]], build_initial_nodes([CLUSTERS[1]]), None)
+    [start] = schedule(cloud_only, [workload], DEFAULT, now=0.0).starts
+    return start.placements
+
+
+# -- forecasts -------------------------------------------------------------------------------------------
+
+
+def test_the_forecast_replays_the_private_queue_with_estimated_run_times() -> None:
+    snapshot = _busy_lab(_queue())
+    estimates = RuntimeEstimates(default_seconds=1000.0)
+    waiting = [job("w1", gpus=8, submit=1), job("w2", gpus=4, submit=2), job("w3", gpus=4, submit=3)]
+    forecast = forecast_private_starts(snapshot, waiting, DEFAULT, 500.0, estimates)
+    assert forecast.private_start == {"w1": 1000.0, "w2": 2000.0, "w3": 2000.0}
+    assert forecast.runtime["long"] == 1000.0
+    assert len(snapshot.running) == 1 and snapshot.nodes["dgx-0"].whole_free_gpus == 0  # untouched
+
+
+def test_run_time_estimates_learn_per_queue_and_shape_and_never_exceed_a_declared_limit() -> None:
+    estimates = RuntimeEstimates(declared_is_estimate=True)
+    for seconds in (100.0, 200.0, 300.0):
+        estimates.observe(job("done", gpus=2), seconds)
+    assert estimates(job("next", gpus=2, duration=10_000)) == 200.0
+    assert estimates(job("capped", gpus=2, duration=150)) == 150.0
+    assert estimates(job("other", gpus=1, duration=50)) == 50.0  # shape unseen: queue median capped
+
+
+def test_a_replay_bursts_a_deadline_job_at_once_and_lets_an_easy_one_wait() -> None:
+    """Before any job has finished, run times are estimated at an hour (``RuntimeEstimates``)."""
+    cluster = ClusterFile(clusters=CLUSTERS, queues=[_queue(burst_after_seconds=7200)])
+    jobs = [
+        job("long", gpus=8, duration=3000.0),
+        job("tight", gpus=8, submit=10.0, duration=600.0, deadline=4200.0),
+        job("loose", gpus=8, submit=20.0, duration=600.0, deadline=50_000.0),
+    ]
+    events: list[Event] = []
+    summary = Simulator(cluster, jobs, DEFAULT, sink=events.append).run().summary
+    started = {e.job: (e.t, e.cluster) for e in events if e.event == "started"}
+    assert started["tight"] == (10.0, "cloud")
+    assert started["loose"] == (3000.0, "lab")
+    assert summary.deadline_misses == 0
+    assert check_events(cluster, jobs, events) is None
+
+
+# -- properties over random federated scenarios -----------------------------------------------------------
+
+
+@st.composite
+def federated(draw: st.DrawFn) -> tuple[ClusterFile, list[Workload]]:
+    """A small private lab, an elastic public pool, two queues with budgets, and jobs near midnight."""
+    lab = make_pool("own", flavor="a100", count=draw(st.integers(1, 2)), gpus=4)
+    cloud = make_pool("rent", flavor="a100", count=0, gpus=4, cost=draw(st.sampled_from([1.0, 3.0])))
+    cloud = cloud.model_copy(update={"max_count": 3, "provision_seconds": draw(st.sampled_from([0.0, 30.0]))})
+    queues = [
+        QueueSpec(
+            name=name,
+            quota=None,
+            burst_after_seconds=draw(st.sampled_from([None, 0.0, 60.0, 300.0])),
+            budget=draw(
+                st.one_of(
+                    st.none(),
+                    st.builds(
+                        BudgetSpec,
+                        usd=st.sampled_from([0.0, 0.2, 0.5, 2.0]),
+                        period=st.just(BudgetPeriod.DAY),
+                        enforcement=st.sampled_from(list(Enforcement)),
+                    ),
+                )
+            ),
+        )
+        for name in ("a", "b")
+    ]
+    cluster_file = ClusterFile(
+        clusters=[make_cluster("lab", [lab], private=True), make_cluster("cloud", [cloud], private=False)],
+        queues=queues,
+    )
+    base = draw(st.sampled_from([0.0, 86_400.0 - 600.0]))  # some runs cross midnight
+    count = draw(st.integers(2, 12))
+    jobs = [
+        Workload(
+            id=f"j{i}",
+            queue=draw(st.sampled_from(["a", "b"])),
+            submit=base + draw(st.integers(0, 900)),
+            duration=float(draw(st.integers(1, 1200))),
+            gpus_per_pod=draw(st.integers(1, 4)),
+            pods=draw(st.integers(1, 2)),
+            sensitive=draw(st.integers(0, 4)) == 0,
+            burstable=draw(st.integers(0, 4)) != 0,
+            deadline=draw(st.one_of(st.none(), st.integers(100, 3000).map(lambda d: base + d))),
+            checkpoint_seconds=draw(st.sampled_from([None, 60.0])),
+        )
+        for i in range(count)
+    ]
+    return cluster_file, jobs
+
+
+POLICY_VARIANTS = {
+    "default": DEFAULT,
+    "never": replace(DEFAULT, bursting=Bursting(enabled=False)),
+    "predicted-wait": replace(DEFAULT, bursting=Bursting(predicted_wait_seconds=120)),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=federated(), variant=st.sampled_from(sorted(POLICY_VARIANTS)))
+def test_federated_replays_keep_privacy_budgets_and_honest_cost(
+    scenario: tuple[ClusterFile, list[Workload]], variant: str
+) -> None:
+    cluster_file, jobs = scenario
+    note(cluster_file.model_dump_json())
+    note("\n".join(j.model_dump_json() for j in jobs))
+    events: list[Event] = []
+    summary = Simulator(cluster_file, jobs, POLICY_VARIANTS[variant], sink=events.append).run().summary
+    assert check_events(cluster_file, jobs, events) is None
+    by_id = {j.id: j for j in jobs}
+    price = {p.name: p.gpu_hour_cost for c in cluster_file.clusters for p in c.pools}
+    public = {p.name for c in cluster_file.clusters if not c.private for p in c.pools}
+    # Each run: (queue, start, end, USD per second on public nodes, USD per second in all).
+    runs: list[tuple[str, float, float, float, float]] = []
+    opened: dict[str, tuple[float, float, float]] = {}
+    for event in events:
+        if event.event == "started":
+            assert event.placements is not None
+            rate = {True: 0.0, False: 0.0}
+            for placement in event.placements:
+                pool = placement.node.rsplit("-", 1)[0]
+                rate[pool in public] += price[pool] * len(placement.gpus) * placement.gpu_milli / 3.6e6
+            if rate[True]:
+                assert not by_id[event.job].must_stay_private, f"{event.job} ran on a public cluster"
+            opened[event.job] = (event.t, rate[True], rate[True] + rate[False])
+        elif event.event in ("finished", "preempted", "failed") and event.job in opened:
+            start, public_rate, rate = opened.pop(event.job)
+            runs.append((by_id[event.job].queue, start, event.t, public_rate, rate))
+    assert not opened
+    assert abs(summary.cost_usd - sum((end - start) * rate for _, start, end, _, rate in runs)) < 1e-6
+    for queue in cluster_file.queues or []:
+        if queue.budget is None or not queue.budget.hard:
+            continue
+        spent: dict[float, float] = defaultdict(float)
+        for name, start, end, public_rate, _ in runs:
+            if name != queue.name or not public_rate:
+                continue
+            t = start
+            while t < end:
+                period_start, period_end = period_bounds(t, queue.budget.period)
+                spent[period_start] += (min(end, period_end) - t) * public_rate
+                t = period_end
+        for period_start, usd in spent.items():
+            assert usd <= queue.budget.usd + 1e-6, f"queue {queue.name} spent {usd} in period {period_start}"
