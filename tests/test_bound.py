@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.core.workloads import Workload
+from corral.errors import CorralError
 from corral.scenario.models import ClusterFile
 from corral.scheduling import get_policy
 from corral.sim.bound import cost_bound_curve, cost_lower_bound
@@ -78,6 +79,13 @@ def test_jobs_the_scheduler_rejects_are_left_out() -> None:
     jobs = [job("huge", gpus=2, duration=HOUR, deadline=HOUR, sensitive=True), job("ok", duration=HOUR)]
     bound = cost_lower_bound(_cluster_file(private_gpus=1), jobs, 0)
     assert (bound.jobs, bound.cost_usd) == (1, 0.0)
+    nothing = cost_lower_bound(_cluster_file(private_gpus=1), jobs[:1], 0)
+    assert (nothing.jobs, nothing.cost_usd, nothing.gap) == (0, 0.0, 0.0)
+
+
+def test_a_negative_miss_budget_is_refused() -> None:
+    with pytest.raises(CorralError, match="0 or more"):
+        cost_lower_bound(_cluster_file(), [job("a")], -1)
 
 
 def test_cold_start_makes_every_burst_wait_for_its_own_node() -> None:

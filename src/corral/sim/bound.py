@@ -56,6 +56,7 @@ import numpy as np
 from corral.core.nodes import build_initial_nodes
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
+from corral.errors import CorralError
 from corral.scenario.models import ClusterFile
 from corral.scheduling import Snapshot
 from corral.scheduling.feasibility import feasibility, pods_per_node
@@ -129,6 +130,10 @@ def cost_bound_curve(
 ) -> list[CostBound]:
     """One bound per allowed miss count; the model is built once and only the budget changes between solves
     (an LP restarts from the previous basis). ``time_limit_seconds`` applies to each solve."""
+    if slot_seconds <= 0:
+        raise CorralError(f"slot_seconds must be positive, not {slot_seconds}")
+    if any(allowed < 0 for allowed in misses):
+        raise CorralError(f"allowed deadline misses must be 0 or more, not {min(misses)}")
     started = time.perf_counter()
     terms = _job_terms(cluster_file, workloads, cold_start)
     private_gpus = sum(
@@ -279,6 +284,8 @@ class _Model:
         gap = 0.0
         if status == highspy.HighsModelStatus.kInfeasible:
             cost = math.inf
+        elif status == highspy.HighsModelStatus.kModelEmpty:
+            cost = self.objective_floor
         elif self.integer:
             # The dual bound, not the incumbent: only the former is proven to be below every schedule.
             cost = max(self.offset + info.mip_dual_bound, self.objective_floor)
