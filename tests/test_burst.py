@@ -44,11 +44,15 @@ def test_a_job_waits_for_private_room_until_its_queue_s_threshold_then_bursts() 
     assert [(s.job, s.cluster) for s in late.starts] == [("second", "cloud")] and late.wake_at is None
 
 
-def test_sensitive_work_never_bursts_and_sets_no_wake() -> None:
+def test_sensitive_work_never_bursts_sets_no_wake_and_says_why_it_leaves_public_gpus_idle() -> None:
     snapshot = _busy_lab()
     secret = job("secret", gpus=8).model_copy(update={"sensitive": True})
     result = schedule(snapshot, [secret], DEFAULT, now=10_000.0)
     assert not result.starts and result.wake_at is None
+    message = result.pending["secret"].message
+    assert message.startswith(
+        "job is sensitive, so it runs only on private clusters (not on cloud); lab/a100:"
+    )
 
 
 def test_the_simulator_bursts_exactly_when_the_threshold_passes() -> None:

@@ -144,7 +144,8 @@ class _Round:
 
     def _try(self, job: Workload) -> bool:
         pod = job.pod
-        domains = feasibility(self.snapshot, job, pod).domains
+        verdict = feasibility(self.snapshot, job, pod)
+        domains = verdict.domains
         burst_at = self._burst_hold(job)
         if burst_at is not None:
             domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
@@ -162,9 +163,12 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
+        if verdict.kept_private is not None:
+            pending = _noted(pending, verdict.kept_private)
         if burst_at is not None:
-            held = f"may burst to public clusters at t={burst_at:g} s (its queue's burst_after_seconds)"
-            pending = replace(pending, note="; ".join(filter(None, [pending.note, held])))
+            pending = _noted(
+                pending, f"may burst to public clusters at t={burst_at:g} s (its queue's burst_after_seconds)"
+            )
             wake = self.result.wake_at
             self.result.wake_at = burst_at if wake is None else min(wake, burst_at)
         self.result.pending[job.id] = pending
@@ -326,6 +330,11 @@ def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
     if pod.fractional:
         return all(share_fits(node.gpus[index], pod) for index in gpus)
     return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
+
+
+def _noted(pending: Pending, note: str) -> Pending:
+    """``pending`` with ``note`` added after the note it has."""
+    return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
