@@ -17,12 +17,17 @@ CLUSTER = REPO / "examples" / "demo" / "cluster.yaml"
 
 
 def start_server(
-    data_dir: Path, port: int, cluster: Path | None = CLUSTER, extra: list[str] | None = None
+    data_dir: Path,
+    port: int,
+    cluster: Path | None = CLUSTER,
+    extra: list[str] | None = None,
+    interval: float = 0.2,
 ) -> subprocess.Popen[bytes]:
-    """``corral server`` on ``cluster`` (None: only the nodes agents register)."""
+    """``corral server`` on ``cluster`` (None: only the nodes agents register), a round every ``interval``
+    seconds besides the rounds that submissions, cancels and exits start."""
     arguments = ["server", "--data-dir", str(data_dir), "--port", str(port)]
     arguments += ["--cluster", str(cluster)] if cluster is not None else []
-    return start([*arguments, "--interval", "0.2", *(extra or [])], data_dir / "server.log", port)
+    return start([*arguments, "--interval", f"{interval:g}", *(extra or [])], data_dir / "server.log", port)
 
 
 def admin_client(data_dir: Path, port: int) -> Client:

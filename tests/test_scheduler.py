@@ -289,7 +289,11 @@ def test_sensitive_job_is_kept_off_a_public_cluster_even_when_the_private_one_is
     result = schedule(snapshot, [job("secret", sensitive=True), job("normal", submit=1)], DEFAULT, now=0.0)
     assert [(s.job, s.cluster) for s in result.starts] == [("normal", "cloud")]
     assert result.pending["secret"].reason is PendingReason.NO_FIT
-    assert "cloud" not in result.pending["secret"].message
+    message = result.pending["secret"].message
+    assert "cloud/" not in message  # the cloud was never tried, and the message says why
+    assert message.startswith(
+        "job is sensitive, so it runs only on private clusters (not on cloud); onprem/f:"
+    )
 
 
 # -- where a job goes: private first, then the cheaper tier --------------------------------------------

@@ -1,4 +1,5 @@
-"""The reconcile loop: a round every ``interval`` seconds, or at once when something changed.
+"""The reconcile loop: a round every ``interval`` seconds, at once when something changed, and when the
+clock alone changes a waiting job's options (the last round's ``wake_at``: a queue's burst threshold).
 
 Runs in a thread beside the API; a round that fails is logged and retried on the next tick, since every
 round starts again from what the store says.
@@ -50,6 +51,9 @@ class ReconcileLoop:
         self.rounds = 0
         self._parsed: dict[str, Workload] = {}
         """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
+        self._wake_at: float | None = None
+        """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
+        so the next round runs then rather than up to ``interval`` later."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,11 +69,15 @@ class ReconcileLoop:
             self._thread.join(timeout=10)
 
     def _wait_for_work(self) -> None:
-        """Until poked, the interval passed, or (with ``watch``) the store says something changed."""
+        """Until poked, the interval passed, the last round's ``wake_at`` came, or (with ``watch``) the
+        store says something changed."""
+        timeout = self.interval
+        if self._wake_at is not None:
+            timeout = min(timeout, max(0.0, self._wake_at - time.time()))
         if self.watch is None:
-            self._wake.wait(self.interval)
+            self._wake.wait(timeout)
             return
-        deadline = time.monotonic() + self.interval
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._wake.wait(MIN_GAP_SECONDS):
             try:
                 seen = self.watch()
@@ -89,9 +97,11 @@ class ReconcileLoop:
             if self._stop.wait(MIN_GAP_SECONDS):
                 return
             self._wake.clear()
+            self._wake_at = None  # a failed round says nothing about when to wake: retry at the next tick
             try:
                 started = time.perf_counter()
                 result = reconcile(self.engine, self.inventory, self.policy, time.time(), self._parsed)
+                self._wake_at = result.wake_at
                 if self.metrics is not None:
                     self.metrics.observe(result, time.perf_counter() - started)
                 if self.after_round is not None:

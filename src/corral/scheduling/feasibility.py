@@ -26,6 +26,10 @@ class Feasibility:
 
     domains: tuple[Domain, ...]
     rejection: tuple[PendingReason, str] | None = None
+    kept_private: str | None = None
+    """Why public clusters that could hold the job are not tried (it is sensitive or not burstable), for
+    its explanation while it waits: otherwise it would name only the busy private clusters, and a user
+    who sees free public GPUs could not tell why it does not take them."""
 
 
 def pods_per_node(template: NodeTemplate, pod: PodRequest) -> int:
@@ -92,8 +96,8 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     if not fitting:
         return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod)))
     allowed = [d for d in fitting if private[d] or not workload.must_stay_private]
+    why = "sensitive" if workload.sensitive else "not burstable"
     if not allowed:
-        why = "sensitive" if workload.sensitive else "not burstable"
         return Feasibility(
             (),
             (
@@ -119,7 +123,11 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
         )
     # Private first; a CPU-only pod then prefers nodes without GPUs, so it strands no GPU; then tier and price.
     within_quota.sort(key=lambda d: (not private[d], pod.gpus == 0 and has_gpus[d], cost[d], d))
-    return Feasibility(tuple(within_quota))
+    public = sorted({cluster for cluster, flavor in fitting if not private[(cluster, flavor)]})
+    kept_private = None
+    if workload.must_stay_private and public:
+        kept_private = f"job is {why}, so it runs only on private clusters (not on {', '.join(public)})"
+    return Feasibility(tuple(within_quota), kept_private=kept_private)
 
 
 def _never_fits_message(workload: Workload, pod: PodRequest) -> str:

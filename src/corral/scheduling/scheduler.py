@@ -150,7 +150,8 @@ class _Round:
 
     def _try(self, job: Workload) -> bool:
         pod = job.pod
-        domains = feasibility(self.snapshot, job, pod).domains
+        feasible = feasibility(self.snapshot, job, pod)
+        domains = feasible.domains
         verdict = None
         if any(not self.snapshot.clusters[d[0]].private for d in domains):
             verdict = self._burst_verdict(job)
@@ -170,9 +171,10 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
-        notes = [pending.note, verdict.note if verdict is not None else "", self._outlook(job)]
-        if any(notes[1:]):
-            pending = replace(pending, note="; ".join(filter(None, notes)))
+        notes = [feasible.kept_private, verdict.note if verdict is not None else "", self._outlook(job)]
+        for note in notes:
+            if note:
+                pending = _noted(pending, note)
         if verdict is not None and verdict.recheck_at is not None:
             self._wake_at(verdict.recheck_at)
         self.result.pending[job.id] = pending
@@ -453,6 +455,11 @@ def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
     if pod.fractional:
         return all(share_fits(node.gpus[index], pod) for index in gpus)
     return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
+
+
+def _noted(pending: Pending, note: str) -> Pending:
+    """``pending`` with ``note`` added after the note it has."""
+    return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
 def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
