@@ -81,16 +81,14 @@ def test_bursting_that_would_miss_the_deadline_anyway_is_not_paid_for() -> None:
     assert not schedule(snapshot, [hopeless], DEFAULT, now=10.0).starts
 
 
-def test_a_policy_with_a_predicted_wait_rule_bursts_small_jobs_only() -> None:
-    policy = replace(
-        DEFAULT, bursting=Bursting(after_seconds=3600, predicted_wait_seconds=600, max_predicted_gpu_hours=1)
-    )
-    snapshot = _busy_lab(_queue())
-    small, large = job("small", gpus=1, duration=60), job("large", gpus=8, duration=3600)
-    snapshot.forecast = Forecast({"small": 5000.0, "large": 5000.0}, {"small": 60.0, "large": 3600.0})
-    result = schedule(snapshot, [small, large], policy, now=0.0)
+def test_a_long_forecast_wait_bursts_a_job_when_the_wait_is_worth_more_than_the_burst() -> None:
+    """At 10 USD an hour of waiting, 1.4 h of forecast wait (14 USD) buys a 3 USD burst, not a 24 USD one."""
+    snapshot = _busy_lab(_queue(burst_after_seconds=36_000, wait_usd_per_hour=10))
+    small, large = job("small", gpus=1, duration=3600), job("large", gpus=8, duration=3600, submit=1)
+    snapshot.forecast = Forecast({"small": 5000.0, "large": 5000.0}, {"small": 3600.0, "large": 3600.0})
+    result = schedule(snapshot, [small, large], DEFAULT, now=0.0)
     assert [(s.job, s.cluster) for s in result.starts] == [("small", "cloud")]
-    assert "at t=3600 s (the policy's threshold)" in result.pending["large"].message
+    assert "at t=36001 s (its queue's burst_after_seconds)" in result.pending["large"].message
 
 
 # -- budgets ---------------------------------------------------------------------------------------------
@@ -166,13 +164,24 @@ def test_the_forecast_replays_the_private_queue_with_estimated_run_times() -> No
     assert len(snapshot.running) == 1 and snapshot.nodes["dgx-0"].whole_free_gpus == 0  # untouched
 
 
-def test_run_time_estimates_learn_per_queue_and_shape_and_never_exceed_a_declared_limit() -> None:
-    estimates = RuntimeEstimates(declared_is_estimate=True)
-    for seconds in (100.0, 200.0, 300.0):
-        estimates.observe(job("done", gpus=2), seconds)
-    assert estimates(job("next", gpus=2, duration=10_000)) == 200.0
-    assert estimates(job("capped", gpus=2, duration=150)) == 150.0
-    assert estimates(job("other", gpus=1, duration=50)) == 50.0  # shape unseen: queue median capped
+def test_run_time_estimates_scale_a_declared_limit_by_what_similar_jobs_used() -> None:
+    estimates = RuntimeEstimates()
+    for used in (0.2, 0.5, 0.6, 0.75, 0.9):
+        estimates.observe(job("done", gpus=2, time_limit=1000.0), used * 1000.0)
+    assert estimates(job("next", gpus=2, time_limit=7200.0)) == 0.6 * 7200.0
+    assert estimates(job("long-running", gpus=2, time_limit=7200.0), elapsed=4000.0) == 0.75 * 7200.0
+    assert estimates(job("past-most", gpus=2, time_limit=7200.0), elapsed=6000.0) == 7200.0  # its limit
+
+
+def test_without_a_limit_the_estimate_is_conditional_on_what_the_job_has_run() -> None:
+    """Heavy tails: a job that has run long is not the median job's few minutes from done."""
+    estimates = RuntimeEstimates(default_seconds=3600.0)
+    for seconds in (60.0, 120.0, 600.0, 36_000.0, 86_400.0, 90_000.0):
+        estimates.observe(job("done", gpus=1), seconds)
+    assert estimates(job("new", gpus=1)) == (600.0 + 36_000.0) / 2
+    assert estimates(job("old", gpus=1), elapsed=30_000.0) == 86_400.0
+    assert estimates(job("unknown", gpus=4)) == (600.0 + 36_000.0) / 2  # queue-wide history
+    assert RuntimeEstimates()(job("first", gpus=1), elapsed=5000.0) == 10_000.0
 
 
 def test_a_replay_bursts_a_deadline_job_at_once_and_lets_an_easy_one_wait() -> None:
@@ -206,6 +215,7 @@ def federated(draw: st.DrawFn) -> tuple[ClusterFile, list[Workload]]:
             name=name,
             quota=None,
             burst_after_seconds=draw(st.sampled_from([None, 0.0, 60.0, 300.0])),
+            wait_usd_per_hour=draw(st.sampled_from([None, 1.0, 50.0])),
             budget=draw(
                 st.one_of(
                     st.none(),
@@ -247,7 +257,7 @@ def federated(draw: st.DrawFn) -> tuple[ClusterFile, list[Workload]]:
 POLICY_VARIANTS = {
     "default": DEFAULT,
     "never": replace(DEFAULT, bursting=Bursting(enabled=False)),
-    "predicted-wait": replace(DEFAULT, bursting=Bursting(predicted_wait_seconds=120)),
+    "fixed": replace(DEFAULT, bursting=Bursting(after_seconds=60, deadlines=False, wait_value=False)),
 }
 
 

@@ -33,6 +33,12 @@ class QueueSpec(BaseModel):
         ge=0,
         description="A job may use public (cloud) clusters only after waiting this long; null: at once.",
     )
+    wait_usd_per_hour: float | None = Field(
+        default=None,
+        ge=0,
+        description="What an hour of a job's waiting is worth: a job bursts at once when its forecast "
+        "private wait, at this price, is worth more than bursting costs; null: rule not used.",
+    )
     budget: BudgetSpec | None = Field(
         default=None, description="USD this queue may spend on public clusters per day or month."
     )

@@ -50,6 +50,12 @@ class Workload(BaseModel):
     checkpoint_seconds: float | None = Field(
         default=None, gt=0, description="Progress is saved this often; a preempted job resumes from it."
     )
+    time_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="The run time the user declared as an upper bound (corral's extension); forecasts "
+        "scale it by what similar jobs really used.",
+    )
 
     @model_validator(mode="after")
     def _check_shape(self) -> Workload:

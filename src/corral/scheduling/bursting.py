@@ -2,10 +2,12 @@
 
 Owned GPUs are free at the margin and cloud GPUs are not, so a burstable job first waits for private
 room, and bursts when (a) it has waited its queue's threshold, (b) the forecast says it would start on
-private clusters too late to meet its deadline, or (c) under a policy that asks for it, the forecast says
-its private wait would be long. Budgets apply on top of every rule: a queue whose hard budget is spent
+private clusters too late to meet its deadline, or (c) the forecast private wait is worth more to its
+team than the burst costs. Budgets apply on top of every rule: a queue whose hard budget is spent
 bursts nothing until the next period; over a flex budget only rule (b) still bursts. Sensitive and
 non-burstable jobs never get this far: feasibility gives them private domains only.
+
+Rule (c) is a queue's choice (``wait_usd_per_hour``): what an hour of a job's waiting is worth to the team.
 
 The forecast (predicted private start and run time per job) comes from the caller, who replays the
 current state forward (``corral.sim.forecast``); without one, rules (b) and (c) are simply not used.
@@ -34,15 +36,13 @@ class Bursting:
     (a queue without one bursts at once)."""
     deadlines: bool = True
     """Burst early when the forecast private start would miss the job's deadline and bursting would not."""
-    predicted_wait_seconds: float | None = None
-    """Burst at once when the forecast private wait is longer than this; None: rule not used."""
-    max_predicted_gpu_hours: float | None = None
-    """Rule (c) only for jobs forecast to need at most this many GPU-hours: burst the many small jobs a
-    long wait would hit, and let the few large ones, which would cost most in the cloud, wait their turn."""
+    wait_value: bool = True
+    """Burst at once when the forecast private wait, priced at the queue's ``wait_usd_per_hour``, is worth
+    more than the burst would cost."""
 
     @property
     def uses_forecast(self) -> bool:
-        return self.enabled and (self.deadlines or self.predicted_wait_seconds is not None)
+        return self.enabled and (self.deadlines or self.wait_value)
 
 
 @dataclass
@@ -74,9 +74,11 @@ def burst_verdict(
     spent_usd: float,
     forecast: Forecast | None,
     provision_seconds: float,
+    gpu_hour_usd: float | None,
 ) -> BurstVerdict:
     """May ``job`` use public clusters now? ``spent_usd``: its queue's public spend this budget period;
-    ``provision_seconds``: the least delay before a public node could run it."""
+    ``provision_seconds``: the least delay before a public node could run it; ``gpu_hour_usd``: the
+    cheapest public price for its GPUs."""
     if not rule.enabled:
         return BurstVerdict(False, "this policy never bursts to public clusters")
     budget = queue.budget if queue is not None else None
@@ -107,9 +109,10 @@ def burst_verdict(
     burst_at = job.submit + threshold
     if now >= burst_at:
         return BurstVerdict(True)
-    wait = _predicted_wait_verdict(job, rule, now, forecast)
-    if wait is not None:
-        return wait
+    if rule.wait_value and queue is not None and queue.wait_usd_per_hour is not None:
+        worth = _wait_worth_verdict(job, queue.wait_usd_per_hour, now, forecast, gpu_hour_usd)
+        if worth is not None:
+            return worth
     recheck = burst_at if deadline.recheck_at is None else min(burst_at, deadline.recheck_at)
     source = "the policy's threshold" if rule.after_seconds is not None else "its queue's burst_after_seconds"
     return BurstVerdict(False, f"may burst to public clusters at t={burst_at:g} s ({source})", recheck)
@@ -137,16 +140,19 @@ def _deadline_verdict(
     return BurstVerdict(False, recheck_at=last_burst if last_burst > now else None)
 
 
-def _predicted_wait_verdict(
-    job: Workload, rule: Bursting, now: float, forecast: Forecast | None
+def _wait_worth_verdict(
+    job: Workload, usd_per_hour: float, now: float, forecast: Forecast | None, gpu_hour_usd: float | None
 ) -> BurstVerdict | None:
-    """Rule (c): a long forecast private wait bursts a small job at once."""
-    if rule.predicted_wait_seconds is None or forecast is None:
+    """Rule (c): the forecast private wait, priced at what the team says an hour of waiting is worth,
+    exceeds the burst's cost. Many short jobs hit by a queue burst cheaply; a long job waits its turn
+    unless its wait would be very long."""
+    start = forecast.private_start.get(job.id) if forecast is not None else None
+    if start is None or gpu_hour_usd is None or start <= now:
         return None
-    start = forecast.private_start.get(job.id)
-    if start is None or start - now <= rule.predicted_wait_seconds:
+    cost = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600 * gpu_hour_usd  # type: ignore[union-attr]
+    worth = (start - now) / 3600 * usd_per_hour
+    if worth < cost:
         return None
-    gpu_hours = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600
-    if rule.max_predicted_gpu_hours is not None and gpu_hours > rule.max_predicted_gpu_hours:
-        return None
-    return BurstVerdict(True, f"forecast private wait {start - now:.0f} s is too long")
+    return BurstVerdict(
+        True, f"forecast private wait {start - now:.0f} s is worth {worth:.2f} USD, bursting costs {cost:.2f}"
+    )

@@ -190,6 +190,7 @@ class _Round:
             self.snapshot.public_spend.get(job.queue, 0.0),
             self.snapshot.forecast,
             self.snapshot.public_provision_seconds(),
+            self.snapshot.cheapest_public_gpu_hour(job),
         )
 
     def _outlook(self, job: Workload) -> str:

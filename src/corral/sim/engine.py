@@ -104,6 +104,7 @@ class Simulator:
         sink: EventSink | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         start: ReplayStart | None = None,
+        record_forecasts: bool = False,
     ) -> None:
         self.policy = policy.for_workload(job.pod for job in workloads)
         nodes = start.nodes if start is not None else build_initial_nodes(cluster_file.clusters)
@@ -150,10 +151,13 @@ class Simulator:
         )
         self.runtimes = RuntimeEstimates()
         """Run times learned from finished jobs: what forecasts assume, never the true durations."""
-        self._forecasts = self.policy.bursting.uses_forecast and any(
-            not c.private for c in cluster_file.clusters
+        self._forecasts = record_forecasts or (
+            self.policy.bursting.uses_forecast and any(not c.private for c in cluster_file.clusters)
         )
         self._forecast_at: float | None = None
+        self._record_forecasts = record_forecasts
+        self.predicted_starts: dict[str, float] = {}
+        """With ``record_forecasts``: each job's forecast private start, as first forecast on arrival."""
         self._capacity_seconds = 0.0
         for node in self.snapshot.nodes.values():
             node.idle_since = clock if node.empty else None
@@ -314,15 +318,19 @@ class Simulator:
         if self._forecast_at is not None and now - self._forecast_at < FORECAST_REFRESH_SECONDS:
             return
         waiting = self._waiting.jobs()
-        if not any(not job.must_stay_private for job in waiting):
+        if not self._record_forecasts and not any(not job.must_stay_private for job in waiting):
             self.snapshot.forecast = None
             return
         from corral.sim.forecast import forecast_private_starts  # the forecast replays with this engine
 
-        self.snapshot.forecast = forecast_private_starts(
+        forecast = forecast_private_starts(
             self.snapshot, waiting, self.policy, now, self.runtimes, self._saved
         )
+        self.snapshot.forecast = forecast
         self._forecast_at = now
+        if self._record_forecasts:
+            for job, start in forecast.private_start.items():
+                self.predicted_starts.setdefault(job, start)
 
     def _round(self, now: float) -> bool:
         """One scheduling round and its decisions applied; True when it preempted (victims wait again)."""

@@ -12,7 +12,7 @@ clairvoyant.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from corral.core.nodes import Node
@@ -21,6 +21,7 @@ from corral.scenario.models import ClusterFile
 from corral.scheduling import Policy, Snapshot
 from corral.scheduling.bursting import Bursting, Forecast
 from corral.sim.engine import ReplayStart, Simulator
+from corral.sim.runtimes import RuntimeEstimates
 
 
 def forecast_private_starts(
@@ -28,15 +29,15 @@ def forecast_private_starts(
     waiting: Sequence[Workload],
     policy: Policy,
     now: float,
-    runtime: Callable[[Workload], float],
+    estimates: RuntimeEstimates,
     saved: dict[str, float] | None = None,
 ) -> Forecast:
     """Predicted private start of every waiting job (absent: it would not start on private clusters),
-    and the run time assumed for every waiting and running job. ``saved``: checkpointed progress of
-    requeued jobs."""
+    and the run time assumed for every waiting and running job, given the work each has done (running
+    jobs) or saved (``saved``: checkpointed progress of requeued jobs)."""
     saved = saved or {}
-    runtimes = {job.id: runtime(job) for job in waiting}
-    runtimes.update({job: runtime(a.workload) for job, a in snapshot.running.items()})
+    runtimes = {job.id: estimates(job, saved.get(job.id, 0.0)) for job in waiting}
+    runtimes.update({job: estimates(a.workload, a.progress(now)) for job, a in snapshot.running.items()})
     private = [cluster for cluster in snapshot.clusters.values() if cluster.private]
     if not private or not waiting:
         return Forecast({}, runtimes)

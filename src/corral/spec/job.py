@@ -213,6 +213,7 @@ class JobSpec(BaseModel):
             burstable=self.burstable,
             deadline=self.deadline.timestamp() if self.deadline else None,
             checkpoint_seconds=self.checkpoint.interval if self.checkpoint else None,
+            time_limit=self.time_limit,
         )
 
 
