@@ -1,16 +1,25 @@
 """Artifacts leave private clusters only as models or checkpoints of jobs that are not sensitive: the
 rule as a table, copies to a real S3-compatible server (moto on loopback), refusals that move nothing and
-are audited."""
+are audited, and the route and the CLI end to end."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
 import pytest
+import yaml
+from builders import make_cluster, make_pool
+from fastapi.testclient import TestClient
+from servers import admin_client, free_port, start_server, stop, wait_for
+from typer.testing import CliRunner
 
+from corral.cli.main import app
+from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec, ObjectStoreSpec
 from corral.federation.artifacts import (
     ARTIFACT_KINDS,
@@ -22,7 +31,12 @@ from corral.federation.artifacts import (
 )
 from corral.federation.job_files import ArtifactNotFound, job_folders, locate
 from corral.federation.transfer import ObjectStoreError, push
+from corral.paths import read_token
+from corral.server.app import API, create_app
 from corral.spec.job import JobSpec
+from corral.store.accounts import AccountStore
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
 
 
 def _copy(kind: ArtifactKind = "model", sensitive: bool = False, private: bool = False) -> ArtifactCopy:
@@ -173,3 +187,165 @@ def test_missing_credentials_or_bucket_are_named(
     monkeypatch.delenv(bucket.secret_key_variable)
     with pytest.raises(ObjectStoreError, match="set CORRAL_TEST_S3_KEY and CORRAL_TEST_S3_SECRET"):
         push(_copy(), model, "vision", bucket, actor="test")
+
+
+@dataclass
+class Plane:
+    http: TestClient
+    runs: Path
+    tokens: dict[str, str]
+    jobs: dict[str, str]
+    """name -> id: ``open`` (vision), ``sensitive`` (vision), ``other`` (nlp)."""
+    public: ObjectStoreSpec
+    private: ObjectStoreSpec
+
+    def push(self, who: str, job: str, **body: str):  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        return self.http.post(f"{API}/jobs/{self.jobs[job]}/artifacts", json=body, headers=headers)
+
+
+@pytest.fixture
+def plane(database_url: str, tmp_path: Path, bucket: ObjectStoreSpec) -> Iterator[Plane]:
+    """A private cluster ``lab`` and a public ``cloud``, each with its own bucket; alice (member) and
+    victor (viewer) of vision, bob (member) of nlp; every job has a model and a dataset in its folder."""
+    private = bucket.model_copy(update={"bucket": f"{bucket.bucket}-lab"})
+    with contextlib.closing(_s3(bucket)) as client:
+        client.create_bucket(Bucket=private.bucket)
+    inventory = Inventory(
+        clusters=[
+            make_cluster("lab", [make_pool("dgx", flavor="a100", gpus=8)], object_store=private),
+            make_cluster("cloud", [make_pool("rent", flavor="h100", gpus=8)], False, bucket),
+        ]
+    )
+    store = JobStore(open_store(database_url))
+    runs = tmp_path / "runs"
+    http = TestClient(create_app(store, inventory, runs=runs))
+    accounts = AccountStore(store.engine)
+    accounts.bootstrap()
+    for tenant in ("vision", "nlp"):
+        accounts.create_tenant(tenant)
+    tokens = {
+        user: accounts.create_user(user, tenant, role)[1]
+        for user, tenant, role in [
+            ("alice", "vision", "member"),
+            ("victor", "vision", "viewer"),
+            ("bob", "nlp", "member"),
+        ]
+    }
+    jobs = {}
+    for name, tenant, sensitive in [
+        ("open", "vision", False),
+        ("sensitive", "vision", True),
+        ("other", "nlp", False),
+    ]:
+        spec = JobSpec.model_validate({"name": name, "command": "true", "sensitive": sensitive})
+        jobs[name] = store.submit(spec, tenant=tenant).id
+        pod = runs / jobs[name] / "attempt-1" / "pod-0"
+        pod.mkdir(parents=True)
+        (pod / "model.pt").write_bytes(f"weights of {name}".encode())
+        (pod / "train.csv").write_text("a,b\n")
+    yield Plane(http, runs, tokens, jobs, bucket, private)
+    store.engine.dispose()
+
+
+def test_a_member_copies_a_model_to_the_public_cluster(plane: Plane) -> None:
+    answer = plane.push("alice", "open", path="attempt-1/pod-0/model.pt", kind="model", cluster="cloud")
+    assert answer.status_code == 201, answer.text
+    key = f"vision/{plane.jobs['open']}/attempt-1/pod-0/model.pt"
+    assert answer.json() == {
+        "job_id": plane.jobs["open"],
+        "name": "attempt-1/pod-0/model.pt",
+        "kind": "model",
+        "cluster": "cloud",
+        "url": f"s3://{plane.public.bucket}/{key}",
+        "keys": [key],
+        "size": len(b"weights of open"),
+    }
+    assert _objects(plane.public) == {key: b"weights of open"}
+
+
+def test_anything_may_go_to_a_private_cluster(plane: Plane) -> None:
+    for job in ("open", "sensitive"):
+        answer = plane.push("alice", job, path="attempt-1/pod-0/train.csv", kind="dataset", cluster="lab")
+        assert answer.status_code == 201, answer.text
+    assert len(_objects(plane.private)) == 2
+
+
+@pytest.mark.parametrize(
+    ("job", "path", "kind", "message"),
+    [
+        ("open", "attempt-1/pod-0/train.csv", "dataset", "only models and checkpoints may be copied"),
+        ("open", "attempt-1/pod-0/model.pt", "log", "is marked log"),
+        ("sensitive", "attempt-1/pod-0/model.pt", "model", "is sensitive: its artifacts never leave"),
+    ],
+)
+def test_the_route_refuses_what_may_not_go_public_and_audits_it(
+    plane: Plane, job: str, path: str, kind: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="corral.audit"):
+        answer = plane.push("alice", job, path=path, kind=kind, cluster="cloud")
+    assert answer.status_code == 403 and message in answer.json()["detail"]
+    assert _objects(plane.public) == {}
+    assert f"refused artifact copy for alice (member, tenant vision): job {plane.jobs[job]}" in caplog.text
+    assert f"(kind {kind}), cluster cloud" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("who", "job", "body", "status", "detail"),
+    [
+        ("bob", "open", {"path": "attempt-1/pod-0/model.pt"}, 404, "no job"),
+        ("victor", "open", {"path": "attempt-1/pod-0/model.pt"}, 403, "victor is viewer; this needs"),
+        ("alice", "open", {"path": "attempt-1/pod-0/model.pt", "cluster": "moon"}, 422, "no cluster 'moon'"),
+        ("alice", "open", {"path": "../../secret"}, 422, "is not a file or directory inside job"),
+        ("alice", "open", {"path": "model.pt", "kind": "weights"}, 422, "kind: "),
+    ],
+)
+def test_the_route_refuses_other_tenants_viewers_unknown_clusters_and_foreign_paths(
+    plane: Plane, who: str, job: str, body: dict[str, str], status: int, detail: str
+) -> None:
+    answer = plane.push(who, job, **({"kind": "model", "cluster": "cloud"} | body))
+    assert answer.status_code == status and detail in answer.json()["detail"], answer.text
+    assert _objects(plane.public) == {}
+
+
+def test_the_cli_pushes_a_trained_model_and_exits_1_on_a_refusal(
+    tmp_path: Path, bucket: ObjectStoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real server runs a job that writes a model; `corral artifacts push` copies it to the public
+    cluster's bucket, and is refused for the job's log."""
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {
+                        "name": "cloud",
+                        "private": False,
+                        "pools": [
+                            {"name": "cpu", "flavor": "cpu", "count": 1, "node": {"cpu": 4, "memory_gib": 8}}
+                        ],
+                        "object_store": bucket.model_dump(),
+                    }
+                ]
+            }
+        )
+    )
+    port = free_port()
+    server = start_server(tmp_path, port, cluster_file)
+    try:
+        with admin_client(tmp_path, port) as client:
+            job = client.submit({"name": "train", "command": "echo weights > model.pt; echo done"})
+            wait_for(client, job.id, "finished")
+        monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("CORRAL_TOKEN", read_token(tmp_path))
+        command = ["artifacts", "push", job.id, "--cluster", "cloud"]
+        pushed = CliRunner().invoke(app, [*command, "attempt-1/pod-0/model.pt", "--kind", "model"])
+        assert pushed.exit_code == 0, pushed.output
+        assert f"s3://{bucket.bucket}/default/{job.id}/attempt-1/pod-0/model.pt" in pushed.output
+        refused = CliRunner().invoke(app, [*command, "attempt-1/pod-0/output.log", "--kind", "log"])
+        assert refused.exit_code == 1, refused.output
+        assert "only models and checkpoints may be copied to public cluster 'cloud'" in refused.output
+        assert "Traceback" not in refused.output
+    finally:
+        stop(server)
+    assert _objects(bucket) == {f"default/{job.id}/attempt-1/pod-0/model.pt": b"weights\n"}
