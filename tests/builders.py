@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
+from corral.core.cluster import ClusterSpec, NodeTemplate, ObjectStoreSpec, PoolSpec
 from corral.core.nodes import Node, build_initial_nodes, build_node
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
@@ -70,8 +70,13 @@ def make_pool(
     )
 
 
-def make_cluster(name: str = "c", pools: Sequence[PoolSpec] = (), private: bool = True) -> ClusterSpec:
-    return ClusterSpec(name=name, private=private, pools=list(pools))
+def make_cluster(
+    name: str = "c",
+    pools: Sequence[PoolSpec] = (),
+    private: bool = True,
+    object_store: ObjectStoreSpec | None = None,
+) -> ClusterSpec:
+    return ClusterSpec(name=name, private=private, pools=list(pools), object_store=object_store)
 
 
 def make_queue(

@@ -10,10 +10,12 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import itertools  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
+from corral.core.cluster import ObjectStoreSpec  # noqa: E402
 from corral.store.database import open_store  # noqa: E402
 from corral.store.jobs import JobStore  # noqa: E402
 from corral.store.local_postgres import fresh_database, postgres_bindir, postgres_server  # noqa: E402
@@ -43,3 +45,44 @@ def store(database_url: str) -> Iterator[JobStore]:
     store = JobStore(open_store(database_url), clock=lambda: float(next(ticks)))
     yield store
     store.engine.dispose()
+
+
+S3_KEY_VARIABLES = ("CORRAL_TEST_S3_KEY", "CORRAL_TEST_S3_SECRET")
+"""Where tests put the object store's credentials: named in the spec, as a cluster file would name them."""
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto) on loopback for the whole session: its endpoint URL."""
+    pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> ObjectStoreSpec:
+    """A new, empty bucket of its own on the session's S3 server, with credentials in the environment."""
+    import boto3
+
+    for variable in S3_KEY_VARIABLES:
+        monkeypatch.setenv(variable, "testing")
+    spec = ObjectStoreSpec(
+        bucket=f"corral-{uuid.uuid4().hex[:12]}",
+        endpoint=s3_server,
+        access_key_variable=S3_KEY_VARIABLES[0],
+        secret_key_variable=S3_KEY_VARIABLES[1],
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name=spec.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=spec.bucket)
+    client.close()
+    return spec

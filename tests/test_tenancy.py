@@ -4,9 +4,11 @@ refusal is logged and changes nothing."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from builders import make_cluster, make_pool
@@ -19,8 +21,10 @@ from corral.store.accounts import AccountStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
 
-INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("dgx", flavor="a100", count=1, gpus=8)])])
+LAB_POOLS = [make_pool("dgx", flavor="a100", count=1, gpus=8)]
 JOB = {"name": "train", "command": "true", "resources": {"gpus": 1}}
+S3_AT_HAND = all(importlib.util.find_spec(module) for module in ("boto3", "moto"))
+"""Whether the lab cluster gets an object store (moto on loopback) to copy artifacts to."""
 
 
 @dataclass
@@ -38,9 +42,13 @@ class Lab:
 
 
 @pytest.fixture
-def lab(database_url: str) -> Iterator[Lab]:
+def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     store = JobStore(open_store(database_url))
-    http = TestClient(create_app(store, INVENTORY, logs=lambda job_id, pod: f"output of {job_id}\n"))
+    bucket = request.getfixturevalue("bucket") if S3_AT_HAND else None
+    inventory = Inventory(clusters=[make_cluster("lab", LAB_POOLS, object_store=bucket)])
+    runs = tmp_path / "runs"
+    app = create_app(store, inventory, logs=lambda job_id, pod: f"output of {job_id}\n", runs=runs)
+    http = TestClient(app)
     accounts = AccountStore(store.engine)
     tokens = {"admin": accounts.bootstrap()}
     for tenant in ("vision", "nlp"):
@@ -60,6 +68,8 @@ def lab(database_url: str) -> Iterator[Lab]:
         created = lab.call(user, "POST", "/jobs", json=JOB | {"queue": f"{tenant}-q"})
         assert created.status_code == 201, created.text
         lab.jobs[tenant] = created.json()["id"]
+    (runs / lab.jobs["vision"]).mkdir(parents=True)
+    (runs / lab.jobs["vision"] / "model.pt").write_bytes(b"weights")
     yield lab
     store.engine.dispose()
 
@@ -74,6 +84,8 @@ class Route:
     roles: frozenset[str]
     name: str = ""
     body: dict | None = None
+    needs: str | None = None
+    """A module without which the route cannot do its work here (the test is skipped)."""
 
     def url(self, lab: Lab, who: str) -> str:
         token_id = lab.tokens[who].split("_")[1]
@@ -92,6 +104,13 @@ ROUTES = [
     Route("GET", "/jobs/{job_id}/events", PEOPLE),
     Route("GET", "/jobs/{job_id}/logs", PEOPLE),
     Route("POST", "/jobs/{job_id}/cancel", SUBMITTERS),
+    Route(
+        "POST",
+        "/jobs/{job_id}/artifacts",
+        SUBMITTERS,
+        body={"path": "model.pt", "kind": "model", "cluster": "lab"},
+        needs="moto",
+    ),
     Route(
         "POST",
         "/jobs/{job_id}/pods/{pod}/exit",
@@ -166,6 +185,8 @@ def test_metrics_need_a_token_of_any_role(lab: Lab) -> None:
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
 @pytest.mark.parametrize("role", sorted(ROLE_USERS))
 def test_each_route_admits_only_its_roles(lab: Lab, route: Route, role: str, caplog) -> None:
+    if route.needs is not None:
+        pytest.importorskip(route.needs)
     who = ROLE_USERS[role]
     before = _state(lab)
     with caplog.at_level(logging.WARNING, logger="corral.audit"):

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corral.federation.artifacts import ArtifactKind
+
 JOB_STATUSES = ("pending", "running", "finished", "failed", "cancelled")
 
 
@@ -83,6 +85,37 @@ class JobEventOut(BaseModel):
     kind: str
     """submitted, started, preempted, node_lost, rejected, finished, failed or cancelled."""
     reason: str | None
+
+
+class ArtifactPush(BaseModel):
+    """A request to copy one of a job's files or directories to a cluster's object store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        description="On the server's machine, inside the job's working directory or checkpoint directory; "
+        "a relative path is taken from the working directory.",
+    )
+    kind: ArtifactKind = Field(
+        description="What it is: only models and checkpoints may go to public clusters."
+    )
+    cluster: str = Field(min_length=1, description="A cluster of the cluster file with an object_store.")
+
+
+class Artifact(BaseModel):
+    """A copied artifact."""
+
+    job_id: str
+    name: str
+    """Its path inside the job's folder; the object key is ``<tenant>/<job id>/<name>``."""
+    kind: ArtifactKind
+    cluster: str
+    url: str
+    """``s3://<bucket>/<tenant>/<job id>/<name>``: the object, or the prefix of a directory's objects."""
+    keys: list[str]
+    size: int
+    """Bytes copied."""
 
 
 class QueueState(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from corral.api_models import (
+    Artifact,
     Cohort,
     Job,
     JobEventOut,
@@ -93,6 +94,12 @@ class Client:
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    def push_artifact(self, job_id: str, path: str, *, kind: str, cluster: str) -> Artifact:
+        """Copy a file or directory of the job's, a path on the server's machine, to ``cluster``'s object
+        store; ``APIError`` 403 when the artifact may not go there (the message says what may)."""
+        body = {"path": path, "kind": kind, "cluster": cluster}
+        return Artifact.model_validate(self._call("POST", f"/jobs/{job_id}/artifacts", json=body))
 
     def queues(self) -> list[QueueState]:
         return [QueueState.model_validate(q) for q in self._call("GET", "/queues")]

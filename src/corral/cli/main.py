@@ -17,6 +17,7 @@ from rich.table import Table
 
 from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
 from corral.cli.accounts import register as register_accounts
+from corral.cli.artifacts import register as register_artifacts
 from corral.cli.control import register as register_control
 from corral.cli.render import pending_table, print_error, queue_table, summary_table
 from corral.errors import CorralError
@@ -314,6 +315,7 @@ def _progress(target: Console) -> Progress:
 
 register_control(app, console, _user_errors)
 register_accounts(app, console, _user_errors)
+register_artifacts(app, console, _user_errors)
 
 
 def main() -> None:

@@ -100,6 +100,29 @@ class BackendSpec(BaseModel):
         return self
 
 
+class ObjectStoreSpec(BaseModel):
+    """A cluster's S3-compatible object store, where artifacts are copied to (``corral artifacts push``).
+
+    Credentials are read from the environment variables named here when a copy is made, so the cluster
+    file never holds a secret and a key can be rotated without editing it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket: str = Field(min_length=1, description="The bucket artifacts go to; it must exist.")
+    endpoint: str | None = Field(
+        default=None, description="The S3 API's URL, e.g. http://minio:9000 (absent: AWS S3)."
+    )
+    region: str = Field(default="us-east-1", description="The bucket's region.")
+    access_key_variable: str = Field(
+        default="AWS_ACCESS_KEY_ID", min_length=1, description="Environment variable with the access key id."
+    )
+    secret_key_variable: str = Field(
+        default="AWS_SECRET_ACCESS_KEY",
+        min_length=1,
+        description="Environment variable with the secret access key.",
+    )
+
+
 class ClusterSpec(BaseModel):
     """A cluster; only ``private`` clusters may run sensitive or non-burstable work."""
 
@@ -110,4 +133,7 @@ class ClusterSpec(BaseModel):
     pools: list[PoolSpec] = Field(default_factory=list)
     backend: BackendSpec = Field(
         default_factory=BackendSpec, description="What runs its pods (corral extension)."
+    )
+    object_store: ObjectStoreSpec | None = Field(
+        default=None, description="Where artifacts may be copied to (corral extension)."
     )

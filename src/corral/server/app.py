@@ -1,4 +1,5 @@
-"""The REST API, ``/api/v1``: jobs, queues and cohorts, clusters and nodes, tenants, users and tokens.
+"""The REST API, ``/api/v1``: jobs and their artifacts, queues and cohorts, clusters and nodes, cost,
+tenants, users and tokens.
 
 Every route is a thin edge: check who calls (``auth``), validate, call a store, shape the answer. A request
 that fails changes nothing and says why: a malformed spec names the field and the fix (422), an impossible
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
 from corral.server.auth import allow
-from corral.server.routes import accounts, costs, jobs, nodes, queues
+from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
 from corral.server.services import ControlPlane, LogReader
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.spec.validation import describe, format_loc
@@ -41,11 +43,13 @@ def create_app(
     inventory: Inventory,
     loop: ReconcileLoop | None = None,
     logs: LogReader | None = None,
+    runs: Path | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
+    ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found.
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
-    plane = ControlPlane(store, inventory, loop, logs)
+    plane = ControlPlane(store, inventory, loop, logs, runs)
     prepare_store(store, inventory)
 
     @asynccontextmanager
@@ -62,7 +66,7 @@ def create_app(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
-    for module in (jobs, queues, nodes, costs, accounts):
+    for module in (jobs, artifacts, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
 
     @app.exception_handler(RequestValidationError)

@@ -52,9 +52,15 @@ SUBMITTERS: tuple[Role, ...] = ("admin", "member")
 AGENTS: tuple[Role, ...] = ("admin", "agent")
 
 
+def caller(who: Principal | None) -> str:
+    """Who made a request, as the audit log names them."""
+    return f"{who.user} ({who.role}, tenant {who.tenant})" if who else "anonymous"
+
+
 def refuse(request: Request, status: int, detail: str, who: Principal | None = None) -> NoReturn:
-    caller = f"{who.user} ({who.role}, tenant {who.tenant})" if who else "anonymous"
-    audit.warning("refused %s %s for %s: %d %s", request.method, request.url.path, caller, status, detail)
+    audit.warning(
+        "refused %s %s for %s: %d %s", request.method, request.url.path, caller(who), status, detail
+    )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     raise HTTPException(status_code=status, detail=detail, headers=headers)
 

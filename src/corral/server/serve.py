@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from corral.control.loop import ReconcileLoop
+    from corral.server.services import LogReader
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
     loop = _loop(settings, store, inventory, backend)
     if settings.workers == 1:
-        app = create_app(store, inventory, loop, backend.read_log if backend else None)
+        app = create_app(store, inventory, loop, *_pod_files(backend))
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
         return
     prepare_store(store, inventory)
@@ -102,7 +103,12 @@ def worker_app() -> FastAPI:
 
     settings = ServerSettings.model_validate_json(os.environ[SETTINGS_VARIABLE])
     store, inventory, backend = _open(settings, migrate=False)
-    return create_app(store, inventory, None, backend.read_log if backend else None)
+    return create_app(store, inventory, None, *_pod_files(backend))
+
+
+def _pod_files(backend: LocalBackend | None) -> tuple[LogReader | None, Path | None]:
+    """What the API reads of the local backend's pods: their output, and the folder of their files."""
+    return (backend.read_log, backend.runner.runs) if backend is not None else (None, None)
 
 
 def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:

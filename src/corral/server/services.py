@@ -1,4 +1,4 @@
-"""What the API's routes work with: the stores, the inventory, the loop and the backend's logs.
+"""What the API's routes work with: the stores, the inventory, the loop and the backend's logs and files.
 
 One ``ControlPlane`` per app (``app.state.control_plane``); routes get it through ``control_plane``.
 """
@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request
 
@@ -50,6 +51,8 @@ class ControlPlane:
     inventory: Inventory
     loop: ReconcileLoop | None = None
     logs: LogReader | None = None
+    runs: Path | None = None
+    """Where the local backend keeps each job's pods' folders (``<runs>/<job id>``); None without one."""
     accounts: AccountStore = field(init=False)
     shipped_logs: LogStore = field(init=False)
     queues: QueueStore = field(init=False)

@@ -1,0 +1,1 @@
+"""Federation: what may cross from the organisation's private clusters to public ones."""
