@@ -70,7 +70,7 @@ def test_a_job_that_meets_its_deadline_on_private_waits_and_is_looked_at_again_a
     assert not result.starts
     assert result.wake_at == 5000.0  # the threshold comes before the last safe burst (8900)
     message = result.pending["patient"].message
-    assert "forecast: starts on private clusters at t=3600 s" in message
+    assert "forecast: starts on private clusters in 60 min" in message
     assert "bursting would cost about 0.67 USD" in message  # 8 GPUs x 100 s x 3 USD/GPU-hour
 
 

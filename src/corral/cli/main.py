@@ -198,6 +198,7 @@ def bench_federation(
     ] = None,
     table: Annotated[Path | None, typer.Option(help="Write the tables here (Markdown).")] = None,
     bound_jobs: Annotated[int, typer.Option(help="Jobs in the window the LP bound is solved on.")] = 300,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds of the scenario draws.")] = "0,1,2,3,4",
 ) -> None:
     """When to burst: never, always, fixed waits and corral's rule on the Alibaba trace, with a cost bound."""
     from corral.bench.federation import markdown_table, plot_cost_against_wait, report
@@ -206,6 +207,7 @@ def bench_federation(
         task = progress.add_task("policies", total=None)
         result = report(
             trace_dir,
+            seeds=_parse_integers(seeds, "--seeds"),
             bound_jobs=bound_jobs,
             on_done=lambda row: progress.update(task, description=f"{row.policy} done"),
         )
@@ -223,7 +225,6 @@ def bench_federation(
         f"forecast private start, held-back 40% of jobs: MAE {eta['mae_seconds']:.0f} s "  # type: ignore[index]
         f"(median {eta['median_abs_seconds']:.0f} s; 'starts now' would be {eta['baseline_mae_seconds']:.0f} s)"  # type: ignore[index]
     )
-    console.print(f"corral dominates: {result['corral_dominates']}")
 
 
 @bench_app.command("throughput")

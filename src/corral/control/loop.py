@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from corral.control.forecasting import Forecasting
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
 from corral.core.workloads import Workload
@@ -50,6 +51,7 @@ class ReconcileLoop:
         self.interval = interval
         self.rounds = 0
         self._parsed: dict[str, Workload] = {}
+        self._forecasting = Forecasting()
         """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
@@ -100,7 +102,9 @@ class ReconcileLoop:
             self._wake_at = None  # a failed round says nothing about when to wake: retry at the next tick
             try:
                 started = time.perf_counter()
-                result = reconcile(self.engine, self.inventory, self.policy, time.time(), self._parsed)
+                result = reconcile(
+                    self.engine, self.inventory, self.policy, time.time(), self._parsed, self._forecasting
+                )
                 self._wake_at = result.wake_at
                 if self.metrics is not None:
                     self.metrics.observe(result, time.perf_counter() - started)

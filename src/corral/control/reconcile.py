@@ -17,13 +17,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from corral.control.fleet import fleet
+from corral.control.forecasting import Forecasting
+from corral.core.budgets import period_bounds
 from corral.core.cluster import ClusterSpec
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
-from corral.store.costs import open_charges, release
+from corral.store.costs import open_charges, public_spend, release
 from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
 from corral.store.schema import EventRow, JobRow, NodeRow, PlacementRow
@@ -50,12 +52,15 @@ def reconcile(
     policy: Policy,
     now: float,
     parsed: dict[str, Workload] | None = None,
+    forecasting: Forecasting | None = None,
 ) -> SchedulingResult:
     """Decide and record one round; the decisions are committed when this returns.
 
     ``parsed`` carries the jobs' workloads from one round to the next (a job's spec and submit time never
     change): without it every round validates the spec of every pending and running job again, which
     made a round's cost grow with the number of running jobs. It is left holding this round's jobs only.
+    ``forecasting`` keeps run-time history and the last forecast between rounds; without it the round
+    makes no forecast (no early bursts, no forecast in ``corral why``).
     """
     parsed = {} if parsed is None else parsed
     # The session ends with the round, so its rows need not be expired (reloaded) on commit.
@@ -94,9 +99,21 @@ def reconcile(
         pending = [workloads[j] for j, row in jobs.items() if row.status == "pending"]
         progress = {j: row.checkpointed_seconds for j, row in jobs.items() if row.status == "pending"}
         ready = policy.for_workload(w.pod for w in workloads.values())
+        snapshot.public_spend = _public_spend(session, snapshot, queues, now)
+        if forecasting is not None:
+            snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
         result = schedule(snapshot, pending, ready, now, progress)
         _record(session, result, jobs, workloads, snapshot, now)
     return result
+
+
+def _public_spend(
+    session: Session, snapshot: Snapshot, queues: Sequence[QueueSpec] | None, now: float
+) -> dict[str, float]:
+    """What each budgeted queue spent on public clusters in its current budget period."""
+    periods = {q.name: period_bounds(now, q.budget.period)[0] for q in queues or () if q.budget is not None}
+    public = {name for name, cluster in snapshot.clusters.items() if not cluster.private}
+    return public_spend(session, periods, public, now)
 
 
 def _down_nodes(

@@ -77,7 +77,7 @@ def burst_verdict(
     gpu_hour_usd: float | None,
 ) -> BurstVerdict:
     """May ``job`` use public clusters now? ``spent_usd``: its queue's public spend this budget period;
-    ``provision_seconds``: the least delay before a public node could run it; ``gpu_hour_usd``: the
+    ``provision_seconds``: how soon a public node could run it; ``gpu_hour_usd``: the
     cheapest public price for its GPUs."""
     if not rule.enabled:
         return BurstVerdict(False, "this policy never bursts to public clusters")
@@ -85,12 +85,14 @@ def burst_verdict(
     over_budget = budget is not None and spent_usd >= budget.usd - BUDGET_TOLERANCE_USD
     if budget is not None and over_budget and budget.hard:
         _, period_end = period_bounds(now, budget.period)
-        return BurstVerdict(
-            False,
+        note = (
             f"queue {job.queue} has spent its hard budget ({spent_usd:.2f} of {budget.usd:g} USD this "
-            f"{budget.period}); bursting resumes at t={period_end:g} s",
-            period_end,
+            f"{budget.period})"
         )
+        cost = burst_cost(job, forecast, gpu_hour_usd)
+        if cost is None or cost > budget.usd:
+            return BurstVerdict(False, note)  # no later period's budget could pay for it either
+        return BurstVerdict(False, f"{note}; bursting resumes at t={period_end:g} s", period_end)
     deadline = _deadline_verdict(job, rule, now, forecast, provision_seconds)
     if deadline.allowed or over_budget:
         if over_budget and not deadline.allowed:
@@ -110,12 +112,22 @@ def burst_verdict(
     if now >= burst_at:
         return BurstVerdict(True)
     if rule.wait_value and queue is not None and queue.wait_usd_per_hour is not None:
-        worth = _wait_worth_verdict(job, queue.wait_usd_per_hour, now, forecast, gpu_hour_usd)
+        worth = _wait_worth_verdict(
+            job, queue.wait_usd_per_hour, now, forecast, gpu_hour_usd, provision_seconds
+        )
         if worth is not None:
             return worth
     recheck = burst_at if deadline.recheck_at is None else min(burst_at, deadline.recheck_at)
     source = "the policy's threshold" if rule.after_seconds is not None else "its queue's burst_after_seconds"
     return BurstVerdict(False, f"may burst to public clusters at t={burst_at:g} s ({source})", recheck)
+
+
+def burst_cost(job: Workload, forecast: Forecast | None, gpu_hour_usd: float | None) -> float | None:
+    """USD ``job`` would cost on public GPUs at ``gpu_hour_usd`` for its forecast run time."""
+    if gpu_hour_usd is None:
+        return None
+    runtime = forecast.runtime_of(job) if forecast is not None else job.duration
+    return job.gpu_demand_milli / 1000 * runtime / 3600 * gpu_hour_usd
 
 
 def _deadline_verdict(
@@ -141,18 +153,27 @@ def _deadline_verdict(
 
 
 def _wait_worth_verdict(
-    job: Workload, usd_per_hour: float, now: float, forecast: Forecast | None, gpu_hour_usd: float | None
+    job: Workload,
+    usd_per_hour: float,
+    now: float,
+    forecast: Forecast | None,
+    gpu_hour_usd: float | None,
+    public_delay: float,
 ) -> BurstVerdict | None:
-    """Rule (c): the forecast private wait, priced at what the team says an hour of waiting is worth,
-    exceeds the burst's cost. Many short jobs hit by a queue burst cheaply; a long job waits its turn
-    unless its wait would be very long."""
+    """Rule (c): the wait a burst saves (the forecast private wait less the public start delay), priced
+    at what the team says an hour of waiting is worth, exceeds the burst's cost. Many short jobs hit by a
+    queue burst cheaply; a long job waits its turn unless its wait would be very long."""
     start = forecast.private_start.get(job.id) if forecast is not None else None
-    if start is None or gpu_hour_usd is None or start <= now:
+    if start is None or gpu_hour_usd is None:
         return None
-    cost = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600 * gpu_hour_usd  # type: ignore[union-attr]
-    worth = (start - now) / 3600 * usd_per_hour
+    saved = start - now - public_delay
+    if saved <= 0:
+        return None
+    cost = burst_cost(job, forecast, gpu_hour_usd)
+    assert cost is not None
+    worth = saved / 3600 * usd_per_hour
     if worth < cost:
         return None
     return BurstVerdict(
-        True, f"forecast private wait {start - now:.0f} s is worth {worth:.2f} USD, bursting costs {cost:.2f}"
+        True, f"bursting saves a forecast {saved:.0f} s of waiting, worth {worth:.2f} USD, for {cost:.2f} USD"
     )

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from corral.core.budgets import BudgetSpec
+from corral.core.budgets import BudgetSpec, period_bounds
 from corral.core.nodes import Node
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
 from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_verdict
@@ -189,7 +189,7 @@ class _Round:
             self.now,
             self.snapshot.public_spend.get(job.queue, 0.0),
             self.snapshot.forecast,
-            self.snapshot.public_provision_seconds(),
+            self.snapshot.public_start_delay(job),
             self.snapshot.cheapest_public_gpu_hour(job),
         )
 
@@ -199,7 +199,7 @@ class _Round:
         start = forecast.private_start.get(job.id) if forecast is not None else None
         if start is None:
             return ""
-        text = f"forecast: starts on private clusters at t={start:g} s"
+        text = f"forecast: starts on private clusters in {_span(start - self.now)}"
         price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
         if price is not None:
             cost = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600 * price  # type: ignore[union-attr]
@@ -264,6 +264,8 @@ class _Round:
         left = self._budget_left(job.queue)
         if cost <= left + BUDGET_TOLERANCE_USD:
             return None
+        if cost <= budget.usd:
+            self._wake_at(period_bounds(self.now, budget.period)[1])  # a new period's budget may pay
         return (
             f"queue {job.queue}'s hard budget: this burst would cost about {cost:.2f} USD and "
             f"{max(left, 0.0):.2f} of {budget.usd:g} USD are left this {budget.period}"
@@ -456,6 +458,15 @@ def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
     if pod.fractional:
         return all(share_fits(node.gpus[index], pod) for index in gpus)
     return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
+
+
+def _span(seconds: float) -> str:
+    """A wait as people say it: 40 s, 25 min, 3.5 h."""
+    if seconds < 120:
+        return f"{max(seconds, 0.0):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _noted(pending: Pending, note: str) -> Pending:

@@ -280,8 +280,18 @@ class Snapshot:
             self._capacity = (dict(gpus), cpu)
         return self._capacity
 
-    def public_provision_seconds(self) -> float:
-        """The least delay before a public node could take a job: 0 if a public pool has fixed nodes."""
+    def public_start_delay(self, job: Workload) -> float:
+        """How soon a public node could run ``job``'s pod: at once if a public node that is up has room
+        for it now, else after the shortest provisioning of a public pool (0 for a pool of fixed nodes)."""
+        pod = job.pod
+        for node in self.nodes.values():
+            if node.private or not node.up:
+                continue
+            room = (
+                node.max_free_share >= pod.gpu_milli if pod.fractional else node.whole_free_gpus >= pod.gpus
+            )
+            if room and node.cpu - node.used_cpu >= pod.cpu:
+                return 0.0
         delays = [
             pool.provision_seconds if pool.elastic else 0.0
             for pool in self.pools.values()

@@ -34,6 +34,10 @@ FORECAST_REFRESH_SECONDS = 600.0
 """A forecast is made again after every arrival or requeue, and otherwise after this long: finishes
 earlier or later than estimated move the predictions."""
 
+MAX_FRUITLESS_WAKES = 100
+"""Wakes in a row that changed nothing before the engine stops asking for more: a job that waits for a
+budget period that never pays for it would otherwise wake the replay every day, forever."""
+
 MAX_ROUNDS_PER_INSTANT = 1000
 """Rounds at one instant before the engine calls it a bug: each preemption frees room for strictly
 higher priority or for a queue reclaiming lent quota, so chains of preemptions end quickly."""
@@ -146,6 +150,8 @@ class Simulator:
         self._reserved_names: set[str] = set()
         self._tick = False
         self._wakes: set[float] = set()
+        self._woken = False
+        self._fruitless_wakes = 0
         self._ledger = SpendLedger(
             {q.name: q.budget for q in cluster_file.queues or [] if q.budget is not None}
         )
@@ -227,6 +233,7 @@ class Simulator:
         elif kind is _Kind.WAKE:
             self._waiting.wake()
             self._tick = True
+            self._woken = True
         else:
             self._cluster_event(now, kind, str(payload))
 
@@ -339,7 +346,12 @@ class Simulator:
         result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
         self.tally.rounds += 1
-        if result.wake_at is not None and result.wake_at > now and result.wake_at not in self._wakes:
+        if (
+            result.wake_at is not None
+            and result.wake_at > now
+            and result.wake_at not in self._wakes
+            and self._fruitless_wakes < MAX_FRUITLESS_WAKES
+        ):
             self._wakes.add(result.wake_at)  # a burst threshold passes then: decide again
             self._push(result.wake_at, _Kind.WAKE, None)
         for preempt in result.preemptions:
@@ -400,6 +412,10 @@ class Simulator:
         self._waiting.park(set(result.pending))
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
+            self._fruitless_wakes = 0
+        elif self._woken:
+            self._fruitless_wakes += 1
+        self._woken = False
         self.snapshot.commit()
         return bool(result.preemptions)
 

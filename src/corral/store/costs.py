@@ -77,11 +77,33 @@ def spend(engine: Engine, since: float, until: float, by: Grouping, tenant: str 
     hours: dict[str, float] = defaultdict(float)
     with Session(engine) as session:
         for row in session.scalars(query):
-            seconds = min(row.ended_at if row.ended_at is not None else until, until) - max(
-                row.started_at, since
-            )
-            gpu_hours = max(0.0, seconds) / 3600 * row.gpus
+            gpu_hours = _gpu_hours_within(row, since, until)
             key = getattr(row, by)
             hours[key] += gpu_hours
             usd[key] += gpu_hours * row.gpu_hour_cost
     return sorted((Spend(key, usd[key], hours[key]) for key in hours), key=lambda s: (-s.usd, s.key))
+
+
+def public_spend(
+    session: Session, periods: dict[str, float], public_clusters: set[str], now: float
+) -> dict[str, float]:
+    """USD each queue spent on ``public_clusters`` from its budget period's start (``periods``) to ``now``:
+    what the scheduler checks hard budgets against."""
+    spent = dict.fromkeys(periods, 0.0)
+    if not periods or not public_clusters:
+        return spent
+    query = select(ChargeRow).where(
+        ChargeRow.queue.in_(list(periods)),
+        ChargeRow.cluster.in_(list(public_clusters)),
+        ChargeRow.started_at < now,
+        or_(ChargeRow.ended_at.is_(None), ChargeRow.ended_at > min(periods.values())),
+    )
+    for row in session.scalars(query):
+        spent[row.queue] += _gpu_hours_within(row, periods[row.queue], now) * row.gpu_hour_cost
+    return spent
+
+
+def _gpu_hours_within(row: ChargeRow, since: float, until: float) -> float:
+    """GPU-hours of one charge inside [since, until); an open charge runs to ``until``."""
+    end = min(row.ended_at if row.ended_at is not None else until, until)
+    return max(0.0, end - max(row.started_at, since)) / 3600 * row.gpus

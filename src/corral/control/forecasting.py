@@ -1,0 +1,79 @@
+"""Forecasts in the control plane: the same replay the simulator uses, fed from the store.
+
+A round that may burst early (a deadline at risk, a wait worth more than its cost) needs each waiting
+job's forecast private start; ``corral why`` shows it too. Run-time estimates learn from jobs as they
+finish, read from the store (so a restarted server learns again from its history), and a forecast is
+made again only when new jobs wait or ``REFRESH_SECONDS`` passed: a round every 0.2 s must not replay the
+queue every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.core.workloads import Workload
+from corral.scheduling import Policy, Snapshot
+from corral.scheduling.bursting import Forecast
+from corral.sim.forecast import forecast_private_starts
+from corral.sim.runtimes import RuntimeEstimates
+from corral.spec.job import JobSpec
+from corral.store.schema import JobRow
+
+REFRESH_SECONDS = 10.0
+"""A forecast is reused for this long unless new jobs wait."""
+
+MAX_FORECAST_JOBS = 5000
+"""Above this many waiting jobs no forecast is made: the replay would cost more than the round."""
+
+HISTORY_JOBS = 5000
+"""Finished jobs read when the server starts: the most recent ones."""
+
+
+@dataclass
+class Forecasting:
+    """What the reconcile loop keeps between rounds to forecast private starts."""
+
+    estimates: RuntimeEstimates = field(default_factory=RuntimeEstimates)
+    learned_until: float | None = None
+    made_at: float = float("-inf")
+    last: Forecast | None = None
+
+    def forecast(
+        self,
+        session: Session,
+        snapshot: Snapshot,
+        pending: Sequence[Workload],
+        policy: Policy,
+        now: float,
+        saved: dict[str, float],
+    ) -> Forecast | None:
+        if not pending or len(pending) > MAX_FORECAST_JOBS:
+            return None
+        self._learn(session)
+        known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
+        if now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending):
+            return self.last
+        self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
+        self.made_at = now
+        return self.last
+
+    def _learn(self, session: Session) -> None:
+        """Observe the run times of jobs that finished since the last look."""
+        query = select(JobRow).where(JobRow.status == "finished", JobRow.started_at.is_not(None))
+        if self.learned_until is None:
+            query = query.order_by(JobRow.ended_at.desc()).limit(HISTORY_JOBS)
+        else:
+            query = query.where(JobRow.ended_at > self.learned_until)
+        rows = sorted(session.scalars(query), key=lambda row: row.ended_at or 0.0)
+        for row in rows:
+            assert row.ended_at is not None and row.started_at is not None
+            workload = JobSpec.model_validate(row.spec).to_workload(row.id, submit=row.submitted_at)
+            self.estimates.observe(workload, row.ended_at - row.started_at + row.checkpointed_seconds)
+        if rows:
+            self.learned_until = rows[-1].ended_at
+        elif self.learned_until is None:
+            self.learned_until = float("-inf")
