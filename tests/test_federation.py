@@ -14,6 +14,8 @@ from builders import job, make_cluster, make_pool
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from corral.control.forecasting import Forecasting
+from corral.control.reconcile import Inventory, reconcile
 from corral.core.budgets import BudgetPeriod, BudgetSpec, Enforcement, period_bounds
 from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
@@ -26,6 +28,10 @@ from corral.scheduling.snapshot import Snapshot
 from corral.sim.engine import Simulator
 from corral.sim.forecast import forecast_private_starts
 from corral.sim.runtimes import RuntimeEstimates
+from corral.spec.job import JobSpec
+from corral.spec.queue import QueueConfig
+from corral.store.jobs import JobStore
+from corral.store.queues import QueueStore
 
 DEFAULT = get_policy("default")
 PRICE = 3.0
@@ -307,3 +313,49 @@ def test_federated_replays_keep_privacy_budgets_and_honest_cost(
                 t = period_end
         for period_start, usd in spent.items():
             assert usd <= queue.budget.usd + 1e-6, f"queue {queue.name} spent {usd} in period {period_start}"
+
+
+# -- the control plane: the same rules, fed from the store ------------------------------------------------
+
+
+def _store_queue(store: JobStore, **fields: object) -> None:
+    QueueStore(store.engine).put(QueueConfig(name="a", quota=None, **fields))  # type: ignore[arg-type]
+
+
+def _train(name: str, gpus: int = 8, **fields: object) -> JobSpec:
+    return JobSpec(name=name, queue="a", command="train", resources={"gpus": gpus}, time_limit="1h", **fields)
+
+
+def test_corral_why_shows_the_forecast_private_start_and_what_bursting_would_cost(store: JobStore) -> None:
+    _store_queue(store, burst_after_seconds=36_000)
+    store.submit(_train("first"))
+    waiting = store.submit(_train("second"))
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=Forecasting())
+    reason = store.get(waiting.id).reason or ""
+    # No history yet: each job is estimated at its 1 h time limit, and "first" started at t=100.
+    assert "forecast: starts on private clusters in 60 min" in reason
+    assert "bursting would cost about 24.00 USD" in reason
+
+
+def test_the_control_plane_holds_bursts_to_a_hard_budget_from_its_charges(store: JobStore) -> None:
+    inventory = Inventory(
+        [CLUSTERS[0], make_cluster("cloud", [make_pool("cloud", "a100", count=2, cost=PRICE)], private=False)]
+    )
+    _store_queue(store, budget=BudgetSpec(usd=30, period=BudgetPeriod.DAY))
+    first, second, third = (store.submit(_train(name)) for name in ("first", "second", "third"))
+    result = reconcile(store.engine, inventory, DEFAULT, now=100.0, forecasting=Forecasting())
+    assert sorted((s.job, s.cluster) for s in result.starts) == sorted(
+        [(first.id, "lab"), (second.id, "cloud")]
+    )
+    assert "hard budget: this burst would cost about 24.00 USD and 6.00 of 30 USD are left" in (
+        store.get(third.id).reason or ""
+    )
+    # 2900 s later the burst has spent 19.33 USD (from the ledger) and runs on: nothing starts or stops.
+    later = reconcile(store.engine, inventory, DEFAULT, now=3000.0, forecasting=Forecasting())
+    assert not later.starts and not later.preemptions
+    # An admin cuts the budget to 15 USD: the running burst is over it and stops; the lab job runs on.
+    _store_queue(store, budget=BudgetSpec(usd=15, period=BudgetPeriod.DAY))
+    cut = reconcile(store.engine, inventory, DEFAULT, now=3001.0, forecasting=Forecasting())
+    assert [p.job for p in cut.preemptions] == [second.id] and not cut.starts
+    assert store.get(first.id).status == "running"
+    assert "has spent its hard budget" in (store.get(second.id).reason or "")
