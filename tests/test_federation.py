@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 
 from builders import job, make_cluster, make_pool
 from hypothesis import HealthCheck, given, note, settings
@@ -21,6 +22,7 @@ from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
 from corral.scenario.invariants import check_events
+from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Event
 from corral.scheduling import Allocation, get_policy, schedule
 from corral.scheduling.bursting import Bursting, Forecast
@@ -111,23 +113,24 @@ def test_a_hard_budget_refuses_a_burst_it_cannot_pay_for_and_says_which_budget()
     )
 
 
-def test_a_spent_hard_budget_stops_burst_work_and_keeps_private_work() -> None:
-    queue = _queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY))
-    snapshot = _busy_lab(queue)
+def _bursting_under_budget(spent: float) -> Snapshot:
+    """The lab busy, an 8-GPU job running in the cloud since t=0, 10 USD a day of which ``spent`` is gone."""
+    snapshot = _busy_lab(_queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY)))
     burst = job("burst", gpus=8, duration=3600)
     snapshot.allocate(Allocation(burst, "cloud", "a100", _cloud_placements(burst), 0.0))
-    snapshot.public_spend = {"a": 10.0}
+    snapshot.public_spend = {"a": spent}
+    return snapshot
+
+
+def test_a_spent_hard_budget_stops_burst_work_and_keeps_private_work() -> None:
+    snapshot = _bursting_under_budget(10.0)
     result = schedule(snapshot, [], DEFAULT, now=1500.0)
     assert [p.job for p in result.preemptions] == ["burst"]  # not "long", which runs in the lab
     assert "spent its hard budget of 10 USD this day" in result.preemptions[0].reason
 
 
 def test_a_hard_budget_wakes_the_round_when_it_will_be_spent() -> None:
-    queue = _queue(budget=BudgetSpec(usd=10, period=BudgetPeriod.DAY))
-    snapshot = _busy_lab(queue)
-    burst = job("burst", gpus=8, duration=3600)
-    snapshot.allocate(Allocation(burst, "cloud", "a100", _cloud_placements(burst), 0.0))
-    snapshot.public_spend = {"a": 4.0}
+    snapshot = _bursting_under_budget(4.0)
     result = schedule(snapshot, [], DEFAULT, now=600.0)
     assert not result.preemptions
     assert result.wake_at == 600.0 + 6.0 / (24.0 / 3600)
@@ -359,3 +362,15 @@ def test_the_control_plane_holds_bursts_to_a_hard_budget_from_its_charges(store:
     assert [p.job for p in cut.preemptions] == [second.id] and not cut.starts
     assert store.get(first.id).status == "running"
     assert "has spent its hard budget" in (store.get(second.id).reason or "")
+
+
+def test_the_federation_example_keeps_medical_work_private_and_vision_within_its_budget() -> None:
+    folder = Path(__file__).resolve().parents[1] / "examples" / "federation"
+    cluster_file = load_cluster_file(folder / "cluster.yaml")
+    jobs = load_workload(folder / "workload.jsonl")
+    events: list[Event] = []
+    summary = Simulator(cluster_file, jobs, DEFAULT, sink=events.append).run().summary
+    assert check_events(cluster_file, jobs, events) is None
+    clouds = {e.job for e in events if e.event == "started" and e.cluster == "cloud"}
+    assert clouds and not any(job.startswith("med") for job in clouds)
+    assert summary.finished == len(jobs) and summary.cost_per_queue.get("medical", 0.0) == 0.0

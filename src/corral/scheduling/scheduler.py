@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from corral.core.budgets import BudgetSpec, period_bounds
 from corral.core.nodes import Node
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
-from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_verdict
+from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_cost, burst_verdict
 from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
@@ -76,6 +76,7 @@ class _Round:
     promised: Counter[tuple[str, str]] = field(default_factory=Counter)
     preempted_queue: dict[str, str] = field(default_factory=dict)
     no_migration: list[PodRequest] = field(default_factory=list)
+    public_delay: dict[PodRequest, float] = field(default_factory=dict)
     budget_left: dict[str, float] = field(default_factory=dict)
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
 
@@ -189,9 +190,16 @@ class _Round:
             self.now,
             self.snapshot.public_spend.get(job.queue, 0.0),
             self.snapshot.forecast,
-            self.snapshot.public_start_delay(job),
+            self._public_delay(job.pod),
             self.snapshot.cheapest_public_gpu_hour(job),
         )
+
+    def _public_delay(self, pod: PodRequest) -> float:
+        """``Snapshot.public_start_delay``, once per pod shape and round: it looks at every public node."""
+        delay = self.public_delay.get(pod)
+        if delay is None:
+            delay = self.public_delay[pod] = self.snapshot.public_start_delay(pod)
+        return delay
 
     def _outlook(self, job: Workload) -> str:
         """The forecast private start and what bursting would cost: what ``corral why`` shows."""
@@ -201,8 +209,8 @@ class _Round:
             return ""
         text = f"forecast: starts on private clusters in {_span(start - self.now)}"
         price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
-        if price is not None:
-            cost = job.gpu_demand_milli / 1000 * forecast.runtime_of(job) / 3600 * price  # type: ignore[union-attr]
+        cost = burst_cost(job, forecast, price)
+        if cost is not None:
             text += f"; bursting would cost about {cost:.2f} USD"
         return text
 

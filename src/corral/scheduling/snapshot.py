@@ -18,7 +18,7 @@ from corral.core.cluster import ClusterSpec, PoolSpec
 from corral.core.nodes import Node
 from corral.core.queues import QueueSpec
 from corral.core.units import MILLI_PER_GPU
-from corral.core.workloads import Workload
+from corral.core.workloads import PodRequest, Workload
 from corral.scheduling.bursting import Forecast
 from corral.scheduling.decisions import Placement
 
@@ -280,10 +280,9 @@ class Snapshot:
             self._capacity = (dict(gpus), cpu)
         return self._capacity
 
-    def public_start_delay(self, job: Workload) -> float:
-        """How soon a public node could run ``job``'s pod: at once if a public node that is up has room
-        for it now, else after the shortest provisioning of a public pool (0 for a pool of fixed nodes)."""
-        pod = job.pod
+    def public_start_delay(self, pod: PodRequest) -> float:
+        """How soon a public node could run ``pod``: at once if a public node that is up has room for it
+        now, else after the shortest provisioning of a public pool (0 for a pool of fixed nodes)."""
         for node in self.nodes.values():
             if node.private or not node.up:
                 continue
