@@ -73,12 +73,12 @@ def burst_verdict(
     now: float,
     spent_usd: float,
     forecast: Forecast | None,
-    provision_seconds: float,
+    public_delay: float,
     gpu_hour_usd: float | None,
 ) -> BurstVerdict:
     """May ``job`` use public clusters now? ``spent_usd``: its queue's public spend this budget period;
-    ``provision_seconds``: how soon a public node could run it; ``gpu_hour_usd``: the
-    cheapest public price for its GPUs."""
+    ``public_delay``: how soon a public node could run it; ``gpu_hour_usd``: the cheapest public price for
+    its GPUs."""
     if not rule.enabled:
         return BurstVerdict(False, "this policy never bursts to public clusters")
     budget = queue.budget if queue is not None else None
@@ -93,16 +93,16 @@ def burst_verdict(
         if cost is None or cost > budget.usd:
             return BurstVerdict(False, note)  # no later period's budget could pay for it either
         return BurstVerdict(False, f"{note}; bursting resumes at t={period_end:g} s", period_end)
-    deadline = _deadline_verdict(job, rule, now, forecast, provision_seconds)
-    if deadline.allowed or over_budget:
-        if over_budget and not deadline.allowed:
-            return BurstVerdict(
-                False,
-                f"queue {job.queue} is over its flex budget ({spent_usd:.2f} of {budget.usd:g} USD): "  # type: ignore[union-attr]
-                "only jobs that would miss their deadline burst",
-                deadline.recheck_at,
-            )
+    deadline = _deadline_verdict(job, rule, now, forecast, public_delay)
+    if deadline.allowed:
         return deadline
+    if budget is not None and over_budget:
+        return BurstVerdict(
+            False,
+            f"queue {job.queue} is over its flex budget ({spent_usd:.2f} of {budget.usd:g} USD): only jobs "
+            "that would miss their deadline burst",
+            deadline.recheck_at,
+        )
     threshold = rule.after_seconds
     if threshold is None:
         threshold = queue.burst_after_seconds if queue is not None else None
@@ -112,9 +112,7 @@ def burst_verdict(
     if now >= burst_at:
         return BurstVerdict(True)
     if rule.wait_value and queue is not None and queue.wait_usd_per_hour is not None:
-        worth = _wait_worth_verdict(
-            job, queue.wait_usd_per_hour, now, forecast, gpu_hour_usd, provision_seconds
-        )
+        worth = _wait_worth_verdict(job, queue.wait_usd_per_hour, now, forecast, gpu_hour_usd, public_delay)
         if worth is not None:
             return worth
     recheck = burst_at if deadline.recheck_at is None else min(burst_at, deadline.recheck_at)
@@ -131,7 +129,7 @@ def burst_cost(job: Workload, forecast: Forecast | None, gpu_hour_usd: float | N
 
 
 def _deadline_verdict(
-    job: Workload, rule: Bursting, now: float, forecast: Forecast | None, provision_seconds: float
+    job: Workload, rule: Bursting, now: float, forecast: Forecast | None, public_delay: float
 ) -> BurstVerdict:
     """Rule (b): burst when private would miss the deadline and public would not; else recheck at the
     last moment a burst could still meet it."""
@@ -141,7 +139,7 @@ def _deadline_verdict(
     if start is None:
         return BurstVerdict(False)
     runtime = forecast.runtime_of(job)
-    last_burst = job.deadline - runtime - provision_seconds
+    last_burst = job.deadline - runtime - public_delay
     if last_burst < now:
         return BurstVerdict(False)  # bursting would miss it as well: a miss either way costs nothing more
     if start + runtime > job.deadline:
