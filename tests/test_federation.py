@@ -338,6 +338,8 @@ def test_corral_why_shows_the_forecast_private_start_and_what_bursting_would_cos
     # No history yet: each job is estimated at its 1 h time limit, and "first" started at t=100.
     assert "forecast: starts on private clusters in 60 min" in reason
     assert "bursting would cost about 24.00 USD" in reason
+    record = store.get(waiting.id)
+    assert (record.forecast_start, record.burst_cost_usd) == (3700.0, 24.0)  # for the API's /why
 
 
 def test_the_control_plane_holds_bursts_to_a_hard_budget_from_its_charges(store: JobStore) -> None:

@@ -38,6 +38,10 @@ class Why(BaseModel):
     id: str
     status: str
     reason: str | None
+    forecast_start: float | None = None
+    """While it waits: Unix seconds when the last forecast has it start on private clusters."""
+    burst_cost_usd: float | None = None
+    """While it waits: what running it on the cheapest public GPUs would cost (estimated run time)."""
 
 
 class NodeState(BaseModel):

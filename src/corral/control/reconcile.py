@@ -23,6 +23,7 @@ from corral.core.cluster import ClusterSpec
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
+from corral.scheduling.bursting import burst_cost
 from corral.scheduling.decisions import Placement
 from corral.spec.job import JobSpec
 from corral.store.costs import open_charges, public_spend, release
@@ -203,6 +204,7 @@ def _record(
     for start in result.starts:
         row = jobs[start.job]
         row.status, row.started_at, row.reason = "running", now, None
+        row.forecast_start = row.burst_cost_usd = None
         row.attempt += 1
         for p in start.placements:
             session.add(PlacementRow(job_id=start.job, **p.fields()))
@@ -217,7 +219,17 @@ def _record(
         row = jobs[rejection.job]
         row.status, row.ended_at, row.reason = "failed", now, rejection.message
         session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
+    forecast = snapshot.forecast
     for job_id, waiting in result.pending.items():
+        row = jobs[job_id]
         message = waiting.message
-        if jobs[job_id].reason != message:
-            jobs[job_id].reason = message
+        if row.reason != message:
+            row.reason = message
+        start = forecast.private_start.get(job_id) if forecast is not None else None
+        if row.forecast_start != start:
+            row.forecast_start = start
+        workload = workloads[job_id]
+        price = None if workload.must_stay_private else snapshot.cheapest_public_gpu_hour(workload)
+        cost = burst_cost(workload, forecast, price) if start is not None else None
+        if row.burst_cost_usd != cost:
+            row.burst_cost_usd = cost

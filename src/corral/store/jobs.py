@@ -59,6 +59,8 @@ class JobRecord:
     ended_at: float | None
     reason: str | None
     attempt: int
+    forecast_start: float | None = None
+    burst_cost_usd: float | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> JobRecord:
@@ -74,6 +76,8 @@ class JobRecord:
             ended_at=row.ended_at,
             reason=row.reason,
             attempt=row.attempt,
+            forecast_start=row.forecast_start,
+            burst_cost_usd=row.burst_cost_usd,
         )
 
 

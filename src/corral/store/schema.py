@@ -36,6 +36,10 @@ class JobRow(Base):
     checkpointed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     reason: Mapped[str | None] = mapped_column(Text)
     """Why it waits, failed or was cancelled, for ``corral why``."""
+    forecast_start: Mapped[float | None] = mapped_column(Float)
+    """While it waits: when the last forecast has it start on private clusters (None: no forecast)."""
+    burst_cost_usd: Mapped[float | None] = mapped_column(Float)
+    """While it waits: what running it on the cheapest public GPUs would cost, by its estimated run time."""
 
     __table_args__ = (Index("ix_jobs_status_queue", "status", "queue"), Index("ix_jobs_tenant", "tenant"))
 
