@@ -76,13 +76,7 @@ def get_job(request: Request, job_id: str, plane: Plane, principal: Reader) -> J
 def why(request: Request, job_id: str, plane: Plane, principal: Reader) -> Why:
     """Why a job waits (or why it failed): the scheduler's explanation from the last round."""
     record = visible_job(request, plane, principal, job_id)
-    return Why(
-        id=record.id,
-        status=record.status,
-        reason=record.reason,
-        forecast_start=record.forecast_start,
-        burst_cost_usd=record.burst_cost_usd,
-    )
+    return Why(**{name: getattr(record, name) for name in Why.model_fields})
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
