@@ -376,3 +376,20 @@ def test_the_federation_example_keeps_medical_work_private_and_vision_within_its
     clouds = {e.job for e in events if e.event == "started" and e.cluster == "cloud"}
     assert clouds and not any(job.startswith("med") for job in clouds)
     assert summary.finished == len(jobs) and summary.cost_per_queue.get("medical", 0.0) == 0.0
+
+
+def test_forecasts_are_made_again_for_new_jobs_but_not_more_often_than_every_two_seconds(
+    store: JobStore,
+) -> None:
+    _store_queue(store)
+    forecasting = Forecasting()
+    store.submit(_train("first"))
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=forecasting)
+    store.submit(_train("second"))
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.5, forecasting=forecasting)
+    made = forecasting.made_at
+    newcomer = store.submit(_train("third"))
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=101.0, forecasting=forecasting)
+    assert forecasting.made_at == made and store.get(newcomer.id).forecast_start is None
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=103.0, forecasting=forecasting)
+    assert forecasting.made_at == 103.0 and store.get(newcomer.id).forecast_start is not None

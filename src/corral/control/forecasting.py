@@ -3,8 +3,8 @@
 A round that may burst early (a deadline at risk, a wait worth more than its cost) needs each waiting
 job's forecast private start; ``corral why`` shows it too. Run-time estimates learn from jobs as they
 finish, read from the store (so a restarted server learns again from its history), and a forecast is
-made again only when new jobs wait or ``REFRESH_SECONDS`` passed: a round every 0.2 s must not replay the
-queue every time.
+made again only when new jobs wait (at most every ``MIN_GAP_SECONDS``) or ``REFRESH_SECONDS`` passed: a
+round every 0.2 s must not replay the queue every time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from corral.store.schema import JobRow
 
 REFRESH_SECONDS = 10.0
 """A forecast is reused for this long unless new jobs wait."""
+
+MIN_GAP_SECONDS = 2.0
+"""Least time between two forecasts, however fast jobs arrive: a replay of thousands of waiting jobs takes
+a good part of a second, and rounds come every 0.2 s under load. A job that arrives in between waits for
+the next forecast to get one."""
 
 MAX_FORECAST_JOBS = 5000
 """Above this many waiting jobs no forecast is made: the replay would cost more than the round."""
@@ -55,7 +60,8 @@ class Forecasting:
             return None
         self._learn(session)
         known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
-        if now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending):
+        fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
+        if fresh or now - self.made_at < MIN_GAP_SECONDS:
             return self.last
         self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
         self.made_at = now
