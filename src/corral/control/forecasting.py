@@ -58,11 +58,11 @@ class Forecasting:
     ) -> Forecast | None:
         if not pending or len(pending) > MAX_FORECAST_JOBS:
             return None
-        self._learn(session)
         known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
         fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
         if fresh or now - self.made_at < MIN_GAP_SECONDS:
             return self.last
+        self._learn(session)
         self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
         self.made_at = now
         return self.last

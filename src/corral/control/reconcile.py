@@ -228,8 +228,9 @@ def _record(
         start = forecast.private_start.get(job_id) if forecast is not None else None
         if row.forecast_start != start:
             row.forecast_start = start
+        cost = None
         workload = workloads[job_id]
-        price = None if workload.must_stay_private else snapshot.cheapest_public_gpu_hour(workload)
-        cost = burst_cost(workload, forecast, price) if start is not None else None
+        if start is not None and not workload.must_stay_private:
+            cost = burst_cost(workload, forecast, snapshot.cheapest_public_gpu_hour(workload))
         if row.burst_cost_usd != cost:
             row.burst_cost_usd = cost
