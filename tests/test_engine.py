@@ -34,10 +34,10 @@ def test_preempted_job_restarts_elsewhere_at_the_same_instant() -> None:
     )
     jobs = [
         job("low", gpus=8, duration=1000.0),
-        job("high", gpus=8, priority=5, submit=10.0, duration=5000.0, sensitive=True),
+        job("high", gpus=8, priority=5, submit=400.0, duration=5000.0, sensitive=True),
     ]
     _, events = _replay(cluster, jobs)
-    assert _starts(events) == [(0.0, "low", "dgx-0"), (10.0, "high", "dgx-0"), (10.0, "low", "vm-0")]
+    assert _starts(events) == [(0.0, "low", "dgx-0"), (400.0, "high", "dgx-0"), (400.0, "low", "vm-0")]
 
 
 def test_shares_with_gpu_memory_leave_the_gpu_idle_for_a_whole_gpu_job() -> None:

@@ -376,13 +376,13 @@ def test_snapshot_is_unchanged_after_schedule_returns() -> None:
         job("huge", gpus=8, pods=2, priority=1),  # cannot fit: pending
     ]
 
-    result = schedule(snapshot, pending, DEFAULT, now=100.0)
+    result = schedule(snapshot, pending, DEFAULT, now=1000.0)
 
     assert [p.job for p in result.preemptions] == ["low"]
     assert sorted(started(result)) == ["hi", "share"]
     assert "huge" in result.pending
     assert node_state(snapshot) == before
-    again = schedule(snapshot, pending, DEFAULT, now=100.0)
+    again = schedule(snapshot, pending, DEFAULT, now=1000.0)
     assert (again.starts, again.preemptions, list(again.pending)) == (
         result.starts,
         result.preemptions,
@@ -453,6 +453,6 @@ def test_fair_share_order_is_updated_for_the_victims_queue_after_a_preemption() 
         job("b-next", queue="b", gpus=4, submit=1),
         job("c-next", queue="c", gpus=4, submit=2),
     ]
-    result = schedule(snapshot, pending, DEFAULT, now=10.0)
+    result = schedule(snapshot, pending, DEFAULT, now=1000.0)
     assert [p.job for p in result.preemptions] == ["b-borrow"]
     assert [s.job for s in result.starts] == ["a-big", "b-next"]

@@ -103,6 +103,7 @@ def reconcile(
         snapshot.public_spend = _public_spend(session, snapshot, queues, now)
         if forecasting is not None:
             snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
+            snapshot.runtime_estimate = forecasting.estimates
         result = schedule(snapshot, pending, ready, now, progress)
         _record(session, result, jobs, workloads, snapshot, now)
     return result
