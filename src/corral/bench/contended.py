@@ -41,6 +41,7 @@ CPU_PER_GPU, MEMORY_GIB_PER_GPU = 8.0, 32.0
 """Per GPU a pod asks half of what either node has per GPU, so GPUs, not CPU or memory, run out first."""
 
 COHORT = "lab"
+PEAK_WINDOW_SECONDS = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class ContendedScenario:
     offered_load: float
     """Work submitted over the arrival span as a share of the cluster's GPU-time over that span."""
     peak_offered_load: float
-    """The same over the busiest six hours of arrivals."""
+    """The same over the busiest ``PEAK_WINDOW_SECONDS`` of arrivals."""
 
 
 def lab_cluster() -> ClusterFile:
@@ -137,7 +138,12 @@ def generate(family: str, seed: int, jobs: int = 2000, load: float = 1.0) -> Con
     arrivals = _bursty_arrivals(draw, jobs, span)
     workloads = [job.model_copy(update={"submit": t}) for job, t in zip(shapes, arrivals, strict=True)]
     return ContendedScenario(
-        family, seed, cluster_file, workloads, load, peak_offered_load(workloads, capacity, 6 * 3600.0)
+        family,
+        seed,
+        cluster_file,
+        workloads,
+        load,
+        peak_offered_load(workloads, capacity, PEAK_WINDOW_SECONDS),
     )
 
 

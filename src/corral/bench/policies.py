@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corral.bench.contended import capacity_gpus, generate, peak_offered_load
+from corral.bench.contended import PEAK_WINDOW_SECONDS, capacity_gpus, generate, peak_offered_load
 from corral.core.workloads import Workload
 from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Event
@@ -41,7 +41,6 @@ from corral.traces.alibaba import import_openb
 TRACE = "alibaba"
 TRACE_SPEEDUP, TRACE_CLUSTER_SHARE = 300.0, 0.1
 """As ``benchmarks/trace_replay.py``: at the recorded pace the trace's cluster is nearly idle."""
-PEAK_WINDOW_SECONDS = 6 * 3600.0
 BASELINE = "fifo"
 RATIO_METRICS = ("jct_mean", "wait_p50", "wait_p95", "wait_p99", "makespan", "gpu_allocation")
 DEFAULT_POLICIES = ("default", "fifo", "strict-fifo", "spread")
@@ -122,9 +121,9 @@ def scenarios(
             )
     if trace_dir is not None:
         cluster_file, workloads = _contended_trace(trace_dir)
+        capacity = capacity_gpus(cluster_file)
         for seed in seeds:
             window = trace_window(workloads, jobs, seed)
-            capacity = capacity_gpus(cluster_file)
             span = max(window[-1].submit, 1.0)
             offered = sum(job.gpu_demand_milli / 1000 * job.duration for job in window) / (capacity * span)
             peak = peak_offered_load(window, capacity, min(PEAK_WINDOW_SECONDS, span / 10))
@@ -172,7 +171,7 @@ def replay(scenario: Scenario, policy_name: str, simulator: type[Simulator] = Si
             scenario.cluster_file, scenario.workloads, get_policy(policy_name), sink=usage.record
         )
         summary = replayed.run().summary
-    except Exception as error:  # noqa: BLE001 - the benchmark records any failure and goes on
+    except Exception as error:  # any failure is a finding to record, not a reason to stop the benchmark
         return Run(
             scenario.name,
             scenario.seed,
@@ -495,7 +494,7 @@ def _ratio(spread: dict[str, float] | None) -> str:
 
 def plot_ratios(report: dict[str, object], out: Path) -> None:
     """Mean JCT and p95 wait over fifo's, per scenario and policy: bars are medians, dots are seeds, a
-    cross at the top marks a seed whose run failed."""
+    cross on the line at 1 marks a scenario and policy with a failed run."""
     import matplotlib
 
     matplotlib.use("Agg")
