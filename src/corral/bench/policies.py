@@ -232,7 +232,7 @@ class _QueueUsage:
         quotas = {q.name: sum((q.quota or {}).values()) for q in cluster_file.queues or [] if q.quota}
         if len(quotas) < 2:
             return []  # one queue, or queues without quota: no share to be entitled to
-        first, last = self._window
+        last = self._window[1]
         demand: dict[str, float] = defaultdict(float)
         for job in self._workloads:
             usable = max(0.0, min(job.submit + job.duration, last) - job.submit)
@@ -264,16 +264,14 @@ def water_fill(total: float, weights: dict[str, float], caps: dict[str, float]) 
     left = total
     while open_ and left > 1e-9:
         weight = sum(weights[name] for name in open_)
-        capped = {
-            name for name in open_ if caps.get(name, 0.0) - shares[name] <= left * weights[name] / weight
-        }
+        capped = {name for name in open_ if caps.get(name, 0.0) <= left * weights[name] / weight}
         if not capped:
             for name in open_:
-                shares[name] += left * weights[name] / weight
+                shares[name] = left * weights[name] / weight
             break
         for name in capped:
-            left -= caps.get(name, 0.0) - shares[name]
             shares[name] = caps.get(name, 0.0)
+            left -= shares[name]
         open_ -= capped
     return shares
 
