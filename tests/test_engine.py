@@ -79,3 +79,17 @@ def test_node_names_must_be_exactly_pool_dash_index(name: str) -> None:
     cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("dgx", "a100", count=1, max_count=3)])])
     with pytest.raises(CorralError, match="node names are"):
         Simulator(cluster, [], DEFAULT, cluster_events=[Event(t=1.0, event="node_added", node=name)]).run()
+
+
+def test_a_preemption_loses_the_work_since_the_victims_last_checkpoint_on_every_gpu_it_held() -> None:
+    cluster = ClusterFile(clusters=[make_cluster("own", [make_pool("dgx", "a100", gpus=8)])])
+    jobs = [
+        job("saves", gpus=4, duration=5000.0, checkpoint_seconds=300.0),
+        job("never-saves", gpus=4, duration=5000.0),
+        job("urgent", gpus=8, priority=5, submit=1000.0, duration=100.0),
+    ]
+    result, _ = _replay(cluster, jobs)
+    assert result.summary.preemptions == 2
+    # 100 s since the checkpoint at 900 s on 4 GPUs, and all 1000 s on 4 GPUs.
+    assert result.summary.lost_gpu_hours == pytest.approx((100 * 4 + 1000 * 4) / 3600)
+    assert result.summary.zero_length_runs == 0

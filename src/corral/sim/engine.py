@@ -432,7 +432,12 @@ class Simulator:
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)
-        self._saved[job] = checkpointed_progress(allocation.workload, allocation.progress(now))
+        progress = allocation.progress(now)
+        self._saved[job] = checkpointed_progress(allocation.workload, progress)
+        gpus = sum(p.gpu_milli * len(p.gpus) for p in allocation.placements) / MILLI_PER_GPU
+        self.tally.lost_gpu_seconds += (progress - self._saved[job]) * gpus
+        if allocation.started_at == now:
+            self.tally.zero_length_runs += 1
         self._waiting.add(allocation.workload)
         self._forecast_at = None
         self.tally.preemptions += 1
