@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,3 +115,47 @@ def _node_running(folder: Path, job_id: str) -> str:
             return found[0]
         time.sleep(0.05)
     raise AssertionError(f"no agent started {job_id}")
+
+
+def test_an_agent_cut_off_from_the_server_stops_its_pods(tmp_path: Path) -> None:
+    """Fencing: once the server stops answering for its heartbeat timeout (1 s here, which each heartbeat's
+    answer tells the agent), the server would run the job elsewhere as attempt 2, so the agent stops the
+    pod of attempt 1 instead of letting both run; the agent itself keeps waiting for the server."""
+    port = free_port()
+    server = start_server(tmp_path, port, cluster=None, extra=["--no-local", "--heartbeat-timeout", "1"])
+    agent = None
+    try:
+        with admin_client(tmp_path, port) as client:
+            token = client.create_user("agent-m-0", "default", "agent", node="m-0").token
+            agent = _agent("m-0", port, tmp_path, token)
+            while not client.nodes():
+                time.sleep(0.1)
+            assert client.nodes()[0].heartbeat_timeout == 1.0
+            job = client.submit({"name": "long", "command": "sleep 600", "resources": {"gpus": 1}})
+            wait_for(client, job.id, "running")
+        pid_file = tmp_path / "m-0" / "runs" / job.id / "attempt-1" / "pod-0" / "pid"
+        _until(pid_file.exists)
+        pid = int(pid_file.read_text())
+        assert _alive(pid)
+        stop(server)
+        _until(lambda: not _alive(pid))
+        assert agent.poll() is None
+    finally:
+        for process in [server, *([agent] if agent is not None else [])]:
+            stop(process)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{condition} never held")
+        time.sleep(0.05)
