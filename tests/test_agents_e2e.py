@@ -11,11 +11,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from servers import admin_client, free_port, start_server, stop, wait_for
 
-from corral.client import Client
+from corral.backends.agent import Agent
+from corral.backends.pods import DesiredPod
+from corral.client import APIError, Client
+from corral.spec.job import JobSpec
 
 
 def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[bytes]:
@@ -159,3 +163,38 @@ def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{condition} never held")
         time.sleep(0.05)
+
+
+class _ServerPastAttempt1:
+    """A server that still lists attempt 1's pod (as the agent last heard) but refuses every report about
+    it with 409, as a server does once the job runs again elsewhere."""
+
+    def __init__(self, pod: DesiredPod) -> None:
+        self.pod = pod
+        self.reports = 0
+
+    def heartbeat(self, node: str) -> SimpleNamespace:
+        return SimpleNamespace(heartbeat_timeout=5.0)
+
+    def node_pods(self, node: str) -> list[DesiredPod]:
+        return [self.pod]
+
+    def ship_logs(self, *args: object) -> int:
+        self.reports += 1
+        raise APIError(409, "job j-1 runs attempt 2 now; attempt 1 is over: stop its pods")
+
+    report_exit = ship_logs
+
+
+def test_an_agent_told_its_attempt_is_over_stops_reporting_it(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate({"name": "old", "command": "echo old", "resources": {"cpu": 1}})
+    pod = DesiredPod(
+        job_id="j-1", attempt=1, pod=0, node="m-0", gpus=(), gpu_milli=0, gpu_memory_gib=0.0, cpu=1.0,
+        memory_gib=1.0, spec=spec,
+    )  # fmt: skip
+    server = _ServerPastAttempt1(pod)
+    agent = Agent(server, "m-0", tmp_path)  # type: ignore[arg-type]
+    agent.step()
+    agent.step()
+    assert server.reports == 1
+    _until(lambda: agent.runner.ensure(pod) is not None)  # reaps the pod's process
