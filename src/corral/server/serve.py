@@ -106,9 +106,12 @@ def worker_app() -> FastAPI:
     return create_app(store, inventory, None, *_pod_files(backend))
 
 
-def _pod_files(backend: LocalBackend | None) -> tuple[LogReader | None, Path | None]:
-    """What the API reads of the local backend's pods: their output, and the folder of their files."""
-    return (backend.read_log, backend.runner.runs) if backend is not None else (None, None)
+def _pod_files(backend: LocalBackend | None) -> tuple[LogReader | None, Path | None, frozenset[str]]:
+    """What the API takes from the local backend: its pods' output, the folder of their files, and the
+    nodes it runs (which no agent may speak for)."""
+    if backend is None:
+        return None, None, frozenset()
+    return backend.read_log, backend.runner.runs, frozenset(backend.nodes or ())
 
 
 def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:

@@ -29,9 +29,10 @@ from corral.store.queues import QueueStore
 LogReader = Callable[[str, int], str | None]
 """(job id, pod) -> the pod's output, from whichever backend ran it."""
 
-TOKEN_CACHE_SECONDS = 10.0
+TOKEN_CACHE_SECONDS = 1.0
 """How long an authenticated token is trusted without asking the store again. Revoking through this
-server takes effect at once; through another server, within this time."""
+process takes effect at once; through another (an API worker of ``--workers N``, another server), within
+this time. One indexed lookup per token per second is nothing next to the requests it serves."""
 
 
 CATALOG_SECONDS = 5.0
@@ -53,6 +54,9 @@ class ControlPlane:
     logs: LogReader | None = None
     runs: Path | None = None
     """Where the local backend keeps each job's pods' folders (``<runs>/<job id>``); None without one."""
+    local_nodes: frozenset[str] = frozenset()
+    """The nodes this server's local backend runs (``corral up``'s machine): no agent may register or
+    heartbeat them, which would make them wait for heartbeats that never come."""
     accounts: AccountStore = field(init=False)
     shipped_logs: LogStore = field(init=False)
     queues: QueueStore = field(init=False)
