@@ -133,3 +133,23 @@ def test_room_a_preemption_frees_beyond_its_need_goes_to_the_job_passed_over_fir
     assert [p.job for p in result.preemptions] == ["low"]
     assert sorted(s.job for s in result.starts) == ["first", "urgent"]
     assert "first" not in result.pending and "later" in result.pending
+
+
+def test_a_job_without_room_is_told_the_largest_free_block_left_when_the_round_ended() -> None:
+    """x and y leave 2 and 1 GPUs free; z takes the 2 in the same round, after the gang was looked at:
+    the gang's answer describes the round's final state (1 GPU free), with the round's time."""
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)])
+    run_job(snapshot, job("x", gpus=6), "p-0")
+    run_job(snapshot, job("y", gpus=7), "p-1")
+    result = schedule(snapshot, [job("gang", gpus=4, pods=2), job("z", gpus=2, submit=1.0)], DEFAULT, now=5.0)
+    assert [s.job for s in result.starts] == ["z"]
+    waiting = result.pending["gang"]
+    assert waiting.at == 5.0
+    assert waiting.message.endswith("largest free block: 1 GPU, 64 CPU, 512 GiB on p-1")
+
+
+def test_a_gang_wider_than_the_cluster_is_told_the_node_count_not_to_shrink_its_pods() -> None:
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)])
+    result = schedule(snapshot, [job("wide", gpus=8, pods=3)], DEFAULT, now=0.0)
+    assert "needs 3 pods of 8 GPUs" in result.rejections[0].message
+    assert "at most 2 such pods together; ask for fewer pods or add nodes" in result.rejections[0].message

@@ -28,7 +28,13 @@ from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
-from corral.scheduling.placement import FitFailure, needs_at_least, place_gang, placement_of
+from corral.scheduling.placement import (
+    FitFailure,
+    largest_free_block,
+    needs_at_least,
+    place_gang,
+    placement_of,
+)
 from corral.scheduling.policies import Ordering, Policy
 from corral.scheduling.preemption import Unprofitable, find_victims, may_preempt
 from corral.scheduling.quota import quota_shortfall
@@ -146,10 +152,26 @@ class _Round:
                     heapq.heappush(heap, (self._share(queue), version[queue], queue))
             if key not in changed and cursor[key] < len(jobs):
                 heapq.heappush(heap, (share, version[key], key))
+        self._describe_final_state()
         self._wake_when_budgets_run_out()
         self.result.scale_downs = plan_scale_down(
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
+
+    def _describe_final_state(self) -> None:
+        """Stamp each explanation with the round's time and, where no node had room, the largest free
+        block each domain has now that every start and preemption of the round is made: an answer read
+        later must not describe a state the round itself changed."""
+        blocks: dict[Domain, str] = {}
+        for job_id, pending in self.result.pending.items():
+            free = {}
+            for domain, cause in pending.causes:
+                if isinstance(cause, FitFailure):
+                    block = blocks.get(domain)
+                    if block is None:
+                        block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
+                    free[domain] = block
+            self.result.pending[job_id] = replace(pending, at=self.now, free=free)
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
