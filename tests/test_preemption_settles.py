@@ -141,7 +141,8 @@ def test_a_job_without_room_is_told_the_largest_free_block_left_when_the_round_e
     snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)])
     run_job(snapshot, job("x", gpus=6), "p-0")
     run_job(snapshot, job("y", gpus=7), "p-1")
-    result = schedule(snapshot, [job("gang", gpus=4, pods=2), job("z", gpus=2, submit=1.0)], DEFAULT, now=5.0)
+    short = job("z", gpus=2, submit=1.0, time_limit=60.0)  # ends before the gang's reservation: backfills
+    result = schedule(snapshot, [job("gang", gpus=4, pods=2), short], DEFAULT, now=5.0)
     assert [s.job for s in result.starts] == ["z"]
     waiting = result.pending["gang"]
     assert waiting.at == 5.0

@@ -14,3 +14,12 @@ def gpus_to_milli(gpus: float) -> int:
 
 def milli_to_gpus(milli: int) -> float:
     return milli / MILLI_PER_GPU
+
+
+def spoken_span(seconds: float) -> str:
+    """A wait as people say it: 40 s, 25 min, 3.5 h."""
+    if seconds < 120:
+        return f"{max(seconds, 0.0):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

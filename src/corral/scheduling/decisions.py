@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from corral.core.units import spoken_span
+
 
 class PendingReason(StrEnum):
     """Machine-readable cause of a pending or rejected job."""
@@ -83,6 +85,21 @@ class ScaleDown:
 
 
 @dataclass(frozen=True, slots=True)
+class Reservation:
+    """Room held for ``job`` in ``domain``: the GPUs it is expected to get at ``until``."""
+
+    job: str
+    domain: tuple[str, str]
+    until: float
+    gpus: tuple[tuple[str, tuple[int, ...]], ...]
+    """(node, GPU indices) the job's pods would use at ``until``."""
+
+    def describe(self, now: float) -> str:
+        nodes = ", ".join(node for node, _ in self.gpus[:3]) + (" ..." if len(self.gpus) > 3 else "")
+        return f"reserved: expected to start in {spoken_span(self.until - now)} on {nodes}"
+
+
+@dataclass(frozen=True, slots=True)
 class Reject:
     job: str
     reason: PendingReason
@@ -130,6 +147,9 @@ class SchedulingResult:
     scale_downs: list[ScaleDown] = field(default_factory=list)
     rejections: list[Reject] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)
+    reservations: list[Reservation] = field(default_factory=list)
+    """Room held for jobs that found none (``corral.scheduling.backfill``): a caller that
+    keeps state between rounds passes their jobs back in ``Snapshot.reserved``, so they go first."""
     wake_at: float | None = None
     """The earliest time a waiting job's options change by the clock alone (a queue's burst threshold
     passes): a caller that schedules only on events (the simulator) must run a round then."""

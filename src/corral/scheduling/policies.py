@@ -47,6 +47,9 @@ class Policy:
     fair_share: bool = True  # order queues by weighted dominant resource share (DRF)
     priority: bool = True  # higher priority first inside a queue
     preemption: bool = True
+    backfill: bool = True
+    """EASY backfill: the first job that finds no room in a domain gets a reservation there, and later
+    jobs may use its idle GPUs only if they end before it needs them (``corral.scheduling.backfill``)."""
     preemption_cost: PreemptionCost = PreemptionCost()
     """When a running job may be a victim, and what a preemption must save to be worth its lost work."""
     scoring: Scoring = Scoring(scorers=((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5)))
@@ -91,6 +94,7 @@ POLICIES: dict[str, Policy] = {
             name="strict-fifo",
             description="As default, but a queue's head job blocks the jobs behind it (StrictFIFO).",
             ordering=Ordering.STRICT_FIFO,
+            backfill=False,
         ),
         Policy(
             name="spread",
@@ -104,6 +108,7 @@ POLICIES: dict[str, Policy] = {
             fair_share=False,
             priority=False,
             preemption=False,
+            backfill=False,
             scoring=Scoring(),
         ),
         _as_default(

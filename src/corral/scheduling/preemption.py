@@ -22,14 +22,9 @@ from dataclasses import dataclass
 
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
+from corral.scheduling.backfill import earliest_fit
 from corral.scheduling.quota import is_borrowing
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
-
-RuntimeEstimate = Callable[[Workload, float], float]
-"""Estimated total run time of a job that has run ``elapsed`` seconds: learned by the caller."""
-
-UNKNOWN_RUNTIME_SECONDS = 3600.0
-"""What a job with no time limit and no estimate is assumed to run at least."""
 
 
 @dataclass(frozen=True)
@@ -72,19 +67,6 @@ def lost_work(allocation: Allocation, now: float) -> float:
     """Seconds of work a victim loses if stopped now: everything since its last checkpoint."""
     progress = allocation.progress(now)
     return progress - checkpointed_progress(allocation.workload, progress)
-
-
-def remaining_runtime(allocation: Allocation, now: float, estimate: RuntimeEstimate | None) -> float:
-    """Estimated seconds until ``allocation`` finishes by itself; never the true duration (a simulator
-    knows it, the control plane does not)."""
-    progress = allocation.progress(now)
-    if estimate is not None:
-        total = estimate(allocation.workload, progress)
-    elif allocation.workload.time_limit is not None:
-        total = allocation.workload.time_limit
-    else:
-        total = max(UNKNOWN_RUNTIME_SECONDS, 2 * progress)  # heavy tails: as long again as it has run
-    return max(total - progress, 0.0)
 
 
 def protected(allocation: Allocation, now: float, cost: PreemptionCost) -> bool:
@@ -173,19 +155,10 @@ def find_victims(
 def wait_without_preemption(
     snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float
 ) -> float:
-    """Estimated seconds until ``fits()`` holds in ``domain`` with no preemption: running jobs are
-    released in the order of their estimated ends until it does (infinite if it never would)."""
-    running = [a for a in snapshot.running.values() if (a.cluster, a.flavor) == domain]
-    ends = sorted((remaining_runtime(a, now, snapshot.runtime_estimate), a.workload.id) for a in running)
-    mark = snapshot.mark()
-    try:
-        for remaining, job_id in ends:
-            snapshot.release(job_id)
-            if fits():
-                return remaining
-    finally:
-        snapshot.rollback(mark)
-    return float("inf")
+    """Estimated seconds until ``fits()`` holds in ``domain`` with no preemption, as running jobs end by
+    their estimated run times (infinite if it never would)."""
+    fit = earliest_fit(snapshot, domain, lambda: True if fits() else None, now)
+    return float("inf") if fit is None else fit[0] - now
 
 
 def _thrown_away(allocation: Allocation, now: float, cost: PreemptionCost) -> float:

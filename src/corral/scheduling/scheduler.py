@@ -21,9 +21,25 @@ from dataclasses import dataclass, field, replace
 
 from corral.core.budgets import BudgetSpec, period_bounds
 from corral.core.nodes import Node
+from corral.core.units import spoken_span
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
+from corral.scheduling.backfill import (
+    earliest_fit,
+    idle_reserved,
+    overlaps,
+    reservation_for,
+    total_runtime,
+)
 from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_cost, burst_verdict
-from corral.scheduling.decisions import Pending, PendingReason, Placement, Preempt, SchedulingResult, Start
+from corral.scheduling.decisions import (
+    Pending,
+    PendingReason,
+    Placement,
+    Preempt,
+    Reservation,
+    SchedulingResult,
+    Start,
+)
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
@@ -88,6 +104,8 @@ class _Round:
     """The same per job kind and domain, until the round starts or stops a job: a deep queue holds many
     jobs of one kind, and weighing a preemption means replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
+    reservations: dict[Domain, Reservation] = field(default_factory=dict)
+    """Per domain, the room held for the first job that found none there (``corral.scheduling.backfill``)."""
     budget_left: dict[str, float] = field(default_factory=dict)
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
 
@@ -102,8 +120,16 @@ class _Round:
                 continue
             key = job.queue if self.policy.fair_share else ""
             queues.setdefault(key, []).append(job)
+        held = set(self.snapshot.reserved) if self.policy.backfill else set()
         for jobs in queues.values():
             jobs.sort(key=self._job_order)
+        # Jobs that held a reservation last round come first, so a newcomer cannot take their room
+        # before the reservation is made again.
+        for jobs in queues.values():
+            for holder in [j for j in jobs if j.id in held]:
+                jobs.remove(holder)
+                self._try(holder)
+        queues = {key: jobs for key, jobs in queues.items() if jobs}
         # Heap of (share, version, queue); a queue whose share changed gets a new entry with a new
         # version, and entries with an old version are skipped when popped.
         version = dict.fromkeys(queues, 0)
@@ -213,8 +239,10 @@ class _Round:
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
         refused = self.unprofitable.get(job.id)
+        reservation = self._reserve(job, pod, failures) if self.policy.backfill else None
         notes = [
             feasible.kept_private,
+            reservation.describe(self.now) if reservation is not None else "",
             refused.describe() if refused is not None else "",
             verdict.note if verdict is not None else "",
             self._outlook(job),
@@ -253,7 +281,7 @@ class _Round:
         start = forecast.private_start.get(job.id) if forecast is not None else None
         if start is None:
             return ""
-        text = f"forecast: starts on private clusters in {_span(start - self.now)}"
+        text = f"forecast: starts on private clusters in {spoken_span(start - self.now)}"
         price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
         cost = burst_cost(job, forecast, price)
         if cost is not None:
@@ -297,17 +325,75 @@ class _Round:
         for failed_pod, failed_pods, failure in failed:
             if job.pods >= failed_pods and needs_at_least(pod, failed_pod):
                 return failure
-        if job.pods == 1:
-            outcome = place_one(self.snapshot, domain, pod, self.policy.scoring)
-        else:
-            outcome = place_gang(
-                self.snapshot.domains.get(domain, ()), pod, job.pods, self.policy.scoring, self.snapshot.rng
-            )
+        outcome = self._place(job, pod, domain)
         if isinstance(outcome, FitFailure):
             failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
             failed.append((pod, job.pods, outcome))
             return outcome
+        outcome = self._around_reservation(job, pod, domain, outcome)
+        if isinstance(outcome, str):
+            return outcome
         return self._over_budget(job, domain, outcome) or outcome
+
+    def _place(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | FitFailure:
+        if job.pods == 1:
+            return place_one(self.snapshot, domain, pod, self.policy.scoring)
+        return place_gang(
+            self.snapshot.domains.get(domain, ()), pod, job.pods, self.policy.scoring, self.snapshot.rng
+        )
+
+    def _reserve(
+        self, job: Workload, pod: PodRequest, failures: Sequence[tuple[Domain, str | FitFailure]]
+    ) -> Reservation | None:
+        """Hold room for ``job`` where it would fit soonest, in domains with no reservation yet where
+        only room (not quota) stopped it; the earliest such moment and the GPUs it would get then."""
+        best: Reservation | None = None
+        for domain, failure in failures:
+            if not isinstance(failure, FitFailure) or domain in self.reservations or pod.fractional:
+                continue
+
+            def attempt(domain: Domain = domain) -> list[Placement] | None:
+                outcome = self._place(job, pod, domain)
+                return outcome if isinstance(outcome, list) else None
+
+            fit = earliest_fit(self.snapshot, domain, attempt, self.now)
+            if fit is not None and (best is None or fit[0] < best.until):
+                best = reservation_for(job, domain, *fit)
+        if best is not None:
+            self.reservations[best.domain] = best
+            self.result.reservations.append(best)
+        return best
+
+    def _around_reservation(
+        self, job: Workload, pod: PodRequest, domain: Domain, placements: list[Placement]
+    ) -> list[Placement] | str:
+        """``placements``, unless they take idle GPUs reserved for another job and ``job`` would still
+        run when that job needs them: then a placement that leaves them alone, or why there is none."""
+        reservation = self.reservations.get(domain)
+        if reservation is None or reservation.job == job.id:
+            return placements
+        held = idle_reserved(self.snapshot, reservation)
+        if not overlaps(placements, held):
+            return placements
+        progress = self.progress.get(job.id, 0.0)
+        limit = job.time_limit
+        left = (
+            limit - progress
+            if limit is not None
+            else total_runtime(job, progress, self.snapshot.runtime_estimate) - progress
+        )
+        if self.now + left <= reservation.until:
+            return placements  # done before the reserved job needs them: backfill
+        with self.snapshot.gpus_set_aside(held):
+            outcome = self._place(job, pod, domain)
+        if isinstance(outcome, list):
+            return outcome
+        bound = "time limit" if limit is not None else "estimated run time"
+        return (
+            f"backfill: the free GPUs are reserved for {reservation.job}, expected to start in "
+            f"{spoken_span(reservation.until - self.now)}, and this job's {bound} ({spoken_span(left)}) "
+            "runs past that"
+        )
 
     def _over_budget(self, job: Workload, domain: Domain, placements: list[Placement]) -> str | None:
         """Why starting ``job`` on public ``domain`` would break its queue's hard budget, if it would."""
@@ -507,6 +593,10 @@ class _Round:
         self.snapshot.allocate(allocation)
         self.started.add(job.id)
         self.result.pending.pop(job.id, None)
+        for held, reservation in list(self.reservations.items()):
+            if reservation.job == job.id:
+                del self.reservations[held]
+                self.result.reservations.remove(reservation)
         self.preemptible.clear()
         self.unprofitable_kinds.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
@@ -523,15 +613,6 @@ def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
     if pod.fractional:
         return all(share_fits(node.gpus[index], pod) for index in gpus)
     return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
-
-
-def _span(seconds: float) -> str:
-    """A wait as people say it: 40 s, 25 min, 3.5 h."""
-    if seconds < 120:
-        return f"{max(seconds, 0.0):.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _noted(pending: Pending, note: str) -> Pending:

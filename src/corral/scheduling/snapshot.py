@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,8 @@ class Snapshot:
         the caller); only queues with a budget need an entry."""
         self.forecast: Forecast | None = None
         """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
+        self.reserved: tuple[str, ...] = ()
+        """Jobs that held a backfill reservation after the last round (kept by the caller): tried first."""
         self.runtime_estimate: Callable[[Workload, float], float] | None = None
         """A running job's estimated total run time given what it has run (learned by the caller from
         finished jobs); preemption weighs what it saves with it. None: time limits, else a guess."""
@@ -214,6 +217,20 @@ class Snapshot:
         self._apply(allocation, -1)
         self._undo.append(("release", allocation))
         return allocation
+
+    @contextmanager
+    def gpus_set_aside(self, gpus: Sequence[tuple[str, tuple[int, ...]]]) -> Iterator[None]:
+        """While inside, these (node, GPU indices) count as fully used, and rankings know it: how a
+        placement is asked to leave reserved GPUs alone."""
+        for name, indices in gpus:
+            self.nodes[name].hold(0.0, 0.0, indices, MILLI_PER_GPU, 0.0)
+            self._record(name)
+        try:
+            yield
+        finally:
+            for name, indices in gpus:
+                self.nodes[name].release(0.0, 0.0, indices, MILLI_PER_GPU, 0.0)
+                self._record(name)
 
     def mark(self) -> int:
         return len(self._undo)

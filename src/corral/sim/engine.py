@@ -355,6 +355,7 @@ class Simulator:
         self._prepare(now)
         started = time.perf_counter()
         result = schedule(self.snapshot, self._waiting.for_round(), policy, now, self._saved)
+        self.snapshot.reserved = tuple(r.job for r in result.reservations)
         self.tally.scheduler_seconds += time.perf_counter() - started
         self.tally.rounds += 1
         if (
@@ -420,7 +421,7 @@ class Simulator:
         if result.scale_downs:
             self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
-        self._waiting.park(set(result.pending))
+        self._waiting.park(set(result.pending) - set(self.snapshot.reserved))
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
             self._fruitless_wakes = 0
