@@ -211,12 +211,7 @@ def bench_federation(
             bound_jobs=bound_jobs,
             on_done=lambda row: progress.update(task, description=f"{row.policy} done"),
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    lines = markdown_table(result)
-    if table is not None:
-        table.parent.mkdir(parents=True, exist_ok=True)
-        table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines = _write_report(result, out, markdown_table(result), table)
     if plot is not None:
         plot_cost_against_wait(result, plot)
     console.print("\n".join(lines))
@@ -268,12 +263,7 @@ def bench_policies(
                 progress.update(task, advance=1, description=f"{run.scenario} {run.seed} {run.policy}")  # type: ignore[attr-defined]
 
             report = run_benchmark(scenario_list, names, on_done=on_done)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    lines = markdown_table(report)
-    if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines = _write_report(report, out, markdown_table(report), markdown)
     if plot is not None:
         plot_ratios(report, plot)
     console.print("\n".join(lines))
@@ -353,6 +343,16 @@ def _user_errors() -> Iterator[None]:
     except CorralError as exc:
         print_error(errors, str(exc))
         raise typer.Exit(2) from None
+
+
+def _write_report(report: object, out: Path, lines: list[str], markdown: Path | None) -> list[str]:
+    """A benchmark's figures as JSON at ``out`` and, when asked, its table as markdown; the table's lines."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
 
 
 def _progress(target: Console) -> Progress:
