@@ -13,18 +13,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
+from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
 from corral.server.services import ControlPlane, LogReader
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
-from corral.spec.validation import describe, format_loc
 from corral.store.accounts import ROLES
 from corral.store.jobs import JobStore
 from corral.store.queues import QueueStore
@@ -69,17 +68,7 @@ def create_app(
     for module in (jobs, artifacts, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": format_loc(tuple(e["loc"][1:] if e["loc"][:1] == ("body",) else e["loc"])),
-                "message": describe(e),
-            }
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+    problems.install(app)
 
     @app.get(f"{API}/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -7,6 +7,7 @@ second one.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,20 @@ def exit_outcome(exit_codes: list[int]) -> tuple[bool, str | None]:
     """Whether a job whose pods exited with these codes (in pod order) succeeded, and if not, why."""
     failed = [(pod, code) for pod, code in enumerate(exit_codes) if code != 0]
     return not failed, ", ".join(f"pod {pod} exited with code {code}" for pod, code in failed) or None
+
+
+def stored_key(tenant: str, key: str) -> str:
+    """The ``submit_key`` column's value for a tenant's idempotency key: ``tenant/key``, or where that
+    would not fit the column (a long tenant name and a long key), a digest of it. Both are unique per
+    (tenant, key) and cannot collide: tenant names have no ``:``, so a digest never reads as one."""
+    plain = f"{tenant}/{key}"
+    if len(plain) <= SUBMIT_KEY_COLUMN:
+        return plain
+    return "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
+
+
+SUBMIT_KEY_COLUMN = 128
+"""``jobs.submit_key``'s length."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,7 @@ class JobStore:
         common case, is one transaction with no lookup. Core inserts rather than the ORM's unit of work,
         which costs more CPU than the database does for these two rows."""
         if submit_key is not None:
-            submit_key = f"{tenant}/{submit_key}"
+            submit_key = stored_key(tenant, submit_key)
         record = JobRecord(
             id=f"j-{uuid.uuid4().hex[:12]}",
             name=spec.name,

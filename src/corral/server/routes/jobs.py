@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from corral.api_models import Job, JobEventOut, Why
+from corral.limits import IDEMPOTENCY_KEY_MAX, MAX_LOG_OFFSET, MAX_PODS
 from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
+from corral.server.params import JobId
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
@@ -31,7 +33,7 @@ def submit(
     spec: JobSpec,
     plane: Plane,
     principal: Submitter,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] = None,
 ) -> Job:
     """Store a job for the caller's tenant; with an ``Idempotency-Key`` header a retried request returns
     the same job. Refused with the reason: a queue the tenant may not use (403), a queue that does not
@@ -68,19 +70,19 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(request: Request, job_id: str, plane: Plane, principal: Reader) -> Job:
+def get_job(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> Job:
     return as_job(visible_job(request, plane, principal, job_id))
 
 
 @router.get("/jobs/{job_id}/why", response_model=Why)
-def why(request: Request, job_id: str, plane: Plane, principal: Reader) -> Why:
+def why(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> Why:
     """Why a job waits (or why it failed): the scheduler's explanation from the last round."""
     record = visible_job(request, plane, principal, job_id)
     return Why(**{name: getattr(record, name) for name in Why.model_fields})
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
-def events(request: Request, job_id: str, plane: Plane, principal: Reader) -> list[JobEventOut]:
+def events(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> list[JobEventOut]:
     """What happened to the job, oldest first (submitted, started, preempted, node_lost, finished...)."""
     visible_job(request, plane, principal, job_id)
     return [JobEventOut(t=e.t, kind=e.kind, reason=e.reason) for e in plane.jobs.events(job_id)]
@@ -98,11 +100,13 @@ def events(request: Request, job_id: str, plane: Plane, principal: Reader) -> li
 )
 def logs(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     plane: Plane,
     principal: Reader,
-    pod: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0, description="Skip this many bytes (to follow a log).")] = 0,
+    pod: Annotated[int, Query(ge=0, lt=MAX_PODS)] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_LOG_OFFSET, description="Skip this many bytes (to follow a log).")
+    ] = 0,
 ) -> PlainTextResponse:
     """A pod's output (stdout and stderr) from its latest run, from byte ``offset`` on."""
     visible_job(request, plane, principal, job_id)
@@ -113,7 +117,7 @@ def logs(
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job, responses=CONFLICT)
-def cancel(request: Request, job_id: str, plane: Plane, principal: Submitter) -> Job:
+def cancel(request: Request, job_id: JobId, plane: Plane, principal: Submitter) -> Job:
     visible_job(request, plane, principal, job_id)
     try:
         job = as_job(plane.jobs.cancel(job_id))

@@ -12,6 +12,7 @@ from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
 from corral.core.nodes import Node
 from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, refuse
+from corral.server.params import JobId, NodeName, PodIndex
 from corral.server.routes.jobs import as_job
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
@@ -37,7 +38,7 @@ def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
 
 @router.put("/nodes/{name}", response_model=NodeState, responses=CONFLICT)
 def register(
-    request: Request, name: str, registration: NodeRegistration, plane: Plane, principal: Agent
+    request: Request, name: NodeName, registration: NodeRegistration, plane: Plane, principal: Agent
 ) -> NodeState:
     """An agent registers its machine (again whenever a GPU's health changes). A new name becomes a node
     the next round schedules onto; a name the cluster file declares takes the GPUs' health from here,
@@ -52,7 +53,7 @@ def register(
 
 
 @router.post("/nodes/{name}/heartbeat", response_model=NodeState)
-def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> NodeState:
+def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) -> NodeState:
     """An agent says its node is alive; nodes silent for longer than the heartbeat timeout are down
     and their work is requeued."""
     node = _known(request, plane, principal, name)
@@ -61,14 +62,16 @@ def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> No
 
 
 @router.get("/nodes/{name}/pods", response_model=list[DesiredPod])
-def node_pods(request: Request, name: str, plane: Plane, principal: Agent) -> list[DesiredPod]:
+def node_pods(request: Request, name: NodeName, plane: Plane, principal: Agent) -> list[DesiredPod]:
     """The pods the node's agent should be running now; anything else it runs, it stops."""
     _known(request, plane, principal, name)
     return desired_pods(plane.jobs, node=name)
 
 
 @router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"])
-def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Plane, principal: Agent) -> Job:
+def pod_exit(
+    request: Request, job_id: JobId, pod: PodIndex, report: PodExit, plane: Plane, principal: Agent
+) -> Job:
     """An agent reports a pod's exit code; the job ends when all its pods have."""
     try:
         job = as_job(plane.jobs.record_exit(job_id, report.attempt, pod, report.code))
@@ -79,7 +82,7 @@ def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Pl
 
 
 @router.post("/jobs/{job_id}/pods/{pod}/logs", response_model=LogLength, tags=["jobs"])
-def ship_logs(job_id: str, pod: int, chunk: LogChunk, plane: Plane, _: Agent) -> LogLength:
+def ship_logs(job_id: JobId, pod: PodIndex, chunk: LogChunk, plane: Plane, _: Agent) -> LogLength:
     """An agent ships a pod's new output. A chunk that does not start where the stored output ends is
     ignored; the answer says where it ends, so the agent resumes there."""
     return LogLength(length=plane.shipped_logs.append(job_id, chunk.attempt, pod, chunk.offset, chunk.text))
