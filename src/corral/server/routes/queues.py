@@ -53,7 +53,11 @@ def cohorts(plane: Plane, _: Reader) -> list[Cohort]:
     return sorted(found.values(), key=lambda c: c.name)
 
 
-@router.put("/queues/{name}", response_model=QueueConfig)
+@router.put(
+    "/queues/{name}",
+    response_model=QueueConfig,
+    responses={201: {"model": QueueConfig, "description": "Created: a new queue."}},
+)
 def put_queue(
     request: Request, name: QueueName, queue: QueueConfig, plane: Plane, principal: Admin, response: Response
 ) -> QueueConfig:
