@@ -56,3 +56,5 @@ MAX_PATH_CHARS = 4096
 
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
 """A queue, cohort, cluster, pool or flavor name as a request writes it."""
+MAX_TAIL_LINES = 1_000_000
+"""Most lines a log read may ask for from the end (more: read it by range)."""

@@ -19,10 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
+from corral.logs import DEFAULT_LOG_CAP, LogOpener
 from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
-from corral.server.services import ControlPlane, LogReader
+from corral.server.services import ControlPlane
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import ROLES
 from corral.store.jobs import JobStore
@@ -41,14 +42,16 @@ def create_app(
     store: JobStore,
     inventory: Inventory,
     loop: ReconcileLoop | None = None,
-    logs: LogReader | None = None,
+    logs: LogOpener | None = None,
     runs: Path | None = None,
+    log_cap: int = DEFAULT_LOG_CAP,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
-    ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found.
+    ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found; ``log_cap``
+    the bytes of each pod's output kept and served.
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
-    plane = ControlPlane(store, inventory, loop, logs, runs)
+    plane = ControlPlane(store, inventory, loop, logs, runs, log_cap)
     prepare_store(store, inventory)
 
     @asynccontextmanager
