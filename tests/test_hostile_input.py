@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from builders import make_cluster, make_pool
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import DataError, IntegrityError
 
 from corral.control.reconcile import Inventory
 from corral.limits import MAX_REQUEST_BYTES
@@ -192,3 +193,32 @@ def test_every_refusal_has_one_shape_and_the_document_says_so(client: TestClient
 def test_a_body_too_large_is_413(client: TestClient) -> None:
     body = {"attempt": 1, "offset": 0, "text": "x" * MAX_REQUEST_BYTES}
     _refused(client.post(f"{API}/jobs/{_job(client)}/pods/0/logs", json=body), 413)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (DataError("INSERT", {}, ValueError("value too long")), 422),
+        (IntegrityError("INSERT", {}, ValueError("duplicate")), 409),
+    ],
+)
+def test_what_only_the_store_rejects_is_the_clients_4xx(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+) -> None:
+    """A value that slipped past validation and that the database refuses is not a server error."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(client.app.state.control_plane.jobs, "submit", refuse)  # type: ignore[attr-defined]
+    _refused(client.post(f"{API}/jobs", json=JOB), status)
+
+
+@pytest.mark.parametrize(
+    "path", ["/jobs/a%00b", "/jobs?queue=a%00b", "/jobs?tenant=a%00b", "/nodes/a%00b/heartbeat"]
+)
+def test_nul_bytes_in_route_parameters_are_never_a_server_error(client: TestClient, path: str) -> None:
+    """PostgreSQL refuses NUL in text (a 422 here); SQLite just finds nothing."""
+    method = "POST" if path.endswith("heartbeat") else "GET"
+    response = client.request(method, f"{API}{path}")
+    assert response.status_code < 500, response.text
