@@ -1,8 +1,8 @@
 """Shipped log chunks' end offsets as 64-bit integers: a pod's output may pass 2 GiB (PostgreSQL's
 INTEGER), however much of it the cap keeps.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
