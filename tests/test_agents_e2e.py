@@ -9,13 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from servers import admin_client, free_port, start_server, stop, wait_for
 
-from corral.client import Client
+from corral.backends.agent import Agent
+from corral.backends.pods import DesiredPod
+from corral.client import APIError, Client
+from corral.spec.job import JobSpec
 
 
 def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[bytes]:
@@ -115,3 +119,82 @@ def _node_running(folder: Path, job_id: str) -> str:
             return found[0]
         time.sleep(0.05)
     raise AssertionError(f"no agent started {job_id}")
+
+
+def test_an_agent_cut_off_from_the_server_stops_its_pods(tmp_path: Path) -> None:
+    """Fencing: once the server stops answering for its heartbeat timeout (1 s here, which each heartbeat's
+    answer tells the agent), the server would run the job elsewhere as attempt 2, so the agent stops the
+    pod of attempt 1 instead of letting both run; the agent itself keeps waiting for the server."""
+    port = free_port()
+    server = start_server(tmp_path, port, cluster=None, extra=["--no-local", "--heartbeat-timeout", "1"])
+    agent = None
+    try:
+        with admin_client(tmp_path, port) as client:
+            token = client.create_user("agent-m-0", "default", "agent", node="m-0").token
+            agent = _agent("m-0", port, tmp_path, token)
+            while not client.nodes():
+                time.sleep(0.1)
+            assert client.nodes()[0].heartbeat_timeout == 1.0
+            job = client.submit({"name": "long", "command": "sleep 600", "resources": {"gpus": 1}})
+            wait_for(client, job.id, "running")
+        pid_file = tmp_path / "m-0" / "runs" / job.id / "attempt-1" / "pod-0" / "pid"
+        _until(pid_file.exists)
+        pid = int(pid_file.read_text())
+        assert _alive(pid)
+        stop(server)
+        _until(lambda: not _alive(pid))
+        assert agent.poll() is None
+    finally:
+        for process in [server, *([agent] if agent is not None else [])]:
+            stop(process)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{condition} never held")
+        time.sleep(0.05)
+
+
+class _ServerPastAttempt1:
+    """A server that still lists attempt 1's pod (as the agent last heard) but refuses every report about
+    it with 409, as a server does once the job runs again elsewhere."""
+
+    def __init__(self, pod: DesiredPod) -> None:
+        self.pod = pod
+        self.reports = 0
+
+    def heartbeat(self, node: str) -> SimpleNamespace:
+        return SimpleNamespace(heartbeat_timeout=5.0)
+
+    def node_pods(self, node: str) -> list[DesiredPod]:
+        return [self.pod]
+
+    def ship_logs(self, *args: object) -> int:
+        self.reports += 1
+        raise APIError(409, "job j-1 runs attempt 2 now; attempt 1 is over: stop its pods")
+
+    report_exit = ship_logs
+
+
+def test_an_agent_told_its_attempt_is_over_stops_reporting_it(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate({"name": "old", "command": "echo old", "resources": {"cpu": 1}})
+    pod = DesiredPod(
+        job_id="j-1", attempt=1, pod=0, node="m-0", gpus=(), gpu_milli=0, gpu_memory_gib=0.0, cpu=1.0,
+        memory_gib=1.0, spec=spec,
+    )  # fmt: skip
+    server = _ServerPastAttempt1(pod)
+    agent = Agent(server, "m-0", tmp_path)  # type: ignore[arg-type]
+    agent.step()
+    agent.step()
+    assert server.reports == 1
+    _until(lambda: agent.runner.ensure(pod) is not None)  # reaps the pod's process

@@ -39,7 +39,7 @@ INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("dgx", flavor="a1
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, dict[str, str]]]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
     store = JobStore(open_store(f"sqlite:///{folder / 'corral.db'}"))
-    app = create_app(store, INVENTORY, logs=lambda job_id, pod: None, runs=folder / "runs")
+    app = create_app(store, INVENTORY, logs=lambda job_id, pod, attempt: None, runs=folder / "runs")
     accounts = AccountStore(store.engine)
     tokens = {"admin": accounts.bootstrap() or ""}
     accounts.create_tenant("vision")

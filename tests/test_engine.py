@@ -34,10 +34,10 @@ def test_preempted_job_restarts_elsewhere_at_the_same_instant() -> None:
     )
     jobs = [
         job("low", gpus=8, duration=1000.0),
-        job("high", gpus=8, priority=5, submit=10.0, duration=5000.0, sensitive=True),
+        job("high", gpus=8, priority=5, submit=400.0, duration=5000.0, sensitive=True),
     ]
     _, events = _replay(cluster, jobs)
-    assert _starts(events) == [(0.0, "low", "dgx-0"), (10.0, "high", "dgx-0"), (10.0, "low", "vm-0")]
+    assert _starts(events) == [(0.0, "low", "dgx-0"), (400.0, "high", "dgx-0"), (400.0, "low", "vm-0")]
 
 
 def test_shares_with_gpu_memory_leave_the_gpu_idle_for_a_whole_gpu_job() -> None:
@@ -79,3 +79,17 @@ def test_node_names_must_be_exactly_pool_dash_index(name: str) -> None:
     cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("dgx", "a100", count=1, max_count=3)])])
     with pytest.raises(CorralError, match="node names are"):
         Simulator(cluster, [], DEFAULT, cluster_events=[Event(t=1.0, event="node_added", node=name)]).run()
+
+
+def test_a_preemption_loses_the_work_since_the_victims_last_checkpoint_on_every_gpu_it_held() -> None:
+    cluster = ClusterFile(clusters=[make_cluster("own", [make_pool("dgx", "a100", gpus=8)])])
+    jobs = [
+        job("saves", gpus=4, duration=5000.0, checkpoint_seconds=300.0),
+        job("never-saves", gpus=4, duration=5000.0),
+        job("urgent", gpus=8, priority=5, submit=1000.0, duration=100.0),
+    ]
+    result, _ = _replay(cluster, jobs)
+    assert result.summary.preemptions == 2
+    # 100 s since the checkpoint at 900 s on 4 GPUs, and all 1000 s on 4 GPUs.
+    assert result.summary.lost_gpu_hours == pytest.approx((100 * 4 + 1000 * 4) / 3600)
+    assert result.summary.zero_length_runs == 0

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from builders import job, make_pool, make_queue, make_snapshot, run_job
 
 from corral.scheduling import POLICIES, PendingReason, Preempt, schedule
-from corral.scheduling.preemption import lost_work
+from corral.scheduling.preemption import PreemptionCost, lost_work
 
 DEFAULT = POLICIES["default"]
+VICTIM_RULES = replace(DEFAULT, preemption_cost=PreemptionCost(min_runtime_seconds=0.0, payback=None))
+"""The default's choice of victims without its cost gates (minimum run time, payback), which the tests
+of those gates exercise apart."""
 
 
 def one_node(gpus: int = 8, queues=None):
@@ -28,7 +33,7 @@ def test_lowest_priority_job_is_preempted_first() -> None:
     snapshot = one_node(queues=[make_queue("a", {"f": 16})])
     run_job(snapshot, job("p1", gpus=4, priority=1))
     run_job(snapshot, job("p0", gpus=4, priority=0))
-    result = schedule(snapshot, [job("hi", gpus=4, priority=5)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("hi", gpus=4, priority=5)], VICTIM_RULES, now=10.0)
     assert victims(result) == ["p0"]
     assert [s.job for s in result.starts] == ["hi"]
 
@@ -54,7 +59,7 @@ def test_among_equal_priority_the_job_losing_least_work_is_preempted(old, new, n
     snapshot = one_node(queues=[make_queue("a", {"f": 16})])
     run_job(snapshot, job("old", gpus=4, duration=10_000.0, **old), started_at=0.0)
     run_job(snapshot, job("new", gpus=4, duration=10_000.0, **new), started_at=900.0)
-    result = schedule(snapshot, [job("hi", gpus=4, priority=1)], DEFAULT, now=now)
+    result = schedule(snapshot, [job("hi", gpus=4, priority=1)], VICTIM_RULES, now=now)
     assert victims(result) == [expected]
 
 
@@ -86,7 +91,7 @@ def test_higher_priority_job_takes_quota_back_from_its_own_queue() -> None:
     """Queue a (quota 4, no cohort) is full of a priority-0 job; a priority-3 job preempts it for quota."""
     snapshot = one_node(queues=[make_queue("a", {"f": 4})])
     run_job(snapshot, job("low", gpus=4, priority=0))
-    result = schedule(snapshot, [job("hi", gpus=2, priority=3)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("hi", gpus=2, priority=3)], VICTIM_RULES, now=10.0)
     assert victims(result) == ["low"]
     assert [s.job for s in result.starts] == ["hi"]
 
@@ -102,7 +107,7 @@ def test_fewest_victims_after_minimisation() -> None:
     big = run_job(snapshot, job("big", gpus=4, priority=1))
     run_job(snapshot, job("keep", gpus=3, priority=10))
 
-    result = schedule(snapshot, [job("hi", gpus=4, priority=9)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("hi", gpus=4, priority=9)], VICTIM_RULES, now=10.0)
 
     assert victims(result) == ["big"]
     [start] = result.starts
@@ -115,7 +120,7 @@ def test_several_victims_when_one_is_not_enough() -> None:
     snapshot = one_node(queues=[make_queue("a", {"f": 16})])
     run_job(snapshot, job("v1", gpus=4), started_at=0.0)
     run_job(snapshot, job("v2", gpus=4), started_at=5.0)
-    result = schedule(snapshot, [job("hi", gpus=8, priority=1)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("hi", gpus=8, priority=1)], VICTIM_RULES, now=10.0)
     assert sorted(victims(result)) == ["v1", "v2"]
     assert {p.by for p in result.preemptions} == {"hi"}
     assert [s.job for s in result.starts] == ["hi"]
@@ -135,7 +140,7 @@ def test_several_victims_when_one_is_not_enough() -> None:
 def test_only_lower_priority_jobs_of_the_same_queue_are_preempted(victim_priority, preempted) -> None:
     snapshot = one_node(queues=[make_queue("a", {"f": 16})])
     run_job(snapshot, job("running", gpus=8, priority=victim_priority))
-    result = schedule(snapshot, [job("j", gpus=8, priority=5)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("j", gpus=8, priority=5)], VICTIM_RULES, now=10.0)
     assert victims(result) == (["running"] if preempted else [])
     if preempted:
         assert result.preemptions[0] == Preempt("running", by="j", reason="preempted by j (priority 5 > 4)")
@@ -147,7 +152,7 @@ def test_without_queues_any_lower_priority_job_is_a_victim() -> None:
     """No queues section: queue names do not protect anyone; priority alone decides."""
     snapshot = one_node(queues=None)
     run_job(snapshot, job("other-team", queue="b", gpus=8, priority=0))
-    result = schedule(snapshot, [job("j", queue="a", gpus=8, priority=1)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("j", queue="a", gpus=8, priority=1)], VICTIM_RULES, now=10.0)
     assert victims(result) == ["other-team"]
 
 
@@ -192,7 +197,7 @@ def test_queue_within_nominal_quota_reclaims_from_a_borrower_even_of_higher_prio
     snapshot = cohort()
     run_job(snapshot, job("bj", queue="b", gpus=8, priority=10))
 
-    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=0)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=0)], VICTIM_RULES, now=10.0)
 
     assert result.preemptions == [
         Preempt("bj", by="aj", reason="preempted by aj: queue a reclaims quota lent to b")
@@ -207,7 +212,7 @@ def test_reclaim_stops_only_as_many_borrowed_jobs_as_needed() -> None:
     snapshot = cohort()
     run_job(snapshot, job("b-old", queue="b", gpus=4, priority=3), started_at=0.0)
     run_job(snapshot, job("b-new", queue="b", gpus=4, priority=3), started_at=5.0)
-    result = schedule(snapshot, [job("aj", queue="a", gpus=4)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("aj", queue="a", gpus=4)], VICTIM_RULES, now=10.0)
     assert victims(result) == ["b-new"]  # equal priority, no checkpoints: the newest loses least
     assert [s.job for s in result.starts] == ["aj"]
 
@@ -216,7 +221,7 @@ def test_no_reclaim_from_a_queue_that_is_not_borrowing() -> None:
     """A 4-GPU node, a and b with 4 each: b at its nominal 4 is not borrowing: a's priority-10 job waits."""
     snapshot = cohort(gpus=4)
     run_job(snapshot, job("bj", queue="b", gpus=4, priority=0))
-    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=10)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=10)], VICTIM_RULES, now=10.0)
     assert victims(result) == []
     assert result.starts == []
     assert result.pending["aj"].reason is PendingReason.NO_FIT
@@ -233,7 +238,7 @@ def test_reclaim_only_for_a_job_within_the_preemptors_nominal_quota(demand, recl
     """a 2, b 2, d 4 in one cohort; b borrows all idle quota (holds 8); a reclaims only up to its own 2."""
     snapshot = cohort(quota_a=2, quota_b=2, extra=[make_queue("d", {"f": 4}, cohort="c")])
     run_job(snapshot, job("bj", queue="b", gpus=8, priority=0))
-    result = schedule(snapshot, [job("aj", queue="a", gpus=demand, priority=5)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("aj", queue="a", gpus=demand, priority=5)], VICTIM_RULES, now=10.0)
     assert victims(result) == (["bj"] if reclaims else [])
     if not reclaims:
         assert result.pending["aj"].reason is PendingReason.QUOTA
@@ -250,7 +255,7 @@ def test_no_victims_across_unrelated_queues(a_cohort) -> None:
         ]
     )
     run_job(snapshot, job("bj", queue="b", gpus=8, priority=0))
-    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=100)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("aj", queue="a", gpus=4, priority=100)], VICTIM_RULES, now=10.0)
     assert victims(result) == []
     assert result.pending["aj"].reason is PendingReason.NO_FIT
 
@@ -260,5 +265,5 @@ def test_cpu_only_job_never_reclaims_lent_gpu_quota() -> None:
     queues = [make_queue("a", {"f": 4}, cohort="c"), make_queue("b", {"f": 4}, cohort="c")]
     snapshot = make_snapshot(pools=[make_pool("p", "f", count=1, gpus=8, cpu=8)], queues=queues)
     run_job(snapshot, job("b-big", queue="b", gpus=8, cpu=8, priority=100))
-    result = schedule(snapshot, [job("a-cpu", queue="a", gpus=0, cpu=1)], DEFAULT, now=10.0)
+    result = schedule(snapshot, [job("a-cpu", queue="a", gpus=0, cpu=1)], VICTIM_RULES, now=10.0)
     assert result.preemptions == []

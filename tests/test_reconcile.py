@@ -56,7 +56,7 @@ def test_a_preempted_job_goes_back_to_pending_with_its_checkpointed_progress(sto
     low = store.submit(spec("low", 8, checkpoint="{dir: /ckpt, interval: 60}"))
     reconcile(store.engine, INVENTORY, POLICY, now=0.0)
     high = store.submit(spec("high", 8, priority=10))
-    result = reconcile(store.engine, INVENTORY, POLICY, now=150.0)
+    result = reconcile(store.engine, INVENTORY, POLICY, now=450.0)
     assert [p.job for p in result.preemptions] == [low.id] and [s.job for s in result.starts] == [high.id]
     requeued = store.get(low.id)
     assert requeued.status == "pending" and "preempted by" in (requeued.reason or "")
@@ -64,7 +64,7 @@ def test_a_preempted_job_goes_back_to_pending_with_its_checkpointed_progress(sto
     with store.engine.connect() as connection:
         query = text("SELECT checkpointed_seconds FROM jobs WHERE id = :id")
         saved = connection.execute(query, {"id": low.id}).scalar()
-    assert saved == 120.0  # 150 s of work, checkpoints every 60 s
+    assert saved == 420.0  # 450 s of work, checkpoints every 60 s
 
 
 def test_a_job_no_node_can_ever_hold_is_failed_with_the_reason(store: JobStore) -> None:

@@ -141,7 +141,9 @@ def test_best_effort_fifo_lets_small_jobs_pass_a_blocked_head() -> None:
     assert started(result) == ["other", "small1", "small2"]
     assert list(result.pending) == ["big"]
     assert result.pending["big"].reason is PendingReason.NO_FIT
-    assert result.pending["big"].message == "c/f: 0/1 nodes fit (1 insufficient GPUs)"
+    assert result.pending["big"].message == (
+        "c/f: 0/1 nodes fit (1 insufficient GPUs); largest free block: 1 GPU, 64 CPU, 512 GiB on p-0"
+    )
 
 
 def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
@@ -174,7 +176,7 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             None,
             job("j", gpus=16),
             PendingReason.NEVER_FITS,
-            "holds 1 pod(s) of 16 GPUs",
+            "holds a pod of 16 GPUs",
             id="16-gpus-per-pod-on-8-gpu-nodes",
         ),
         pytest.param(
@@ -190,7 +192,7 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             None,
             job("j", gpus=8, pods=3),
             PendingReason.NEVER_FITS,
-            "holds 3 pod(s) of 8 GPUs",
+            "needs 3 pods of 8 GPUs, 0 CPU, 0 GiB memory at once",
             id="gang-larger-than-elastic-maximum",
         ),
         pytest.param(
@@ -376,13 +378,13 @@ def test_snapshot_is_unchanged_after_schedule_returns() -> None:
         job("huge", gpus=8, pods=2, priority=1),  # cannot fit: pending
     ]
 
-    result = schedule(snapshot, pending, DEFAULT, now=100.0)
+    result = schedule(snapshot, pending, DEFAULT, now=1000.0)
 
     assert [p.job for p in result.preemptions] == ["low"]
     assert sorted(started(result)) == ["hi", "share"]
     assert "huge" in result.pending
     assert node_state(snapshot) == before
-    again = schedule(snapshot, pending, DEFAULT, now=100.0)
+    again = schedule(snapshot, pending, DEFAULT, now=1000.0)
     assert (again.starts, again.preemptions, list(again.pending)) == (
         result.starts,
         result.preemptions,
@@ -410,7 +412,7 @@ def test_pending_for_room_says_how_many_nodes_fit() -> None:
     result = schedule(snapshot, [job("j")], DEFAULT, now=0.0)
     pending = result.pending["j"]
     assert pending.reason is PendingReason.NO_FIT
-    assert pending.message == "c/f: 0/2 nodes fit (2 insufficient GPUs)"
+    assert pending.message == "c/f: 0/2 nodes fit (2 insufficient GPUs); no whole GPU is free on any node"
 
 
 def test_pending_lists_every_domain_tried() -> None:
@@ -426,7 +428,7 @@ def test_pending_lists_every_domain_tried() -> None:
     assert pending.reason is PendingReason.NO_FIT
     assert pending.message == (
         "c/f1: queue a: f1 quota 8 GPUs, 8 in use, job needs 1 (no cohort to borrow from); "
-        "c/f2: 0/1 nodes fit (1 insufficient CPU)"
+        "c/f2: 0/1 nodes fit (1 insufficient CPU); largest free block: 8 GPUs, 0 CPU, 512 GiB on p2-0"
     )
 
 
@@ -453,6 +455,6 @@ def test_fair_share_order_is_updated_for_the_victims_queue_after_a_preemption() 
         job("b-next", queue="b", gpus=4, submit=1),
         job("c-next", queue="c", gpus=4, submit=2),
     ]
-    result = schedule(snapshot, pending, DEFAULT, now=10.0)
+    result = schedule(snapshot, pending, DEFAULT, now=1000.0)
     assert [p.job for p in result.preemptions] == ["b-borrow"]
     assert [s.job for s in result.starts] == ["a-big", "b-next"]

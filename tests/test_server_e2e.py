@@ -16,6 +16,7 @@ import pytest
 from servers import admin_client, free_port, start_server, stop, wait_for
 from typer.testing import CliRunner
 
+from corral.api_models import NodeRegistration
 from corral.cli.main import app
 from corral.client import APIError, Client
 from corral.paths import read_token
@@ -103,6 +104,10 @@ def test_nodes_lists_the_inventory_with_heartbeats(server, monkeypatch) -> None:
     nodes = {n["name"]: n for n in json.loads(listed.output)}
     assert {"dgx-0", "dgx-1", "ws-0"} <= set(nodes) and nodes["dgx-0"]["gpus"] == 8
     assert nodes["dgx-0"]["last_heartbeat"] is not None and nodes["dgx-1"]["last_heartbeat"] is None
+    removed = CliRunner().invoke(app, ["nodes", "rm", "dgx-0"])  # its heartbeats; the file declares it
+    assert removed.exit_code == 0 and "node dgx-0 removed" in removed.output
+    missing = CliRunner().invoke(app, ["nodes", "rm", "dgx-0"])
+    assert missing.exit_code == 2 and "no registration of node 'dgx-0'" in missing.output
 
 
 def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
@@ -116,6 +121,11 @@ def test_corral_up_schedules_onto_this_machine(tmp_path: Path) -> None:
             assert client.me().role == "admin"
             [node] = client.nodes()
             assert node.gpus == 2
+            intruder = Client(client.url, token=client.create_user("intruder", "default", "agent").token)
+            machine = NodeRegistration(cpu=1, memory_gib=1)
+            with intruder, pytest.raises(APIError) as refused:  # it would take this machine down
+                intruder.register(node.name, machine)
+            assert refused.value.status == 403 and "run by this server itself" in refused.value.detail
             job = client.submit(
                 {"name": "both", "command": "echo $CUDA_VISIBLE_DEVICES", "resources": {"gpus": 2}}
             )

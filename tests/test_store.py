@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from corral.spec.job import parse_job_spec
 from corral.store.database import open_store
@@ -84,4 +84,39 @@ def test_list_filters_and_cancel_is_final(url: str) -> None:
         store.cancel(first.id)
     with pytest.raises(JobNotFound):
         store.get("j-missing")
+    store.engine.dispose()
+
+
+def test_migration_0009_keeps_old_rows_and_goes_both_ways(url: str) -> None:
+    """A store made before agents were bound and keys had digests: its agent is unbound (and binds on
+    first use), its keyed job is still found by its key, and its token never expires."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from corral.store.accounts import AccountStore
+    from corral.store.database import MIGRATIONS, upgrade
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        upgrade(connection, "0008")
+        connection.execute(text("INSERT INTO tenants (name, created_at) VALUES ('default', 0)"))
+        connection.execute(
+            text("INSERT INTO users (name, tenant, role, created_at) VALUES ('old', 'default', 'agent', 0)")
+        )
+    engine.dispose()
+    store = JobStore(open_store(url))
+    accounts = AccountStore(store.engine)
+    assert [(user.name, user.node) for user in accounts.users()] == [("old", None)]
+    assert accounts.bind_agent("old", "m-0") == "m-0"
+    first = store.submit(SPEC, submit_key="k")
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE jobs SET submit_digest = NULL"))  # as a job stored before 0009
+    assert store.submit(SPEC.model_copy(update={"command": "other"}), submit_key="k").id == first.id
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0008")
+        assert "node" not in {column["name"] for column in inspect(connection).get_columns("users")}
     store.engine.dispose()

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from builders import TextLog, make_cluster, make_pool
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from corral.control.reconcile import Inventory
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import get_policy
 from corral.server.app import API, create_app
 from corral.store.accounts import AccountStore
 from corral.store.database import open_store
@@ -31,9 +34,11 @@ S3_AT_HAND = all(importlib.util.find_spec(module) for module in ("boto3", "moto"
 class Lab:
     http: TestClient
     tokens: dict[str, str]
-    """user -> token: admin; alice (member, vision); victor (viewer, vision); bob (member, nlp); agent."""
+    """user -> token: admin; alice (member, vision); victor (viewer, vision); bob (member, nlp); agent
+    (of node dgx-0)."""
     jobs: dict[str, str]
-    """tenant -> the id of a job of that tenant."""
+    """tenant -> the id of a pending job of that tenant; ``running``: the admin's job, running as attempt
+    1 with its one pod on dgx-0."""
     store: JobStore
 
     def call(self, who: str | None, method: str, path: str, headers: dict | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -62,13 +67,16 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         ("alice", "vision", "member"),
         ("victor", "vision", "viewer"),
         ("bob", "nlp", "member"),
-        ("agent", "default", "agent"),
     ]:
         tokens[user] = accounts.create_user(user, tenant, role)[1]
+    tokens["agent"] = accounts.create_user("agent", "default", "agent", node="dgx-0")[1]
     lab = Lab(http, tokens, {}, store)  # type: ignore[arg-type]
     for name, tenants in [("vision-q", ["vision"]), ("nlp-q", ["nlp"]), ("shared", None)]:
         body = {"name": name, "quota": None, "tenants": tenants}
         assert lab.call("admin", "PUT", f"/queues/{name}", json=body).status_code == 201
+    lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=JOB).json()["id"]
+    reconcile(store.engine, inventory, get_policy("default"), now=time.time())
+    assert lab.call("admin", "PUT", "/nodes/laptop", json=LAPTOP).status_code == 200
     for user, tenant in [("alice", "vision"), ("bob", "nlp")]:
         created = lab.call(user, "POST", "/jobs", json=JOB | {"queue": f"{tenant}-q"})
         assert created.status_code == 201, created.text
@@ -91,11 +99,22 @@ class Route:
     body: dict | None = None
     needs: str | None = None
     """A module without which the route cannot do its work here (the test is skipped)."""
+    job: str = "vision"
+    """Which of ``Lab.jobs`` ``{job_id}`` is."""
 
     def url(self, lab: Lab, who: str) -> str:
         token_id = lab.tokens[who].split("_")[1]
-        return self.path.format(job_id=lab.jobs["vision"], token_id=token_id, name=self.name, pod=0)
+        return self.path.format(job_id=lab.jobs[self.job], token_id=token_id, name=self.name, pod=0)
 
+
+LAPTOP = {"cpu": 8, "memory_gib": 32, "gpus": [{"index": 0, "model": "RTX4090", "memory_gib": 24}]}
+"""A machine an agent registers besides the cluster file's dgx-0."""
+DGX = {
+    "cpu": 64,
+    "memory_gib": 512,
+    "gpus": [{"index": i, "model": "A100", "memory_gib": 80} for i in range(8)],
+}
+"""dgx-0 as its agent reports it (the cluster file declares it with 8 GPUs)."""
 
 PEOPLE = frozenset({"admin", "member", "viewer"})
 ANYONE = PEOPLE | {"agent"}
@@ -121,12 +140,14 @@ ROUTES = [
         "/jobs/{job_id}/pods/{pod}/exit",
         frozenset({"admin", "agent"}),
         body={"attempt": 1, "code": 0},
+        job="running",
     ),
     Route(
         "POST",
         "/jobs/{job_id}/pods/{pod}/logs",
         frozenset({"admin", "agent"}),
         body={"attempt": 1, "offset": 0, "text": "hi\n"},
+        job="running",
     ),
     Route("GET", "/queues", PEOPLE),
     Route("PUT", "/queues/{name}", ADMIN, name="extra", body={"name": "extra"}),
@@ -134,13 +155,8 @@ ROUTES = [
     Route("GET", "/cohorts", PEOPLE),
     Route("GET", "/clusters", PEOPLE),
     Route("GET", "/nodes", PEOPLE),
-    Route(
-        "PUT",
-        "/nodes/{name}",
-        frozenset({"admin", "agent"}),
-        name="laptop",
-        body={"cpu": 8, "memory_gib": 32, "gpus": [{"index": 0, "model": "RTX4090", "memory_gib": 24}]},
-    ),
+    Route("PUT", "/nodes/{name}", frozenset({"admin", "agent"}), name="dgx-0", body=DGX),
+    Route("DELETE", "/nodes/{name}", ADMIN, name="laptop"),
     Route("POST", "/nodes/{name}/heartbeat", frozenset({"admin", "agent"}), name="dgx-0"),
     Route("GET", "/nodes/{name}/pods", frozenset({"admin", "agent"}), name="dgx-0"),
     Route("GET", "/cost", PEOPLE),
@@ -291,7 +307,7 @@ def _state(lab: Lab) -> tuple:
     with lab.store.engine.connect() as connection:
         return tuple(
             tuple(connection.execute(text(f"SELECT * FROM {table} ORDER BY 1")))
-            for table in ("jobs", "queues", "tenants", "users", "tokens", "placements")
+            for table in ("jobs", "queues", "tenants", "users", "tokens", "placements", "nodes", "log_chunks")
         )
 
 
@@ -305,3 +321,178 @@ def test_the_openapi_document_names_the_token_and_the_refusals_of_every_route(la
         assert operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
             "/Problem"
         )
+
+
+def _agent(lab: Lab, user: str, node: str | None) -> None:
+    """Another agent user (bound to ``node``; None: made as before agents were bound), token in lab."""
+    lab.tokens[user] = AccountStore(lab.store.engine).create_user(user, "default", "agent", node=node)[1]
+
+
+def test_an_agent_speaks_only_for_its_own_node(lab: Lab, caplog) -> None:
+    """The laptop's agent may not register, heartbeat or read the pods of dgx-0, nor report exits or ship
+    output for the pod running there: each is a 403 that says whose node it is, and changes nothing."""
+    _agent(lab, "laptop-agent", "laptop")
+    running = lab.jobs["running"]
+    before = _state(lab)
+    with caplog.at_level(logging.WARNING, logger="corral.audit"):
+        for method, path, body in [
+            ("PUT", "/nodes/dgx-0", DGX),
+            ("POST", "/nodes/dgx-0/heartbeat", None),
+            ("GET", "/nodes/dgx-0/pods", None),
+            ("POST", f"/jobs/{running}/pods/0/exit", {"attempt": 1, "code": 1}),
+            ("POST", f"/jobs/{running}/pods/0/logs", {"attempt": 1, "offset": 0, "text": "forged\n"}),
+        ]:
+            response = lab.call("laptop-agent", method, path, json=body)
+            assert response.status_code == 403, (path, response.text)
+            assert response.json()["detail"] == "laptop-agent is the agent of node laptop, not of node dgx-0"
+    assert _state(lab) == before and caplog.text.count("refused") == 5
+    assert lab.call("laptop-agent", "POST", "/nodes/laptop/heartbeat").status_code == 200
+    assert lab.call("laptop-agent", "GET", "/nodes/laptop/pods").json() == []
+    assert (
+        lab.call("agent", "POST", f"/jobs/{running}/pods/0/exit", json={"attempt": 1, "code": 0}).json()[
+            "status"
+        ]
+        == "finished"
+    )
+
+
+def test_an_agent_made_before_binding_is_bound_to_the_first_node_it_names(lab: Lab) -> None:
+    """An agent user without a node (made by an older corral) may speak for the first node it names,
+    unless another agent holds it, and for no other node from then on."""
+    _agent(lab, "old-agent", None)
+    _agent(lab, "other-old-agent", None)
+    taken = lab.call("old-agent", "POST", "/nodes/dgx-0/heartbeat")
+    assert taken.status_code == 403 and taken.json()["detail"].startswith("node dgx-0 has another agent")
+    assert lab.call("old-agent", "PUT", "/nodes/desk", json=LAPTOP).status_code == 200
+    assert lab.call("old-agent", "GET", "/me").json()["node"] == "desk"
+    moved = lab.call("old-agent", "PUT", "/nodes/laptop", json=LAPTOP)
+    assert moved.status_code == 403 and "agent of node desk, not of node laptop" in moved.json()["detail"]
+    assert lab.call("other-old-agent", "POST", "/nodes/desk/heartbeat").status_code == 403
+    users = {u["name"]: u["node"] for u in lab.call("admin", "GET", "/users").json()}
+    assert users["old-agent"] == "desk" and users["other-old-agent"] is None
+
+
+def test_no_agent_speaks_for_the_servers_own_node(database_url: str) -> None:
+    """The node `corral up` runs itself takes no registration (which would make it wait for heartbeats
+    and go down for good), and no agent token speaks for it, even one made for it."""
+    store = JobStore(open_store(database_url))
+    inventory = Inventory(clusters=[make_cluster("lab", LAB_POOLS)])
+    http = TestClient(create_app(store, inventory, local_nodes={"dgx-0"}))
+    accounts = AccountStore(store.engine)
+    tokens = {"admin": accounts.bootstrap()}
+    tokens["bound"] = accounts.create_user("bound", "default", "agent", node="dgx-0")[1]
+    tokens["old"] = accounts.create_user("old", "default", "agent")[1]
+    lab = Lab(http, tokens, {}, store)  # type: ignore[arg-type]
+    for who in ("bound", "old"):
+        for method, path, body in [("PUT", "/nodes/dgx-0", DGX), ("POST", "/nodes/dgx-0/heartbeat", None)]:
+            response = lab.call(who, method, path, json=body)
+            assert response.status_code == 403
+            assert (
+                response.json()["detail"] == "node dgx-0 is run by this server itself; no agent speaks for it"
+            )
+    refused = lab.call("admin", "PUT", "/nodes/dgx-0", json=DGX)
+    assert refused.status_code == 409 and "run by this server itself" in refused.json()["detail"]
+    assert lab.call("admin", "GET", "/nodes").json()[0]["registered"] is False
+    assert lab.call("old", "GET", "/me").json()["node"] is None
+    store.engine.dispose()
+
+
+def test_an_admin_removes_a_registration_and_its_work_is_requeued(lab: Lab) -> None:
+    for tenant in ("vision", "nlp"):  # so that the laptop's one GPU is the new job's
+        lab.call("admin", "POST", f"/jobs/{lab.jobs[tenant]}/cancel")
+    job = lab.call("admin", "POST", "/jobs", json=JOB | {"resources": {"gpus": "RTX4090:1"}}).json()["id"]
+    inventory = lab.http.app.state.control_plane.inventory  # type: ignore[attr-defined]
+    reconcile(lab.store.engine, inventory, get_policy("default"), now=time.time())
+    assert lab.store.placements(job)[0][1] == "laptop"
+    assert lab.call("admin", "DELETE", "/nodes/laptop").status_code == 204
+    reconcile(lab.store.engine, inventory, get_policy("default"), now=time.time())
+    kinds = [(event.kind, event.reason) for event in lab.store.events(job)]
+    assert ("node_lost", "node laptop was removed") in kinds and lab.store.placements(job) == []
+    assert kinds[-1][0] == "rejected"  # requeued, and no RTX4090 is left to run it
+    assert "laptop" not in {node["name"] for node in lab.call("admin", "GET", "/nodes").json()}
+    missing = lab.call("admin", "DELETE", "/nodes/laptop")
+    assert missing.status_code == 404 and missing.json()["detail"] == "no registration of node 'laptop'"
+    declared = lab.call("admin", "DELETE", "/nodes/dgx-0")
+    assert declared.status_code == 404 and "the cluster file declares it" in declared.json()["detail"]
+
+
+def test_a_report_about_an_attempt_that_is_over_is_refused_and_changes_nothing(lab: Lab) -> None:
+    """Fencing: the attempt number is the epoch. The job failed and runs again as attempt 2; reports
+    about attempt 1 (from a pod that was cut off and kept running) are 409s that change nothing."""
+    running = lab.jobs["running"]
+    lab.store.finish(running, succeeded=False, reason="attempt 1 lost")
+    job = lab.call("admin", "POST", "/jobs", json=JOB | {"retries": 1}).json()["id"]
+    inventory = lab.http.app.state.control_plane.inventory  # type: ignore[attr-defined]
+    reconcile(lab.store.engine, inventory, get_policy("default"), now=time.time())
+    lab.store.finish(job, succeeded=False, reason="pod 0 exited with code 1")
+    reconcile(lab.store.engine, inventory, get_policy("default"), now=time.time())
+    assert (lab.store.get(job).status, lab.store.get(job).attempt) == ("running", 2)
+    before = _state(lab)
+    for path, body in [
+        (f"/jobs/{job}/pods/0/exit", {"attempt": 1, "code": 0}),
+        (f"/jobs/{job}/pods/0/logs", {"attempt": 1, "offset": 0, "text": "late output of attempt 1\n"}),
+    ]:
+        for who in ("agent", "admin"):
+            response = lab.call(who, "POST", path, json=body)
+            assert response.status_code == 409, response.text
+            assert (
+                response.json()["detail"] == f"job {job} runs attempt 2 now; attempt 1 is over: stop its pods"
+            )
+    assert _state(lab) == before
+    ended = lab.call("agent", "POST", f"/jobs/{running}/pods/0/exit", json={"attempt": 1, "code": 0})
+    assert ended.json()["detail"] == (
+        f"job {running} is not running (it is failed after attempt 1); attempt 1 is over: stop its pods"
+    )
+    done = lab.call("admin", "POST", f"/jobs/{job}/pods/0/exit", json={"attempt": 2, "code": 0})
+    assert done.json()["status"] == "finished"
+
+
+def test_revoking_a_token_stops_it_in_every_api_process_within_a_second(lab: Lab, monkeypatch) -> None:
+    """Another worker of `corral server --workers 2` (another app on the same store) trusts a token it
+    checked for at most ``TOKEN_CACHE_SECONDS``, which is at most one second."""
+    from corral.server import services
+
+    other = TestClient(create_app(lab.store, Inventory(clusters=[make_cluster("lab", LAB_POOLS)])))
+    token = lab.call("alice", "POST", "/tokens").json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert other.get(f"{API}/me", headers=bearer).json()["user"] == "alice"  # now in its cache
+    assert lab.call("alice", "DELETE", f"/tokens/{token.split('_')[1]}").status_code == 204
+    later = time.monotonic() + 1.0
+    monkeypatch.setattr(services, "time", SimpleNamespace(monotonic=lambda: later))
+    assert other.get(f"{API}/me", headers=bearer).status_code == 401
+
+
+def test_tokens_expire(lab: Lab) -> None:
+    expired = AccountStore(lab.store.engine).issue_token("alice", expires_at=time.time() - 1)
+    response = lab.http.get(f"{API}/me", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401 and response.json()["detail"].startswith("token expired at ")
+    made = lab.call("alice", "POST", "/tokens", params={"expires_in": 3600}).json()["token"]
+    me = lab.http.get(f"{API}/me", headers={"Authorization": f"Bearer {made}"}).json()
+    assert me["user"] == "alice" and 3500 < me["expires_at"] - time.time() <= 3600
+    lab.tokens["short"] = made
+    renewed = lab.call("short", "POST", "/tokens").json()["token"]  # cannot outlive the token that made it
+    assert (
+        lab.http.get(f"{API}/me", headers={"Authorization": f"Bearer {renewed}"}).json()["expires_at"]
+        == (me["expires_at"])
+    )
+    assert lab.call("alice", "POST", "/tokens", params={"expires_in": 0}).status_code == 422
+    user = lab.call("admin", "POST", "/users", json={"name": "temp", "tenant": "vision", "expires_in": 60})
+    listed = {(t["user"], t["expires_at"] is None) for t in lab.call("admin", "GET", "/tokens").json()}
+    assert user.status_code == 201 and ("temp", False) in listed and ("temp", True) not in listed
+    assert {("alice", True), ("alice", False)} <= listed
+
+
+def test_an_idempotency_key_reused_with_another_spec_is_a_conflict(lab: Lab) -> None:
+    key = {"Idempotency-Key": "nightly"}
+    first = lab.call("alice", "POST", "/jobs", json=JOB | {"queue": "shared"}, headers=key).json()
+    before = _state(lab)
+    other = lab.call(
+        "alice", "POST", "/jobs", json=JOB | {"queue": "shared", "command": "rm -rf /"}, headers=key
+    )
+    assert other.status_code == 409
+    assert other.json()["detail"] == (
+        f"Idempotency-Key 'nightly' was used for job {first['id']} with a different spec; use a new key for a new job"
+    )
+    assert _state(lab) == before
+    reordered = {"resources": {"gpus": 1}, "command": "true", "queue": "shared", "name": "train"}
+    assert lab.call("alice", "POST", "/jobs", json=reordered, headers=key).json()["id"] == first["id"]

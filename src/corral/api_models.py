@@ -87,6 +87,9 @@ class NodeState(BaseModel):
     """Whether an agent registered this machine (otherwise it comes from the cluster file only)."""
     last_heartbeat: float | None
     """Unix seconds; None when its agent was never heard from."""
+    heartbeat_timeout: float | None = None
+    """Seconds of silence after which the node is down and its work requeued (None: never). Its agent
+    stops its pods once it has not reached the server for this long."""
 
 
 class LogChunk(BaseModel):
@@ -183,6 +186,10 @@ class Me(BaseModel):
     tenant: str
     role: Role
     token_id: str
+    node: str | None = None
+    """An agent's node, the only one it may speak for."""
+    expires_at: float | None = None
+    """When this token stops working (Unix seconds); None: never."""
 
 
 class NewTenant(BaseModel):
@@ -197,12 +204,23 @@ class NewUser(BaseModel):
     name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
     tenant: str = Field(min_length=1, max_length=NAME_MAX)
     role: Role = "member"
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Agents: the one node its tokens may speak for (register, heartbeat, pods, reports).",
+    )
+    expires_in: float | None = Field(
+        default=None, gt=0, description="Seconds until the first token expires; default: never."
+    )
 
 
 class UserInfo(BaseModel):
     name: str
     tenant: str
     role: Role
+    node: str | None = None
+    """An agent's node (None: not bound yet; bound to the first node it speaks for)."""
 
 
 class NewToken(BaseModel):
@@ -215,6 +233,8 @@ class TokenInfo(BaseModel):
     id: str
     user: str
     created_at: float
+    expires_at: float | None = None
+    """Unix seconds; None: never expires."""
 
 
 class GpuReport(BaseModel):

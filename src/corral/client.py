@@ -163,16 +163,25 @@ class Client:
     def tenants(self) -> list[str]:
         return list(self._call("GET", "/tenants"))
 
-    def create_user(self, name: str, tenant: str, role: str = "member") -> NewToken:
-        """A user and their first token (admins)."""
-        body = {"name": name, "tenant": tenant, "role": role}
+    def create_user(
+        self,
+        name: str,
+        tenant: str,
+        role: str = "member",
+        *,
+        node: str | None = None,
+        expires_in: float | None = None,
+    ) -> NewToken:
+        """A user and their first token (admins); an agent's ``node`` is the one its tokens speak for,
+        ``expires_in`` seconds until the token expires."""
+        body = {"name": name, "tenant": tenant, "role": role, "node": node, "expires_in": expires_in}
         return NewToken.model_validate(self._call("POST", "/users", json=body))
 
     def users(self) -> list[UserInfo]:
         return [UserInfo.model_validate(u) for u in self._call("GET", "/users")]
 
-    def create_token(self, user: str | None = None) -> NewToken:
-        params = {"user": user} if user else {}
+    def create_token(self, user: str | None = None, *, expires_in: float | None = None) -> NewToken:
+        params = {k: v for k, v in {"user": user, "expires_in": expires_in}.items() if v is not None}
         return NewToken.model_validate(self._call("POST", "/tokens", params=params))
 
     def tokens(self) -> list[TokenInfo]:
@@ -188,6 +197,10 @@ class Client:
         """What an agent calls with its machine's inventory (at start, and when a GPU's health changes)."""
         body = registration.model_dump(mode="json")
         return NodeState.model_validate(self._call("PUT", f"/nodes/{node}", json=body))
+
+    def remove_node(self, node: str) -> None:
+        """Forget a node's registration (admins); its running work is requeued."""
+        self._call("DELETE", f"/nodes/{node}")
 
     def heartbeat(self, node: str) -> NodeState:
         """What an agent calls to say its node is alive."""

@@ -5,6 +5,12 @@ every step: send a heartbeat, ask which pods should run here, make the local pro
 adopt after a restart, stop the rest), and report each pod that ended, once. The agent keeps no state
 of its own beyond the pods' files, so killing and restarting it loses nothing; if it stays away longer
 than the server's heartbeat timeout, the server requeues its work elsewhere.
+
+Fencing: every pod is named by job, attempt and pod, and the server refuses (409) a report about an
+attempt that is not the job's current run, so a pod left over from an earlier attempt changes nothing.
+And an agent that has not reached the server for the node's heartbeat timeout (the server says it in
+every heartbeat's answer) stops all its pods, since by then the server has given them to other nodes:
+two attempts of a job never both run for long.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from corral.api_models import NodeRegistration
+from corral.api_models import NodeRegistration, NodeState
 from corral.backends.pods import DesiredPod, PodRunner
 from corral.client import APIError, Client
 
@@ -36,13 +42,20 @@ class Agent:
         node: str,
         data_dir: Path,
         machine: Callable[[], NodeRegistration] | None = None,
+        node_lost: float | None = None,
     ) -> None:
         """``machine`` says what this machine has now (NVML or declared); None: the node is declared in
-        the server's cluster file and the agent only heartbeats."""
+        the server's cluster file and the agent only heartbeats. ``node_lost``: seconds without
+        reaching the server after which the agent stops its pods, until the server says its timeout
+        (``corral agent`` passes the server's default; None: none until the server says)."""
         self.client = client
         self.node = node
         self.runner = PodRunner(data_dir / "runs")
         self.machine = machine
+        self.node_lost = node_lost
+        self._contact = time.monotonic()
+        """When the last heartbeat (or registration) the server answered was sent: the server heard
+        the node no earlier, so it cannot have given the node's work away before ``node_lost`` after."""
         self._registered: NodeRegistration | None = None
         self._probed_at = float("-inf")
         self._reported: set[tuple[str, int, int]] = set()
@@ -57,10 +70,26 @@ class Agent:
             code = self.runner.ensure(pod)
             if pod.key in self._reported:
                 continue
-            self._ship_output(pod, ended=code is not None)
-            if code is not None:
-                self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
+            try:
+                self._ship_output(pod, ended=code is not None)
+                if code is not None:
+                    self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
+                    self._reported.add(pod.key)
+            except APIError as error:
+                if error.status != 409:
+                    raise
+                # The attempt is over (the job runs again elsewhere, or ended): nothing more to tell;
+                # the next step's pods leave it out and it is stopped.
+                log.info("agent %s: %s", self.node, error.detail)
                 self._reported.add(pod.key)
+
+    def fence(self, margin: float = 0.0) -> bool:
+        """Stop every pod here when the server has not been reached for the node-lost timeout, less
+        ``margin`` (the time until the next look): the server gives them away then. True when it did."""
+        if self.node_lost is None or time.monotonic() - self._contact + margin < self.node_lost:
+            return False
+        self.runner.stop_others(set())
+        return True
 
     def _ship_output(self, pod: DesiredPod, *, ended: bool) -> None:
         """Send the pod's output the server does not have yet: whole lines while it runs (a line cut in
@@ -90,15 +119,19 @@ class Agent:
             self._probed_at = now
             found = self.machine()
             if found != self._registered:
-                self.client.register(self.node, found)
+                self._heard(now, self.client.register(self.node, found))
                 self._registered = found
                 return
         try:
-            self.client.heartbeat(self.node)
+            self._heard(now, self.client.heartbeat(self.node))
         except APIError as error:
             if error.status == 404 and self.machine is not None:  # the server forgot us: register again
                 self._registered, self._probed_at = None, float("-inf")
             raise
+
+    def _heard(self, sent_at: float, state: NodeState) -> None:
+        self._contact = sent_at
+        self.node_lost = state.heartbeat_timeout
 
     def run(self, interval: float = 1.0) -> None:
         while True:
@@ -106,4 +139,8 @@ class Agent:
                 self.step()
             except (httpx.TransportError, APIError) as error:  # the server may be restarting
                 log.warning("agent %s: %s; retrying", self.node, error)
+                if self.fence(margin=interval):
+                    log.warning(
+                        "agent %s: server out of reach for %s s: stopped its pods", self.node, self.node_lost
+                    )
             time.sleep(interval)

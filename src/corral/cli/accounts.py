@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.client import Client
-from corral.errors import SpecError
+from corral.errors import CorralError, SpecError
+from corral.spec.job import parse_seconds
 
 
 def register(
@@ -105,10 +106,16 @@ def register(
         name: Annotated[str, typer.Argument(help="User name.")],
         tenant: Annotated[str, typer.Option(help="The user's tenant.")],
         role: Annotated[str, typer.Option(help="admin, member, viewer or agent.")] = "member",
+        node: Annotated[
+            str | None, typer.Option(help="Agents: the one node its tokens may speak for.")
+        ] = None,
+        expires_in: Annotated[
+            str | None, typer.Option(help="The token expires after this long (30d, 12h); default: never.")
+        ] = None,
     ) -> None:
         """Create a user and print their first token (shown once)."""
         with user_errors(), Client() as client:
-            created = client.create_user(name, tenant, role)
+            created = client.create_user(name, tenant, role, node=node, expires_in=_seconds(expires_in))
         console.print(f"user {created.user} created; token (shown once):")
         print(created.token)
 
@@ -116,26 +123,31 @@ def register(
     def list_users() -> None:
         with user_errors(), Client() as client:
             found = client.users()
-        table = Table("user", "tenant", "role")
+        table = Table("user", "tenant", "role", "node")
         for user in found:
-            table.add_row(user.name, user.tenant, user.role)
+            table.add_row(user.name, user.tenant, user.role, user.node or "")
         console.print(table)
 
     @tokens_app.command("new")
     def new_token(
         user: Annotated[str | None, typer.Option(help="Admins: make it for this user.")] = None,
+        expires_in: Annotated[
+            str | None, typer.Option(help="It expires after this long (30d, 12h); default: never.")
+        ] = None,
     ) -> None:
-        """Make a token (to rotate: make a new one, then revoke the old)."""
+        """Make a token (to rotate: make a new one, then revoke the old). An agent's token speaks for the
+        agent's node."""
         with user_errors(), Client() as client:
-            print(client.create_token(user).token)
+            print(client.create_token(user, expires_in=_seconds(expires_in)).token)
 
     @tokens_app.command("ls")
     def list_tokens() -> None:
         with user_errors(), Client() as client:
             found = client.tokens()
-        table = Table("id", "user", "created")
+        table = Table("id", "user", "created", "expires")
         for token in found:
-            table.add_row(token.id, token.user, f"{token.created_at:.0f}")
+            expires = f"{token.expires_at:.0f}" if token.expires_at is not None else "never"
+            table.add_row(token.id, token.user, f"{token.created_at:.0f}", expires)
         console.print(table)
 
     @tokens_app.command("revoke")
@@ -170,6 +182,16 @@ def register(
         with user_errors(), Client() as client:
             me = client.me()
         console.print(f"{me.user} ({me.role}) in tenant {me.tenant} at {client.url}")
+
+
+def _seconds(duration: str | None) -> float | None:
+    """``--expires-in`` as seconds: 30d, 12h, 90m, 1h30m or a number of seconds."""
+    if duration is None:
+        return None
+    try:
+        return parse_seconds(duration)
+    except ValueError as error:
+        raise CorralError(f"--expires-in {duration}: {error}") from None
 
 
 def _flavors(gpus: dict[str, float]) -> str:

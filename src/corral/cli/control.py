@@ -156,9 +156,13 @@ def register(
         machine = partial(
             this_machine, gpus, gpu_model, cluster=cluster, pool=pool, flavor=flavor, private=private
         )
-        with Client(server) as client:
+        # Requests give up well inside the node-lost timeout, so a server that stopped answering is
+        # noticed (and the pods stopped) in time.
+        with Client(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
             console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
-            Agent(client, name, folder, machine if register else None).run(interval)
+            Agent(client, name, folder, machine if register else None, DEFAULT_HEARTBEAT_TIMEOUT).run(
+                interval
+            )
 
     @app.command()
     def submit(
@@ -253,9 +257,24 @@ def register(
         _print_jobs(console, [job], as_json, single=True)
         _exit_like(job, wait)
 
-    @app.command()
-    def nodes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    nodes_app = typer.Typer(help="The nodes this control plane schedules onto.")
+    app.add_typer(nodes_app, name="nodes")
+
+    @nodes_app.command("rm")
+    def remove_node(name: Annotated[str, typer.Argument(help="Node name.")]) -> None:
+        """Forget a node's registration (admins); its running work is requeued. Revoke its agent's
+        tokens first, or the agent registers it again."""
+        with user_errors(), _client() as client:
+            client.remove_node(name)
+        console.print(f"node {name} removed")
+
+    @nodes_app.callback(invoke_without_command=True)
+    def nodes(
+        context: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+    ) -> None:
         """The nodes this control plane schedules onto, and when each was last heard from."""
+        if context.invoked_subcommand is not None:
+            return
         with user_errors(), _client() as client:
             states = client.nodes()
         if as_json:

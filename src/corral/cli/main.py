@@ -227,6 +227,58 @@ def bench_federation(
     )
 
 
+@bench_app.command("policies")
+def bench_policies(
+    out: Annotated[Path, typer.Option(help="Write every run, ratio and median here (JSON).")],
+    trace_dir: Annotated[
+        Path | None, typer.Option(help="Alibaba openb trace folder: adds the contended trace scenario.")
+    ] = None,
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds of the scenarios.")
+    ] = "101,102,103,104,105",
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names (fifo is the baseline).")] = (
+        "default,fifo,strict-fifo,spread"
+    ),
+    families: Annotated[str, typer.Option(help="Comma-separated generated families: mixed, gangs.")] = (
+        "mixed,gangs"
+    ),
+    jobs: Annotated[int, typer.Option(help="Jobs per scenario (the trace: consecutive arrivals).")] = 2000,
+    plot: Annotated[Path | None, typer.Option(help="Write the ratio-to-fifo plot here (PNG).")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the tables here (Markdown).")] = None,
+) -> None:
+    """Every policy on contended scenarios (issue 13): JCT, waits, allocation, work lost to preemption."""
+    from corral.bench.contended import FAMILIES
+    from corral.bench.policies import BASELINE, markdown_table, plot_ratios, run_benchmark, scenarios
+
+    with _user_errors():
+        names = [get_policy(name).name for name in policies.split(",")]
+        if BASELINE not in names:
+            raise CorralError(f"--policies {policies!r}: include {BASELINE}, the baseline of every ratio")
+        chosen = [family for family in families.split(",") if family]
+        unknown = sorted(set(chosen) - set(FAMILIES))
+        if unknown:
+            raise CorralError(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+        if jobs < 1:
+            raise CorralError(f"--jobs {jobs}: a scenario needs at least one job")
+        scenario_list = scenarios(chosen, _parse_integers(seeds, "--seeds"), jobs, trace_dir)
+        with _progress(console) as progress:
+            task = progress.add_task("runs", total=len(scenario_list) * len(names))
+
+            def on_done(run: object) -> None:
+                progress.update(task, advance=1, description=f"{run.scenario} {run.seed} {run.policy}")  # type: ignore[attr-defined]
+
+            report = run_benchmark(scenario_list, names, on_done=on_done)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = markdown_table(report)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if plot is not None:
+        plot_ratios(report, plot)
+    console.print("\n".join(lines))
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     trace_dir: Annotated[Path, typer.Option(help="Alibaba openb trace folder (node mix and pod list).")],

@@ -87,10 +87,16 @@ def reconcile(
         for job_id, rows in placements.items():
             if jobs[job_id].status != "running":
                 continue
+            removed = sorted({row.node for row in rows} - snapshot.nodes.keys())
+            if removed:  # an admin removed the node's registration (DELETE /nodes/{name})
+                progress = jobs[job_id].checkpointed_seconds + now - (jobs[job_id].started_at or now)
+                reason = f"node {', '.join(removed)} was removed"
+                _requeue(session, jobs[job_id], workloads[job_id], progress, now, reason)
+                continue
             allocation = _allocation(snapshot, jobs[job_id], workloads[job_id], rows)
             lost = _lost(snapshot, allocation, down)
             if lost:
-                _requeue(session, jobs[job_id], allocation, now, lost)
+                _requeue(session, jobs[job_id], allocation.workload, allocation.progress(now), now, lost)
             elif allocation.progress(now) > allocation.workload.duration:
                 _stop_overdue(session, jobs[job_id], allocation.workload.duration, now)
             else:
@@ -103,6 +109,7 @@ def reconcile(
         snapshot.public_spend = _public_spend(session, snapshot, queues, now)
         if forecasting is not None:
             snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
+            snapshot.runtime_estimate = forecasting.estimates
         result = schedule(snapshot, pending, ready, now, progress)
         _record(session, result, jobs, workloads, snapshot, now)
     return result
@@ -126,12 +133,19 @@ def _down_nodes(
     heard = {name: heard for name, heard in session.execute(select(NodeRow.name, NodeRow.last_heartbeat))}
     down = set()
     for name in snapshot.nodes:
-        timeout = inventory.heartbeat_timeout
-        if timeout is None and name in registered:
-            timeout = REGISTERED_TIMEOUT
+        timeout = heartbeat_timeout(inventory, registered=name in registered)
         if timeout is not None and now - heard.get(name, float("-inf")) > timeout:
             down.add(name)
     return down
+
+
+def heartbeat_timeout(inventory: Inventory, *, registered: bool) -> float | None:
+    """Seconds of silence after which a node is down (None: never): the inventory's timeout, else
+    ``REGISTERED_TIMEOUT`` for a registered node. Agents learn theirs from the server, to stop their
+    pods once the server has given them away."""
+    if inventory.heartbeat_timeout is None and registered:
+        return REGISTERED_TIMEOUT
+    return inventory.heartbeat_timeout
 
 
 def _lost(snapshot: Snapshot, allocation: Allocation, down: set[str]) -> str | None:
@@ -148,11 +162,13 @@ def _lost(snapshot: Snapshot, allocation: Allocation, down: set[str]) -> str | N
     return f"{', '.join(failed)} failed (drained)" if failed else None
 
 
-def _requeue(session: Session, row: JobRow, allocation: Allocation, now: float, reason: str) -> None:
+def _requeue(
+    session: Session, row: JobRow, workload: Workload, progress: float, now: float, reason: str
+) -> None:
     """The job's node or GPU is gone: it waits again and resumes from its last checkpoint (as a
-    preemption)."""
+    preemption); ``progress`` is the seconds of work it had done."""
     row.status, row.reason = "pending", reason
-    row.checkpointed_seconds = checkpointed_progress(allocation.workload, allocation.progress(now))
+    row.checkpointed_seconds = checkpointed_progress(workload, progress)
     row.started_at = None
     release(session, row.id, now)
     session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))

@@ -111,6 +111,8 @@ class Summary(BaseModel):
     rejected: int
     waiting: int = 0
     preemptions: int = 0
+    lost_gpu_hours: float = 0.0
+    zero_length_runs: int = 0
     gpu_hours_used: float
     gpu_allocation: float
     makespan: float

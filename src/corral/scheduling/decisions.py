@@ -102,13 +102,20 @@ class Pending:
     note: str = ""
     causes: tuple[tuple[tuple[str, str], str | Describable], ...] = ()
     """Per placement domain tried, (cluster, flavor), why it did not work there."""
+    at: float | None = None
+    """The time of the round whose final state the explanation describes."""
+    free: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Per domain without room, its largest free block when the round ended (``largest_free_block``)."""
 
     @property
     def message(self) -> str:
         """The explanation as a sentence; built only when read, since most rounds' reasons never are."""
         parts = [self.note] if self.note else []
-        for (cluster, flavor), cause in self.causes:
-            parts.append(f"{cluster}/{flavor}: {cause if isinstance(cause, str) else cause.describe()}")
+        for domain, cause in self.causes:
+            text = cause if isinstance(cause, str) else cause.describe()
+            if not isinstance(cause, str) and domain in self.free:
+                text += f"; {self.free[domain]}"
+            parts.append(f"{domain[0]}/{domain[1]}: {text}")
         return "; ".join(parts) or "waiting for the next scheduling round"
 
 

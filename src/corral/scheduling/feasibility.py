@@ -94,7 +94,8 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
         cost[domain] = min(cost.get(domain, rank), rank)
     fitting = [d for d, c in capacity.items() if c >= workload.pods]
     if not fitting:
-        return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod)))
+        most = max(capacity.values(), default=0)
+        return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod, most)))
     allowed = [d for d in fitting if private[d] or not workload.must_stay_private]
     why = "sensitive" if workload.sensitive else "not burstable"
     if not allowed:
@@ -130,7 +131,9 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     return Feasibility(tuple(within_quota), kept_private=kept_private)
 
 
-def _never_fits_message(workload: Workload, pod: PodRequest) -> str:
+def _never_fits_message(workload: Workload, pod: PodRequest, most: int) -> str:
+    """Why no node set can ever hold the job; ``most`` is how many of its pods the largest domain could
+    ever hold at once, so a gang that is too wide is told so, not to shrink its pods."""
     need = []
     if pod.gpus:
         share = f"{pod.gpu_milli} milli-GPU share" if pod.fractional else f"{pod.gpus} GPUs"
@@ -138,8 +141,10 @@ def _never_fits_message(workload: Workload, pod: PodRequest) -> str:
     if pod.models:
         need.append("model " + "|".join(sorted(pod.models)))
     need.append(f"{pod.cpu:g} CPU, {pod.memory_gib:g} GiB memory")
-    return (
-        f"no node this cluster can ever have holds {workload.pods} pod(s) of "
-        + ", ".join(need)
-        + " each; ask for less per pod or add a pool that fits"
-    )
+    shape = ", ".join(need)
+    if most > 0:
+        return (
+            f"the job needs {workload.pods} pods of {shape} at once, and the nodes of any one cluster and "
+            f"flavor can ever hold at most {most} such pods together; ask for fewer pods or add nodes"
+        )
+    return f"no node this cluster can ever have holds a pod of {shape}; ask for less per pod or add a pool that fits"

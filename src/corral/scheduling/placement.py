@@ -111,6 +111,24 @@ class FitFailure:
         return f"{prefix}0/{self.nodes} nodes fit" + (f" ({reasons})" if reasons else "")
 
 
+def largest_free_block(nodes: Sequence[Node]) -> str:
+    """The most whole idle GPUs on one node that is up, with its CPU and memory: what a user asks for
+    to start now. Said as ``largest free block: 3 GPUs, 20 CPU, 96 GiB on p-1``."""
+    best: Node | None = None
+    for node in nodes:
+        if node.up and (best is None or node.whole_free_gpus > best.whole_free_gpus):
+            best = node
+    if best is None:
+        return "no node is up"
+    if best.whole_free_gpus == 0:
+        return "no whole GPU is free on any node"
+    return (
+        f"largest free block: {best.whole_free_gpus} GPU{'s' if best.whole_free_gpus > 1 else ''}, "
+        f"{best.cpu - best.used_cpu:g} CPU, "
+        f"{best.memory_gib - best.used_memory_gib:g} GiB on {best.name}"
+    )
+
+
 def evaluate(node: Node, pod: PodRequest, scoring: Scoring, rng: random.Random) -> Evaluation | str:
     """One pod on one node: the GPUs it would get and the node's score, or the label of the filter that
     turned the node away."""

@@ -20,6 +20,7 @@ from corral.scheduling.fragmentation import (
     typical_shapes,
 )
 from corral.scheduling.gpu_choice import RandomGpu, SpreadGpus
+from corral.scheduling.preemption import PreemptionCost
 from corral.scheduling.scorers import (
     BestFit,
     BinPack,
@@ -46,6 +47,8 @@ class Policy:
     fair_share: bool = True  # order queues by weighted dominant resource share (DRF)
     priority: bool = True  # higher priority first inside a queue
     preemption: bool = True
+    preemption_cost: PreemptionCost = PreemptionCost()
+    """When a running job may be a victim, and what a preemption must save to be worth its lost work."""
     scoring: Scoring = Scoring(scorers=((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5)))
     scale_down_idle_seconds: float = (
         600.0  # elastic nodes above the pool's base count go after this idle time

@@ -1,27 +1,96 @@
-"""Preemption: which running jobs to stop so a pending job can start.
+"""Preemption: which running jobs to stop so a pending job can start, and whether it is worth it.
 
 Rules, in the order they matter to users:
 - only jobs of lower priority in the same queue, or jobs of another queue in the same cohort that are
   borrowing the flavor while the preemptor's queue claims back its own nominal quota (without queues, any
   lower-priority job); never a job of equal or higher priority in the preemptor's own queue;
+- never a job that started at this instant, nor one that has run less than the policy's minimum run time
+  (``PreemptionCost.min_runtime_seconds``): a start is never undone before it could do any work, which is
+  also what makes preemption unable to cycle (docs/scheduler.md, "Why preemption always settles");
 - lowest priority first, then the job that loses least work since its last checkpoint, then the newest;
 - no needless victim: after a set that works is found, each victim is given back in turn and stays
-  running if the job still fits without stopping it (a minimal set, not always the smallest one).
+  running if the job still fits without stopping it (a minimal set, not always the smallest one);
+- a preemption must pay for itself: the GPU-time it throws away (each victim's work since its last
+  checkpoint, plus a restart cost) must not exceed the GPU-time of waiting it saves the preemptor: its
+  GPUs times how long until it would fit anyway, as running jobs finish by their estimated run times.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.scheduling.quota import is_borrowing
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
+
+RuntimeEstimate = Callable[[Workload, float], float]
+"""Estimated total run time of a job that has run ``elapsed`` seconds: learned by the caller."""
+
+UNKNOWN_RUNTIME_SECONDS = 3600.0
+"""What a job with no time limit and no estimate is assumed to run at least."""
+
+
+@dataclass(frozen=True)
+class PreemptionCost:
+    """What a preemption costs and what it must buy.
+
+    ``min_runtime_seconds``: a job is never a victim before it has run this long (Run:ai's minimum
+    guaranteed run time, Slurm's PreemptExemptTime). 0 by default: a job started at an earlier instant
+    is the cheapest victim there is, and the restart cost already keeps fresh starts from being undone
+    for little gain. ``restart_seconds``: what stopping and starting a
+    job costs beyond its lost work (scheduling, pulling, loading a model). ``payback``: how many times
+    the waiting it saves must exceed the work it throws away; None stops weighing (Kueue's behaviour:
+    any eligible victim set is taken).
+    """
+
+    min_runtime_seconds: float = 0.0
+    restart_seconds: float = 60.0
+    payback: float | None = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unprofitable:
+    """A victim set that was found but does not pay for itself: what ``corral why`` says about it."""
+
+    victims: tuple[str, ...]
+    lost_gpu_seconds: float
+    saved_gpu_seconds: float
+
+    def describe(self) -> str:
+        names = ", ".join(self.victims[:3]) + (
+            f" and {len(self.victims) - 3} more" if len(self.victims) > 3 else ""
+        )
+        return (
+            f"preempting {names} would throw away {self.lost_gpu_seconds / 3600:.2f} GPU-h of work to save "
+            f"about {self.saved_gpu_seconds / 3600:.2f} GPU-h of waiting"
+        )
 
 
 def lost_work(allocation: Allocation, now: float) -> float:
     """Seconds of work a victim loses if stopped now: everything since its last checkpoint."""
     progress = allocation.progress(now)
     return progress - checkpointed_progress(allocation.workload, progress)
+
+
+def remaining_runtime(allocation: Allocation, now: float, estimate: RuntimeEstimate | None) -> float:
+    """Estimated seconds until ``allocation`` finishes by itself; never the true duration (a simulator
+    knows it, the control plane does not)."""
+    progress = allocation.progress(now)
+    if estimate is not None:
+        total = estimate(allocation.workload, progress)
+    elif allocation.workload.time_limit is not None:
+        total = allocation.workload.time_limit
+    else:
+        total = max(UNKNOWN_RUNTIME_SECONDS, 2 * progress)  # heavy tails: as long again as it has run
+    return max(total - progress, 0.0)
+
+
+def protected(allocation: Allocation, now: float, cost: PreemptionCost) -> bool:
+    """A job too fresh to be a victim: started at this instant, or before its minimum run time."""
+    ran = now - allocation.started_at
+    return ran <= 0 or ran < cost.min_runtime_seconds
 
 
 def may_preempt(snapshot: Snapshot, job: Workload, domains: Sequence[Domain]) -> bool:
@@ -50,22 +119,29 @@ def find_victims(
     domain: Domain,
     fits: Callable[[], bool],
     now: float,
-    protected: set[str],
-) -> list[Allocation] | None:
-    """The smallest set of running jobs to stop so that ``fits()`` holds, or None if none works.
+    started: set[str],
+    cost: PreemptionCost,
+) -> list[Allocation] | Unprofitable | None:
+    """A minimal set of running jobs to stop so that ``fits()`` holds; ``Unprofitable`` when the set
+    found does not pay for itself; None if no set works.
 
-    ``fits`` tests the job against the snapshot as it stands; ``protected`` are jobs started in this
+    ``fits`` tests the job against the snapshot as it stands; ``started`` are jobs started in this
     round (never victims). The snapshot is left as it was found.
     """
     flavor = domain[1]
     candidates = [
         a
         for a in snapshot.running.values()
-        if a.flavor == flavor and a.workload.id not in protected and _eligible(snapshot, job, a, flavor)
+        if a.flavor == flavor
+        and a.workload.id not in started
+        and not protected(a, now, cost)
+        and _eligible(snapshot, job, a, flavor)
     ]
     if not candidates:
         return None
-    candidates.sort(key=lambda a: (a.workload.priority, lost_work(a, now), -a.started_at, a.workload.id))
+    candidates.sort(
+        key=lambda a: (a.workload.priority, _thrown_away(a, now, cost), -a.started_at, a.workload.id)
+    )
     mark = snapshot.mark()
     removed: list[Allocation] = []
     try:
@@ -82,9 +158,46 @@ def find_victims(
             snapshot.allocate(allocation)
             if not fits():
                 snapshot.release(allocation.workload.id)
-        return [a for a in removed if a.workload.id not in snapshot.running]
+        victims = [a for a in removed if a.workload.id not in snapshot.running]
     finally:
         snapshot.rollback(mark)
+    if cost.payback is None:
+        return victims
+    lost = sum(_thrown_away(v, now, cost) for v in victims)
+    saved = _gpus(job.gpu_demand_milli, job.pods) * wait_without_preemption(snapshot, domain, fits, now)
+    if lost > saved * cost.payback:
+        return Unprofitable(tuple(v.workload.id for v in victims), lost, saved)
+    return victims
+
+
+def wait_without_preemption(
+    snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float
+) -> float:
+    """Estimated seconds until ``fits()`` holds in ``domain`` with no preemption: running jobs are
+    released in the order of their estimated ends until it does (infinite if it never would)."""
+    running = [a for a in snapshot.running.values() if (a.cluster, a.flavor) == domain]
+    ends = sorted((remaining_runtime(a, now, snapshot.runtime_estimate), a.workload.id) for a in running)
+    mark = snapshot.mark()
+    try:
+        for remaining, job_id in ends:
+            snapshot.release(job_id)
+            if fits():
+                return remaining
+    finally:
+        snapshot.rollback(mark)
+    return float("inf")
+
+
+def _thrown_away(allocation: Allocation, now: float, cost: PreemptionCost) -> float:
+    """GPU-seconds a preemption of ``allocation`` costs: lost work and the restart, on all its GPUs."""
+    return _gpus(allocation.gpu_milli, len(allocation.placements)) * (
+        lost_work(allocation, now) + cost.restart_seconds
+    )
+
+
+def _gpus(milli: int, pods: int) -> float:
+    """GPUs held, for weighing; a GPU-less job counts as a thousandth of a GPU per pod."""
+    return milli / MILLI_PER_GPU if milli else pods / MILLI_PER_GPU
 
 
 def _eligible(snapshot: Snapshot, job: Workload, victim: Allocation, flavor: str) -> bool:

@@ -28,9 +28,15 @@ from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
-from corral.scheduling.placement import FitFailure, needs_at_least, place_gang, placement_of
+from corral.scheduling.placement import (
+    FitFailure,
+    largest_free_block,
+    needs_at_least,
+    place_gang,
+    placement_of,
+)
 from corral.scheduling.policies import Ordering, Policy
-from corral.scheduling.preemption import find_victims, may_preempt
+from corral.scheduling.preemption import Unprofitable, find_victims, may_preempt
 from corral.scheduling.quota import quota_shortfall
 from corral.scheduling.ranking import place_one
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
@@ -76,6 +82,11 @@ class _Round:
     promised: Counter[tuple[str, str]] = field(default_factory=Counter)
     preempted_queue: dict[str, str] = field(default_factory=dict)
     no_migration: list[PodRequest] = field(default_factory=list)
+    unprofitable: dict[str, Unprofitable] = field(default_factory=dict)
+    """Jobs whose preemption was weighed and refused: what their explanation says about it."""
+    unprofitable_kinds: dict[tuple[object, ...], Unprofitable] = field(default_factory=dict)
+    """The same per job kind and domain, until the round starts or stops a job: a deep queue holds many
+    jobs of one kind, and weighing a preemption means replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
     budget_left: dict[str, float] = field(default_factory=dict)
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
@@ -99,6 +110,7 @@ class _Round:
         heap = [(self._share(key), 0, key) for key in queues]
         heapq.heapify(heap)
         cursor = dict.fromkeys(queues, 0)
+        passed_over: dict[str, list[Workload]] = {key: [] for key in queues}
         blocked_queues: set[str] = set()
         while heap:
             share, entry_version, key = heapq.heappop(heap)
@@ -118,20 +130,48 @@ class _Round:
                         note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
                     )
                 continue
+            if not started:
+                passed_over[key].append(job)
             changed = {key} if started else set()
-            for preempt in self.result.preemptions[preempted_before:]:
+            preemptions = self.result.preemptions[preempted_before:]
+            for preempt in preemptions:
                 victim_queue = self.preempted_queue[preempt.job]
                 changed.add(victim_queue if self.policy.fair_share else "")
+            if preemptions:
+                # Victims may free more than the preemptor needed: the jobs already passed over in this
+                # round are offered that room again, in their order, before anyone behind them.
+                for queue, skipped in passed_over.items():
+                    if skipped:
+                        queues[queue] = skipped + queues[queue][cursor[queue] :]
+                        cursor[queue] = 0
+                        passed_over[queue] = []
+                        changed.add(queue)
             for queue in changed:
                 if queue in queues and queue not in blocked_queues and cursor[queue] < len(queues[queue]):
                     version[queue] += 1
                     heapq.heappush(heap, (self._share(queue), version[queue], queue))
             if key not in changed and cursor[key] < len(jobs):
                 heapq.heappush(heap, (share, version[key], key))
+        self._describe_final_state()
         self._wake_when_budgets_run_out()
         self.result.scale_downs = plan_scale_down(
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
+
+    def _describe_final_state(self) -> None:
+        """Stamp each explanation with the round's time and, where no node had room, the largest free
+        block each domain has now that every start and preemption of the round is made: an answer read
+        later must not describe a state the round itself changed."""
+        blocks: dict[Domain, str] = {}
+        for job_id, pending in self.result.pending.items():
+            free = {}
+            for domain, cause in pending.causes:
+                if isinstance(cause, FitFailure):
+                    block = blocks.get(domain)
+                    if block is None:
+                        block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
+                    free[domain] = block
+            self.result.pending[job_id] = replace(pending, at=self.now, free=free)
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
@@ -172,7 +212,13 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
-        notes = [feasible.kept_private, verdict.note if verdict is not None else "", self._outlook(job)]
+        refused = self.unprofitable.get(job.id)
+        notes = [
+            feasible.kept_private,
+            refused.describe() if refused is not None else "",
+            verdict.note if verdict is not None else "",
+            self._outlook(job),
+        ]
         for note in notes:
             if note:
                 pending = _noted(pending, note)
@@ -358,11 +404,20 @@ class _Round:
             self.no_fit.clear()
             return isinstance(self._admit(job, pod, domain), list)
 
-        victims = find_victims(self.snapshot, job, domain, fits, self.now, self.started)
+        kind = (job.queue, job.priority, job.pods, pod, domain)
+        victims = self.unprofitable_kinds.get(kind) or find_victims(
+            self.snapshot, job, domain, fits, self.now, self.started, self.policy.preemption_cost
+        )
         self.no_fit.clear()
+        if isinstance(victims, Unprofitable):
+            self.unprofitable_kinds[kind] = victims
+            self.unprofitable.setdefault(job.id, victims)
+            return False
         if victims is None:
             return False
+        self.unprofitable.pop(job.id, None)
         self.preemptible.clear()
+        self.unprofitable_kinds.clear()
         for victim in victims:
             self.snapshot.release(victim.workload.id)
             self.preempted_queue[victim.workload.id] = victim.workload.queue
@@ -451,7 +506,9 @@ class _Round:
             self.budget_left[job.queue] = self._budget_left(job.queue) - self._burst_cost(job, placements)
         self.snapshot.allocate(allocation)
         self.started.add(job.id)
+        self.result.pending.pop(job.id, None)
         self.preemptible.clear()
+        self.unprofitable_kinds.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,9 @@ class Snapshot:
         the caller); only queues with a budget need an entry."""
         self.forecast: Forecast | None = None
         """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
+        self.runtime_estimate: Callable[[Workload, float], float] | None = None
+        """A running job's estimated total run time given what it has run (learned by the caller from
+        finished jobs); preemption weighs what it saves with it. None: time limits, else a guess."""
         self.priorities: dict[str, Counter[int]] = defaultdict(Counter)
         self.feasibility_cache: dict[object, object] = {}
         self.rankings: OrderedDict[object, Any] = OrderedDict()

@@ -9,7 +9,7 @@ another tenant's job), a conflict a 409. Scheduling happens in the reconcile loo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -44,14 +44,16 @@ def create_app(
     loop: ReconcileLoop | None = None,
     logs: LogOpener | None = None,
     runs: Path | None = None,
+    local_nodes: Collection[str] = (),
     log_cap: int = DEFAULT_LOG_CAP,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
-    ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found; ``log_cap``
-    the bytes of each pod's output kept and served.
+    ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
+    ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
+    each pod's output kept and served.
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
-    plane = ControlPlane(store, inventory, loop, logs, runs, log_cap)
+    plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap)
     prepare_store(store, inventory)
 
     @asynccontextmanager

@@ -2,7 +2,8 @@
 
 Every route names the roles it admits (``allow``). A request without a valid token is a 401; a role that
 may not do something is a 403 that says which roles may; another tenant's job is a 404, the same answer
-as a job that does not exist, so ids of other tenants' work cannot be probed. Every refusal is logged
+as a job that does not exist, so ids of other tenants' work cannot be probed; an agent speaking for
+another node than its own is a 403 (``speak_for``). Every refusal is logged
 (logger ``corral.audit``) with the caller, the route and the reason.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Request
@@ -75,6 +77,9 @@ def authenticated(
     principal = plane.authenticate(credentials.credentials)
     if principal is None:
         refuse(request, 401, "API token not recognised: it was revoked, mistyped, or is another server's")
+    if principal.expires_at is not None and principal.expires_at <= plane.jobs.clock():
+        when = datetime.fromtimestamp(principal.expires_at, UTC).isoformat(timespec="seconds")
+        refuse(request, 401, f"token expired at {when}: make a new one (corral tokens new)", principal)
     return principal
 
 
@@ -92,6 +97,24 @@ def allow(*roles: Role) -> Callable[..., Principal]:
         return principal
 
     return check
+
+
+def speak_for(request: Request, plane: ControlPlane, principal: Principal, node: str) -> None:
+    """Refuse (403) an agent that speaks for another node than its own. An agent user made before agents
+    were bound to nodes is bound here to the first node it speaks for, unless another agent holds it.
+    No agent speaks for a node this server's local backend runs. Admins speak for any node."""
+    if principal.is_admin:
+        return
+    if node in plane.local_nodes:
+        refuse(request, 403, f"node {node} is run by this server itself; no agent speaks for it", principal)
+    own = principal.node
+    if own is None:
+        own = plane.accounts.bind_agent(principal.user, node)
+        plane.forget_token(principal.token_id)  # its cached principal does not know the binding yet
+    if own is None:
+        refuse(request, 403, f"node {node} has another agent; {principal.user} is not bound to it", principal)
+    if own != node:
+        refuse(request, 403, f"{principal.user} is the agent of node {own}, not of node {node}", principal)
 
 
 def visible_job(request: Request, plane: ControlPlane, principal: Principal, job_id: str) -> JobRecord:

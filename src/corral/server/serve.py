@@ -108,11 +108,14 @@ def worker_app() -> FastAPI:
     return create_app(store, inventory, None, *_pod_files(backend, settings.log_cap), settings.log_cap)
 
 
-def _pod_files(backend: LocalBackend | None, log_cap: int) -> tuple[LogOpener | None, Path | None]:
-    """What the API reads of the local backend's pods: their output, and the folder of their files."""
+def _pod_files(
+    backend: LocalBackend | None, log_cap: int
+) -> tuple[LogOpener | None, Path | None, frozenset[str]]:
+    """What the API takes from the local backend: its pods' output, the folder of their files, and the
+    nodes it runs (which no agent may speak for)."""
     if backend is None:
-        return None, None
-    return pod_log_files(backend.runner.runs, log_cap), backend.runner.runs
+        return None, None, frozenset()
+    return pod_log_files(backend.runner.runs, log_cap), backend.runner.runs, frozenset(backend.nodes or ())
 
 
 def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:

@@ -26,9 +26,10 @@ from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
 from corral.store.queues import QueueStore
 
-TOKEN_CACHE_SECONDS = 10.0
+TOKEN_CACHE_SECONDS = 1.0
 """How long an authenticated token is trusted without asking the store again. Revoking through this
-server takes effect at once; through another server, within this time."""
+process takes effect at once; through another (an API worker of ``--workers N``, another server), within
+this time. One indexed lookup per token per second is nothing next to the requests it serves."""
 
 
 FOLLOW_SECONDS = 0.5
@@ -54,6 +55,9 @@ class ControlPlane:
     """Pods' output on this machine (the local backend's files); None without a local backend."""
     runs: Path | None = None
     """Where the local backend keeps each job's pods' folders (``<runs>/<job id>``); None without one."""
+    local_nodes: frozenset[str] = frozenset()
+    """The nodes this server's local backend runs (``corral up``'s machine): no agent may register or
+    heartbeat them, which would make them wait for heartbeats that never come."""
     log_cap: int = DEFAULT_LOG_CAP
     """Bytes of each pod's output kept (shipped chunks) and served (files)."""
     follow_seconds: float = FOLLOW_SECONDS

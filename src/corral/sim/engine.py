@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from corral.core.cluster import PoolSpec
@@ -30,6 +31,8 @@ from corral.sim.runtimes import RuntimeEstimates
 
 EventSink = Callable[[Event], None]
 
+log = logging.getLogger(__name__)
+
 FORECAST_REFRESH_SECONDS = 600.0
 """A forecast is made again after every arrival or requeue, and otherwise after this long: finishes
 earlier or later than estimated move the predictions."""
@@ -39,8 +42,10 @@ MAX_FRUITLESS_WAKES = 100
 budget period that never pays for it would otherwise wake the replay every day, forever."""
 
 MAX_ROUNDS_PER_INSTANT = 1000
-"""Rounds at one instant before the engine calls it a bug: each preemption frees room for strictly
-higher priority or for a queue reclaiming lent quota, so chains of preemptions end quickly."""
+"""Rounds at one instant after which the engine stops letting them preempt. It is never reached: a job
+that starts at an instant cannot be a victim at that instant, so each round that preempts stops a job
+that was running before the instant, and there are finitely many (docs/scheduler.md, "Why preemption
+always settles"). It stays as a guard so that a bug slows a replay instead of ending it."""
 
 
 class _Kind(IntEnum):
@@ -157,6 +162,7 @@ class Simulator:
         )
         self.runtimes = RuntimeEstimates()
         """Run times learned from finished jobs: what forecasts assume, never the true durations."""
+        self.snapshot.runtime_estimate = self.runtimes
         self._forecasts = record_forecasts or (
             self.policy.bursting.uses_forecast and any(not c.private for c in cluster_file.clusters)
         )
@@ -190,9 +196,14 @@ class Simulator:
             if not (self._waiting.has_active or self._tick):
                 return
             self._tick = False
-            if not self._round(now):
+            if not self._round(now, self.policy):
                 return
-        raise CorralError(f"t={now}: preemptions did not settle after {MAX_ROUNDS_PER_INSTANT} rounds")
+        log.warning(
+            "t=%s: rounds still preempted after %d rounds; one more without preemption",
+            now,
+            MAX_ROUNDS_PER_INSTANT,
+        )
+        self._round(now, replace(self.policy, preemption=False))
 
     def _job_activity(self, now: float) -> None:
         """Makespan and capacity-time run to the last job event, not to trailing node events."""
@@ -339,11 +350,11 @@ class Simulator:
             for job, start in forecast.private_start.items():
                 self.predicted_starts.setdefault(job, start)
 
-    def _round(self, now: float) -> bool:
+    def _round(self, now: float, policy: Policy) -> bool:
         """One scheduling round and its decisions applied; True when it preempted (victims wait again)."""
         self._prepare(now)
         started = time.perf_counter()
-        result = schedule(self.snapshot, self._waiting.for_round(), self.policy, now, self._saved)
+        result = schedule(self.snapshot, self._waiting.for_round(), policy, now, self._saved)
         self.tally.scheduler_seconds += time.perf_counter() - started
         self.tally.rounds += 1
         if (
@@ -421,7 +432,12 @@ class Simulator:
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)
-        self._saved[job] = checkpointed_progress(allocation.workload, allocation.progress(now))
+        progress = allocation.progress(now)
+        self._saved[job] = checkpointed_progress(allocation.workload, progress)
+        gpus = sum(p.gpu_milli * len(p.gpus) for p in allocation.placements) / MILLI_PER_GPU
+        self.tally.lost_gpu_seconds += (progress - self._saved[job]) * gpus
+        if allocation.started_at == now:
+            self.tally.zero_length_runs += 1
         self._waiting.add(allocation.workload)
         self._forecast_at = None
         self.tally.preemptions += 1

@@ -35,6 +35,12 @@ class ReplayTally:
     gpu_seconds_per_queue: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     preemptions_per_queue: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     preemptions: int = 0
+    lost_gpu_seconds: float = 0.0
+    """GPU-seconds of work thrown away by preemptions: what each victim had done since its last
+    checkpoint, times the GPUs it held (the cost of thrash that the preemption count alone hides)."""
+    zero_length_runs: int = 0
+    """Runs preempted at the instant they started: a start the scheduler took back in the same round
+    chain, the sign of two decisions undoing each other."""
     scheduler_seconds: float = 0.0
     rounds: int = 0
     first_time: float | None = None
@@ -71,6 +77,8 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         rejected=sum(1 for r in records if r.outcome == "rejected"),
         waiting=sum(1 for r in records if r.outcome is None),
         preemptions=tally.preemptions,
+        lost_gpu_hours=tally.lost_gpu_seconds / 3600,
+        zero_length_runs=tally.zero_length_runs,
         gpu_hours_used=tally.gpu_seconds / 3600,
         gpu_allocation=tally.gpu_seconds / tally.capacity_gpu_seconds if tally.capacity_gpu_seconds else 0.0,
         makespan=makespan,

@@ -8,6 +8,7 @@ second one.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,16 @@ class JobNotFound(CorralError):
 
 class JobAlreadyEnded(CorralError):
     """The job is not in a state that allows the change (already ended, or not running)."""
+
+
+class StaleAttempt(JobAlreadyEnded):
+    """A report about an attempt that is not the job's current run (fencing): the job was requeued,
+    preempted or ended since, so whatever still runs that attempt must stop, and its report changes
+    nothing."""
+
+
+class IdempotencyConflict(CorralError):
+    """An idempotency key already used for a submission with a different spec."""
 
 
 def exit_outcome(exit_codes: list[int]) -> tuple[bool, str | None]:
@@ -108,8 +119,8 @@ class JobStore:
         The insert comes first and the key's unique constraint catches a repeat: a new submission, the
         common case, is one transaction with no lookup. Core inserts rather than the ORM's unit of work,
         which costs more CPU than the database does for these two rows."""
-        if submit_key is not None:
-            submit_key = stored_key(tenant, submit_key)
+        column_key = stored_key(tenant, submit_key) if submit_key is not None else None
+        digest = spec_digest(spec) if submit_key is not None else None
         record = JobRecord(
             id=f"j-{uuid.uuid4().hex[:12]}",
             name=spec.name,
@@ -134,7 +145,8 @@ class JobStore:
                         "queue": record.queue,
                         "status": record.status,
                         "spec": record.spec,
-                        "submit_key": submit_key,
+                        "submit_key": column_key,
+                        "submit_digest": digest,
                         "submitted_at": record.submitted_at,
                         "attempt": record.attempt,
                         "checkpointed_seconds": 0.0,
@@ -144,10 +156,16 @@ class JobStore:
                     insert(EventRow), {"t": record.submitted_at, "job_id": record.id, "kind": "submitted"}
                 )
         except IntegrityError:
-            existing = self._by_key(submit_key) if submit_key is not None else None
+            existing = self._by_key(column_key) if column_key is not None else None
             if existing is None:
                 raise
-            return existing  # a repeat, or another request with the same key won the race
+            first, first_digest = existing
+            if first_digest is not None and first_digest != digest:
+                raise IdempotencyConflict(
+                    f"Idempotency-Key {submit_key!r} was used for job {first.id} with a different spec; "
+                    "use a new key for a new job"
+                ) from None
+            return first  # a repeat, or another request with the same key won the race
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -224,16 +242,26 @@ class JobStore:
             or 0
         )
 
+    def pod_node(self, job_id: str, attempt: int, pod: int) -> str:
+        """The node pod ``pod`` of the job's running attempt ``attempt`` is placed on: where a report
+        about it must come from. ``StaleAttempt`` when that attempt is not the job's current run."""
+        with Session(self.engine) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            return _current_placement(session, row, attempt, pod).node
+
     def record_exit(self, job_id: str, attempt: int, pod: int, code: int) -> JobRecord:
         """An agent reports that a pod ended; when every pod of the job has, the job ends (finished when
-        all exited 0). A report for an earlier attempt (the job was preempted and runs again) is ignored."""
+        all exited 0). A report for another attempt than the running one (the job was requeued,
+        preempted or ended since) is refused with ``StaleAttempt`` and changes nothing."""
         with Session(self.engine) as session, session.begin():
             row = session.get(JobRow, job_id, with_for_update=True)
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
-            placement = session.get(PlacementRow, (job_id, pod))
-            if row.status != "running" or row.attempt != attempt or placement is None:
-                return JobRecord.of(row)
+            placement = _current_placement(session, row, attempt, pod)
+            if placement.exit_code is not None:
+                return JobRecord.of(row)  # a retried report
             placement.exit_code = code
             session.flush()
             codes = [
@@ -277,10 +305,35 @@ class JobStore:
             )
             return [(row.pod, row.node, tuple(row.gpus)) for row in rows]
 
-    def _by_key(self, submit_key: str) -> JobRecord | None:
+    def _by_key(self, submit_key: str) -> tuple[JobRecord, str | None] | None:
+        """The job made with ``submit_key`` and the digest of its spec (None: stored before digests)."""
         with Session(self.engine) as session:
             row = session.scalars(select(JobRow).where(JobRow.submit_key == submit_key)).first()
-            return JobRecord.of(row) if row is not None else None
+            return (JobRecord.of(row), row.submit_digest) if row is not None else None
+
+
+def spec_digest(spec: JobSpec) -> str:
+    """SHA-256 of the spec as validated (so key order and spelled-out defaults do not matter)."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _current_placement(session: Session, row: JobRow, attempt: int, pod: int) -> PlacementRow:
+    """The placement of ``pod`` in the job's running attempt ``attempt`` (fencing: the attempt number is
+    the epoch, and only the current one may report)."""
+    if row.status != "running":
+        raise StaleAttempt(
+            f"job {row.id} is not running (it is {row.status} after attempt {row.attempt}); "
+            f"attempt {attempt} is over: stop its pods"
+        )
+    if row.attempt != attempt:
+        raise StaleAttempt(
+            f"job {row.id} runs attempt {row.attempt} now; attempt {attempt} is over: stop its pods"
+        )
+    placement = session.get(PlacementRow, (row.id, pod))
+    if placement is None:
+        raise JobNotFound(f"job {row.id} has no pod {pod}")
+    return placement
 
 
 def read_queue_depths(session: Session) -> dict[tuple[str, str], int]:

@@ -46,6 +46,17 @@ class NodeStore:
             if row is not None:
                 row.last_heartbeat = 0.0
 
+    def remove(self, name: str) -> bool:
+        """Forget the node's registration and heartbeats; False when there were none. A registered-only
+        node leaves the fleet (the next round requeues its work); a node the cluster file declares is
+        back to its declared shape, down until heard from again when heartbeats are required."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(NodeRow, name)
+            if row is None:
+                return False
+            session.delete(row)
+            return True
+
     def last_heard(self) -> dict[str, float]:
         with Session(self.engine) as session:
             return {

@@ -29,6 +29,8 @@ class JobRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     submit_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     """Client-chosen idempotency key: a retried submission returns the job it already created."""
+    submit_digest: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the spec the key was first used with: the same key with another spec is refused."""
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
@@ -96,6 +98,9 @@ class UserRow(Base):
     tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name"), index=True)
     role: Mapped[str] = mapped_column(String(16))
     """admin, member, viewer or agent (see ``corral.store.accounts.ROLES``)."""
+    node: Mapped[str | None] = mapped_column(String(128), default=None)
+    """An agent's node: the only node its tokens may speak for (None: not bound yet, see
+    ``AccountStore.bind_agent``); None for people."""
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -109,6 +114,8 @@ class TokenRow(Base):
     user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
     digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """Unix seconds after which the token is refused (401 "token expired"); None: never."""
 
 
 class QueueRow(Base):

@@ -23,7 +23,7 @@ from corral.server.params import JobId
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
-from corral.store.jobs import ENDED, JobAlreadyEnded, JobRecord
+from corral.store.jobs import ENDED, IdempotencyConflict, JobAlreadyEnded, JobRecord
 
 router = APIRouter(tags=["jobs"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
@@ -31,7 +31,7 @@ Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Submitter = Annotated[Principal, Depends(allow(*SUBMITTERS))]
 
 
-@router.post("/jobs", status_code=201, response_model=Job)
+@router.post("/jobs", status_code=201, response_model=Job, responses=CONFLICT)
 def submit(
     request: Request,
     spec: JobSpec,
@@ -40,7 +40,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] = None,
 ) -> Job:
     """Store a job for the caller's tenant; with an ``Idempotency-Key`` header a retried request returns
-    the same job. Refused with the reason: a queue the tenant may not use (403), a queue that does not
+    the same job, and the same key with a different spec is refused (409). Refused with the reason: a queue the tenant may not use (403), a queue that does not
     exist or a request no node or quota could ever hold (422)."""
     queue = plane.queue(spec.queue)
     if queue is None:
@@ -54,7 +54,10 @@ def submit(
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
         refuse(request, 422, verdict.rejection[1], principal)
-    job = as_job(plane.jobs.submit(spec, tenant=principal.tenant, submit_key=idempotency_key))
+    try:
+        job = as_job(plane.jobs.submit(spec, tenant=principal.tenant, submit_key=idempotency_key))
+    except IdempotencyConflict as error:
+        refuse(request, 409, str(error), principal)
     plane.changed()
     return job
 

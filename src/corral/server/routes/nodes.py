@@ -6,22 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit
+from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit, Problem
 from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
+from corral.control.reconcile import heartbeat_timeout
 from corral.core.nodes import Node
-from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, refuse
+from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, audit, caller, refuse, speak_for
 from corral.server.params import JobId, NodeName, PodIndex
 from corral.server.routes.jobs import as_job
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
-from corral.store.jobs import JobNotFound
+from corral.store.jobs import JobNotFound, StaleAttempt
 
 router = APIRouter(tags=["nodes"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Agent = Annotated[Principal, Depends(allow(*AGENTS))]
+Admin = Annotated[Principal, Depends(allow("admin"))]
+STALE = {409: {"model": Problem, "description": "The report is about an attempt that is over."}}
 
 
 @router.get("/clusters")
@@ -42,7 +45,11 @@ def register(
 ) -> NodeState:
     """An agent registers its machine (again whenever a GPU's health changes). A new name becomes a node
     the next round schedules onto; a name the cluster file declares takes the GPUs' health from here,
-    and a different GPU count is refused (409). Jobs on a GPU reported unhealthy are requeued."""
+    and a different GPU count is refused (409), as is a node this server runs itself. An agent
+    registers only its own node (403)."""
+    speak_for(request, plane, principal, name)
+    if name in plane.local_nodes:
+        refuse(request, 409, f"node {name} is run by this server itself; it takes no registration", principal)
     try:
         check_registration(plane.inventory.clusters, name, registration)
     except RegistrationConflict as error:
@@ -52,11 +59,26 @@ def register(
     return _node_states(plane, [plane.empty_snapshot().nodes[name]])[0]
 
 
+@router.delete("/nodes/{name}", status_code=204)
+def remove(request: Request, name: NodeName, plane: Plane, principal: Admin) -> None:
+    """Forget a node's registration and heartbeats (admins). A machine only an agent registered leaves
+    the fleet and its running work is requeued, as for a node that went down; a node the cluster file
+    declares goes back to its declared shape. An agent still running re-registers: revoke its tokens
+    first to keep it out."""
+    if not plane.nodes.remove(name):
+        declared = plane.inventory_node(name) is not None
+        hint = " (the cluster file declares it: remove it there)" if declared else ""
+        refuse(request, 404, f"no registration of node {name!r}{hint}", principal)
+    audit.info("node %s removed by %s", name, caller(principal))
+    plane.inventory_changed()
+
+
 @router.post("/nodes/{name}/heartbeat", response_model=NodeState)
 def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) -> NodeState:
-    """An agent says its node is alive; nodes silent for longer than the heartbeat timeout are down
-    and their work is requeued."""
+    """An agent says its node is alive; nodes silent for longer than the answer's
+    ``heartbeat_timeout`` are down and their work is requeued (and their agents stop their pods)."""
     node = _known(request, plane, principal, name)
+    speak_for(request, plane, principal, name)
     plane.nodes.heartbeat(name)
     return _node_states(plane, [node])[0]
 
@@ -65,27 +87,51 @@ def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) 
 def node_pods(request: Request, name: NodeName, plane: Plane, principal: Agent) -> list[DesiredPod]:
     """The pods the node's agent should be running now; anything else it runs, it stops."""
     _known(request, plane, principal, name)
+    speak_for(request, plane, principal, name)
     return desired_pods(plane.jobs, node=name)
 
 
-@router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"])
+@router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"], responses=STALE)
 def pod_exit(
     request: Request, job_id: JobId, pod: PodIndex, report: PodExit, plane: Plane, principal: Agent
 ) -> Job:
-    """An agent reports a pod's exit code; the job ends when all its pods have."""
+    """An agent reports a pod's exit code; the job ends when all its pods have. Only the agent of the
+    pod's node may (403), and only for the job's current attempt (409: that attempt is over)."""
+    _reporter(request, plane, principal, job_id, report.attempt, pod)
     try:
         job = as_job(plane.jobs.record_exit(job_id, report.attempt, pod, report.code))
     except JobNotFound as error:
         refuse(request, 404, str(error), principal)
+    except StaleAttempt as error:
+        refuse(request, 409, str(error), principal)
     plane.changed()
     return job
 
 
-@router.post("/jobs/{job_id}/pods/{pod}/logs", response_model=LogLength, tags=["jobs"])
-def ship_logs(job_id: JobId, pod: PodIndex, chunk: LogChunk, plane: Plane, _: Agent) -> LogLength:
+@router.post("/jobs/{job_id}/pods/{pod}/logs", response_model=LogLength, tags=["jobs"], responses=STALE)
+def ship_logs(
+    request: Request, job_id: JobId, pod: PodIndex, chunk: LogChunk, plane: Plane, principal: Agent
+) -> LogLength:
     """An agent ships a pod's new output. A chunk that does not start where the stored output ends is
-    ignored; the answer says where it ends, so the agent resumes there."""
+    ignored; the answer says where it ends, so the agent resumes there. Only the agent of the pod's node
+    may (403), and only while the job runs that attempt (409)."""
+    _reporter(request, plane, principal, job_id, chunk.attempt, pod)
     return LogLength(length=plane.shipped_logs.append(job_id, chunk.attempt, pod, chunk.offset, chunk.text))
+
+
+def _reporter(
+    request: Request, plane: ControlPlane, principal: Principal, job_id: str, attempt: int, pod: int
+) -> None:
+    """Refuse a report about a pod from anyone but its node's agent (or an admin), or about an attempt
+    that is not the job's current run: the fence that keeps a cut-off agent from changing a job that
+    runs again elsewhere."""
+    try:
+        node = plane.jobs.pod_node(job_id, attempt, pod)
+    except JobNotFound as error:
+        refuse(request, 404, str(error), principal)
+    except StaleAttempt as error:
+        refuse(request, 409, str(error), principal)
+    speak_for(request, plane, principal, node)
 
 
 def _known(request: Request, plane: ControlPlane, principal: Principal, name: str) -> Node:
@@ -115,6 +161,7 @@ def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
             unhealthy_gpus=[gpu.index for gpu in node.gpus if not gpu.healthy],
             registered=node.name in registered,
             last_heartbeat=heard.get(node.name),
+            heartbeat_timeout=heartbeat_timeout(plane.inventory, registered=node.name in registered),
         )
         for node in nodes
     ]

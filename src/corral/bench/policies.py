@@ -1,0 +1,532 @@
+"""Policies against each other on contended work (issue 13): does the default policy beat plain FIFO?
+
+Issue 13 reports that ``default`` (fair share, priority, preemption, bin-packing) finishes contended work
+later than ``fifo``: preemptions that undo each other, a replay that never settles, idle GPUs next to jobs
+that fit, a borrowing limit that starves a team. This benchmark measures those symptoms on three
+scenarios, every policy on every seed, one ``Simulator`` replay each:
+
+- ``mixed`` and ``gangs``: a lab cluster under bursty multi-team load (``corral.bench.contended``).
+- ``alibaba``: the openb trace made contended as ``benchmarks/trace_replay.py`` does (arrivals 300x
+  faster, every pool cut to 10%), one window of consecutive arrivals per seed. The trace has no tenants
+  (its ``qos`` column is a service class, not a team), so all its jobs share one unlimited queue and the
+  per-queue figures are not computed for it.
+
+A replay that raises (the engine's "preemptions did not settle" livelock, for one) is a failed run with its
+message; the benchmark goes on. Ratios are against ``fifo`` on the same scenario and seed, and the tables
+give medians over seeds, since one seed's heavy-tailed run times can move every figure.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corral.bench.contended import PEAK_WINDOW_SECONDS, capacity_gpus, generate, peak_offered_load
+from corral.core.workloads import Workload
+from corral.scenario.io import load_cluster_file, load_workload
+from corral.scenario.models import ClusterFile, Event
+from corral.scheduling import get_policy
+from corral.sim.engine import Simulator
+from corral.sim.report import JobRecord
+from corral.traces.alibaba import import_openb
+
+TRACE = "alibaba"
+TRACE_SPEEDUP, TRACE_CLUSTER_SHARE = 300.0, 0.1
+"""As ``benchmarks/trace_replay.py``: at the recorded pace the trace's cluster is nearly idle."""
+BASELINE = "fifo"
+RATIO_METRICS = ("jct_mean", "wait_p50", "wait_p95", "wait_p99", "makespan", "gpu_allocation")
+DEFAULT_POLICIES = ("default", "fifo", "strict-fifo", "spread")
+DEFAULT_SEEDS = (101, 102, 103, 104, 105)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    seed: int
+    cluster_file: ClusterFile
+    workloads: list[Workload]
+    offered_load: float
+    """Work submitted over the arrival span (GPU-seconds) over the cluster's GPU-time in that span."""
+    peak_offered_load: float
+    """The same over the busiest ``PEAK_WINDOW_SECONDS`` of arrivals, or tenth of the span if shorter."""
+
+
+@dataclass(frozen=True)
+class QueueShare:
+    """What one team got while jobs were arriving (after the last arrival every queue drains, so shares
+    over the whole replay only repeat each team's demand)."""
+
+    queue: str
+    received: float
+    """The queue's share of the GPU-time allocated between the first and the last arrival."""
+    entitled: float
+    """Its demand-capped fair share of that GPU-time: water-filled across queues in proportion to nominal
+    quota (all flavors), no queue entitled to more than its jobs could have used before the last arrival
+    had each started on submission."""
+    max_wait: float
+    """Longest wait from submission to first start (to the end of the replay for a job never started)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str
+    seed: int
+    policy: str
+    error: str | None = None
+    """Why the replay raised; every figure below is then None."""
+    jobs: int = 0
+    finished: int | None = None
+    jct_mean: float | None = None
+    wait_p50: float | None = None
+    wait_p95: float | None = None
+    wait_p99: float | None = None
+    gpu_allocation: float | None = None
+    """GPU-time allocated over GPU capacity-time until the last job event."""
+    makespan: float | None = None
+    lost_gpu_hours: float | None = None
+    lost_pct: float | None = None
+    """Lost GPU-hours as a % of GPU-hours allocated."""
+    preemptions: int | None = None
+    zero_length_runs: int | None = None
+    scheduler_seconds: float | None = None
+    wall_seconds: float = 0.0
+    queues: list[QueueShare] = field(default_factory=list)
+
+
+def scenarios(
+    families: Sequence[str], seeds: Sequence[int], jobs: int, trace_dir: Path | None
+) -> list[Scenario]:
+    """Every scenario for every seed: the generated families, then the trace's windows when given."""
+    result = []
+    for family in families:
+        for seed in seeds:
+            generated = generate(family, seed, jobs)
+            result.append(
+                Scenario(
+                    family,
+                    seed,
+                    generated.cluster_file,
+                    generated.workloads,
+                    generated.offered_load,
+                    generated.peak_offered_load,
+                )
+            )
+    if trace_dir is not None:
+        cluster_file, workloads = _contended_trace(trace_dir)
+        capacity = capacity_gpus(cluster_file)
+        for seed in seeds:
+            window = trace_window(workloads, jobs, seed)
+            span = max(window[-1].submit, 1.0)
+            offered = sum(job.gpu_demand_milli / 1000 * job.duration for job in window) / (capacity * span)
+            peak = peak_offered_load(window, capacity, min(PEAK_WINDOW_SECONDS, span / 10))
+            result.append(Scenario(TRACE, seed, cluster_file, window, offered, peak))
+    return result
+
+
+def _contended_trace(trace_dir: Path) -> tuple[ClusterFile, list[Workload]]:
+    with tempfile.TemporaryDirectory() as scratch:
+        imported = import_openb(trace_dir, Path(scratch))
+        cluster_file = load_cluster_file(imported.cluster_path)
+        workloads = load_workload(imported.workload_path)
+    clusters = [
+        c.model_copy(
+            update={
+                "pools": [
+                    p.model_copy(update={"count": max(1, round(p.count * TRACE_CLUSTER_SHARE))})
+                    for p in c.pools
+                ]
+            }
+        )
+        for c in cluster_file.clusters
+    ]
+    faster = [job.model_copy(update={"submit": job.submit / TRACE_SPEEDUP}) for job in workloads]
+    return ClusterFile(clusters=clusters, queues=cluster_file.queues), faster
+
+
+def trace_window(workloads: Sequence[Workload], jobs: int, seed: int) -> list[Workload]:
+    """``jobs`` consecutive arrivals from a seeded start, shifted to begin at 0 (the whole trace when it
+    has no more): a replay of all 7255 jobs takes too long for several seeds and policies."""
+    ordered = sorted(workloads, key=lambda job: job.submit)
+    if jobs >= len(ordered):
+        return ordered
+    start = random.Random(seed).randrange(len(ordered) - jobs + 1)
+    origin = ordered[start].submit
+    return [job.model_copy(update={"submit": job.submit - origin}) for job in ordered[start : start + jobs]]
+
+
+def replay(scenario: Scenario, policy_name: str, simulator: type[Simulator] = Simulator) -> Run:
+    """One policy on one scenario; a replay that raises becomes a failed run with the error's message."""
+    started = time.perf_counter()
+    usage = _QueueUsage(scenario.workloads)
+    try:
+        replayed = simulator(
+            scenario.cluster_file, scenario.workloads, get_policy(policy_name), sink=usage.record
+        )
+        summary = replayed.run().summary
+    except Exception as error:  # any failure is a finding to record, not a reason to stop the benchmark
+        return Run(
+            scenario.name,
+            scenario.seed,
+            policy_name,
+            error=f"{type(error).__name__}: {error}",
+            jobs=len(scenario.workloads),
+            wall_seconds=time.perf_counter() - started,
+        )
+    records = replayed.tally.jobs.values()
+    waits = [r.first_start - r.workload.submit for r in records if r.first_start is not None]
+    return Run(
+        scenario.name,
+        scenario.seed,
+        policy_name,
+        jobs=summary.jobs,
+        finished=summary.finished,
+        jct_mean=summary.jct_mean,
+        wait_p50=summary.wait_p50,
+        wait_p95=summary.wait_p95,
+        wait_p99=float(np.percentile(waits, 99)) if waits else 0.0,
+        gpu_allocation=summary.gpu_allocation,
+        makespan=summary.makespan,
+        lost_gpu_hours=summary.lost_gpu_hours,
+        lost_pct=100 * summary.lost_gpu_hours / summary.gpu_hours_used if summary.gpu_hours_used else 0.0,
+        preemptions=summary.preemptions,
+        zero_length_runs=summary.zero_length_runs,
+        scheduler_seconds=summary.scheduler_seconds,
+        wall_seconds=time.perf_counter() - started,
+        queues=usage.shares(scenario.cluster_file, replayed.tally.last_time, records),
+    )
+
+
+class _QueueUsage:
+    """GPU-seconds each queue was allocated between the first and the last arrival, from the event log."""
+
+    def __init__(self, workloads: Sequence[Workload]) -> None:
+        self._queue = {job.id: job.queue for job in workloads}
+        self._workloads = workloads
+        self._window = (
+            min((job.submit for job in workloads), default=0.0),
+            max((job.submit for job in workloads), default=0.0),
+        )
+        self._open: dict[str, tuple[float, float]] = {}
+        self.gpu_seconds: dict[str, float] = defaultdict(float)
+
+    def record(self, event: Event) -> None:
+        if event.event == "started" and event.job is not None:
+            gpus = sum(p.gpu_milli * len(p.gpus) for p in event.placements or ()) / 1000
+            self._open[event.job] = (event.t, gpus)
+        elif event.event in ("finished", "preempted", "failed") and event.job in self._open:
+            start, gpus = self._open.pop(event.job)
+            first, last = self._window
+            overlap = min(event.t, last) - max(start, first)
+            if overlap > 0:
+                self.gpu_seconds[self._queue[event.job]] += overlap * gpus
+
+    def shares(self, cluster_file: ClusterFile, end: float, records: Iterable[JobRecord]) -> list[QueueShare]:
+        quotas = {q.name: sum((q.quota or {}).values()) for q in cluster_file.queues or [] if q.quota}
+        if len(quotas) < 2:
+            return []  # one queue, or queues without quota: no share to be entitled to
+        last = self._window[1]
+        demand: dict[str, float] = defaultdict(float)
+        for job in self._workloads:
+            usable = max(0.0, min(job.submit + job.duration, last) - job.submit)
+            demand[job.queue] += job.gpu_demand_milli / 1000 * usable
+        delivered = sum(self.gpu_seconds.values())
+        entitled = water_fill(delivered, quotas, demand)
+        max_wait: dict[str, float] = defaultdict(float)
+        for record in records:
+            start = record.first_start if record.first_start is not None else end
+            max_wait[record.workload.queue] = max(
+                max_wait[record.workload.queue], start - record.workload.submit
+            )
+        return [
+            QueueShare(
+                queue,
+                self.gpu_seconds.get(queue, 0.0) / delivered if delivered else 0.0,
+                entitled[queue] / delivered if delivered else 0.0,
+                max_wait[queue],
+            )
+            for queue in sorted(quotas)
+        ]
+
+
+def water_fill(total: float, weights: dict[str, float], caps: dict[str, float]) -> dict[str, float]:
+    """``total`` split in proportion to ``weights``, no one above its cap, what a capped one leaves going
+    to the others (max-min fairness weighted by quota)."""
+    shares = dict.fromkeys(weights, 0.0)
+    open_ = {name for name, weight in weights.items() if weight > 0}
+    left = total
+    while open_ and left > 1e-9:
+        weight = sum(weights[name] for name in open_)
+        capped = {name for name in open_ if caps.get(name, 0.0) <= left * weights[name] / weight}
+        if not capped:
+            for name in open_:
+                shares[name] = left * weights[name] / weight
+            break
+        for name in capped:
+            shares[name] = caps.get(name, 0.0)
+            left -= shares[name]
+        open_ -= capped
+    return shares
+
+
+def run_benchmark(
+    scenario_list: Sequence[Scenario],
+    policies: Sequence[str],
+    on_done: Callable[[Run], None] | None = None,
+    simulator: type[Simulator] = Simulator,
+) -> dict[str, object]:
+    """Every policy on every scenario, as plain data: each run, ratios against fifo, medians over seeds."""
+    runs = []
+    for scenario in scenario_list:
+        for policy in policies:
+            run = replay(scenario, policy, simulator)
+            runs.append(run)
+            if on_done is not None:
+                on_done(run)
+    names = list(dict.fromkeys(s.name for s in scenario_list))
+    return {
+        "baseline": BASELINE,
+        "policies": list(policies),
+        "seeds": sorted({s.seed for s in scenario_list}),
+        "scenarios": {
+            name: {
+                "jobs": int(statistics.median(len(s.workloads) for s in scenario_list if s.name == name)),
+                "gpus": capacity_gpus(next(s for s in scenario_list if s.name == name).cluster_file),
+                "offered_load": statistics.median(s.offered_load for s in scenario_list if s.name == name),
+                "peak_offered_load": statistics.median(
+                    s.peak_offered_load for s in scenario_list if s.name == name
+                ),
+            }
+            for name in names
+        },
+        "runs": [asdict(run) for run in runs],
+        "ratios": ratios(runs),
+        "medians": medians(runs),
+    }
+
+
+def ratios(runs: Sequence[Run]) -> list[dict[str, object]]:
+    """Each policy's figures over fifo's on the same scenario and seed (None where either run failed)."""
+    baseline = {(r.scenario, r.seed): r for r in runs if r.policy == BASELINE}
+    rows = []
+    for run in runs:
+        base = baseline.get((run.scenario, run.seed))
+        if run.policy == BASELINE or base is None:
+            continue
+        row: dict[str, object] = {"scenario": run.scenario, "seed": run.seed, "policy": run.policy}
+        for metric in RATIO_METRICS:
+            mine, theirs = getattr(run, metric), getattr(base, metric)
+            row[metric] = mine / theirs if mine is not None and theirs else None
+        rows.append(row)
+    return rows
+
+
+SUMMED = (
+    "jct_mean",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "gpu_allocation",
+    "makespan",
+    "lost_gpu_hours",
+    "lost_pct",
+    "preemptions",
+    "zero_length_runs",
+    "scheduler_seconds",
+    "wall_seconds",
+)
+
+
+def medians(runs: Sequence[Run]) -> list[dict[str, object]]:
+    """Per scenario and policy: the median and range over seeds of every figure of the runs that did not
+    fail, their ratio to fifo likewise, per-queue shares, and the failures with their messages."""
+    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[(run.scenario, run.policy)].append(run)
+    ratio_rows = ratios(runs)
+    rows = []
+    for (scenario, policy), group in by_key.items():
+        ok = [r for r in group if r.error is None]
+        row: dict[str, object] = {
+            "scenario": scenario,
+            "policy": policy,
+            "seeds": len(group),
+            "failed": len(group) - len(ok),
+            "errors": {str(r.seed): r.error for r in group if r.error is not None},
+        }
+        for metric in SUMMED:
+            values = [getattr(r, metric) for r in ok]
+            row[metric] = _spread(values)
+        mine = [r for r in ratio_rows if r["scenario"] == scenario and r["policy"] == policy]
+        row["vs_fifo"] = {
+            metric: _spread([r[metric] for r in mine if r[metric] is not None]) for metric in RATIO_METRICS
+        }
+        queues: dict[str, list[QueueShare]] = defaultdict(list)
+        for run in ok:
+            for share in run.queues:
+                queues[share.queue].append(share)
+        row["queues"] = {
+            queue: {
+                "received": statistics.median(s.received for s in shares),
+                "entitled": statistics.median(s.entitled for s in shares),
+                "received_over_entitled": statistics.median(
+                    s.received / s.entitled if s.entitled else 0.0 for s in shares
+                ),
+                "max_wait": statistics.median(s.max_wait for s in shares),
+            }
+            for queue, shares in sorted(queues.items())
+        }
+        rows.append(row)
+    return rows
+
+
+def _spread(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": float(statistics.median(values)), "min": float(min(values)), "max": float(max(values))}
+
+
+def markdown_table(report: dict[str, object]) -> list[str]:
+    """The report as Markdown: the scenarios, medians per scenario and policy, every seed's ratio to fifo,
+    per-queue shares, and each failure's message."""
+    seeds = report["seeds"]
+    lines = [
+        "| scenario | jobs | GPUs | offered load over the arrivals | busiest 6 h (trace: tenth of the span) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, facts in report["scenarios"].items():  # type: ignore[attr-defined]
+        lines.append(
+            f"| {name} | {facts['jobs']} | {facts['gpus']} | {facts['offered_load']:.0%} | "
+            f"{facts['peak_offered_load']:.0%} |"
+        )
+    lines += [
+        "",
+        f"Medians over seeds {', '.join(map(str, seeds))} (a failed run counts in `failed` and nowhere "  # type: ignore[call-overload]
+        "else); ratios are to fifo on the same scenario and seed, with their range over seeds:",
+        "",
+        "| scenario | policy | failed | JCT mean h | wait p50 h | p95 h | p99 h | GPU allocation | makespan h "
+        "| lost GPU-h (% of allocated) | preemptions | zero-length runs | JCT vs fifo | p95 wait vs fifo "
+        "| scheduler s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["medians"]:  # type: ignore[attr-defined]
+        cells = [row["scenario"], row["policy"], f"{row['failed']}/{row['seeds']}"]
+        if row["jct_mean"] is None:
+            lines.append("| " + " | ".join(cells + ["-"] * 12) + " |")
+            continue
+
+        def median(metric: str, row: dict[str, object] = row) -> float:
+            return row[metric]["median"]  # type: ignore[index]
+
+        cells += [f"{median(m) / 3600:.1f}" for m in ("jct_mean", "wait_p50", "wait_p95", "wait_p99")]
+        cells += [f"{median('gpu_allocation'):.1%}", f"{median('makespan') / 3600:.0f}"]
+        cells += [f"{median('lost_gpu_hours'):.0f} ({median('lost_pct'):.1f}%)"]
+        cells += [f"{median('preemptions'):.0f}", f"{median('zero_length_runs'):.0f}"]
+        cells += [_ratio(row["vs_fifo"]["jct_mean"]), _ratio(row["vs_fifo"]["wait_p95"])]  # type: ignore[index]
+        cells += [f"{median('scheduler_seconds'):.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Every seed: mean JCT / p95 wait over fifo's on the same scenario and seed:",
+        "",
+        "| scenario | policy | " + " | ".join(map(str, seeds)) + " |",  # type: ignore[call-overload]
+        "|---|---|" + "---|" * len(seeds),  # type: ignore[arg-type]
+    ]
+    by_seed = {(r["scenario"], r["policy"], r["seed"]): r for r in report["ratios"]}  # type: ignore[attr-defined]
+    failed = {(r["scenario"], r["policy"], r["seed"]) for r in report["runs"] if r["error"]}  # type: ignore[attr-defined]
+    for row in report["medians"]:  # type: ignore[attr-defined]
+        if row["policy"] == BASELINE:
+            continue
+        cells = []
+        for seed in seeds:  # type: ignore[attr-defined]
+            key = (row["scenario"], row["policy"], seed)
+            ratio = by_seed.get(key)
+            if key in failed or ratio is None:
+                cells.append("failed" if key in failed else "-")
+            else:
+                cells.append(" / ".join(_number(ratio[metric]) for metric in ("jct_mean", "wait_p95")))
+        lines.append(f"| {row['scenario']} | {row['policy']} | " + " | ".join(cells) + " |")
+    queue_rows = [row for row in report["medians"] if row["queues"]]  # type: ignore[attr-defined]
+    if queue_rows:
+        queues = sorted({q for row in queue_rows for q in row["queues"]})
+        lines += [
+            "",
+            "Per queue, medians over seeds: GPU-time received between the first and the last arrival over the "
+            "queue's demand-capped fair share of it (quota-weighted water-filling), and the longest wait (h):",
+            "",
+            "| scenario | policy | " + " | ".join(queues) + " |",
+            "|---|---|" + "---|" * len(queues),
+        ]
+        for row in queue_rows:
+            cells = [
+                f"{row['queues'][q]['received_over_entitled']:.2f} ({row['queues'][q]['max_wait'] / 3600:.0f} h)"
+                if q in row["queues"]
+                else "-"
+                for q in queues
+            ]
+            lines.append(f"| {row['scenario']} | {row['policy']} | " + " | ".join(cells) + " |")
+    errors = [r for r in report["runs"] if r["error"]]  # type: ignore[attr-defined]
+    if errors:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- {r['scenario']} seed {r['seed']}, {r['policy']}: `{r['error']}`" for r in errors]
+    return lines
+
+
+def _number(value: object) -> str:
+    """A ratio to two decimals; "-" where fifo's figure was 0 (no wait to compare with)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _ratio(spread: dict[str, float] | None) -> str:
+    if spread is None:
+        return "-"
+    return f"{spread['median']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
+
+
+def plot_ratios(report: dict[str, object], out: Path) -> None:
+    """Mean JCT and p95 wait over fifo's, per scenario and policy: bars are medians, dots are seeds, a
+    cross on the line at 1 marks a scenario and policy with a failed run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    policies = [p for p in report["policies"] if p != BASELINE]  # type: ignore[attr-defined]
+    names = list(report["scenarios"])  # type: ignore[call-overload]
+    failed = {(r["scenario"], r["policy"]) for r in report["runs"] if r["error"]}  # type: ignore[attr-defined]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    width = 0.8 / max(1, len(policies))
+    for axis, metric, title in zip(
+        axes, ("jct_mean", "wait_p95"), ("mean JCT / fifo", "p95 wait / fifo"), strict=True
+    ):
+        for index, policy in enumerate(policies):
+            offsets = [i + (index - (len(policies) - 1) / 2) * width for i in range(len(names))]
+            heights = []
+            for x, name in zip(offsets, names, strict=True):
+                values = [
+                    r[metric]
+                    for r in report["ratios"]  # type: ignore[attr-defined]
+                    if r["scenario"] == name and r["policy"] == policy and r[metric] is not None
+                ]
+                heights.append(float(np.median(values)) if values else 0.0)
+                axis.scatter([x] * len(values), values, s=8, color="black", zorder=3)
+                if (name, policy) in failed:
+                    axis.annotate("x", (x, 1), xytext=(0, 2), textcoords="offset points", ha="center")
+            axis.bar(offsets, heights, width, label=policy)
+        axis.axhline(1.0, color="grey", linewidth=0.8)
+        axis.set_xticks(range(len(names)), names)
+        axis.set_yscale("log")
+        axis.set_title(f"{title} (log; dots: seeds)", fontsize=9)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
