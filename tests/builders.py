@@ -11,6 +11,7 @@ jobs default to one pod of one whole GPU and no CPU or memory, so only GPUs matt
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from corral.core.cluster import ClusterSpec, NodeTemplate, ObjectStoreSpec, PoolSpec
@@ -236,3 +237,18 @@ def gpus_of(result_start: Any) -> dict[str, list[tuple[int, ...]]]:
     for p in result_start.placements:
         where.setdefault(p.node, []).append(p.gpus)
     return where
+
+
+@dataclass(frozen=True)
+class TextLog:
+    """A pod's output held in memory (a ``corral.logs.LogSource``), for routes that read logs."""
+
+    data: bytes
+    kept_from: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    def read(self, start: int, stop: int) -> bytes:
+        return self.data[start:stop]

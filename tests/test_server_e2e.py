@@ -147,6 +147,10 @@ def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monke
     job = json.loads(ran.output)
     assert job["status"] == "finished" and job["attempt"] == 1
     assert cli.invoke(app, ["logs", "-f", job["id"]]).output == "one\ntwo\n"
+    assert cli.invoke(app, ["logs", "--tail", "1", job["id"]]).output == "two\n"
+    assert "".join(client.follow_logs(job["id"], tail=1)) == "two\n"
+    part = client.log_range(job["id"], offset=4, limit=2)
+    assert (part.text, part.start, part.end, part.length, part.truncated_before) == ("tw", 4, 6, 8, 0)
     status = cli.invoke(app, ["status", job["id"]])
     assert all(kind in status.output for kind in ("submitted", "started", "finished"))
     failing = cli.invoke(app, ["run", "--wait", "--queue", "nlp", "--", "echo about to fail; exit 3"])

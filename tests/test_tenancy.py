@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from builders import make_cluster, make_pool
+from builders import TextLog, make_cluster, make_pool
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -52,7 +52,12 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     bucket = request.getfixturevalue("bucket") if S3_AT_HAND else None
     inventory = Inventory(clusters=[make_cluster("lab", LAB_POOLS, object_store=bucket)])
     runs = tmp_path / "runs"
-    app = create_app(store, inventory, logs=lambda job_id, pod: f"output of {job_id}\n", runs=runs)
+    app = create_app(
+        store,
+        inventory,
+        logs=lambda job_id, pod, attempt: TextLog(f"output of {job_id}\n".encode()),
+        runs=runs,
+    )
     http = TestClient(app)
     accounts = AccountStore(store.engine)
     tokens = {"admin": accounts.bootstrap()}

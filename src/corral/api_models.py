@@ -7,14 +7,40 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.federation.artifacts import ArtifactKind
+from corral.limits import (
+    GPU_MODEL_MAX,
+    INT32_MAX,
+    MAX_CPU,
+    MAX_EXIT_CODE,
+    MAX_GPUS_PER_POD,
+    MAX_LOG_CHUNK_CHARS,
+    MAX_LOG_OFFSET,
+    MAX_MEMORY_GIB,
+    MAX_PATH_CHARS,
+    NAME_MAX,
+    Name,
+)
 
 JOB_STATUSES = ("pending", "running", "finished", "failed", "cancelled")
 
 
-class Problem(BaseModel):
-    """Every refusal: what is wrong and, where there is one, the fix."""
+class FieldError(BaseModel):
+    field: str
+    """Where in the request, e.g. ``resources.gpus`` or ``query.pod``."""
+    message: str
 
+
+class Problem(BaseModel):
+    """Every refusal, as RFC 9457 problem details: what is wrong and, where there is one, the fix."""
+
+    type: str = "about:blank"
+    title: str
+    """The status's phrase, e.g. ``Unprocessable Content``."""
+    status: int
     detail: str
+    """One line for people: every field error joined, or the reason."""
+    errors: list[FieldError] | None = None
+    """For a 422 from validation: each field that is wrong."""
 
 
 class Job(BaseModel):
@@ -69,9 +95,9 @@ class NodeState(BaseModel):
 class LogChunk(BaseModel):
     """Output an agent ships: ``text`` starts at byte ``offset`` of the pod's output in ``attempt``."""
 
-    attempt: int = Field(ge=1)
-    offset: int = Field(ge=0)
-    text: str
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    offset: int = Field(ge=0, le=MAX_LOG_OFFSET)
+    text: str = Field(max_length=MAX_LOG_CHUNK_CHARS)
 
 
 class LogLength(BaseModel):
@@ -82,8 +108,10 @@ class LogLength(BaseModel):
 class PodExit(BaseModel):
     """An agent's report that a pod's process ended."""
 
-    attempt: int
-    code: int
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    code: int = Field(
+        ge=-MAX_EXIT_CODE, le=MAX_EXIT_CODE, description="Minus a signal's number if killed by it."
+    )
 
 
 class JobEventOut(BaseModel):
@@ -101,13 +129,14 @@ class ArtifactPush(BaseModel):
 
     path: str = Field(
         min_length=1,
+        max_length=MAX_PATH_CHARS,
         description="On the server's machine, inside the job's working directory or checkpoint directory; "
         "a relative path is taken from the working directory.",
     )
     kind: ArtifactKind = Field(
         description="What it is: only models and checkpoints may go to public clusters."
     )
-    cluster: str = Field(min_length=1, description="A cluster of the cluster file with an object_store.")
+    cluster: Name = Field(description="A cluster of the cluster file with an object_store.")
 
 
 class Artifact(BaseModel):
@@ -166,14 +195,14 @@ class Me(BaseModel):
 class NewTenant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[a-z0-9][a-z0-9-]*$")
 
 
 class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
-    tenant: str
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    tenant: str = Field(min_length=1, max_length=NAME_MAX)
     role: Role = "member"
     node: str | None = Field(
         default=None,
@@ -211,28 +240,30 @@ class TokenInfo(BaseModel):
 class GpuReport(BaseModel):
     """One GPU as an agent finds it (NVML) or declares it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    index: int = Field(ge=0, description="The index CUDA_VISIBLE_DEVICES uses.")
-    model: str = Field(min_length=1)
-    memory_gib: float = Field(gt=0)
+    index: int = Field(ge=0, lt=MAX_GPUS_PER_POD, description="The index CUDA_VISIBLE_DEVICES uses.")
+    model: str = Field(min_length=1, max_length=GPU_MODEL_MAX)
+    memory_gib: float = Field(gt=0, le=MAX_MEMORY_GIB)
     healthy: bool = Field(default=True, description="False: drained; jobs on it are requeued.")
-    nvlink_group: int | None = Field(default=None, description="GPUs with one group number share NVLink.")
+    nvlink_group: int | None = Field(
+        default=None, ge=-INT32_MAX, le=INT32_MAX, description="GPUs with one group number share NVLink."
+    )
 
 
 class NodeRegistration(BaseModel):
     """What an agent says its machine has. A node the cluster file already declares keeps its declared
     shape and takes only the GPUs' health from here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    cluster: str = Field(default="agents", min_length=1)
-    pool: str | None = Field(default=None, description="Default: the node's GPU model, or `cpu`.")
-    flavor: str | None = Field(default=None, description="Quota flavor; default: the pool's name.")
+    cluster: Name = "agents"
+    pool: Name | None = Field(default=None, description="Default: the node's GPU model, or `cpu`.")
+    flavor: Name | None = Field(default=None, description="Quota flavor; default: the pool's name.")
     private: bool = Field(default=True, description="Owned hardware (may run sensitive work).")
-    cpu: float = Field(gt=0)
-    memory_gib: float = Field(gt=0)
-    gpus: list[GpuReport] = Field(default_factory=list)
+    cpu: float = Field(gt=0, le=MAX_CPU)
+    memory_gib: float = Field(gt=0, le=MAX_MEMORY_GIB)
+    gpus: list[GpuReport] = Field(default_factory=list, max_length=MAX_GPUS_PER_POD)
 
     @model_validator(mode="after")
     def _indexes(self) -> NodeRegistration:

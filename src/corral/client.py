@@ -10,6 +10,8 @@ client.job(job.id).status, client.why(job.id).reason
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +87,43 @@ class Client:
     def events(self, job_id: str) -> list[JobEventOut]:
         return [JobEventOut.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events")]
 
-    def logs(self, job_id: str, pod: int = 0, offset: int = 0) -> str:
-        """A pod's output from its latest run, from byte ``offset`` on."""
-        response = self._http.get(f"/jobs/{job_id}/logs", params={"pod": pod, "offset": offset})
-        if response.is_error:
-            raise APIError(response.status_code, response.json().get("detail", response.text))
-        return response.text
+    def logs(
+        self, job_id: str, pod: int = 0, offset: int = 0, *, limit: int | None = None, tail: int | None = None
+    ) -> str:
+        """A pod's output from its latest run: from byte ``offset`` on (or its last ``tail`` lines), at
+        most ``limit`` bytes."""
+        return self.log_range(job_id, pod, offset, limit=limit, tail=tail).text
+
+    def log_range(
+        self, job_id: str, pod: int = 0, offset: int = 0, *, limit: int | None = None, tail: int | None = None
+    ) -> LogText:
+        """Like ``logs``, with which bytes were sent: ``end`` is the ``offset`` to resume from."""
+        params = {"pod": pod, "offset": offset, "limit": limit, "tail": tail}
+        response = self._http.get(
+            f"/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        _raise_for(response)
+        headers = response.headers
+        return LogText(
+            text=response.text,
+            start=int(headers["x-log-start"]),
+            end=int(headers["x-log-end"]),
+            length=int(headers["x-log-length"]),
+            truncated_before=int(headers["x-log-truncated-before"]),
+        )
+
+    def follow_logs(
+        self, job_id: str, pod: int = 0, *, offset: int = 0, tail: int | None = None
+    ) -> Iterator[str]:
+        """A pod's output as the server streams it, new output as it is written, until the job ends (a
+        resumed job's new attempt announced with a rule line)."""
+        params = {"pod": pod, "offset": offset, "follow": True} | ({"tail": tail} if tail is not None else {})
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)  # quiet while the job is
+        with self._http.stream("GET", f"/jobs/{job_id}/logs", params=params, timeout=timeout) as response:
+            if response.is_error:
+                response.read()
+                _raise_for(response)
+            yield from response.iter_text()
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
@@ -204,10 +237,30 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
-        if response.is_error:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise APIError(response.status_code, str(detail))
+        _raise_for(response)
         return response.json() if response.content else None
+
+
+@dataclass(frozen=True)
+class LogText:
+    """Bytes ``[start, end)`` of a pod's output, as text."""
+
+    text: str
+    start: int
+    end: int
+    """Where to resume: the next read's ``offset``."""
+    length: int
+    """Bytes the pod had written when the server answered."""
+    truncated_before: int
+    """Output before this offset was dropped (the server keeps only the newest, up to its cap)."""
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """``APIError`` with the server's ``detail`` (every refusal is a Problem), or the body's text."""
+    if not response.is_error:
+        return
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise APIError(response.status_code, str(detail))

@@ -28,9 +28,6 @@ class LocalBackend:
         self.runner = PodRunner(data_dir / "runs")
         self.nodes = set(nodes) if nodes is not None else None
 
-    def read_log(self, job_id: str, pod: int) -> str | None:
-        return self.runner.read_log(job_id, pod)
-
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         desired = [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]

@@ -132,16 +132,6 @@ class PodRunner:
                 if child is not None:
                     child.wait(timeout=10)
 
-    def read_log(self, job_id: str, pod: int) -> str | None:
-        """The output of ``pod`` in the job's latest attempt here, or None when it never ran here."""
-        attempts = sorted(
-            self.runs.glob(f"{job_id}/attempt-*"), key=lambda p: int(p.name.removeprefix("attempt-"))
-        )
-        if not attempts:
-            return None
-        log = attempts[-1] / f"pod-{pod}" / "output.log"
-        return log.read_text(errors="replace") if log.exists() else None
-
     def alive(self, pid: int) -> bool:
         child = self._children.get(pid)
         if child is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from corral.api_models import Job
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
+from corral.logs import DEFAULT_LOG_CAP
 from corral.paths import default_data_dir
 
 if TYPE_CHECKING:
@@ -64,6 +66,10 @@ def register(
                 "0: nodes are always up, e.g. to measure scheduling without agents)."
             ),
         ] = None,
+        log_cap_mib: Annotated[
+            int,
+            typer.Option(min=1, help="MiB of each pod's output kept and served; older output is dropped."),
+        ] = DEFAULT_LOG_CAP >> 20,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         from corral.control.reconcile import Inventory
@@ -90,6 +96,7 @@ def register(
             interval=interval,
             local=local,
             workers=workers,
+            log_cap=log_cap_mib << 20,
         )
 
     @app.command()
@@ -208,15 +215,18 @@ def register(
         follow: Annotated[
             bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")
         ] = False,
+        tail: Annotated[int | None, typer.Option(min=0, help="Only the last this many lines.")] = None,
     ) -> None:
         """Print a job's output (one pod, latest run); with -f, follow it (a resumed job's new attempt
-        is announced and followed too)."""
+        is announced and followed too); with --tail N, only its last N lines."""
         with user_errors(), _client() as client:
             if not follow:
-                text = client.logs(job_id, pod)
-                print(text, end="" if text.endswith("\n") else "\n")
+                part = client.log_range(job_id, pod, tail=tail)
+                if part.truncated_before and part.start == part.truncated_before:
+                    print(f"--- output before byte {part.truncated_before} was dropped ---", file=sys.stderr)
+                print(part.text, end="" if part.text.endswith("\n") else "\n")
                 return
-            follow_logs(client, job_id, pod)
+            follow_logs(client, job_id, pod, tail)
 
     @app.command()
     def run(
@@ -322,6 +332,7 @@ def _serve(
     host: str = "127.0.0.1",
     local: bool = True,
     workers: int = 1,
+    log_cap: int = DEFAULT_LOG_CAP,
 ) -> None:
     from corral.server.serve import ServerSettings, serve
     from corral.store.database import database_url
@@ -341,6 +352,7 @@ def _serve(
             host=host,
             port=port,
             workers=workers,
+            log_cap=log_cap,
         )
         serve(chosen, announce=console.print)
 

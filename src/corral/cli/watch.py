@@ -1,7 +1,7 @@
 """Watching jobs from the terminal: waiting with a live status line, following logs, and ``corral top``.
 
-All of it polls the API (every half second): the server pushes nothing, so a watcher can come and go
-without the server knowing.
+Status polls the API (every half second); a followed log is streamed by the server as it is written.
+A watcher can come and go without the server keeping anything for it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from corral.api_models import Job, JobEventOut
-from corral.client import APIError, Client
+from corral.client import Client
 
 POLL_SECONDS = 0.5
 ENDED = ("finished", "failed", "cancelled")
@@ -47,29 +47,12 @@ def _line(job: Job) -> str:
     return f"{job.id} {where}" + (f": {job.reason}" if job.reason and job.status == "pending" else "")
 
 
-def follow_logs(client: Client, job_id: str, pod: int = 0) -> None:
-    """Print a pod's output as it grows until the job ends; a new attempt (after a preemption or a lost
-    node) starts a new log, announced with a rule."""
-    offset, attempt = 0, None
-    while True:
-        job = client.job(job_id)
-        if job.attempt != attempt and job.status == "running":
-            if attempt is not None:
-                print(f"--- attempt {job.attempt} (resumed) ---", flush=True)
-            offset, attempt = 0, job.attempt
-        try:
-            text = client.logs(job_id, pod, offset)
-        except APIError as error:
-            if error.status != 404:
-                raise
-            text = ""  # not started yet, or between attempts
-        if text:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            offset += len(text.encode())
-        elif job.status in ENDED:
-            return
-        time.sleep(POLL_SECONDS)
+def follow_logs(client: Client, job_id: str, pod: int = 0, tail: int | None = None) -> None:
+    """Print a pod's output as it grows until the job ends (the server streams it; a new attempt after a
+    preemption or a lost node starts a new log, announced with a rule); ``tail``: from its last lines."""
+    for text in client.follow_logs(job_id, pod, tail=tail):
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def events_table(events: list[JobEventOut], since: float) -> Table:

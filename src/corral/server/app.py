@@ -13,18 +13,18 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.control.loop import ReconcileLoop
 from corral.control.reconcile import Inventory
+from corral.logs import DEFAULT_LOG_CAP, LogOpener
+from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
-from corral.server.services import ControlPlane, LogReader
+from corral.server.services import ControlPlane
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
-from corral.spec.validation import describe, format_loc
 from corral.store.accounts import ROLES
 from corral.store.jobs import JobStore
 from corral.store.queues import QueueStore
@@ -42,16 +42,18 @@ def create_app(
     store: JobStore,
     inventory: Inventory,
     loop: ReconcileLoop | None = None,
-    logs: LogReader | None = None,
+    logs: LogOpener | None = None,
     runs: Path | None = None,
     local_nodes: Collection[str] = (),
+    log_cap: int = DEFAULT_LOG_CAP,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
-    ``local_nodes`` the nodes that backend runs, which no agent may speak for.
+    ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
+    each pod's output kept and served.
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
-    plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes))
+    plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap)
     prepare_store(store, inventory)
 
     @asynccontextmanager
@@ -71,17 +73,7 @@ def create_app(
     for module in (jobs, artifacts, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": format_loc(tuple(e["loc"][1:] if e["loc"][:1] == ("body",) else e["loc"])),
-                "message": describe(e),
-            }
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+    problems.install(app)
 
     @app.get(f"{API}/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -29,6 +29,7 @@ from corral.core.cluster import ClusterSpec
 from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.errors import CorralError
+from corral.logs import DEFAULT_LOG_CAP, LogOpener, pod_log_files
 from corral.paths import write_token
 from corral.scheduling import get_policy
 from corral.store.accounts import AccountStore
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from corral.control.loop import ReconcileLoop
-    from corral.server.services import LogReader
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8765
     workers: int = 1
+    log_cap: int = DEFAULT_LOG_CAP
+    """Bytes of each pod's output kept and served; older output is dropped."""
 
 
 def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> None:
@@ -78,7 +80,7 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
     loop = _loop(settings, store, inventory, backend)
     if settings.workers == 1:
-        app = create_app(store, inventory, loop, *_pod_files(backend))
+        app = create_app(store, inventory, loop, *_pod_files(backend, settings.log_cap), settings.log_cap)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
         return
     prepare_store(store, inventory)
@@ -103,15 +105,17 @@ def worker_app() -> FastAPI:
 
     settings = ServerSettings.model_validate_json(os.environ[SETTINGS_VARIABLE])
     store, inventory, backend = _open(settings, migrate=False)
-    return create_app(store, inventory, None, *_pod_files(backend))
+    return create_app(store, inventory, None, *_pod_files(backend, settings.log_cap), settings.log_cap)
 
 
-def _pod_files(backend: LocalBackend | None) -> tuple[LogReader | None, Path | None, frozenset[str]]:
+def _pod_files(
+    backend: LocalBackend | None, log_cap: int
+) -> tuple[LogOpener | None, Path | None, frozenset[str]]:
     """What the API takes from the local backend: its pods' output, the folder of their files, and the
     nodes it runs (which no agent may speak for)."""
     if backend is None:
         return None, None, frozenset()
-    return backend.read_log, backend.runner.runs, frozenset(backend.nodes or ())
+    return pod_log_files(backend.runner.runs, log_cap), backend.runner.runs, frozenset(backend.nodes or ())
 
 
 def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:

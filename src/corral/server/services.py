@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from corral.control.loop import ReconcileLoop
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory
 from corral.core.nodes import Node
+from corral.logs import DEFAULT_LOG_CAP, LogOpener, LogSource
 from corral.scheduling import Snapshot
 from corral.spec.queue import QueueConfig
 from corral.store.accounts import AccountStore, Principal
@@ -26,14 +26,14 @@ from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
 from corral.store.queues import QueueStore
 
-LogReader = Callable[[str, int], str | None]
-"""(job id, pod) -> the pod's output, from whichever backend ran it."""
-
 TOKEN_CACHE_SECONDS = 1.0
 """How long an authenticated token is trusted without asking the store again. Revoking through this
 process takes effect at once; through another (an API worker of ``--workers N``, another server), within
 this time. One indexed lookup per token per second is nothing next to the requests it serves."""
 
+
+FOLLOW_SECONDS = 0.5
+"""How often a followed log is looked at again for new output (a stat or one indexed query)."""
 
 CATALOG_SECONDS = 5.0
 """How long queues and the fleet are reused between reads of the store: every submission checks them."""
@@ -51,12 +51,16 @@ class ControlPlane:
     jobs: JobStore
     inventory: Inventory
     loop: ReconcileLoop | None = None
-    logs: LogReader | None = None
+    logs: LogOpener | None = None
+    """Pods' output on this machine (the local backend's files); None without a local backend."""
     runs: Path | None = None
     """Where the local backend keeps each job's pods' folders (``<runs>/<job id>``); None without one."""
     local_nodes: frozenset[str] = frozenset()
     """The nodes this server's local backend runs (``corral up``'s machine): no agent may register or
     heartbeat them, which would make them wait for heartbeats that never come."""
+    log_cap: int = DEFAULT_LOG_CAP
+    """Bytes of each pod's output kept (shipped chunks) and served (files)."""
+    follow_seconds: float = FOLLOW_SECONDS
     accounts: AccountStore = field(init=False)
     shipped_logs: LogStore = field(init=False)
     queues: QueueStore = field(init=False)
@@ -71,14 +75,15 @@ class ControlPlane:
         self.accounts = AccountStore(engine, self.jobs.clock)
         self.queues = QueueStore(engine, self.jobs.clock)
         self.nodes = NodeStore(engine, self.jobs.clock)
-        self.shipped_logs = LogStore(engine)
+        self.shipped_logs = LogStore(engine, self.log_cap)
         loop_metrics = self.loop.metrics if self.loop is not None else None
         self.metrics = loop_metrics or ControlPlaneMetrics(engine, self.inventory.clusters)
 
-    def read_log(self, job_id: str, pod: int) -> str | None:
-        """A pod's output: from this machine's backend if it ran here, else what its agent shipped."""
-        local = self.logs(job_id, pod) if self.logs is not None else None
-        return local if local is not None else self.shipped_logs.read(job_id, pod)
+    def open_log(self, job_id: str, pod: int, attempt: int | None = None) -> LogSource | None:
+        """A pod's output in ``attempt`` (None: its latest): from this machine's backend if it ran here,
+        else what its agent shipped."""
+        local = self.logs(job_id, pod, attempt) if self.logs is not None else None
+        return local if local is not None else self.shipped_logs.open(job_id, pod, attempt)
 
     def inventory_node(self, name: str) -> Node | None:
         return self.catalog().snapshot.nodes.get(name)

@@ -28,6 +28,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
+from corral.limits import (
+    GPU_MODEL_MAX,
+    INT32_MAX,
+    MAX_CPU,
+    MAX_GPUS_PER_POD,
+    MAX_MEMORY_GIB,
+    MAX_PODS,
+    MAX_SECONDS,
+    NAME_MAX,
+)
 from corral.spec.validation import read_text, validate_yaml
 
 DEFAULT_TIME_LIMIT = 24 * 3600.0
@@ -54,9 +64,12 @@ def parse_memory_gib(value: Any) -> float:
         if match is None or match.group(2).lower() not in _BYTES:
             raise ValueError("expected a size such as 64GiB, 512Mi, 20GB or a number of GiB")
         number, unit = float(match.group(1)), match.group(2).lower()
-    if number < 0:
-        raise ValueError("a size cannot be negative")
-    return number * _BYTES[unit] / 2**30
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("a size must be a finite number, not negative")
+    gib = number * _BYTES[unit] / 2**30
+    if gib > MAX_MEMORY_GIB:
+        raise ValueError(f"a size is at most {MAX_MEMORY_GIB:g} GiB (1 PiB)")
+    return gib
 
 
 def parse_seconds(value: Any) -> float:
@@ -69,8 +82,10 @@ def parse_seconds(value: Any) -> float:
         if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
             raise ValueError("expected a duration such as 90, 30s, 10m, 2h or 1h30m")
         seconds = sum(float(number) * _SECONDS[unit] for number, unit in parts)
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be a positive, finite number of seconds")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"a duration is at most {MAX_SECONDS:g} s (ten years)")
     return seconds
 
 
@@ -83,9 +98,18 @@ class GpuRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    count: int = 0
-    milli: int = MILLI_PER_GPU
-    models: tuple[str, ...] | None = None
+    count: int = Field(default=0, ge=0, le=MAX_GPUS_PER_POD)
+    milli: int = Field(default=MILLI_PER_GPU, ge=1, le=MILLI_PER_GPU)
+    models: tuple[Annotated[str, Field(min_length=1, max_length=GPU_MODEL_MAX)], ...] | None = Field(
+        default=None, min_length=1, max_length=16
+    )
+
+    @model_validator(mode="after")
+    def _share_of_one_gpu(self) -> GpuRequest:
+        """The stored form can say what the short forms cannot: a share is of exactly one GPU."""
+        if self.milli < MILLI_PER_GPU and self.count != 1:
+            raise ValueError(f"milli {self.milli} is a share of one GPU: count must be 1, not {self.count}")
+        return self
 
     @classmethod
     def parse(cls, value: Any) -> GpuRequest:
@@ -115,6 +139,10 @@ class GpuRequest(BaseModel):
                 raise ValueError(f"{count_part!r} is not a GPU count: write MODEL:COUNT, e.g. A100:2")
             amount = float(count_part)
         amount = float(amount)
+        if not math.isfinite(amount):
+            raise ValueError("the GPU amount must be a finite number")
+        if amount > MAX_GPUS_PER_POD:
+            raise ValueError(f"{amount:g} GPUs: a pod gets at most {MAX_GPUS_PER_POD} (use more pods)")
         if amount <= 0:
             raise ValueError("the GPU amount must be positive (leave gpus out for a CPU-only job)")
         if amount < 1:
@@ -136,13 +164,13 @@ def _is_number(text: str) -> bool:
 class Resources(BaseModel):
     """What each pod needs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     gpus: Annotated[GpuRequest, BeforeValidator(GpuRequest.parse)] = Field(
         default_factory=GpuRequest, description="2, 0.5, A100:2, A100|H100:4 or T4."
     )
     gpu_memory: MemoryGiB = Field(default=0.0, description="GPU memory a share needs, e.g. 20GiB.")
-    cpu: float = Field(default=1.0, ge=0, description="CPU cores.")
+    cpu: float = Field(default=1.0, ge=0, le=MAX_CPU, description="CPU cores.")
     memory: MemoryGiB = Field(default=4.0, description="Main memory, e.g. 64GiB (a bare number is GiB).")
 
     @model_validator(mode="after")
@@ -165,13 +193,13 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", description="Lowercase name.")
-    queue: str = Field(default="default", min_length=1)
+    queue: str = Field(default="default", min_length=1, max_length=NAME_MAX)
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
     workdir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    pods: int = Field(default=1, ge=1, le=4096, description="Identical pods started together (a gang).")
+    pods: int = Field(default=1, ge=1, le=MAX_PODS, description="Identical pods started together (a gang).")
     resources: Resources = Field(default_factory=Resources)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-INT32_MAX, le=INT32_MAX)
     sensitive: bool = Field(default=False, description="Sensitive data: private clusters only.")
     burstable: bool = Field(default=True, description="May run on public-cloud clusters.")
     deadline: datetime | None = Field(default=None, description="Should finish by then (soft), ISO 8601.")

@@ -51,6 +51,20 @@ def exit_outcome(exit_codes: list[int]) -> tuple[bool, str | None]:
     return not failed, ", ".join(f"pod {pod} exited with code {code}" for pod, code in failed) or None
 
 
+def stored_key(tenant: str, key: str) -> str:
+    """The ``submit_key`` column's value for a tenant's idempotency key: ``tenant/key``, or where that
+    would not fit the column (a long tenant name and a long key), a digest of it. Both are unique per
+    (tenant, key) and cannot collide: tenant names have no ``:``, so a digest never reads as one."""
+    plain = f"{tenant}/{key}"
+    if len(plain) <= SUBMIT_KEY_COLUMN:
+        return plain
+    return "sha256:" + hashlib.sha256(plain.encode()).hexdigest()
+
+
+SUBMIT_KEY_COLUMN = 128
+"""``jobs.submit_key``'s length."""
+
+
 @dataclass(frozen=True)
 class JobEvent:
     t: float
@@ -105,10 +119,8 @@ class JobStore:
         The insert comes first and the key's unique constraint catches a repeat: a new submission, the
         common case, is one transaction with no lookup. Core inserts rather than the ORM's unit of work,
         which costs more CPU than the database does for these two rows."""
-        digest = None
-        if submit_key is not None:
-            submit_key = f"{tenant}/{submit_key}"
-            digest = spec_digest(spec)
+        column_key = stored_key(tenant, submit_key) if submit_key is not None else None
+        digest = spec_digest(spec) if submit_key is not None else None
         record = JobRecord(
             id=f"j-{uuid.uuid4().hex[:12]}",
             name=spec.name,
@@ -133,7 +145,7 @@ class JobStore:
                         "queue": record.queue,
                         "status": record.status,
                         "spec": record.spec,
-                        "submit_key": submit_key,
+                        "submit_key": column_key,
                         "submit_digest": digest,
                         "submitted_at": record.submitted_at,
                         "attempt": record.attempt,
@@ -144,14 +156,13 @@ class JobStore:
                     insert(EventRow), {"t": record.submitted_at, "job_id": record.id, "kind": "submitted"}
                 )
         except IntegrityError:
-            existing = self._by_key(submit_key) if submit_key is not None else None
+            existing = self._by_key(column_key) if column_key is not None else None
             if existing is None:
                 raise
             first, first_digest = existing
             if first_digest is not None and first_digest != digest:
-                key = submit_key.partition("/")[2] if submit_key is not None else ""
                 raise IdempotencyConflict(
-                    f"Idempotency-Key {key!r} was used for job {first.id} with a different spec; "
+                    f"Idempotency-Key {submit_key!r} was used for job {first.id} with a different spec; "
                     "use a new key for a new job"
                 ) from None
             return first  # a repeat, or another request with the same key won the race

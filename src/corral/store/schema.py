@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -136,7 +136,8 @@ class LogChunkRow(Base):
     job_id: Mapped[str] = mapped_column(String(40))
     attempt: Mapped[int] = mapped_column(Integer)
     pod: Mapped[int] = mapped_column(Integer)
-    end: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(BigInteger)
+    """Absolute: past 2 GiB of output for a long job."""
     text: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_log_chunks_pod", "job_id", "pod", "attempt", "end", unique=True),)

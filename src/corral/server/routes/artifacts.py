@@ -16,6 +16,7 @@ from corral.federation.artifacts import ArtifactCopy, ArtifactRefused
 from corral.federation.job_files import ArtifactNotFound, job_folders, locate
 from corral.federation.transfer import ObjectStoreError, push
 from corral.server.auth import REFUSALS, SUBMITTERS, allow, caller, refuse, visible_job
+from corral.server.params import JobId
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
@@ -33,7 +34,7 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 
 @router.post("/jobs/{job_id}/artifacts", status_code=201, response_model=Artifact, responses=ANSWERS)
 def push_artifact(
-    request: Request, job_id: str, body: ArtifactPush, plane: Plane, principal: Submitter
+    request: Request, job_id: JobId, body: ArtifactPush, plane: Plane, principal: Submitter
 ) -> Artifact:
     """Copy a file or directory of the job's (on the server's machine) to a cluster's object store, under
     ``<tenant>/<job id>/<path inside the job's folder>``. To a public cluster only models and

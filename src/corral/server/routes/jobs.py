@@ -6,18 +6,24 @@ see them; admins see and cancel everything. Scheduling happens in the reconcile 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from corral.api_models import Job, JobEventOut, Why
+from corral.limits import IDEMPOTENCY_KEY_MAX, MAX_LOG_OFFSET, MAX_PODS, MAX_TAIL_LINES
+from corral.logs import span, stream
 from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
+from corral.server.params import JobId
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import JobSpec
 from corral.store.accounts import Principal
-from corral.store.jobs import IdempotencyConflict, JobAlreadyEnded, JobRecord
+from corral.store.jobs import ENDED, IdempotencyConflict, JobAlreadyEnded, JobRecord
 
 router = APIRouter(tags=["jobs"], responses=REFUSALS)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
@@ -31,7 +37,7 @@ def submit(
     spec: JobSpec,
     plane: Plane,
     principal: Submitter,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] = None,
 ) -> Job:
     """Store a job for the caller's tenant; with an ``Idempotency-Key`` header a retried request returns
     the same job, and the same key with a different spec is refused (409). Refused with the reason: a queue the tenant may not use (403), a queue that does not
@@ -71,22 +77,30 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(request: Request, job_id: str, plane: Plane, principal: Reader) -> Job:
+def get_job(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> Job:
     return as_job(visible_job(request, plane, principal, job_id))
 
 
 @router.get("/jobs/{job_id}/why", response_model=Why)
-def why(request: Request, job_id: str, plane: Plane, principal: Reader) -> Why:
+def why(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> Why:
     """Why a job waits (or why it failed): the scheduler's explanation from the last round."""
     record = visible_job(request, plane, principal, job_id)
     return Why(**{name: getattr(record, name) for name in Why.model_fields})
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
-def events(request: Request, job_id: str, plane: Plane, principal: Reader) -> list[JobEventOut]:
+def events(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> list[JobEventOut]:
     """What happened to the job, oldest first (submitted, started, preempted, node_lost, finished...)."""
     visible_job(request, plane, principal, job_id)
     return [JobEventOut(t=e.t, kind=e.kind, reason=e.reason) for e in plane.jobs.events(job_id)]
+
+
+LOG_HEADERS = {
+    "X-Log-Start": "Offset of the first byte sent.",
+    "X-Log-End": "Offset after the last byte sent: where to resume (the next request's `offset`).",
+    "X-Log-Length": "Bytes the pod had written when the request was answered.",
+    "X-Log-Truncated-Before": "Output before this offset was dropped (past the cap); 0: none was.",
+}
 
 
 @router.get(
@@ -94,29 +108,91 @@ def events(request: Request, job_id: str, plane: Plane, principal: Reader) -> li
     response_model=None,
     responses={
         200: {
-            "description": "The output, as text.",
+            "description": "The output, as text (with `follow`, streamed until the job ends).",
             "content": {"text/plain": {"schema": {"type": "string"}}},
+            "headers": {
+                name: {"description": text, "schema": {"type": "integer"}}
+                for name, text in LOG_HEADERS.items()
+            },
         }
     },
 )
 def logs(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     plane: Plane,
     principal: Reader,
-    pod: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0, description="Skip this many bytes (to follow a log).")] = 0,
-) -> PlainTextResponse:
-    """A pod's output (stdout and stderr) from its latest run, from byte ``offset`` on."""
-    visible_job(request, plane, principal, job_id)
-    text = plane.read_log(job_id, pod)
-    if text is None:
-        raise HTTPException(status_code=404, detail=f"no output for pod {pod} of {job_id} (not started here)")
-    return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))
+    pod: Annotated[int, Query(ge=0, lt=MAX_PODS)] = 0,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0, le=MAX_LOG_OFFSET, description="From this byte on (to resume where the last read ended)."
+        ),
+    ] = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_LOG_OFFSET, description="At most this many bytes.")
+    ] = None,
+    tail: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_TAIL_LINES, description="Only the last this many lines (instead of `offset`)."),
+    ] = None,
+    follow: Annotated[bool, Query(description="Keep sending new output until the job ends.")] = False,
+) -> Response:
+    """A pod's output (stdout and stderr) from its latest run: from byte ``offset`` (or its last ``tail``
+    lines), at most ``limit`` bytes; the headers say which bytes were sent and where to resume. Only the
+    last ``log_cap`` bytes (default 100 MiB) of a pod's output are kept. With ``follow``, new output is
+    streamed as it is written, a resumed job's new attempt announced, until the job ends."""
+    record = visible_job(request, plane, principal, job_id)
+    if follow:
+        chunks = follow_log(plane, job_id, pod, record, offset, tail)
+        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+    source = plane.open_log(job_id, pod)
+    if source is None:
+        refuse(request, 404, f"no output for pod {pod} of {job_id} (not started here)", principal)
+    part = span(source, offset, limit, tail)
+    headers = {
+        "X-Log-Start": str(part.start),
+        "X-Log-End": str(part.stop),
+        "X-Log-Length": str(part.length),
+        "X-Log-Truncated-Before": str(part.kept_from),
+    }
+    return StreamingResponse(
+        iterate_in_threadpool(stream(source, part.start, part.stop)),
+        media_type="text/plain; charset=utf-8",
+        headers=headers,
+    )
+
+
+async def follow_log(
+    plane: ControlPlane, job_id: str, pod: int, record: JobRecord, offset: int, tail: int | None
+) -> AsyncIterator[bytes]:
+    """The pod's output as it grows, looked at every ``plane.follow_seconds``, until the job has ended
+    and everything it wrote was sent; a new attempt (after a preemption or a lost node) starts its own
+    log from 0, announced with a rule."""
+    attempt = record.attempt
+    while True:
+        if record.attempt != attempt and record.status == "running":
+            if attempt:  # an earlier attempt ran: this one resumed it
+                yield f"--- attempt {record.attempt} (resumed) ---\n".encode()
+                offset, tail = 0, None
+            attempt = record.attempt
+        source = await run_in_threadpool(plane.open_log, job_id, pod, attempt or None)
+        sent = False
+        if source is not None:
+            part = span(source, offset, tail=tail)
+            tail = None
+            async for block in iterate_in_threadpool(stream(source, part.start, part.stop)):
+                sent = True
+                yield block
+            offset = part.stop
+        if not sent and record.status in ENDED:
+            return
+        await asyncio.sleep(plane.follow_seconds)
+        record = await run_in_threadpool(plane.jobs.get, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job, responses=CONFLICT)
-def cancel(request: Request, job_id: str, plane: Plane, principal: Submitter) -> Job:
+def cancel(request: Request, job_id: JobId, plane: Plane, principal: Submitter) -> Job:
     visible_job(request, plane, principal, job_id)
     try:
         job = as_job(plane.jobs.cancel(job_id))

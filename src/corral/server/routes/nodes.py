@@ -13,6 +13,7 @@ from corral.control.fleet import RegistrationConflict, check_registration
 from corral.control.reconcile import heartbeat_timeout
 from corral.core.nodes import Node
 from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, audit, caller, refuse, speak_for
+from corral.server.params import JobId, NodeName, PodIndex
 from corral.server.routes.jobs import as_job
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
@@ -40,7 +41,7 @@ def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
 
 @router.put("/nodes/{name}", response_model=NodeState, responses=CONFLICT)
 def register(
-    request: Request, name: str, registration: NodeRegistration, plane: Plane, principal: Agent
+    request: Request, name: NodeName, registration: NodeRegistration, plane: Plane, principal: Agent
 ) -> NodeState:
     """An agent registers its machine (again whenever a GPU's health changes). A new name becomes a node
     the next round schedules onto; a name the cluster file declares takes the GPUs' health from here,
@@ -59,7 +60,7 @@ def register(
 
 
 @router.delete("/nodes/{name}", status_code=204)
-def remove(request: Request, name: str, plane: Plane, principal: Admin) -> None:
+def remove(request: Request, name: NodeName, plane: Plane, principal: Admin) -> None:
     """Forget a node's registration and heartbeats (admins). A machine only an agent registered leaves
     the fleet and its running work is requeued, as for a node that went down; a node the cluster file
     declares goes back to its declared shape. An agent still running re-registers: revoke its tokens
@@ -73,7 +74,7 @@ def remove(request: Request, name: str, plane: Plane, principal: Admin) -> None:
 
 
 @router.post("/nodes/{name}/heartbeat", response_model=NodeState)
-def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> NodeState:
+def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) -> NodeState:
     """An agent says its node is alive; nodes silent for longer than the answer's
     ``heartbeat_timeout`` are down and their work is requeued (and their agents stop their pods)."""
     node = _known(request, plane, principal, name)
@@ -83,7 +84,7 @@ def heartbeat(request: Request, name: str, plane: Plane, principal: Agent) -> No
 
 
 @router.get("/nodes/{name}/pods", response_model=list[DesiredPod])
-def node_pods(request: Request, name: str, plane: Plane, principal: Agent) -> list[DesiredPod]:
+def node_pods(request: Request, name: NodeName, plane: Plane, principal: Agent) -> list[DesiredPod]:
     """The pods the node's agent should be running now; anything else it runs, it stops."""
     _known(request, plane, principal, name)
     speak_for(request, plane, principal, name)
@@ -91,7 +92,9 @@ def node_pods(request: Request, name: str, plane: Plane, principal: Agent) -> li
 
 
 @router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"], responses=STALE)
-def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Plane, principal: Agent) -> Job:
+def pod_exit(
+    request: Request, job_id: JobId, pod: PodIndex, report: PodExit, plane: Plane, principal: Agent
+) -> Job:
     """An agent reports a pod's exit code; the job ends when all its pods have. Only the agent of the
     pod's node may (403), and only for the job's current attempt (409: that attempt is over)."""
     _reporter(request, plane, principal, job_id, report.attempt, pod)
@@ -107,7 +110,7 @@ def pod_exit(request: Request, job_id: str, pod: int, report: PodExit, plane: Pl
 
 @router.post("/jobs/{job_id}/pods/{pod}/logs", response_model=LogLength, tags=["jobs"], responses=STALE)
 def ship_logs(
-    request: Request, job_id: str, pod: int, chunk: LogChunk, plane: Plane, principal: Agent
+    request: Request, job_id: JobId, pod: PodIndex, chunk: LogChunk, plane: Plane, principal: Agent
 ) -> LogLength:
     """An agent ships a pod's new output. A chunk that does not start where the stored output ends is
     ignored; the answer says where it ends, so the agent resumes there. Only the agent of the pod's node

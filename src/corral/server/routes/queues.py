@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from corral.api_models import Cohort, QueueState
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, allow, refuse
+from corral.server.params import QueueName
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.queue import QueueConfig
 from corral.store.accounts import Principal
@@ -52,9 +53,13 @@ def cohorts(plane: Plane, _: Reader) -> list[Cohort]:
     return sorted(found.values(), key=lambda c: c.name)
 
 
-@router.put("/queues/{name}", response_model=QueueConfig)
+@router.put(
+    "/queues/{name}",
+    response_model=QueueConfig,
+    responses={201: {"model": QueueConfig, "description": "Created: a new queue."}},
+)
 def put_queue(
-    request: Request, name: str, queue: QueueConfig, plane: Plane, principal: Admin, response: Response
+    request: Request, name: QueueName, queue: QueueConfig, plane: Plane, principal: Admin, response: Response
 ) -> QueueConfig:
     """Create the queue (201) or replace its settings (200); the next round schedules with them."""
     if queue.name != name:
@@ -65,7 +70,7 @@ def put_queue(
 
 
 @router.delete("/queues/{name}", status_code=204, responses=CONFLICT)
-def delete_queue(request: Request, name: str, plane: Plane, principal: Admin) -> None:
+def delete_queue(request: Request, name: QueueName, plane: Plane, principal: Admin) -> None:
     """Refused (409) while pending or running jobs use the queue."""
     try:
         plane.queues.delete(name)
