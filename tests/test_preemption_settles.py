@@ -123,7 +123,7 @@ def test_room_a_preemption_frees_beyond_its_need_goes_to_the_job_passed_over_fir
     """first (queue b, tried first by fair share) finds no room and may not preempt; urgent (queue a)
     stops low's 8 GPUs to use 4. The other 4 go to first, not to later, which queue a offers next."""
     snapshot = make_snapshot(pools=[make_pool("p", "f", count=1, gpus=8)])
-    run_job(snapshot, job("low", queue="a", gpus=8, checkpoint_seconds=60.0), started_at=0.0)
+    run_job(snapshot, job("low", queue="a", gpus=8, duration=9000.0, checkpoint_seconds=60.0), started_at=0.0)
     pending = [
         job("first", queue="b", gpus=4, submit=1.0),
         job("urgent", queue="a", gpus=4, priority=5, submit=2.0),

@@ -371,7 +371,12 @@ def test_snapshot_is_unchanged_after_schedule_returns() -> None:
         pools=[make_pool("p", "f", count=2, nvlink=[[0, 1, 2, 3], [4, 5, 6, 7]])],
         queues=[make_queue("a", {"f": 16})],
     )
-    run_job(snapshot, job("low", gpus=8, priority=0), "p-0", started_at=0.0)
+    run_job(
+        snapshot,
+        job("low", gpus=8, priority=0, duration=9000.0, checkpoint_seconds=60.0),
+        "p-0",
+        started_at=0.0,
+    )
     run_job(snapshot, job("mid", gpus=3, priority=5), "p-1", started_at=0.0)
     before = node_state(snapshot)
     pending = [
@@ -454,7 +459,7 @@ def test_fair_share_order_is_updated_for_the_victims_queue_after_a_preemption() 
     """b loses its borrowed job to a's reclaim, so b's share drops to 0 and b's next job goes before c's."""
     queues = [make_queue(name, {"f": 4}, cohort="k") for name in ("a", "b", "c")]
     snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)], queues=queues)
-    run_job(snapshot, job("b-borrow", queue="b", gpus=8))
+    run_job(snapshot, job("b-borrow", queue="b", gpus=8, duration=9000.0, checkpoint_seconds=60.0))
     run_job(snapshot, job("c-run", queue="c", gpus=4))
     pending = [
         job("a-big", queue="a", gpus=4),

@@ -47,17 +47,21 @@ def total_runtime(
 
 
 def earliest_fit(
-    snapshot: Snapshot, domain: Domain, attempt: Callable[[], T | None], now: float
+    snapshot: Snapshot, domain: Domain, attempt: Callable[[], T | None], now: float, demand_milli: int = 0
 ) -> tuple[float, T] | None:
     """When ``attempt()`` first succeeds in ``domain`` if running jobs there end by their estimated run
-    times and nothing else starts, with what it returned then; None if it never would. The snapshot is
-    left as it was found."""
+    times and nothing else starts, with what it returned then; None if it never would. ``attempt`` is
+    not called while the domain has less free GPU than ``demand_milli``: on a big cluster most releases
+    cannot be enough yet, and each attempt is a placement. The snapshot is left as it was found."""
     running = [a for a in snapshot.running.values() if (a.cluster, a.flavor) == domain]
     ends = sorted((remaining_runtime(a, now, snapshot.runtime_estimate), a.workload.id) for a in running)
+    free = sum(g.free_milli for node in snapshot.domains.get(domain, ()) if node.up for g in node.gpus)
     mark = snapshot.mark()
     try:
         for remaining, job_id in ends:
-            snapshot.release(job_id)
+            free += snapshot.release(job_id).gpu_milli
+            if free < demand_milli:
+                continue
             outcome = attempt()
             if outcome is not None:
                 return now + remaining, outcome

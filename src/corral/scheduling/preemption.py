@@ -42,7 +42,7 @@ class PreemptionCost:
 
     min_runtime_seconds: float = 0.0
     restart_seconds: float = 60.0
-    payback: float | None = 1.0
+    payback: float | None = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +146,20 @@ def find_victims(
     if cost.payback is None:
         return victims
     lost = sum(_thrown_away(v, now, cost) for v in victims)
-    saved = _gpus(job.gpu_demand_milli, job.pods) * wait_without_preemption(snapshot, domain, fits, now)
-    if lost > saved * cost.payback:
+    saved = _gpus(job.gpu_demand_milli, job.pods) * wait_without_preemption(
+        snapshot, domain, fits, now, job.gpu_demand_milli
+    )
+    if lost * cost.payback > saved:
         return Unprofitable(tuple(v.workload.id for v in victims), lost, saved)
     return victims
 
 
 def wait_without_preemption(
-    snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float
+    snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float, demand_milli: int
 ) -> float:
     """Estimated seconds until ``fits()`` holds in ``domain`` with no preemption, as running jobs end by
     their estimated run times (infinite if it never would)."""
-    fit = earliest_fit(snapshot, domain, lambda: True if fits() else None, now)
+    fit = earliest_fit(snapshot, domain, lambda: True if fits() else None, now, demand_milli)
     return float("inf") if fit is None else fit[0] - now
 
 

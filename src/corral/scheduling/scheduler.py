@@ -356,7 +356,7 @@ class _Round:
                 outcome = self._place(job, pod, domain)
                 return outcome if isinstance(outcome, list) else None
 
-            fit = earliest_fit(self.snapshot, domain, attempt, self.now)
+            fit = earliest_fit(self.snapshot, domain, attempt, self.now, job.gpu_demand_milli)
             if fit is not None and (best is None or fit[0] < best.until):
                 best = reservation_for(job, domain, *fit)
         if best is not None:
