@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from corral.api_models import NodeRegistration
-from corral.backends.pods import DesiredPod, PodRunner
+from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.client import APIError, Client
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,14 @@ class Agent:
         node: str,
         data_dir: Path,
         machine: Callable[[], NodeRegistration] | None = None,
+        identities: PodIdentities | None = None,
     ) -> None:
         """``machine`` says what this machine has now (NVML or declared); None: the node is declared in
-        the server's cluster file and the agent only heartbeats."""
+        the server's cluster file and the agent only heartbeats. ``identities``: who each tenant's pods run
+        as (see ``PodRunner``)."""
         self.client = client
         self.node = node
-        self.runner = PodRunner(data_dir / "runs")
+        self.runner = PodRunner(data_dir / "runs", identities)
         self.machine = machine
         self._registered: NodeRegistration | None = None
         self._probed_at = float("-inf")
@@ -54,7 +56,15 @@ class Agent:
         desired = self.client.node_pods(self.node)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         for pod in desired:
-            code = self.runner.ensure(pod)
+            try:
+                code = self.runner.ensure(
+                    pod
+                )  # a pod that cannot start has ended (code 127, reason in its log)
+            except Exception:
+                log.exception(
+                    "agent %s: pod %s could not be synced; trying again next step", self.node, pod.key
+                )
+                continue
             if pod.key in self._reported:
                 continue
             self._ship_output(pod, ended=code is not None)

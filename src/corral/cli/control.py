@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.api_models import Job
+from corral.backends.pod_users import DEFAULT_POD_USER
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
-from corral.paths import default_data_dir
+from corral.paths import default_data_dir, private_umask, secure_data_dir
 
 if TYPE_CHECKING:
     from corral.control.reconcile import Inventory
@@ -64,6 +65,13 @@ def register(
                 "0: nodes are always up, e.g. to measure scheduling without agents)."
             ),
         ] = None,
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         from corral.control.reconcile import Inventory
@@ -90,6 +98,7 @@ def register(
             interval=interval,
             local=local,
             workers=workers,
+            pod_user=pod_user,
         )
 
     @app.command()
@@ -104,6 +113,13 @@ def register(
             typer.Option(help="Declare this many GPUs instead of asking NVML (e.g. 4 on a laptop)."),
         ] = None,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Everything on this machine: API, reconcile loop and local backend, scheduling onto this machine's
         CPUs, memory and GPUs (found by NVML, or declared with --gpus)."""
@@ -115,7 +131,16 @@ def register(
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
         )
-        _serve(console, user_errors, Inventory([cluster]), data_dir, port=port, policy=policy, interval=1.0)
+        _serve(
+            console,
+            user_errors,
+            Inventory([cluster]),
+            data_dir,
+            port=port,
+            policy=policy,
+            interval=1.0,
+            pod_user=pod_user,
+        )
 
     @app.command()
     def agent(
@@ -134,24 +159,35 @@ def register(
         register: Annotated[
             bool, typer.Option(help="Register this machine's inventory (off: the cluster file declares it).")
         ] = True,
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Register this machine's GPUs (NVML, or --gpus N), heartbeat, and run the pods the server
         assigns to this node."""
         from functools import partial
 
         from corral.backends.agent import Agent
+        from corral.backends.pod_users import PodUsers, prepare_pod_user
         from corral.client import Client
         from corral.control.inventory import hostname, this_machine
 
         name = node or hostname()
         folder = data_dir or default_data_dir() / "agent" / name
-        folder.mkdir(parents=True, exist_ok=True)
+        private_umask()
+        for passed_through in [*reversed(folder.parents[: 2 if data_dir is None else 0]), folder]:
+            secure_data_dir(passed_through)  # the default's parents too: pods pass through them
+        console.print(prepare_pod_user(pod_user))
         machine = partial(
             this_machine, gpus, gpu_model, cluster=cluster, pool=pool, flavor=flavor, private=private
         )
         with Client(server) as client:
             console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
-            Agent(client, name, folder, machine if register else None).run(interval)
+            Agent(client, name, folder, machine if register else None, PodUsers(pod_user)).run(interval)
 
     @app.command()
     def submit(
@@ -303,13 +339,15 @@ def _serve(
     host: str = "127.0.0.1",
     local: bool = True,
     workers: int = 1,
+    pod_user: str = DEFAULT_POD_USER,
 ) -> None:
     from corral.server.serve import ServerSettings, serve
     from corral.store.database import database_url
 
     folder = (data_dir or default_data_dir()).resolve()
     with user_errors():
-        folder.mkdir(parents=True, exist_ok=True)
+        private_umask()  # the database, its journal and the metrics files: the server's alone
+        secure_data_dir(folder)
         chosen = ServerSettings(
             clusters=list(inventory.clusters),
             queues=list(inventory.queues) if inventory.queues is not None else None,
@@ -322,6 +360,7 @@ def _serve(
             host=host,
             port=port,
             workers=workers,
+            pod_user=pod_user,
         )
         serve(chosen, announce=console.print)
 
