@@ -365,15 +365,20 @@ class PodRunner:
 def pod_environment(desired: DesiredPod, home: Path, identity: PodIdentity | None) -> dict[str, str]:
     """Everything the pod's command is told: the allowlist of the runner's own environment, its home,
     then its spec's ``env`` and corral's variables."""
+    env = host_environment() | {"HOME": str(home), "TMPDIR": str(home)}
+    if identity is not None:
+        env |= {"USER": identity.name, "LOGNAME": identity.name}
+    return env | desired.environment()
+
+
+def host_environment() -> dict[str, str]:
+    """What a pod is told of the environment of whoever starts it: PATH, locale, time zone; no secret."""
     host = {
         name: value
         for name, value in os.environ.items()
         if (name in HOST_VARIABLES or name.startswith("LC_")) and ENV_NAME.fullmatch(name)
     }
-    env = {"PATH": SAFE_PATH} | host | {"HOME": str(home), "TMPDIR": str(home)}
-    if identity is not None:
-        env |= {"USER": identity.name, "LOGNAME": identity.name}
-    return env | desired.environment()
+    return {"PATH": SAFE_PATH} | host
 
 
 def _exit_code(files: PodFiles) -> int | None:
