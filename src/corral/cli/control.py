@@ -22,6 +22,7 @@ from corral.api_models import Job
 from corral.backends.pod_users import DEFAULT_POD_USER
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.paths import default_data_dir, private_umask, secure_data_dir
+from corral.spec.job import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
     from corral.control.reconcile import Inventory
@@ -230,6 +231,9 @@ def register(
             job = client.job(job_id)
             events = [] if as_json else client.events(job_id)
         _print_jobs(console, [job], as_json, single=True)
+        if not as_json:
+            grace = float(job.spec.get("stop_grace_period", DEFAULT_STOP_GRACE))
+            console.print(f"stopping: SIGTERM, then SIGKILL after {grace:g} s (stop_grace_period)")
         if events:
             console.print(events_table(events, job.submitted_at))
 
