@@ -6,6 +6,7 @@ exit codes are never lost to a race with the pod's end."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import tempfile
 import time
@@ -16,6 +17,7 @@ import psutil
 import pytest
 from builders import make_cluster, make_pool
 
+from corral.backends import pod_users
 from corral.backends.local import LocalBackend
 from corral.backends.pod_users import PodIdentity
 from corral.backends.pods import DesiredPod, PodRunner
@@ -103,14 +105,15 @@ def test_by_default_pods_run_as_an_unprivileged_user(store: JobStore, tmp_path: 
     assert backend.runner.files(job, 1, 0).log.read_text().strip() not in ("", "0")
 
 
+@pytest.mark.parametrize("switching", [True, False], ids=["pod-user", "as-the-server"])
 def test_a_pod_is_told_only_an_allowlist_of_the_server_s_environment(
-    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switching: bool
 ) -> None:
-    """Also without root: the environment is scrubbed even when the user cannot be switched."""
+    """Also where the user cannot be switched (the server is not root): the environment is scrubbed."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-cloud-key")
     monkeypatch.setenv("CORRAL_TOKEN", "server-token")
     monkeypatch.setenv("LC_ALL", "C")
-    backend = LocalBackend(store, tmp_path)
+    backend = LocalBackend(store, tmp_path, identities=None if switching else lambda tenant: None)
     job = submit(store, command="env", env={"MINE": "mine"})
     assert run_until_ended(store, backend, job) == {job: "finished"}
     names = {line.split("=", 1)[0] for line in backend.runner.files(job, 1, 0).log.read_text().splitlines()}
@@ -213,3 +216,31 @@ def test_many_short_pods_polled_in_a_tight_loop_all_exit_0(tmp_path: Path) -> No
             if pod.job_id not in codes and (code := runner.ensure(pod)) is not None:
                 codes[pod.job_id] = code
     assert set(codes.values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("users", "expected"),
+    [
+        ({"corral-vision": 2001, "corral-pod": 2000, "nobody": 65534}, "corral-vision"),
+        ({"corral-vision": 0, "corral-pod": 2000, "nobody": 65534}, "corral-pod"),  # never root
+        ({"nobody": 65534}, "nobody"),
+        ({}, None),
+    ],
+)
+def test_a_tenant_s_pods_run_as_its_own_user_else_the_pod_user_else_nobody(
+    monkeypatch: pytest.MonkeyPatch, users: dict[str, int], expected: str | None
+) -> None:
+    def getpwnam(name: str) -> pwd.struct_passwd:
+        if name not in users:
+            raise KeyError(name)
+        return pwd.struct_passwd((name, "x", users[name], users[name], "", "/", "/bin/false"))
+
+    monkeypatch.setattr(pod_users.pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(pod_users, "can_switch_users", lambda: True)
+    if expected is None:
+        with pytest.raises(pod_users.NoPodUser, match="no user to run pods as"):
+            pod_users.PodUsers()("vision")
+    else:
+        assert pod_users.PodUsers()("vision") == PodIdentity(expected, users[expected], users[expected])
+    monkeypatch.setattr(pod_users, "can_switch_users", lambda: False)
+    assert pod_users.PodUsers()("vision") is None  # not root: pods run as the server, said at start
