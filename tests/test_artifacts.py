@@ -29,7 +29,7 @@ from corral.federation.artifacts import (
     ArtifactRefused,
     check_copy,
 )
-from corral.federation.job_files import ArtifactNotFound, job_folders, locate
+from corral.federation.job_files import ArtifactNotFound, ArtifactOfAnotherJob, job_folders, locate
 from corral.federation.transfer import ObjectStoreError, push
 from corral.paths import read_token
 from corral.server.app import API, create_app
@@ -95,7 +95,7 @@ def test_an_artifact_is_a_file_or_directory_inside_the_job_s_folders(tmp_path: P
     pod = runs / "j1" / "attempt-1" / "pod-0"
     pod.mkdir(parents=True)
     (pod / "model.pt").write_bytes(b"weights")
-    checkpoints = tmp_path / "ckpt"
+    checkpoints = runs / "j1" / "ckpt"
     (checkpoints / "step-10").mkdir(parents=True)
     (checkpoints / "step-10" / "state").write_bytes(b"state")
     (tmp_path / "secret").write_text("not the job's")
@@ -116,6 +116,36 @@ def test_an_artifact_is_a_file_or_directory_inside_the_job_s_folders(tmp_path: P
             locate(outside, "j1", folders)
     with pytest.raises(ArtifactNotFound, match="empty directory"):
         locate("attempt-1/pod-0/empty", "j1", folders)
+
+
+def test_folders_a_spec_names_make_no_file_the_job_s(tmp_path: Path) -> None:
+    """Only the job's own folder counts, and its checkpoint dir when that lies inside it: a workdir, or a
+    checkpoint dir elsewhere, is someone else's."""
+    runs = tmp_path / "runs"
+    elsewhere = tmp_path / "shared"
+    elsewhere.mkdir()
+    for checkpoint in ("/", str(elsewhere), str(runs / "j2")):
+        spec = JobSpec.model_validate(
+            {
+                "name": "train",
+                "command": "true",
+                "workdir": str(elsewhere),
+                "checkpoint": {"dir": checkpoint, "interval": "10m"},
+            }
+        )
+        assert job_folders("j1", spec, runs) == [(runs / "j1").resolve()]
+    inside = JobSpec.model_validate(
+        {"name": "train", "command": "true", "checkpoint": {"dir": str(runs / "j1" / "ckpt"), "interval": 60}}
+    )
+    assert job_folders("j1", inside, runs) == [(runs / "j1").resolve(), (runs / "j1" / "ckpt").resolve()]
+    other = runs / "j2" / "attempt-1" / "pod-0"
+    other.mkdir(parents=True)
+    (other / "model.pt").write_bytes(b"j2's")
+    (runs / "j1").mkdir()
+    (runs / "j1" / "borrowed").symlink_to(other / "model.pt")
+    for path in (str(other / "model.pt"), "../j2/attempt-1/pod-0/model.pt", "borrowed", str(runs)):
+        with pytest.raises(ArtifactOfAnotherJob, match="a job copies only what its own pods wrote"):
+            locate(path, "j1", job_folders("j1", inside, runs), runs)
 
 
 def _objects(store: ObjectStoreSpec) -> dict[str, bytes]:
@@ -198,6 +228,7 @@ class Plane:
     """name -> id: ``open`` (vision), ``sensitive`` (vision), ``other`` (nlp)."""
     public: ObjectStoreSpec
     private: ObjectStoreSpec
+    store: JobStore
 
     def push(self, who: str, job: str, **body: str):  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -244,7 +275,7 @@ def plane(database_url: str, tmp_path: Path, bucket: ObjectStoreSpec) -> Iterato
         pod.mkdir(parents=True)
         (pod / "model.pt").write_bytes(f"weights of {name}".encode())
         (pod / "train.csv").write_text("a,b\n")
-    yield Plane(http, runs, tokens, jobs, bucket, private)
+    yield Plane(http, runs, tokens, jobs, bucket, private, store)
     store.engine.dispose()
 
 
@@ -288,6 +319,32 @@ def test_the_route_refuses_what_may_not_go_public_and_audits_it(
     assert _objects(plane.public) == {}
     assert f"refused artifact copy for alice (member, tenant vision): job {plane.jobs[job]}" in caplog.text
     assert f"(kind {kind}), cluster cloud" in caplog.text
+
+
+@pytest.mark.parametrize("via", ["workdir", "checkpoint"])
+def test_a_job_pointed_at_a_sensitive_job_s_folder_cannot_push_its_files_to_a_public_cluster(
+    plane: Plane, via: str
+) -> None:
+    """The sensitive rule follows the file: a job that is not sensitive, whose workdir (or checkpoint.dir:
+    /) is the sensitive job's folder, used to push that job's model to the public cluster as its own."""
+    folder = plane.runs / plane.jobs["sensitive"] / "attempt-1" / "pod-0"
+    pointed = {"workdir": str(folder)} if via == "workdir" else {"checkpoint": {"dir": "/", "interval": 60}}
+    spec = JobSpec.model_validate({"name": "copycat", "command": "true"} | pointed)
+    plane.jobs["copycat"] = plane.store.submit(spec, tenant="vision").id
+    (plane.runs / plane.jobs["copycat"]).mkdir()
+    relative = "model.pt" if via == "workdir" else str(folder / "model.pt").lstrip("/")
+    for path, status in [(str(folder / "model.pt"), 403), (relative, 422)]:
+        answer = plane.push("alice", "copycat", path=path, kind="model", cluster="cloud")
+        assert answer.status_code == status, answer.text
+    assert (
+        f"is job {plane.jobs['sensitive']}'s files, not job {plane.jobs['copycat']}'s"
+        in (
+            plane.push(
+                "alice", "copycat", path=str(folder / "model.pt"), kind="model", cluster="cloud"
+            ).json()["detail"]
+        )
+    )
+    assert _objects(plane.public) == {}
 
 
 @pytest.mark.parametrize(
@@ -339,13 +396,13 @@ def test_the_cli_pushes_a_trained_model_and_exits_1_on_a_refusal(
         monkeypatch.setenv("CORRAL_URL", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("CORRAL_TOKEN", read_token(tmp_path))
         command = ["artifacts", "push", job.id, "--cluster", "cloud"]
-        pushed = CliRunner().invoke(app, [*command, "attempt-1/pod-0/model.pt", "--kind", "model"])
+        pushed = CliRunner().invoke(app, [*command, "attempt-1/pod-0/work/model.pt", "--kind", "model"])
         assert pushed.exit_code == 0, pushed.output
-        assert f"s3://{bucket.bucket}/default/{job.id}/attempt-1/pod-0/model.pt" in pushed.output
+        assert f"s3://{bucket.bucket}/default/{job.id}/attempt-1/pod-0/work/model.pt" in pushed.output
         refused = CliRunner().invoke(app, [*command, "attempt-1/pod-0/output.log", "--kind", "log"])
         assert refused.exit_code == 1, refused.output
         assert "only models and checkpoints may be copied to public cluster 'cloud'" in refused.output
         assert "Traceback" not in refused.output
     finally:
         stop(server)
-    assert _objects(bucket) == {f"default/{job.id}/attempt-1/pod-0/model.pt": b"weights\n"}
+    assert _objects(bucket) == {f"default/{job.id}/attempt-1/pod-0/work/model.pt": b"weights\n"}

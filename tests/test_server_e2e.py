@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -153,6 +155,7 @@ def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monke
     assert (part.text, part.start, part.end, part.length, part.truncated_before) == ("tw", 4, 6, 8, 0)
     status = cli.invoke(app, ["status", job["id"]])
     assert all(kind in status.output for kind in ("submitted", "started", "finished"))
+    assert "SIGKILL after 30 s (stop_grace_period)" in status.output
     failing = cli.invoke(app, ["run", "--wait", "--queue", "nlp", "--", "echo about to fail; exit 3"])
     assert failing.exit_code == 1 and "pod 0 exited with code 3" in failing.output
     assert "about to fail" in failing.output  # --wait shows the output as it runs
@@ -169,17 +172,31 @@ def test_the_cli_waits_follows_logs_shows_events_and_manages_users(server, monke
     assert refused.exit_code == 2 and "ada is member; this needs admin" in refused.output
 
 
-def test_a_preempted_job_resumes_from_its_checkpoint(server, tmp_path: Path) -> None:
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder pods may write to: they run as another user (docs/security.md), who cannot enter pytest's
+    own folders (its base folder is root's alone when the tests run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="corral-checkpoints-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_preempted_job_resumes_from_its_checkpoint(server, shared_folder: Path) -> None:
     """The demo's story: a checkpointing run is preempted by an urgent job of higher priority in the same
     queue, then runs again as attempt 2 and continues from the step its checkpoint holds."""
     client, folder, _ = server
-    checkpoints = tmp_path / "checkpoints"
+    checkpoints = shared_folder / "checkpoints"
     spec = load_job_spec(PREEMPTION / "train.yaml")
     assert spec.checkpoint is not None
     checkpoint = spec.checkpoint.model_copy(update={"dir": str(checkpoints)})
     train = client.submit(spec.model_copy(update={"workdir": str(PREEMPTION), "checkpoint": checkpoint}))
-    while not any(int(p.read_text() or 0) >= 2 for p in checkpoints.glob("*.step")):
+    for _ in range(600):
+        if any(int(p.read_text() or 0) >= 2 for p in checkpoints.glob("*.step")):
+            break
         time.sleep(0.1)
+    else:
+        raise AssertionError(f"no checkpoint written: {client.logs(train.id)!r}")
     urgent = client.submit(PREEMPTION / "urgent.yaml")
     wait_for(client, urgent.id, "finished", timeout=60)
     wait_for(client, train.id, "finished", timeout=60)

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from corral.api_models import NodeRegistration, NodeState
-from corral.backends.pods import DesiredPod, PodRunner
+from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.client import APIError, Client
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,16 @@ class Agent:
         data_dir: Path,
         machine: Callable[[], NodeRegistration] | None = None,
         node_lost: float | None = None,
+        identities: PodIdentities | None = None,
     ) -> None:
         """``machine`` says what this machine has now (NVML or declared); None: the node is declared in
         the server's cluster file and the agent only heartbeats. ``node_lost``: seconds without
         reaching the server after which the agent stops its pods, until the server says its timeout
-        (``corral agent`` passes the server's default; None: none until the server says)."""
+        (``corral agent`` passes the server's default; None: none until the server says).
+        ``identities``: who each tenant's pods run as (see ``PodRunner``)."""
         self.client = client
         self.node = node
-        self.runner = PodRunner(data_dir / "runs")
+        self.runner = PodRunner(data_dir / "runs", identities)
         self.machine = machine
         self.node_lost = node_lost
         self._contact = time.monotonic()
@@ -67,7 +69,15 @@ class Agent:
         desired = self.client.node_pods(self.node)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         for pod in desired:
-            code = self.runner.ensure(pod)
+            try:
+                code = self.runner.ensure(
+                    pod
+                )  # a pod that cannot start has ended (code 127, reason in its log)
+            except Exception:
+                log.exception(
+                    "agent %s: pod %s could not be synced; trying again next step", self.node, pod.key
+                )
+                continue
             if pod.key in self._reported:
                 continue
             try:

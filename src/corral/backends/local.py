@@ -4,28 +4,44 @@ After each reconcile round ``sync`` makes the processes match the store: it star
 (``CUDA_VISIBLE_DEVICES`` set to their GPUs, a share's size in ``CORRAL_GPU_FRACTION`` and
 ``CORRAL_GPU_MEMORY_GIB``), stops pods of jobs that no longer should (cancelled, preempted), and records
 jobs whose pods have all exited: finished when every pod exited 0, failed otherwise. Processes are run by
-``PodRunner``, which adopts pods that kept running across a restart.
+``PodRunner``, which adopts pods that kept running across a restart, runs them as an unprivileged user
+with a scrubbed environment, and kills a stopped pod's processes after its grace period.
+
+The store frees a cancelled job's GPUs at once, so the next round may place a new pod on GPUs whose old
+processes are still within their grace period. Such a pod waits here, its job running but its process not
+started, until the old processes are gone: two pods never share a GPU the scheduler gave to one. A pod
+that cannot start fails its job alone, with the reason; one job's trouble never stops a sync.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.backends.pods import DesiredPod, PodRunner
+from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
-from corral.store.jobs import JobStore, exit_outcome
+from corral.store.jobs import JobAlreadyEnded, JobStore, exit_outcome
 from corral.store.schema import JobRow, PlacementRow
+
+log = logging.getLogger(__name__)
 
 
 class LocalBackend:
-    def __init__(self, store: JobStore, data_dir: Path, nodes: Collection[str] | None = None) -> None:
-        """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not."""
+    def __init__(
+        self,
+        store: JobStore,
+        data_dir: Path,
+        nodes: Collection[str] | None = None,
+        identities: PodIdentities | None = None,
+    ) -> None:
+        """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
+        ``identities``: who each tenant's pods run as (see ``PodRunner``)."""
         self.store = store
-        self.runner = PodRunner(data_dir / "runs")
+        self.runner = PodRunner(data_dir / "runs", identities)
         self.nodes = set(nodes) if nodes is not None else None
 
     def sync(self) -> None:
@@ -36,10 +52,27 @@ class LocalBackend:
         for pod in desired:
             by_job.setdefault(pod.job_id, []).append(pod)
         for job_id, pods in by_job.items():
-            exits = [self.runner.ensure(pod) for pod in sorted(pods, key=lambda p: p.pod)]
-            if all(code is not None for code in exits):
-                succeeded, reason = exit_outcome([code for code in exits if code is not None])
-                self.store.finish(job_id, succeeded=succeeded, reason=reason)
+            try:
+                self._sync_job(job_id, sorted(pods, key=lambda p: p.pod))
+            except JobAlreadyEnded:
+                pass  # cancelled meanwhile: its pods stop on the next sync
+            except Exception:
+                log.exception(
+                    "job %s: its pods could not be synced; trying again after the next round", job_id
+                )
+
+    def _sync_job(self, job_id: str, pods: list[DesiredPod]) -> None:
+        exits: list[int | None] = []
+        for pod in pods:
+            code = self.runner.ensure(pod)
+            if code is not None and (error := self.runner.start_error(pod)) is not None:
+                # Its other pods are no longer desired once it fails, so they are stopped next sync.
+                self.store.finish(job_id, succeeded=False, reason=f"pod {pod.pod} did not start: {error}")
+                return
+            exits.append(code)
+        if all(code is not None for code in exits):
+            succeeded, reason = exit_outcome([code for code in exits if code is not None])
+            self.store.finish(job_id, succeeded=succeeded, reason=reason)
 
 
 def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
@@ -61,6 +94,7 @@ def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
                 cpu=placement.cpu,
                 memory_gib=placement.memory_gib,
                 spec=JobSpec.model_validate(job.spec),
+                tenant=job.tenant,
             )
             for placement, job in session.execute(query)
         ]

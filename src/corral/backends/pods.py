@@ -1,24 +1,46 @@
 """Running pods as local processes: what both the local backend and ``corral agent`` do on a machine.
 
-A pod runs under a small shell wrapper that writes its exit code to a file; its pid is written next to
-it. So whoever supervises the pods (this process, or the same program after a restart) can tell a pod
-that still runs from one that ended, and how it ended, without having started it: pods are adopted, never
-started twice.
+Each pod has a folder ``<runs>/<job>/attempt-<n>/pod-<i>``, the runner's: the pod's output, its pid, a
+record of its process (start time, node, GPUs, grace period) and its exit code. Inside it ``work`` is the
+pod's own: its home, temporary and default working directory, owned by the user it runs as.
+
+A pod runs under a small shell wrapper that writes its exit code to a file; so whoever supervises the
+pods (this process, or the same program after a restart) can tell a pod that still runs from one that
+ended, and how it ended, without having started it: pods are adopted, never started twice. Liveness is
+read before the exit file: a pod that ends between the two readings is seen ending, never as vanished.
+
+Isolation (docs/security.md): the wrapper gets none of the runner's environment; the pod gets a small
+allowlist of it (PATH, locale, time zone), HOME and TMPDIR set to its ``work`` folder, its spec's ``env``
+and corral's variables. When the runner is root the wrapper stays root and only the command drops to the
+pod's user (``setpriv``, no other groups, no new privileges), so the pod can neither write its own exit
+code nor signal the wrapper; the pod's environment reaches it through variables the root wrapper does not
+interpret (``CORRAL_POD_ENV_<name>``), so nothing a spec sets (``LD_PRELOAD``, ``PATH``) runs as root.
+
+Stopping a pod signals every process of its session: SIGTERM, then SIGKILL once its spec's
+``stop_grace_period`` has passed, checked on each sync so stopping never blocks one. Until none of its
+processes is left its GPUs are held: no pod is started on them. A pod that cannot be started (its workdir
+does not exist, the kernel refuses its command) fails alone, with the reason, and never stops the others.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, ConfigDict
 
+from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
-from corral.spec.job import JobSpec
+from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
 
 
 class DesiredPod(BaseModel):
@@ -37,6 +59,8 @@ class DesiredPod(BaseModel):
     cpu: float
     memory_gib: float
     spec: JobSpec
+    tenant: str = "default"
+    """Whose job it is: on a node set up per tenant, the pod runs as that tenant's Unix user."""
 
     def environment(self) -> dict[str, str]:
         """What the pod's process is told, beside the spec's ``env``: its GPUs, who it is, its share."""
@@ -68,6 +92,11 @@ class PodFiles:
     folder: Path
 
     @property
+    def work(self) -> Path:
+        """The pod's own folder: its home and default working directory."""
+        return self.folder / "work"
+
+    @property
     def log(self) -> Path:
         return self.folder / "output.log"
 
@@ -76,63 +105,166 @@ class PodFiles:
         return self.folder / "pid"
 
     @property
+    def process(self) -> Path:
+        """A ``PodProcess`` as JSON: what stopping the pod needs once it is no longer desired."""
+        return self.folder / "process.json"
+
+    @property
     def exit(self) -> Path:
         return self.folder / "exit"
+
+    @property
+    def start_error(self) -> Path:
+        return self.folder / "start-error"
+
+    @property
+    def stopping(self) -> Path:
+        """When it was first asked to stop (Unix seconds): its grace period runs from then."""
+        return self.folder / "stopping"
+
+    @property
+    def gone(self) -> Path:
+        """None of its processes is left: nothing to stop, no GPU held."""
+        return self.folder / "gone"
+
+
+class PodProcess(BaseModel):
+    """The pod's session leader (its wrapper) and what it holds: pid reuse cannot fool a later reading,
+    which checks the leader's start time."""
+
+    pid: int
+    created: float
+    """Its start time as psutil reads it; negative: unknown (a pod started before records were kept)."""
+    node: str
+    gpus: tuple[int, ...]
+    grace: float = DEFAULT_STOP_GRACE
 
 
 VANISHED_EXIT_CODE = 137
 """What a pod whose process disappeared without an exit code counts as: killed (128 + SIGKILL)."""
+START_FAILED_EXIT_CODE = 127
+"""What a pod that could not be started counts as (the shell's "could not run the command")."""
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The only environment the wrapper has: what it runs (``mv``, ``setpriv``) is found here."""
+HOST_VARIABLES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+"""What a pod is told of the runner's environment, with ``LC_*``; nothing else (tokens, keys) leaks."""
+ENV_PREFIX = "CORRAL_POD_ENV_"
+CREATE_TIME_TOLERANCE = 0.5
+"""Seconds a process's start time may differ from the recorded one and still be the same process."""
+
+WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
+"""Runs its arguments (the command, after dropping privileges) and records the exit code atomically."""
+POD_SHELL = (
+    'for name in $1; do eval "export $name=\\"\\$'
+    + ENV_PREFIX
+    + '$name\\""; unset "'
+    + ENV_PREFIX
+    + '$name"; '
+    'done; if [ -n "$2" ]; then cd -- "$2" || exit 126; fi; exec /bin/sh -c "$3"'
+)
+"""The first thing run as the pod's user: its environment from ``CORRAL_POD_ENV_*`` (names in $1, all
+validated shell names), into its workdir ($2, checked as the pod's user), then its command line ($3)."""
+
+PodIdentities = Callable[[str], PodIdentity | None]
+"""A tenant's pod user on this machine; None: run as this process's own user."""
+
+
+class PodStartError(Exception):
+    """The pod's process could not be started; the message says why (e.g. its workdir is missing)."""
 
 
 class PodRunner:
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, identities: PodIdentities | None = None) -> None:
+        """``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
+        user, nobody; as the runner itself when it is not root)."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
+        self.identities = identities or PodUsers()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         """Pods this runner started, by pid; adopted pods are watched through the kernel."""
+        self._held: set[tuple[str, int]] = set()
+        """(node, GPU) of pods being stopped whose processes are not all gone yet, as of the last
+        ``stop_others``: no pod starts there until they are."""
 
     def files(self, job_id: str, attempt: int, pod: int) -> PodFiles:
         return PodFiles(self.runs / job_id / f"attempt-{attempt}" / f"pod-{pod}")
 
     def ensure(self, desired: DesiredPod) -> int | None:
-        """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it)."""
+        """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it). A pod that
+        could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why)."""
         files = self.files(desired.job_id, desired.attempt, desired.pod)
-        if files.exit.exists():
-            if files.pid.exists():
-                child = self._children.pop(int(files.pid.read_text()), None)
+        if files.pid.exists():
+            pid = int(files.pid.read_text())
+            running = self._running(pid, files)  # first: if it ends now, its exit file is there below
+            code = _exit_code(files)
+            if code is not None:
+                child = self._children.pop(pid, None)
                 if child is not None:
                     child.wait(timeout=10)  # the wrapper exits right after writing the code
-            text = files.exit.read_text().strip()
-            return int(text) if text.lstrip("-").isdigit() else 1
-        if files.pid.exists():
-            if self.alive(int(files.pid.read_text())):
+                return code
+            if running:
                 return None
             # Gone without its wrapper writing a code (killed with it, or the machine restarted): a
             # failure, recorded so it is reported once, and never a silent second start.
-            files.exit.write_text(f"{VANISHED_EXIT_CODE}\n")
+            _write_atomically(files.exit, f"{VANISHED_EXIT_CODE}\n")
             return VANISHED_EXIT_CODE
-        self._start(desired, files)
+        code = _exit_code(files)
+        if code is not None:
+            return code  # it could not start
+        if any((desired.node, gpu) in self._held for gpu in desired.gpus):
+            return None  # a stopped pod's processes still run there: start once they are gone
+        try:
+            self._start(desired, files)
+        except PodStartError as error:
+            files.folder.mkdir(parents=True, exist_ok=True)
+            with open(files.log, "a") as log:
+                log.write(f"corral: the pod could not start: {error}\n")
+            files.start_error.write_text(str(error))
+            _write_atomically(files.exit, f"{START_FAILED_EXIT_CODE}\n")
+            return START_FAILED_EXIT_CODE
         return None
 
+    def start_error(self, desired: DesiredPod) -> str | None:
+        """Why the pod could not be started, if it could not."""
+        path = self.files(desired.job_id, desired.attempt, desired.pod).start_error
+        return path.read_text() if path.exists() else None
+
     def stop_others(self, wanted: set[tuple[str, int, int]]) -> None:
-        """Stop every pod still running here that is not in ``wanted`` (cancelled, preempted, moved)."""
+        """Stop every pod here that is not in ``wanted`` (cancelled, preempted, moved, ended with children
+        left): SIGTERM to its processes now, SIGKILL on a later call once its grace period has passed.
+        Until they are gone their GPUs are held (``ensure`` starts nothing there)."""
+        self._held = set()
         if not self.runs.exists():
             return
+        sessions: dict[int, list[psutil.Process]] | None = None
+        now = time.time()
         for pid_file in self.runs.glob("*/attempt-*/pod-*/pid"):
+            files = PodFiles(pid_file.parent)
             job_id, attempt, pod = pid_file.parts[-4], pid_file.parts[-3], pid_file.parts[-2]
             key = (job_id, int(attempt.removeprefix("attempt-")), int(pod.removeprefix("pod-")))
-            if key in wanted or pid_file.with_name("exit").exists():
+            if key in wanted or files.gone.exists():
                 continue
-            pid = int(pid_file.read_text())
-            if self.alive(pid):
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                child = self._children.pop(pid, None)
+            record = _record(files) or PodProcess(pid=int(pid_file.read_text()), created=-1, node="", gpus=())
+            if sessions is None:
+                sessions = _sessions()  # one look at the process table per sync, only when needed
+            processes = _pod_processes(record, sessions)
+            if not processes:
+                files.gone.touch()
+                child = self._children.pop(int(pid_file.read_text()), None)
                 if child is not None:
-                    child.wait(timeout=10)
+                    child.poll()  # reap the wrapper
+                continue
+            self._held |= {(record.node, gpu) for gpu in record.gpus}
+            if not files.stopping.exists():
+                files.stopping.write_text(f"{now}\n")
+                _signal(processes, signal.SIGTERM)
+            elif now - float(files.stopping.read_text()) >= record.grace:
+                _signal(processes, signal.SIGKILL)
+            child = self._children.get(record.pid)
+            if child is not None and child.poll() is not None:
+                del self._children[record.pid]
 
     def alive(self, pid: int) -> bool:
+        """Whether the pod whose wrapper has ``pid`` still runs (pid reuse aside: see ``_running``)."""
         child = self._children.get(pid)
         if child is not None:
             if child.poll() is None:
@@ -140,29 +272,156 @@ class PodRunner:
             del self._children[pid]  # reaped
             return False
         try:
-            os.kill(pid, 0)  # adopted after a restart: ask the kernel
-        except ProcessLookupError:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # adopted: ask the kernel
+        except psutil.NoSuchProcess:
             return False
-        except PermissionError:
+
+    def _running(self, pid: int, files: PodFiles) -> bool:
+        if not self.alive(pid):
+            return False
+        record = _record(files)
+        if record is None or pid in self._children:
             return True
-        return True
+        try:
+            return abs(psutil.Process(pid).create_time() - record.created) <= CREATE_TIME_TOLERANCE
+        except psutil.NoSuchProcess:
+            return False
 
     def _start(self, desired: DesiredPod, files: PodFiles) -> None:
         spec = desired.spec
-        files.folder.mkdir(parents=True, exist_ok=True)
-        exit_file = shlex.quote(str(files.exit))
-        wrapper = f"({desired.command_line}); echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
-        env = os.environ | desired.environment()
-        workdir = Path(spec.workdir).expanduser() if spec.workdir else files.folder
-        with open(files.log, "ab") as log:
-            process = subprocess.Popen(
-                ["/bin/sh", "-c", wrapper],
-                cwd=workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, so stopping it stops its children
+        workdir = Path(spec.workdir).expanduser().absolute() if spec.workdir else None
+        if workdir is not None and not workdir.is_dir():
+            raise PodStartError(
+                f"workdir {workdir} does not exist"
+                if not workdir.exists()
+                else f"workdir {workdir} is not a directory"
             )
+        try:
+            identity = self.identities(desired.tenant)
+        except NoPodUser as error:
+            raise PodStartError(str(error)) from None
+        drop: list[str] = []
+        if identity is not None:
+            setpriv = shutil.which("setpriv", path=SAFE_PATH)
+            if setpriv is None:
+                raise PodStartError("setpriv (util-linux) is not installed: it runs pods as their user")
+            drop = [setpriv, f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups"]
+            drop += ["--no-new-privs", "--"]
+        try:
+            self._make_folders(files, identity)
+            env = pod_environment(desired, files.work, identity)
+            arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
+            arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
+            arguments.append(desired.command_line)
+            descriptor = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(descriptor, "ab") as log:
+                process = subprocess.Popen(
+                    arguments,
+                    cwd=files.work,
+                    env={"PATH": SAFE_PATH} | {ENV_PREFIX + name: value for name, value in env.items()},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own session: stopping it finds all its processes
+                )
+        except (OSError, ValueError, subprocess.SubprocessError) as error:
+            raise PodStartError(str(error)) from None
         self._children[process.pid] = process
+        try:
+            created = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            created = time.time()
+        record = PodProcess(
+            pid=process.pid,
+            created=created,
+            node=desired.node,
+            gpus=desired.gpus,
+            grace=spec.stop_grace_period,
+        )
+        _write_atomically(files.process, record.model_dump_json())
         files.pid.write_text(str(process.pid))
+
+    def _make_folders(self, files: PodFiles, identity: PodIdentity | None) -> None:
+        """The runner's folders may be passed through (0711) but not listed or read by pods; ``work`` is
+        the pod user's alone."""
+        for folder in (self.runs, files.folder.parent.parent, files.folder.parent, files.folder):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o711)
+        files.work.mkdir(mode=0o700, exist_ok=True)
+        if identity is not None:
+            os.chown(files.work, identity.uid, identity.gid)
+
+
+def pod_environment(desired: DesiredPod, home: Path, identity: PodIdentity | None) -> dict[str, str]:
+    """Everything the pod's command is told: the allowlist of the runner's own environment, its home,
+    then its spec's ``env`` and corral's variables."""
+    env = host_environment() | {"HOME": str(home), "TMPDIR": str(home)}
+    if identity is not None:
+        env |= {"USER": identity.name, "LOGNAME": identity.name}
+    return env | desired.environment()
+
+
+def host_environment() -> dict[str, str]:
+    """What a pod is told of the environment of whoever starts it: PATH, locale, time zone; no secret."""
+    host = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in HOST_VARIABLES or name.startswith("LC_")) and ENV_NAME.fullmatch(name)
+    }
+    return {"PATH": SAFE_PATH} | host
+
+
+def _exit_code(files: PodFiles) -> int | None:
+    try:
+        text = files.exit.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if re.fullmatch(r"-?\d+", text) else 1
+
+
+def _record(files: PodFiles) -> PodProcess | None:
+    try:
+        return PodProcess.model_validate_json(files.process.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _sessions() -> dict[int, list[psutil.Process]]:
+    """Every live process on the machine, by session id."""
+    found: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            found.setdefault(os.getsid(process.pid), []).append(process)
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def _pod_processes(record: PodProcess, sessions: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
+    """The pod's processes: those of the session its wrapper leads. While any is left the kernel reuses
+    neither the session id nor the pid; a leader with another start time is someone else's."""
+    members = sessions.get(record.pid, [])
+    for process in members:
+        if process.pid == record.pid and record.created >= 0:
+            try:
+                if abs(process.create_time() - record.created) > CREATE_TIME_TOLERANCE:
+                    return []
+            except psutil.NoSuchProcess:
+                pass
+    return members
+
+
+def _signal(processes: list[psutil.Process], signal_number: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signal_number)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass

@@ -24,6 +24,7 @@ else Ray's ``node:<ip>``; the corral node is named ``<name>``, or ``ray-<first 8
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -40,7 +41,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from corral.api_models import GpuReport, NodeRegistration
 from corral.backends.local import desired_pods
-from corral.backends.pods import DesiredPod
+from corral.backends.pods import DesiredPod, host_environment
 from corral.core.cluster import ClusterSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore
@@ -210,7 +211,7 @@ class PodActor:
         self.process = subprocess.Popen(
             ["/bin/sh", "-c", command],
             cwd=os.path.expanduser(workdir) if workdir else None,
-            env=os.environ | env | node,
+            env=host_environment() | env | node,  # nothing of the Ray worker's own (its keys, tokens)
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -232,15 +233,15 @@ class PodActor:
         return data.decode(errors="replace"), code
 
     def stop(self) -> None:
+        """SIGTERM to the pod's process group, then SIGKILL to whatever of it is left (children that
+        ignore SIGTERM, or outlived the command), so the GPU Ray frees is free."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _die_with_parent() -> None:

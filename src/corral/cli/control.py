@@ -20,9 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.api_models import Job
+from corral.backends.pod_users import DEFAULT_POD_USER
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.logs import DEFAULT_LOG_CAP
-from corral.paths import default_data_dir
+from corral.paths import default_data_dir, private_umask, secure_data_dir
+from corral.spec.job import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
     from corral.control.reconcile import Inventory
@@ -70,6 +72,13 @@ def register(
             int,
             typer.Option(min=1, help="MiB of each pod's output kept and served; older output is dropped."),
         ] = DEFAULT_LOG_CAP >> 20,
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         from corral.control.reconcile import Inventory
@@ -97,6 +106,7 @@ def register(
             local=local,
             workers=workers,
             log_cap=log_cap_mib << 20,
+            pod_user=pod_user,
         )
 
     @app.command()
@@ -111,6 +121,13 @@ def register(
             typer.Option(help="Declare this many GPUs instead of asking NVML (e.g. 4 on a laptop)."),
         ] = None,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Everything on this machine: API, reconcile loop and local backend, scheduling onto this machine's
         CPUs, memory and GPUs (found by NVML, or declared with --gpus)."""
@@ -122,7 +139,16 @@ def register(
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
         )
-        _serve(console, user_errors, Inventory([cluster]), data_dir, port=port, policy=policy, interval=1.0)
+        _serve(
+            console,
+            user_errors,
+            Inventory([cluster]),
+            data_dir,
+            port=port,
+            policy=policy,
+            interval=1.0,
+            pod_user=pod_user,
+        )
 
     @app.command()
     def agent(
@@ -141,18 +167,29 @@ def register(
         register: Annotated[
             bool, typer.Option(help="Register this machine's inventory (off: the cluster file declares it).")
         ] = True,
+        pod_user: Annotated[
+            str,
+            typer.Option(
+                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+                "see docs/security.md."
+            ),
+        ] = DEFAULT_POD_USER,
     ) -> None:
         """Register this machine's GPUs (NVML, or --gpus N), heartbeat, and run the pods the server
         assigns to this node."""
         from functools import partial
 
         from corral.backends.agent import Agent
+        from corral.backends.pod_users import PodUsers, prepare_pod_user
         from corral.client import Client
         from corral.control.inventory import hostname, this_machine
 
         name = node or hostname()
         folder = data_dir or default_data_dir() / "agent" / name
-        folder.mkdir(parents=True, exist_ok=True)
+        private_umask()
+        for passed_through in [*reversed(folder.parents[: 2 if data_dir is None else 0]), folder]:
+            secure_data_dir(passed_through)  # the default's parents too: pods pass through them
+        console.print(prepare_pod_user(pod_user))
         machine = partial(
             this_machine, gpus, gpu_model, cluster=cluster, pool=pool, flavor=flavor, private=private
         )
@@ -160,9 +197,14 @@ def register(
         # noticed (and the pods stopped) in time.
         with Client(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
             console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
-            Agent(client, name, folder, machine if register else None, DEFAULT_HEARTBEAT_TIMEOUT).run(
-                interval
-            )
+            Agent(
+                client,
+                name,
+                folder,
+                machine if register else None,
+                DEFAULT_HEARTBEAT_TIMEOUT,
+                PodUsers(pod_user),
+            ).run(interval)
 
     @app.command()
     def submit(
@@ -205,6 +247,9 @@ def register(
             job = client.job(job_id)
             events = [] if as_json else client.events(job_id)
         _print_jobs(console, [job], as_json, single=True)
+        if not as_json:
+            grace = float(job.spec.get("stop_grace_period", DEFAULT_STOP_GRACE))
+            console.print(f"stopping: SIGTERM, then SIGKILL after {grace:g} s (stop_grace_period)")
         if events:
             console.print(events_table(events, job.submitted_at))
 
@@ -333,13 +378,15 @@ def _serve(
     local: bool = True,
     workers: int = 1,
     log_cap: int = DEFAULT_LOG_CAP,
+    pod_user: str = DEFAULT_POD_USER,
 ) -> None:
     from corral.server.serve import ServerSettings, serve
     from corral.store.database import database_url
 
     folder = (data_dir or default_data_dir()).resolve()
     with user_errors():
-        folder.mkdir(parents=True, exist_ok=True)
+        private_umask()  # the database, its journal and the metrics files: the server's alone
+        secure_data_dir(folder)
         chosen = ServerSettings(
             clusters=list(inventory.clusters),
             queues=list(inventory.queues) if inventory.queues is not None else None,
@@ -353,6 +400,7 @@ def _serve(
             port=port,
             workers=workers,
             log_cap=log_cap,
+            pod_user=pod_user,
         )
         serve(chosen, announce=console.print)
 

@@ -1,8 +1,10 @@
-"""Where a job's files are on the server's machine, so that an artifact a user names is one of them.
+"""Which files on the server's machine are a job's, so that an artifact a user names is one of them.
 
-A pod runs in its spec's ``workdir``, else in its own folder under ``<data dir>/runs/<job id>`` (the local
-backend's layout), and writes checkpoints to ``checkpoint.dir``. An artifact must lie inside one of these
-folders once symbolic links are followed: otherwise a push could copy any file the server may read.
+A file is a job's when its own pods wrote it: it lies in the job's folder under ``<data dir>/runs/<job
+id>`` (the local backend's layout: one folder per attempt and pod), or in its ``checkpoint.dir`` when
+that lies inside that folder, once symbolic links are followed. Folders a user names (``workdir``, a
+checkpoint dir elsewhere, ``/``) make nothing the job's: otherwise a job could claim another job's files,
+and push a sensitive job's data to a public cluster as its own model.
 """
 
 from __future__ import annotations
@@ -17,32 +19,50 @@ class ArtifactNotFound(CorralError):
     """The path names nothing inside the job's folders on this machine."""
 
 
+class ArtifactOfAnotherJob(CorralError):
+    """The path names a file another job's pods wrote: its rules (sensitive, tenant) are not this job's."""
+
+
 def job_folders(job_id: str, spec: JobSpec, runs: Path | None) -> list[Path]:
-    """The job's working directory (the spec's, else its run folder when pods run here), then its
-    checkpoint directory."""
-    folders = [Path(spec.workdir).expanduser()] if spec.workdir else []
-    if runs is not None:
-        folders.append(runs / job_id)
+    """The job's folder under ``runs`` (None: pods do not run on this machine, so nothing), then its
+    checkpoint directory if that lies inside it."""
+    if runs is None:
+        return []
+    own = (runs / job_id).resolve()
+    folders = [own]
     if spec.checkpoint is not None:
-        folders.append(Path(spec.checkpoint.dir).expanduser())
-    return [folder.resolve() for folder in folders]
+        checkpoint = Path(spec.checkpoint.dir).expanduser().resolve()
+        if checkpoint.is_relative_to(own) and checkpoint != own:
+            folders.append(checkpoint)
+    return folders
 
 
-def locate(path: str, job_id: str, folders: list[Path]) -> tuple[Path, str]:
+def locate(path: str, job_id: str, folders: list[Path], runs: Path | None = None) -> tuple[Path, str]:
     """The file or directory ``path`` names, and its artifact name: where it lies inside its folder.
 
-    A relative path is looked for in each folder in turn; an absolute one must be inside one of them."""
+    A relative path is looked for in each folder in turn; an absolute one must be inside one of them. A
+    path into another job's folder under ``runs`` is ``ArtifactOfAnotherJob``."""
     candidates = [Path(path)] if Path(path).is_absolute() else [folder / path for folder in folders]
     for candidate in candidates:
         resolved = candidate.resolve()
         if not resolved.exists():
             continue
-        if resolved.is_dir() and not any(inner.is_file() for inner in resolved.rglob("*")):
-            raise ArtifactNotFound(f"path: {path!r} is an empty directory of job {job_id}: nothing to copy")
-        for folder in folders:
-            if resolved.is_relative_to(folder):
-                inside = resolved.relative_to(folder).as_posix()
-                return resolved, folder.name if inside == "." else inside
+        holding = [folder for folder in folders if resolved.is_relative_to(folder)]
+        if holding:
+            folder = max(holding, key=lambda f: len(f.parts))  # inside the checkpoint dir: named from there
+            if resolved.is_dir() and not any(inner.is_file() for inner in resolved.rglob("*")):
+                raise ArtifactNotFound(
+                    f"path: {path!r} is an empty directory of job {job_id}: nothing to copy"
+                )
+            inside = resolved.relative_to(folder).as_posix()
+            return resolved, folder.name if inside == "." else inside
+        if runs is not None and resolved.is_relative_to(runs.resolve()):
+            inside = resolved.relative_to(runs.resolve()).parts
+            whose = f"job {inside[0]}'s" if inside else "every job's"
+            raise ArtifactOfAnotherJob(
+                f"path: {path!r} is {whose} files, not job {job_id}'s: a job copies only what its own pods "
+                "wrote, whatever its workdir or checkpoint.dir"
+            )
     where = ", ".join(str(folder) for folder in folders) or "none on this machine"
     raise ArtifactNotFound(
         f"path: {path!r} is not a file or directory inside job {job_id}'s folders ({where}); "

@@ -24,6 +24,7 @@ import uvicorn
 from pydantic import BaseModel
 
 from corral.backends.local import LocalBackend
+from corral.backends.pod_users import DEFAULT_POD_USER, PodUsers, prepare_pod_user
 from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec
 from corral.core.nodes import build_initial_nodes
@@ -63,6 +64,8 @@ class ServerSettings(BaseModel):
     workers: int = 1
     log_cap: int = DEFAULT_LOG_CAP
     """Bytes of each pod's output kept and served; older output is dropped."""
+    pod_user: str = DEFAULT_POD_USER
+    """Who the local backend's pods run as where no ``corral-<tenant>`` user exists (docs/security.md)."""
 
 
 def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> None:
@@ -76,6 +79,8 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
     token = AccountStore(store.engine).bootstrap()
     if token is not None:
         announce(f"first admin token written to {write_token(settings.data_dir, token)}")
+    if settings.local:
+        announce(prepare_pod_user(settings.pod_user))
     url = store.engine.url.render_as_string()
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
     loop = _loop(settings, store, inventory, backend)
@@ -124,7 +129,8 @@ def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inv
     inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
-    backend = LocalBackend(store, settings.data_dir, local_nodes) if settings.local else None
+    identities = PodUsers(settings.pod_user)
+    backend = LocalBackend(store, settings.data_dir, local_nodes, identities) if settings.local else None
     return store, inventory, backend
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +43,22 @@ from corral.spec.validation import read_text, validate_yaml
 
 DEFAULT_TIME_LIMIT = 24 * 3600.0
 """Seconds a job may run when its spec sets no ``time_limit``; also the scheduler's duration estimate."""
+DEFAULT_STOP_GRACE = 30.0
+"""Seconds a stopped pod gets between SIGTERM and SIGKILL when its spec sets no ``stop_grace_period``."""
+
+MAX_COMMAND_BYTES = 64 * 1024
+"""Longest command line (an argv list counts as joined with shell quoting). The kernel refuses any single
+argument over 128 KiB and the pod's command line is one; half of that leaves room for the wrapper."""
+MAX_ARGV_ITEMS = 4096
+MAX_ENV_VARIABLES = 256
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ENV_BYTES = 256 * 1024
+"""Most bytes of names and values together: with the command, well inside the kernel's 2 MiB for a new
+program's arguments and environment, so a spec that validates can always be started."""
+MAX_PATH_BYTES = 4096
+"""Longest workdir or checkpoint dir (the kernel's PATH_MAX)."""
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What a shell accepts as a variable name; anything else cannot be exported to the pod."""
 
 _BYTES = {
     "": 2**30,  # a bare number is GiB
@@ -157,6 +174,14 @@ class GpuRequest(BaseModel):
         return cls(count=int(amount), models=models)
 
 
+def _path(value: str, field: str) -> str:
+    if "\0" in value:
+        raise ValueError(f"{field} contains a NUL byte, which no path can hold")
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise ValueError(f"{field} is {len(value.encode())} bytes; at most {MAX_PATH_BYTES}")
+    return value
+
+
 def _is_number(text: str) -> bool:
     return re.fullmatch(r"\d+(?:\.\d+)?", text.strip()) is not None
 
@@ -186,6 +211,11 @@ class Checkpoint(BaseModel):
     dir: str = Field(min_length=1, description="Where the job writes checkpoints; it resumes from here.")
     interval: Seconds = Field(description="How often it checkpoints, e.g. 10m.")
 
+    @field_validator("dir")
+    @classmethod
+    def _dir_is_a_path(cls, value: str) -> str:
+        return _path(value, "checkpoint.dir")
+
 
 class JobSpec(BaseModel):
     """One job as a user writes it (YAML or JSON)."""
@@ -206,12 +236,59 @@ class JobSpec(BaseModel):
     checkpoint: Checkpoint | None = None
     retries: int = Field(default=0, ge=0, le=100, description="Runs again after a failure, up to this often.")
     time_limit: Seconds = Field(default=DEFAULT_TIME_LIMIT, description="Stopped after running this long.")
+    stop_grace_period: Annotated[float, BeforeValidator(parse_seconds), Field(le=3600)] = Field(
+        default=DEFAULT_STOP_GRACE,
+        description="A stopped pod gets SIGTERM, then SIGKILL this long after (at most 1h).",
+    )
 
     @field_validator("command")
     @classmethod
-    def _command_not_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _command_can_be_run(cls, value: str | list[str]) -> str | list[str]:
+        """Refuse what no process could be started with, so that it is a 422 at submit and not a pod
+        that fails (or a backend that trips) later."""
         if not (value.strip() if isinstance(value, str) else value):
             raise ValueError("command is empty: give a command line or an argv list")
+        parts = [value] if isinstance(value, str) else value
+        if len(parts) > MAX_ARGV_ITEMS:
+            raise ValueError(f"command has {len(parts)} arguments; at most {MAX_ARGV_ITEMS}")
+        if any("\0" in part for part in parts):
+            raise ValueError("command contains a NUL byte, which no program can be given")
+        line = value if isinstance(value, str) else shlex.join(value)
+        if len(line.encode()) > MAX_COMMAND_BYTES:
+            raise ValueError(f"command is {len(line.encode())} bytes; at most {MAX_COMMAND_BYTES} (64 KiB)")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_is_a_path(cls, value: str | None) -> str | None:
+        return None if value is None else _path(value, "workdir")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_has_no_nul(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("queue contains a NUL byte")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_can_be_exported(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ENV_VARIABLES:
+            raise ValueError(f"env has {len(value)} variables; at most {MAX_ENV_VARIABLES}")
+        for name, text in value.items():
+            if ENV_NAME.fullmatch(name) is None:
+                raise ValueError(
+                    f"env name {name!r} is not a variable name: letters, digits and _, not first a digit"
+                )
+            if "\0" in text:
+                raise ValueError(f"env {name} contains a NUL byte, which no program can be given")
+            if len(text.encode()) > MAX_ENV_VALUE_BYTES:
+                raise ValueError(
+                    f"env {name} is {len(text.encode())} bytes; at most {MAX_ENV_VALUE_BYTES} (32 KiB)"
+                )
+        total = sum(len(name.encode()) + len(text.encode()) + 2 for name, text in value.items())
+        if total > MAX_ENV_BYTES:
+            raise ValueError(f"env is {total} bytes in all; at most {MAX_ENV_BYTES} (256 KiB)")
         return value
 
     @field_validator("deadline")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from corral.api_models import Artifact, ArtifactPush, Problem
 from corral.federation.artifacts import ArtifactCopy, ArtifactRefused
-from corral.federation.job_files import ArtifactNotFound, job_folders, locate
+from corral.federation.job_files import ArtifactNotFound, ArtifactOfAnotherJob, job_folders, locate
 from corral.federation.transfer import ObjectStoreError, push
 from corral.server.auth import REFUSALS, SUBMITTERS, allow, caller, refuse, visible_job
 from corral.server.params import JobId
@@ -26,7 +26,10 @@ Plane = Annotated[ControlPlane, Depends(control_plane)]
 Submitter = Annotated[Principal, Depends(allow(*SUBMITTERS))]
 
 ANSWERS: dict[int | str, dict[str, Any]] = {
-    403: {"model": Problem, "description": "The artifact may not go to that cluster, or the caller may not."},
+    403: {
+        "model": Problem,
+        "description": "The artifact may not go to that cluster, is another job's, or the caller may not.",
+    },
     422: {"model": Problem, "description": "No such cluster or object store, or no such file of the job."},
     502: {"model": Problem, "description": "The object store did not take the copy."},
 }
@@ -38,7 +41,8 @@ def push_artifact(
 ) -> Artifact:
     """Copy a file or directory of the job's (on the server's machine) to a cluster's object store, under
     ``<tenant>/<job id>/<path inside the job's folder>``. To a public cluster only models and
-    checkpoints of jobs that are not sensitive may go; anything may go to a private cluster."""
+    checkpoints of jobs that are not sensitive may go; anything may go to a private cluster. Only files
+    the job's own pods wrote are its artifacts: a path into another job's folder is refused (403)."""
     record = visible_job(request, plane, principal, job_id)
     clusters = {cluster.name: cluster for cluster in plane.inventory.clusters}
     cluster = clusters.get(body.cluster)
@@ -54,9 +58,11 @@ def push_artifact(
         )
     spec = JobSpec.model_validate(record.spec)
     try:
-        source, name = locate(body.path, record.id, job_folders(record.id, spec, plane.runs))
+        source, name = locate(body.path, record.id, job_folders(record.id, spec, plane.runs), plane.runs)
     except ArtifactNotFound as error:
         refuse(request, 422, str(error), principal)
+    except ArtifactOfAnotherJob as error:
+        refuse(request, 403, str(error), principal)
     copy = ArtifactCopy(
         job=record.id,
         sensitive=spec.sensitive,

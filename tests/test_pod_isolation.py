@@ -1,0 +1,248 @@
+"""What a member's job can reach through the local backend (issue 14): nothing of the server's (token,
+database, environment) nor of other tenants' pods; a pod that cannot start fails its job alone; a stopped
+pod that ignores SIGTERM is killed after its grace period and its GPU is not given to another pod before;
+exit codes are never lost to a race with the pod's end."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from builders import make_cluster, make_pool
+
+from corral.backends import pod_users
+from corral.backends.local import LocalBackend
+from corral.backends.pod_users import PodIdentity
+from corral.backends.pods import DesiredPod, PodRunner
+from corral.control.reconcile import Inventory, reconcile
+from corral.logs import pod_log_files
+from corral.paths import secure_data_dir, write_token
+from corral.scheduling import get_policy
+from corral.spec.job import JobSpec
+from corral.store.accounts import AccountStore
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+
+ONE_GPU = Inventory(clusters=[make_cluster("lab", [make_pool("n", flavor="gpu", count=1, gpus=1)])])
+TWO_NODES = Inventory(clusters=[make_cluster("lab", [make_pool("n", flavor="gpu", count=2, gpus=2)])])
+POLICY = get_policy("default")
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="only root can run pods as another user")
+TENANT_UIDS = {"vision": 64_001, "nlp": 64_002}
+"""Each tenant's pod user in these tests: uids without a passwd entry, as a node set up per tenant
+would have (setpriv needs no entry), so the test machine's users are left alone."""
+
+
+def submit(store: JobStore, tenant: str = "default", **spec: object) -> str:
+    return store.submit(JobSpec.model_validate({"name": "job"} | spec), tenant=tenant).id
+
+
+def step(store: JobStore, backend: LocalBackend, inventory: Inventory = TWO_NODES) -> None:
+    reconcile(store.engine, inventory, POLICY, now=time.time())
+    backend.sync()
+
+
+def run_until_ended(store: JobStore, backend: LocalBackend, *jobs: str) -> dict[str, str]:
+    for _ in range(300):
+        step(store, backend)
+        statuses = {job: store.get(job).status for job in jobs}
+        if all(status in ("finished", "failed", "cancelled") for status in statuses.values()):
+            return statuses
+        time.sleep(0.05)
+    raise AssertionError(f"still running: {statuses}")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir laid out as the server lays it out, where a pod user could reach it: directly in /tmp
+    (pytest's own folders are root's alone, which would hide everything whatever corral did)."""
+    folder = Path(tempfile.mkdtemp(prefix="corral-isolation-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@AS_ROOT
+def test_a_members_job_reads_no_token_no_database_no_server_secret_and_no_other_tenant_s_files(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-cloud-key")
+    store = JobStore(open_store(f"sqlite:///{data_dir / 'corral.db'}"))
+    token = AccountStore(store.engine).bootstrap()
+    assert token is not None
+    write_token(data_dir, token)
+    secure_data_dir(data_dir)
+    backend = LocalBackend(
+        store, data_dir, identities=lambda tenant: PodIdentity(tenant, *[TENANT_UIDS[tenant]] * 2)
+    )
+    other = submit(store, "nlp", command="echo other-tenant-secret > secret.txt", env={"NLP_KEY": "nlp-key"})
+    assert run_until_ended(store, backend, other) == {other: "finished"}
+    runs, pod = data_dir / "runs", f"{other}/attempt-1/pod-0"
+    attack = (
+        f"cat {data_dir}/token; cat {data_dir}/corral.db; env; ls {data_dir} {runs} {runs}/{other}; "
+        f"cat {runs}/{pod}/work/secret.txt {runs}/{pod}/output.log; ls {runs}/{pod}/work; "
+        "cat /proc/1/environ; id -u; echo attack-done"
+    )
+    job = submit(store, "vision", command=attack)
+    assert run_until_ended(store, backend, job) == {job: "finished"}
+    output = backend.runner.files(job, 1, 0).log.read_text(errors="replace")
+    assert "attack-done" in output and f"\n{TENANT_UIDS['vision']}\n" in output
+    for secret in (token, "server-cloud-key", "SQLite format", "other-tenant-secret", "nlp-key", other):
+        assert secret not in output.replace(f"{runs}/{other}", ""), secret
+    assert f"HOME={runs}/{job}/attempt-1/pod-0/work" in output
+    store.engine.dispose()
+
+
+@AS_ROOT
+def test_by_default_pods_run_as_an_unprivileged_user(store: JobStore, tmp_path: Path) -> None:
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, command="id -u")
+    assert run_until_ended(store, backend, job) == {job: "finished"}
+    assert backend.runner.files(job, 1, 0).log.read_text().strip() not in ("", "0")
+
+
+@pytest.mark.parametrize("switching", [True, False], ids=["pod-user", "as-the-server"])
+def test_a_pod_is_told_only_an_allowlist_of_the_server_s_environment(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switching: bool
+) -> None:
+    """Also where the user cannot be switched (the server is not root): the environment is scrubbed."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-cloud-key")
+    monkeypatch.setenv("CORRAL_TOKEN", "server-token")
+    monkeypatch.setenv("LC_ALL", "C")
+    backend = LocalBackend(store, tmp_path, identities=None if switching else lambda tenant: None)
+    job = submit(store, command="env", env={"MINE": "mine"})
+    assert run_until_ended(store, backend, job) == {job: "finished"}
+    names = {line.split("=", 1)[0] for line in backend.runner.files(job, 1, 0).log.read_text().splitlines()}
+    assert {"PATH", "HOME", "TMPDIR", "LC_ALL", "MINE", "CORRAL_JOB_ID", "CUDA_VISIBLE_DEVICES"} <= names
+    assert not names & {"AWS_SECRET_ACCESS_KEY", "CORRAL_TOKEN"}
+    assert not any(name.startswith("CORRAL_POD_ENV_") for name in names)
+
+
+def test_a_pod_that_cannot_start_fails_its_job_with_the_reason_and_the_next_job_still_runs(
+    store: JobStore, tmp_path: Path
+) -> None:
+    backend = LocalBackend(store, tmp_path)
+    bad = submit(store, command="true", workdir="/nonexistent")
+    good = submit(store, command="echo fine")
+    assert run_until_ended(store, backend, bad, good) == {bad: "failed", good: "finished"}
+    assert store.get(bad).reason == "pod 0 did not start: workdir /nonexistent does not exist"
+    log = pod_log_files(backend.runner.runs)(bad, 0, None)
+    assert log is not None and b"workdir /nonexistent does not exist" in log.read(log.kept_from, log.length)
+    later = submit(store, command="echo later")
+    assert run_until_ended(store, backend, later) == {later: "finished"}
+
+
+def test_a_stopped_pod_that_ignores_sigterm_is_killed_after_its_grace_and_holds_its_gpu_until_then(
+    store: JobStore, tmp_path: Path
+) -> None:
+    backend = LocalBackend(store, tmp_path)
+    stubborn = submit(store, command="trap '' TERM; sleep 45", resources={"gpus": 1}, stop_grace_period=1)
+    step(store, backend, ONE_GPU)
+    files = backend.runner.files(stubborn, 1, 0)
+    session = int(files.pid.read_text())
+    store.cancel(stubborn)
+    follower = submit(store, command="echo next", resources={"gpus": 1})
+    step(store, backend, ONE_GPU)  # SIGTERM, ignored; the follower is placed on the same GPU ...
+    assert store.get(follower).status == "running" and _session_alive(session)
+    assert not backend.runner.files(follower, 1, 0).pid.exists()  # ... but not started there
+    for _ in range(300):
+        step(store, backend, ONE_GPU)
+        if backend.runner.files(follower, 1, 0).pid.exists():
+            assert not _session_alive(session), "a pod started on a GPU a stopped pod still holds"
+        if store.get(follower).status == "finished":
+            break
+        time.sleep(0.05)
+    assert store.get(follower).status == "finished" and not _session_alive(session)
+
+
+def _session_alive(session: int) -> bool:
+    for process in psutil.process_iter(["status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(process.pid) == session:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _short_pods(count: int, command: str) -> list[DesiredPod]:
+    spec = JobSpec.model_validate({"name": "short", "command": command})
+    return [
+        DesiredPod(
+            job_id=f"j{index}",
+            attempt=1,
+            pod=0,
+            node="n",
+            gpus=(),
+            gpu_milli=0,
+            gpu_memory_gib=0.0,
+            cpu=1.0,
+            memory_gib=1.0,
+            spec=spec,
+        )
+        for index in range(count)
+    ]
+
+
+def test_a_pod_that_ends_while_it_is_polled_keeps_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment, made certain: each pod ends during the liveness reading of a poll. Reading the
+    exit file first (as it once was) took such a pod for one that vanished, and recorded 137 for a 0."""
+    runner = PodRunner(tmp_path / "runs")
+    reading = runner.alive
+
+    def ending_while_polled(pid: int) -> bool:
+        child = runner._children.get(pid)
+        if child is not None:
+            child.wait(timeout=10)
+        return reading(pid)
+
+    monkeypatch.setattr(runner, "alive", ending_while_polled)
+    pods = _short_pods(5, "sleep 0.2")
+    assert [runner.ensure(pod) for pod in pods] == [None] * 5
+    assert [runner.ensure(pod) for pod in pods] == [0] * 5
+
+
+def test_many_short_pods_polled_in_a_tight_loop_all_exit_0(tmp_path: Path) -> None:
+    runner = PodRunner(tmp_path / "runs")
+    pods = _short_pods(100, "true")
+    codes: dict[str, int] = {}
+    while len(codes) < len(pods):
+        for pod in pods:
+            if pod.job_id not in codes and (code := runner.ensure(pod)) is not None:
+                codes[pod.job_id] = code
+    assert set(codes.values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("users", "expected"),
+    [
+        ({"corral-vision": 2001, "corral-pod": 2000, "nobody": 65534}, "corral-vision"),
+        ({"corral-vision": 0, "corral-pod": 2000, "nobody": 65534}, "corral-pod"),  # never root
+        ({"nobody": 65534}, "nobody"),
+        ({}, None),
+    ],
+)
+def test_a_tenant_s_pods_run_as_its_own_user_else_the_pod_user_else_nobody(
+    monkeypatch: pytest.MonkeyPatch, users: dict[str, int], expected: str | None
+) -> None:
+    def getpwnam(name: str) -> pwd.struct_passwd:
+        if name not in users:
+            raise KeyError(name)
+        return pwd.struct_passwd((name, "x", users[name], users[name], "", "/", "/bin/false"))
+
+    monkeypatch.setattr(pod_users.pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(pod_users, "can_switch_users", lambda: True)
+    if expected is None:
+        with pytest.raises(pod_users.NoPodUser, match="no user to run pods as"):
+            pod_users.PodUsers()("vision")
+    else:
+        assert pod_users.PodUsers()("vision") == PodIdentity(expected, users[expected], users[expected])
+    monkeypatch.setattr(pod_users, "can_switch_users", lambda: False)
+    assert pod_users.PodUsers()("vision") is None  # not root: pods run as the server, said at start
