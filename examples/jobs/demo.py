@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,17 +61,30 @@ def main() -> None:
 
 
 def _preemption(client: Client) -> list[Job]:
-    """A checkpointing run is preempted by an urgent job and resumes from its checkpoint."""
-    checkpoints = DATA / "checkpoints" / "train"
+    """A checkpointing run is preempted by an urgent job and resumes from its checkpoint.
+
+    Pods run as an unprivileged user (docs/security.md), who may not enter the data dir or, when the
+    server runs as root, a clone under root's home: the training code and its checkpoints go to a
+    folder of their own that the pod user can read and write."""
+    shared = Path(tempfile.mkdtemp(prefix="corral-demo-"))
+    shared.chmod(0o755)
+    code, checkpoints = shared / "code", shared / "checkpoints"
+    shutil.copytree(PREEMPTION, code)
+    checkpoints.mkdir()
+    checkpoints.chmod(0o1777)
     spec = load_job_spec(PREEMPTION / "train.yaml")
-    spec = in_folders(spec, workdir=PREEMPTION, checkpoints=checkpoints)
+    spec = in_folders(spec, workdir=code, checkpoints=checkpoints)
     train = client.submit(spec)
-    print(f"submitted {train.id} (train, priority 0, checkpoints every step)")
+    print(f"submitted {train.id} (train, priority 0, checkpoints every step in {checkpoints})")
+    deadline = time.monotonic() + 120
     while not any(int(path.read_text() or 0) >= 3 for path in checkpoints.glob("*.step")):
+        if client.job(train.id).status not in ("pending", "running") or time.monotonic() > deadline:
+            raise SystemExit(f"the training job wrote no checkpoint; its output:\n{client.logs(train.id)}")
         time.sleep(0.2)
     urgent = client.submit(PREEMPTION / "urgent.yaml")
     print(f"submitted {urgent.id} (urgent, priority 10): the nlp queue cannot hold both")
     _wait(client, [train, urgent])
+    shutil.rmtree(shared, ignore_errors=True)
     return [train, urgent]
 
 
