@@ -295,8 +295,7 @@ def test_sensitive_job_is_kept_off_a_public_cluster_even_when_the_private_one_is
     message = result.pending["secret"].message
     assert "cloud/" not in message  # the cloud was never tried, and the message says why
     assert message.startswith(
-        "job is sensitive, so it runs only on private clusters (not on cloud); "
-        "reserved: expected to start in 60 min on own-0; onprem/f:"
+        "job is sensitive, so it runs only on private clusters (not on cloud); onprem/f:"
     )
 
 
@@ -419,10 +418,7 @@ def test_pending_for_room_says_how_many_nodes_fit() -> None:
     result = schedule(snapshot, [job("j")], DEFAULT, now=0.0)
     pending = result.pending["j"]
     assert pending.reason is PendingReason.NO_FIT
-    assert pending.message == (
-        "reserved: expected to start in 60 min on p-0; "
-        "c/f: 0/2 nodes fit (2 insufficient GPUs); no whole GPU is free on any node"
-    )
+    assert pending.message == "c/f: 0/2 nodes fit (2 insufficient GPUs); no whole GPU is free on any node"
 
 
 def test_pending_lists_every_domain_tried() -> None:
@@ -437,7 +433,6 @@ def test_pending_lists_every_domain_tried() -> None:
     pending = result.pending["j"]
     assert pending.reason is PendingReason.NO_FIT
     assert pending.message == (
-        "reserved: expected to start in 60 min on p2-0; "
         "c/f1: queue a: f1 quota 8 GPUs, 8 in use, job needs 1 (no cohort to borrow from); "
         "c/f2: 0/1 nodes fit (1 insufficient CPU); largest free block: 8 GPUs, 0 CPU, 512 GiB on p2-0"
     )

@@ -14,11 +14,14 @@ else declared time limits, else "as long again as it has run, at least an hour".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from corral.core.workloads import Workload
+from corral.core.nodes import Node
+from corral.core.units import MILLI_PER_GPU
+from corral.core.workloads import PodRequest, Workload
 from corral.scheduling.decisions import Placement, Reservation
+from corral.scheduling.placement import EPSILON
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
 UNKNOWN_RUNTIME_SECONDS = 3600.0
@@ -46,28 +49,110 @@ def total_runtime(
     return max(UNKNOWN_RUNTIME_SECONDS, 2 * progress)  # heavy tails: as long again as it has run
 
 
+MAX_RELEASES = 256
+"""Running jobs a look ahead releases at most: beyond them a job's start is too far off to hold room
+for, and each release may cost a placement."""
+
+
 def earliest_fit(
-    snapshot: Snapshot, domain: Domain, attempt: Callable[[], T | None], now: float, demand_milli: int = 0
+    snapshot: Snapshot,
+    domain: Domain,
+    attempt: Callable[[], T | None],
+    now: float,
+    pod: PodRequest,
+    pods: int,
 ) -> tuple[float, T] | None:
     """When ``attempt()`` first succeeds in ``domain`` if running jobs there end by their estimated run
-    times and nothing else starts, with what it returned then; None if it never would. ``attempt`` is
-    not called while the domain has less free GPU than ``demand_milli``: on a big cluster most releases
-    cannot be enough yet, and each attempt is a placement. The snapshot is left as it was found."""
-    running = [a for a in snapshot.running.values() if (a.cluster, a.flavor) == domain]
-    ends = sorted((remaining_runtime(a, now, snapshot.runtime_estimate), a.workload.id) for a in running)
-    free = sum(g.free_milli for node in snapshot.domains.get(domain, ()) if node.up for g in node.gpus)
+    times and nothing else starts, with what it returned then; None if it never would within
+    ``MAX_RELEASES`` ends. The snapshot is left as it was found.
+
+    ``attempt`` is a real placement, and releasing a job in the snapshot costs as much: so the look
+    ahead first counts, per node, the whole GPUs, CPU and memory the ends free (``_Headroom``), and only
+    when ``pods`` such pods could fit by those counts are the ends applied and the placement tried."""
+    ends = _ends(snapshot, domain, now)
+    headroom = _Headroom(snapshot.domains.get(domain, ()), pod)
     mark = snapshot.mark()
+    applied = 0
     try:
-        for remaining, job_id in ends:
-            free += snapshot.release(job_id).gpu_milli
-            if free < demand_milli:
+        for index, (remaining, job_id) in enumerate(ends[:MAX_RELEASES]):
+            headroom.release(snapshot.running[job_id])
+            if headroom.pods < pods:
                 continue
+            for _, earlier in ends[applied : index + 1]:
+                snapshot.release(earlier)
+            applied = index + 1
             outcome = attempt()
             if outcome is not None:
                 return now + remaining, outcome
     finally:
         snapshot.rollback(mark)
     return None
+
+
+def _ends(snapshot: Snapshot, domain: Domain, now: float) -> list[tuple[float, str]]:
+    """The domain's running jobs by estimated time left, kept for the rest of the instant: a round asks
+    once per blocked job, and an estimate is a lookup in the run-time history."""
+    memo = snapshot.estimates_memo
+    if memo.get("now") != now:
+        memo.clear()
+        memo["now"] = now
+    left: dict[tuple[str, float], float] = memo.setdefault("left", {})  # type: ignore[assignment]
+    ends = []
+    for allocation in snapshot.running.values():
+        if (allocation.cluster, allocation.flavor) != domain:
+            continue
+        key = (allocation.workload.id, allocation.started_at)
+        remaining = left.get(key)
+        if remaining is None:
+            remaining = left[key] = remaining_runtime(allocation, now, snapshot.runtime_estimate)
+        ends.append((remaining, allocation.workload.id))
+    ends.sort()
+    return ends
+
+
+class _Headroom:
+    """How many pods of one shape the nodes of a domain could hold, counting resources as jobs end: a
+    necessary condition for a placement (it ignores which GPUs, NVLink and shares), cheap to keep."""
+
+    def __init__(self, nodes: Sequence[Node], pod: PodRequest) -> None:
+        self.pod = pod
+        self.free: dict[str, list[float]] = {}
+        self.fit: dict[str, int] = {}
+        for node in nodes:
+            if node.up and (pod.models is None or node.gpu_model in pod.models):
+                shared = pod.fractional and node.max_free_share >= pod.gpu_milli
+                self.free[node.name] = [
+                    float(node.whole_free_gpus + shared),
+                    node.cpu - node.used_cpu,
+                    node.memory_gib - node.used_memory_gib,
+                ]
+                self.fit[node.name] = self._fits(node.name)
+        self.pods = sum(self.fit.values())
+
+    def release(self, allocation: Allocation) -> None:
+        for placement in allocation.placements:
+            free = self.free.get(placement.node)
+            if free is None:
+                continue
+            if placement.gpu_milli >= MILLI_PER_GPU or self.pod.fractional:
+                free[0] += len(placement.gpus)  # for a share: room on those GPUs, perhaps
+            free[1] += placement.cpu
+            free[2] += placement.memory_gib
+            fit = self._fits(placement.node)
+            self.pods += fit - self.fit[placement.node]
+            self.fit[placement.node] = fit
+
+    def _fits(self, name: str) -> int:
+        gpus, cpu, memory = self.free[name]
+        pod = self.pod
+        limits = [10_000]
+        if pod.gpus:
+            limits.append(int(gpus + EPSILON) // pod.gpus)
+        if pod.cpu > 0:
+            limits.append(int((cpu + EPSILON) / pod.cpu))
+        if pod.memory_gib > 0:
+            limits.append(int((memory + EPSILON) / pod.memory_gib))
+        return max(min(limits), 0)
 
 
 def reservation_for(job: Workload, domain: Domain, until: float, placements: list[Placement]) -> Reservation:

@@ -146,20 +146,19 @@ def find_victims(
     if cost.payback is None:
         return victims
     lost = sum(_thrown_away(v, now, cost) for v in victims)
-    saved = _gpus(job.gpu_demand_milli, job.pods) * wait_without_preemption(
-        snapshot, domain, fits, now, job.gpu_demand_milli
-    )
+    saved = _gpus(job.gpu_demand_milli, job.pods) * wait_without_preemption(snapshot, domain, fits, now, job)
     if lost * cost.payback > saved:
         return Unprofitable(tuple(v.workload.id for v in victims), lost, saved)
     return victims
 
 
 def wait_without_preemption(
-    snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float, demand_milli: int
+    snapshot: Snapshot, domain: Domain, fits: Callable[[], bool], now: float, job: Workload
 ) -> float:
     """Estimated seconds until ``fits()`` holds in ``domain`` with no preemption, as running jobs end by
     their estimated run times (infinite if it never would)."""
-    fit = earliest_fit(snapshot, domain, lambda: True if fits() else None, now, demand_milli)
+    # Past the look-ahead the wait is long: as good as never for weighing a preemption.
+    fit = earliest_fit(snapshot, domain, lambda: True if fits() else None, now, job.pod, job.pods)
     return float("inf") if fit is None else fit[0] - now
 
 

@@ -239,7 +239,7 @@ class _Round:
                     return True
         pending = self._wait_for_nodes(job, domains) or _explain(job, failures)
         refused = self.unprofitable.get(job.id)
-        reservation = self._reserve(job, pod, failures) if self.policy.backfill else None
+        reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
             feasible.kept_private,
             reservation.describe(self.now) if reservation is not None else "",
@@ -349,14 +349,14 @@ class _Round:
         only room (not quota) stopped it; the earliest such moment and the GPUs it would get then."""
         best: Reservation | None = None
         for domain, failure in failures:
-            if not isinstance(failure, FitFailure) or domain in self.reservations or pod.fractional:
+            if not isinstance(failure, FitFailure) or domain in self.reservations:
                 continue
 
             def attempt(domain: Domain = domain) -> list[Placement] | None:
                 outcome = self._place(job, pod, domain)
                 return outcome if isinstance(outcome, list) else None
 
-            fit = earliest_fit(self.snapshot, domain, attempt, self.now, job.gpu_demand_milli)
+            fit = earliest_fit(self.snapshot, domain, attempt, self.now, pod, job.pods)
             if fit is not None and (best is None or fit[0] < best.until):
                 best = reservation_for(job, domain, *fit)
         if best is not None:
@@ -613,6 +613,13 @@ def _fits_on(node: Node, pod: PodRequest, gpus: tuple[int, ...]) -> bool:
     if pod.fractional:
         return all(share_fits(node.gpus[index], pod) for index in gpus)
     return all(node.gpus[index].healthy and node.gpus[index].idle for index in gpus)
+
+
+def _wide(job: Workload) -> bool:
+    """Jobs that get reservations: gangs and pods of several GPUs, which freed single GPUs do not add up
+    to. A job of one GPU or less starts on the next one that frees; holding room for it would only
+    cost the look-ahead."""
+    return job.pods > 1 or job.gpus_per_pod > 1
 
 
 def _noted(pending: Pending, note: str) -> Pending:

@@ -103,6 +103,8 @@ class Snapshot:
         the caller); only queues with a budget need an entry."""
         self.forecast: Forecast | None = None
         """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
+        self.estimates_memo: dict[str, object] = {}
+        """Running jobs' estimated time left at one instant (``corral.scheduling.backfill``)."""
         self.reserved: tuple[str, ...] = ()
         """Jobs that held a backfill reservation after the last round (kept by the caller): tried first."""
         self.runtime_estimate: Callable[[Workload, float], float] | None = None
