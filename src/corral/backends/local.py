@@ -5,6 +5,10 @@ After each reconcile round ``sync`` makes the processes match the store: it star
 ``CORRAL_GPU_MEMORY_GIB``), stops pods of jobs that no longer should (cancelled, preempted), and records
 jobs whose pods have all exited: finished when every pod exited 0, failed otherwise. Processes are run by
 ``PodRunner``, which adopts pods that kept running across a restart.
+
+A pod's exit calls the runner's ``on_exit`` at once (the server sets the loop's poke), and the loop calls
+``record_exits`` before each round, so the round that follows an exit frees its GPUs and starts the next
+job: one round per exit, not one to notice it and another to use the room.
 """
 
 from __future__ import annotations
@@ -33,16 +37,31 @@ class LocalBackend:
 
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
-        desired = [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
+        desired = self._desired()
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
-        by_job: dict[str, list[DesiredPod]] = {}
-        for pod in desired:
-            by_job.setdefault(pod.job_id, []).append(pod)
-        for job_id, pods in by_job.items():
-            exits = [self.runner.ensure(pod) for pod in sorted(pods, key=lambda p: p.pod)]
-            if all(code is not None for code in exits):
-                succeeded, reason = exit_outcome([code for code in exits if code is not None])
-                self.store.finish(job_id, succeeded=succeeded, reason=reason)
+        for job_id, pods in _by_job(desired).items():
+            self._finish_if_ended(job_id, [self.runner.ensure(pod) for pod in pods])
+
+    def record_exits(self) -> None:
+        """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""
+        for job_id, pods in _by_job(self._desired()).items():
+            self._finish_if_ended(job_id, [self.runner.exit_code(pod) for pod in pods])
+
+    def _desired(self) -> list[DesiredPod]:
+        return [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
+
+    def _finish_if_ended(self, job_id: str, exits: list[int | None]) -> None:
+        if all(code is not None for code in exits):
+            succeeded, reason = exit_outcome([code for code in exits if code is not None])
+            self.store.finish(job_id, succeeded=succeeded, reason=reason)
+
+
+def _by_job(pods: list[DesiredPod]) -> dict[str, list[DesiredPod]]:
+    """Each job's pods, in pod order."""
+    by_job: dict[str, list[DesiredPod]] = {}
+    for pod in sorted(pods, key=lambda p: (p.job_id, p.pod)):
+        by_job.setdefault(pod.job_id, []).append(pod)
+    return by_job
 
 
 def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:

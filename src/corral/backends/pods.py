@@ -12,6 +12,8 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +87,11 @@ VANISHED_EXIT_CODE = 137
 
 
 class PodRunner:
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, on_exit: Callable[[], None] | None = None) -> None:
+        """``on_exit`` is called (from a watcher thread) as soon as a pod this runner started exits, so
+        its supervisor can look now rather than at its next tick; adopted pods are seen at the next look."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
+        self.on_exit = on_exit
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         """Pods this runner started, by pid; adopted pods are watched through the kernel."""
 
@@ -95,6 +100,14 @@ class PodRunner:
 
     def ensure(self, desired: DesiredPod) -> int | None:
         """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it)."""
+        code = self.exit_code(desired)
+        files = self.files(desired.job_id, desired.attempt, desired.pod)
+        if code is None and not files.pid.exists():
+            self._start(desired, files)
+        return code
+
+    def exit_code(self, desired: DesiredPod) -> int | None:
+        """The pod's exit code if it has ended, else None (running, or never started); starts nothing."""
         files = self.files(desired.job_id, desired.attempt, desired.pod)
         if files.exit.exists():
             if files.pid.exists():
@@ -110,7 +123,6 @@ class PodRunner:
             # failure, recorded so it is reported once, and never a silent second start.
             files.exit.write_text(f"{VANISHED_EXIT_CODE}\n")
             return VANISHED_EXIT_CODE
-        self._start(desired, files)
         return None
 
     def stop_others(self, wanted: set[tuple[str, int, int]]) -> None:
@@ -176,3 +188,10 @@ class PodRunner:
             )
         self._children[process.pid] = process
         files.pid.write_text(str(process.pid))
+        if self.on_exit is not None:
+            threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()  # reaps it; ``alive`` and ``ensure`` then read the return code Popen keeps
+        if self.on_exit is not None:
+            self.on_exit()

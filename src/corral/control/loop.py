@@ -1,6 +1,11 @@
 """The reconcile loop: a round every ``interval`` seconds, at once when something changed, and when the
 clock alone changes a waiting job's options (the last round's ``wake_at``: a queue's burst threshold).
 
+"Something changed" is a poke: a submission or cancel through this process's API, an agent's exit
+report, a local pod's exit (the local backend's watcher). A round first lets the backends record what
+ended (``before_round``), then decides, then lets them act on the decisions (``after_round``), so a pod's
+exit frees its GPUs and starts the next job in one round.
+
 Runs in a thread beside the API; a round that fails is logged and retried on the next tick, since every
 round starts again from what the store says.
 """
@@ -37,6 +42,7 @@ class ReconcileLoop:
         after_round: Callable[[], None] | None = None,
         metrics: ControlPlaneMetrics | None = None,
         watch: Callable[[], object] | None = None,
+        before_round: Callable[[], None] | None = None,
     ) -> None:
         """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
         the store that changes when work arrives; a new value starts a round within 0.2 s."""
@@ -46,6 +52,9 @@ class ReconcileLoop:
         self.engine = engine
         self.after_round = after_round
         """Called after every round, e.g. a backend's sync: the decisions are committed by then."""
+        self.before_round = before_round
+        """Called before every round, e.g. to record the jobs whose pods exited, so the round frees their
+        resources and hands them on."""
         self.inventory = inventory
         self.policy = policy
         self.interval = interval
@@ -102,6 +111,8 @@ class ReconcileLoop:
             self._wake_at = None  # a failed round says nothing about when to wake: retry at the next tick
             try:
                 started = time.perf_counter()
+                if self.before_round is not None:
+                    self.before_round()
                 result = reconcile(
                     self.engine, self.inventory, self.policy, time.time(), self._parsed, self._forecasting
                 )
