@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from corral.control.changes import Changes
 from corral.control.forecasting import Forecasting
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
@@ -59,6 +60,8 @@ class ReconcileLoop:
         self.policy = policy
         self.interval = interval
         self.rounds = 0
+        self.decided = Changes()
+        """Bumped after every committed round: what agents' long-polls for their pods wait on."""
         self._parsed: dict[str, Workload] = {}
         self._forecasting = Forecasting()
         """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
@@ -117,6 +120,7 @@ class ReconcileLoop:
                     self.engine, self.inventory, self.policy, time.time(), self._parsed, self._forecasting
                 )
                 self._wake_at = result.wake_at
+                self.decided.bump()
                 if self.metrics is not None:
                     self.metrics.observe(result, time.perf_counter() - started)
                 if self.after_round is not None:
