@@ -29,8 +29,14 @@ from corral.scheduling import Policy
 log = logging.getLogger(__name__)
 
 
-MIN_GAP_SECONDS = 0.2
-"""Least time between two rounds: a burst of submissions is scheduled together, not one round each."""
+MIN_GAP_SECONDS = 0.02
+MAX_GAP_SECONDS = 0.2
+"""Time between two rounds: as long as the last round took, between these bounds. A burst of submissions
+or exits is scheduled together, not one round each, and rounds take at most about half the loop's time,
+however long the queue; yet when rounds are cheap an exit's GPUs are handed on within tens of ms (a fixed
+0.2 s gap was what bounded jobs/s end to end once exits woke the loop)."""
+WATCH_SECONDS = 0.2
+"""How often ``watch`` reads the store."""
 
 
 class ReconcileLoop:
@@ -68,6 +74,8 @@ class ReconcileLoop:
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""
+        self._gap = MAX_GAP_SECONDS
+        """How long to wait before the next round (see ``MIN_GAP_SECONDS``)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,7 +100,7 @@ class ReconcileLoop:
             self._wake.wait(timeout)
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._wake.wait(MIN_GAP_SECONDS):
+        while time.monotonic() < deadline and not self._wake.wait(WATCH_SECONDS):
             try:
                 seen = self.watch()
             except Exception:  # the store is away: the round will say so
@@ -102,13 +110,14 @@ class ReconcileLoop:
                 return
 
     def poke(self) -> None:
-        """Something changed (a submission, a cancel): run a round now rather than at the next tick."""
+        """Something changed (a submission, a cancel, a pod's exit): run a round now rather than at the
+        next tick. Safe from any thread."""
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wait_for_work()
-            if self._stop.wait(MIN_GAP_SECONDS):
+            if self._stop.wait(self._gap):
                 return
             self._wake.clear()
             self._wake_at = None  # a failed round says nothing about when to wake: retry at the next tick
@@ -126,5 +135,6 @@ class ReconcileLoop:
                 if self.after_round is not None:
                     self.after_round()
                 self.rounds += 1
+                self._gap = min(MAX_GAP_SECONDS, max(MIN_GAP_SECONDS, time.perf_counter() - started))
             except Exception:  # the next round starts again from the store
                 log.exception("reconcile round failed; retrying at the next tick")
