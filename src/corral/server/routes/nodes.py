@@ -27,6 +27,7 @@ Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Agent = Annotated[Principal, Depends(allow(*AGENTS))]
 Admin = Annotated[Principal, Depends(allow("admin"))]
 LONGEST_WAIT_SECONDS = 60.0
+"""Most a long-poll for a node's pods may wait: a parked request holds a connection, not a thread."""
 STALE = {409: {"model": Problem, "description": "The report is about an attempt that is over."}}
 
 
