@@ -12,7 +12,8 @@ a GPU over: notice a pod's exit, record it, start the next job.
 Reported: jobs per second end to end (jobs / (last end - first submission), server clock), each job's
 submit-to-start time (its ``submitted`` and first ``started`` events), and the CPU seconds the control
 plane's processes (server, and agents) spent per 1,000 jobs while the jobs ran (psutil; the pods' own
-processes are not counted).
+processes are not counted), and how many times a job was requeued (a node taken for lost, a
+preemption, a retry: none is expected).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from pathlib import Path
 
 import psutil
 
+from corral.api_models import Job
 from corral.client import Client
 from corral.paths import read_token
 from corral.server.process import free_port, start, stop
+from corral.store.jobs import ENDED
 
 JOB = {"name": "e2e", "command": "true", "resources": {"gpus": 1, "cpu": 0.1, "memory": 0.1}}
 AGENT_GPUS = 4
@@ -70,6 +73,17 @@ def wait_for_nodes(client: Client, count: int, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def wait_until_ended(client: Client, ids: list[str]) -> list[Job]:
+    """The jobs once none is pending or running. Two cheap queries a look; a job that went from running
+    back to pending between them (requeued) is caught by reading every job before answering."""
+    while True:
+        if not client.jobs(status="pending", limit=1) and not client.jobs(status="running", limit=1):
+            records = [client.job(job_id) for job_id in ids]
+            if all(record.status in ENDED for record in records):
+                return records
+        time.sleep(0.25)
+
+
 def run(jobs: int, mode: str, folder: Path) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -88,16 +102,18 @@ def run(jobs: int, mode: str, folder: Path) -> dict[str, float]:
             watched = [psutil.Process(p.pid) for p in [server, *agents]]
             cpu_before = cpu_seconds(watched)
             ids = [client.submit(JOB).id for _ in range(jobs)]
-            while client.jobs(status="pending", limit=1) or client.jobs(status="running", limit=1):
-                time.sleep(0.25)
+            records = wait_until_ended(client, ids)
             cpu = cpu_seconds(watched) - cpu_before
-            records = [client.job(job_id) for job_id in ids]
-            unfinished = [r.id for r in records if r.status != "finished"]
-            if unfinished:
-                raise RuntimeError(f"{len(unfinished)} jobs did not finish, e.g. {unfinished[0]}")
-            waits = []
+            unfinished = [r for r in records if r.status != "finished"]
+            if unfinished:  # failed or cancelled
+                job = unfinished[0]
+                raise RuntimeError(
+                    f"{len(unfinished)} jobs did not finish, e.g. {job.id}: {job.status} ({job.reason})"
+                )
+            waits, requeues = [], 0
             for job_id in ids:
                 events = client.events(job_id)
+                requeues += sum(1 for e in events if e.kind in ("node_lost", "preempted", "retried"))
                 submitted = next(e.t for e in events if e.kind == "submitted")
                 waits.append(next(e.t for e in events if e.kind == "started") - submitted)
         first = min(r.submitted_at for r in records)
@@ -109,6 +125,7 @@ def run(jobs: int, mode: str, folder: Path) -> dict[str, float]:
             "submit_to_start_p50_s": statistics.median(waits),
             "submit_to_start_p99_s": waits[min(len(waits) - 1, int(0.99 * len(waits)))],
             "cpu_seconds_per_1000_jobs": cpu * 1000 / jobs,
+            "requeues": requeues,
         }
     finally:
         for agent in agents:
