@@ -55,7 +55,11 @@ def kill_machine(process: subprocess.Popen[bytes], folder: Path) -> None:
 
 
 def trial(
-    client: Client, folder: Path, agents: dict[str, subprocess.Popen[bytes]], url: str, token: str
+    client: Client,
+    folder: Path,
+    agents: dict[str, subprocess.Popen[bytes]],
+    url: str,
+    tokens: dict[str, str],
 ) -> tuple[float, float]:
     job = client.submit({"name": "long", "command": "sleep 600", "resources": {"gpus": 2}})
     while client.job(job.id).status != "running":
@@ -77,7 +81,7 @@ def trial(
             break
         time.sleep(0.05)
     client.cancel(job.id)
-    agents[node] = agent(node, url, folder, token)
+    agents[node] = agent(node, url, folder, tokens[node])
     while not all(n.last_heartbeat and time.time() - n.last_heartbeat < 2 for n in client.nodes()):
         time.sleep(0.2)
     return requeued or running, running
@@ -103,11 +107,15 @@ def main() -> None:
         agents: dict[str, subprocess.Popen[bytes]] = {}
         try:
             with Client(url, token=read_token(folder)) as client:
-                token = client.create_user("agents", "default", "agent").token
-                agents = {node: agent(node, url, folder, token) for node in NODES}
+                # One agent user per node: an agent's tokens speak for its own node only.
+                tokens = {
+                    node: client.create_user(f"agent-{node}", "default", "agent", node=node).token
+                    for node in NODES
+                }
+                agents = {node: agent(node, url, folder, tokens[node]) for node in NODES}
                 while len(client.nodes()) < len(NODES):
                     time.sleep(0.2)
-                results = [trial(client, folder, agents, url, token) for _ in range(args.trials)]
+                results = [trial(client, folder, agents, url, tokens) for _ in range(args.trials)]
         finally:
             for process in [*agents.values(), server]:
                 stop(process)

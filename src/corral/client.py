@@ -52,6 +52,7 @@ class APIError(CorralError):
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = (url or os.environ.get("CORRAL_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
         token = token or os.environ.get("CORRAL_TOKEN") or read_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
@@ -210,6 +211,18 @@ class Client:
         """The pods an agent should be running on ``node``."""
         return [DesiredPod.model_validate(p) for p in self._call("GET", f"/nodes/{node}/pods")]
 
+    def watch_pods(
+        self, node: str, *, wait: float, known: str | None = None
+    ) -> tuple[list[DesiredPod], str | None]:
+        """A long-poll for an agent: ``node``'s pods and their tag, as soon as they differ from the
+        answer tagged ``known``, else after ``wait`` seconds."""
+        headers = {"If-None-Match": known} if known else {}
+        response = self._response(
+            "GET", f"/nodes/{node}/pods", params={"wait": wait}, headers=headers, timeout=self.timeout + wait
+        )
+        pods = [DesiredPod.model_validate(p) for p in response.json()]
+        return pods, response.headers.get("ETag")
+
     def ship_logs(self, job_id: str, attempt: int, pod: int, offset: int, text: str) -> int:
         """What an agent calls with a pod's new output; returns the bytes the server now holds."""
         body = {"attempt": attempt, "offset": offset, "text": text}
@@ -236,9 +249,13 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._response(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
         _raise_for(response)
-        return response.json() if response.content else None
+        return response
 
 
 @dataclass(frozen=True)

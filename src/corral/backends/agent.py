@@ -1,8 +1,11 @@
 """``corral agent``: runs the pods the control plane assigns to one node, on that node.
 
 At start, and whenever the machine's inventory changes (a GPU turns unhealthy), the agent registers it;
-every step: send a heartbeat, ask which pods should run here, make the local processes match (start,
-adopt after a restart, stop the rest), and report each pod that ended, once. The agent keeps no state
+every step: send a heartbeat (once per interval), take the pods that should run here, make the local
+processes match (start, adopt after a restart, stop the rest), and report each pod that ended, once.
+A step runs every interval, and at once when one of its pods exits or the node's pods change: a watcher
+thread long-polls the server for them (``GET /nodes/{name}/pods?wait=``), which answers as soon as a
+round changed them, so a pod starts within a request's time of the decision. The agent keeps no state
 of its own beyond the pods' files, so killing and restarting it loses nothing; if it stays away longer
 than the server's heartbeat timeout, the server requeues its work elsewhere.
 
@@ -16,6 +19,7 @@ two attempts of a job never both run for long.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +37,11 @@ MAX_CHUNK_BYTES = 1 << 20
 """Most output sent in one request; a pod that writes faster catches up over the next steps."""
 PROBE_SECONDS = 10.0
 """How often the agent looks at its GPUs again (an NVML query per GPU)."""
+WATCH_SECONDS = 5.0
+"""Longest a long-poll for the node's pods waits for a change before the server answers anyway; short,
+since a server shutting down waits for the requests in flight."""
+WATCH_RETRY_SECONDS = 1.0
+"""Pause before asking again after a long-poll failed (the server may be restarting)."""
 
 
 class Agent:
@@ -63,10 +72,18 @@ class Agent:
         self._reported: set[tuple[str, int, int]] = set()
         self._shipped: dict[tuple[str, int, int], int] = {}
         """Bytes of each pod's output the server holds (as it last said)."""
+        self._heard_at = float("-inf")
+        """When the server last answered a heartbeat or registration (monotonic seconds)."""
+        self._assigned: list[DesiredPod] | None = None
+        """The node's pods as the watcher last heard them; None until it has."""
+        self._wake = threading.Event()
 
-    def step(self) -> None:
-        self._register_or_heartbeat()
-        desired = self.client.node_pods(self.node)
+    def step(self, every: float = 0.0) -> None:
+        """Heartbeat (unless the server answered one within ``every`` seconds), then make this node's
+        processes match its pods, as the watcher last heard them (or asked now, without one)."""
+        if time.monotonic() - self._heard_at >= every:
+            self._register_or_heartbeat()
+        desired = self._assigned if self._assigned is not None else self.client.node_pods(self.node)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         for pod in desired:
             try:
@@ -141,16 +158,35 @@ class Agent:
 
     def _heard(self, sent_at: float, state: NodeState) -> None:
         self._contact = sent_at
+        self._heard_at = time.monotonic()
         self.node_lost = state.heartbeat_timeout
 
-    def run(self, interval: float = 1.0) -> None:
+    def _watch(self) -> None:
+        """Long-poll the node's pods for ever; each change wakes the step loop."""
+        tag = None
         while True:
             try:
-                self.step()
+                pods, new_tag = self.client.watch_pods(self.node, wait=WATCH_SECONDS, known=tag)
+            except (httpx.TransportError, APIError) as error:
+                log.info("agent %s: watching its pods: %s; retrying", self.node, error)
+                time.sleep(WATCH_RETRY_SECONDS)
+                continue
+            if new_tag != tag or self._assigned is None:
+                tag, self._assigned = new_tag, pods
+                self._wake.set()
+
+    def run(self, interval: float = 1.0) -> None:
+        """Step every ``interval`` seconds, and whenever a pod exits or the node's pods change."""
+        self.runner.on_exit = self._wake.set
+        threading.Thread(target=self._watch, name="corral-agent-watch", daemon=True).start()
+        while True:
+            self._wake.clear()  # before the step: a change during it makes the next wait return at once
+            try:
+                self.step(every=interval)
             except (httpx.TransportError, APIError) as error:  # the server may be restarting
                 log.warning("agent %s: %s; retrying", self.node, error)
                 if self.fence(margin=interval):
                     log.warning(
                         "agent %s: server out of reach for %s s: stopped its pods", self.node, self.node_lost
                     )
-            time.sleep(interval)
+            self._wake.wait(interval)

@@ -16,7 +16,7 @@ that cannot start fails its job alone, with the reason; one job's trouble never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from sqlalchemy import select
@@ -46,14 +46,25 @@ class LocalBackend:
 
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
-        desired = [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
+        desired = self._desired()
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
+        self._each_job(desired, self.runner.ensure)
+
+    def record_exits(self) -> None:
+        """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""
+        self._each_job(self._desired(), self.runner.exit_code)
+
+    def _desired(self) -> list[DesiredPod]:
+        return [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
+
+    def _each_job(self, desired: list[DesiredPod], look: Callable[[DesiredPod], int | None]) -> None:
+        """``look`` at each job's pods and record the jobs that ended; one job's error never stops the rest."""
         by_job: dict[str, list[DesiredPod]] = {}
-        for pod in desired:
+        for pod in sorted(desired, key=lambda p: (p.job_id, p.pod)):
             by_job.setdefault(pod.job_id, []).append(pod)
         for job_id, pods in by_job.items():
             try:
-                self._sync_job(job_id, sorted(pods, key=lambda p: p.pod))
+                self._record_job(job_id, pods, look)
             except JobAlreadyEnded:
                 pass  # cancelled meanwhile: its pods stop on the next sync
             except Exception:
@@ -61,10 +72,12 @@ class LocalBackend:
                     "job %s: its pods could not be synced; trying again after the next round", job_id
                 )
 
-    def _sync_job(self, job_id: str, pods: list[DesiredPod]) -> None:
+    def _record_job(
+        self, job_id: str, pods: list[DesiredPod], look: Callable[[DesiredPod], int | None]
+    ) -> None:
         exits: list[int | None] = []
         for pod in pods:
-            code = self.runner.ensure(pod)
+            code = look(pod)
             if code is not None and (error := self.runner.start_error(pod)) is not None:
                 # Its other pods are no longer desired once it fails, so they are stopped next sync.
                 self.store.finish(job_id, succeeded=False, reason=f"pod {pod.pod} did not start: {error}")

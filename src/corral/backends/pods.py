@@ -30,6 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +180,9 @@ class PodRunner:
         user, nobody; as the runner itself when it is not root)."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
         self.identities = identities or PodUsers()
+        self.on_exit: Callable[[], None] | None = None
+        """Called (from a watcher thread) as soon as a pod this runner started exits, so its supervisor
+        can look now rather than at its next tick; adopted pods are seen at the next look."""
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         """Pods this runner started, by pid; adopted pods are watched through the kernel."""
         self._held: set[tuple[str, int]] = set()
@@ -191,6 +195,25 @@ class PodRunner:
     def ensure(self, desired: DesiredPod) -> int | None:
         """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it). A pod that
         could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why)."""
+        code = self.exit_code(desired)
+        files = self.files(desired.job_id, desired.attempt, desired.pod)
+        if code is not None or files.pid.exists():
+            return code
+        if any((desired.node, gpu) in self._held for gpu in desired.gpus):
+            return None  # a stopped pod's processes still run there: start once they are gone
+        try:
+            self._start(desired, files)
+        except PodStartError as error:
+            files.folder.mkdir(parents=True, exist_ok=True)
+            with open(files.log, "a") as log:
+                log.write(f"corral: the pod could not start: {error}\n")
+            files.start_error.write_text(str(error))
+            _write_atomically(files.exit, f"{START_FAILED_EXIT_CODE}\n")
+            return START_FAILED_EXIT_CODE
+        return None
+
+    def exit_code(self, desired: DesiredPod) -> int | None:
+        """The pod's exit code if it has ended, else None (running, or never started); starts nothing."""
         files = self.files(desired.job_id, desired.attempt, desired.pod)
         if files.pid.exists():
             pid = int(files.pid.read_text())
@@ -207,21 +230,7 @@ class PodRunner:
             # failure, recorded so it is reported once, and never a silent second start.
             _write_atomically(files.exit, f"{VANISHED_EXIT_CODE}\n")
             return VANISHED_EXIT_CODE
-        code = _exit_code(files)
-        if code is not None:
-            return code  # it could not start
-        if any((desired.node, gpu) in self._held for gpu in desired.gpus):
-            return None  # a stopped pod's processes still run there: start once they are gone
-        try:
-            self._start(desired, files)
-        except PodStartError as error:
-            files.folder.mkdir(parents=True, exist_ok=True)
-            with open(files.log, "a") as log:
-                log.write(f"corral: the pod could not start: {error}\n")
-            files.start_error.write_text(str(error))
-            _write_atomically(files.exit, f"{START_FAILED_EXIT_CODE}\n")
-            return START_FAILED_EXIT_CODE
-        return None
+        return _exit_code(files)  # set only when it could not start
 
     def start_error(self, desired: DesiredPod) -> str | None:
         """Why the pod could not be started, if it could not."""
@@ -340,6 +349,13 @@ class PodRunner:
         )
         _write_atomically(files.process, record.model_dump_json())
         files.pid.write_text(str(process.pid))
+        if self.on_exit is not None:
+            threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()  # reaps it; liveness checks then read the return code Popen keeps
+        if self.on_exit is not None:
+            self.on_exit()
 
     def _make_folders(self, files: PodFiles, identity: PodIdentity | None) -> None:
         """The runner's folders may be passed through (0711) but not listed or read by pods; ``work`` is

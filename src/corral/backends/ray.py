@@ -32,6 +32,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +76,16 @@ class RayNode:
 
 
 class RayBackend:
-    def __init__(self, cluster: ClusterSpec, store: JobStore) -> None:
+    def __init__(
+        self, cluster: ClusterSpec, store: JobStore, on_exit: Callable[[], None] | None = None
+    ) -> None:
+        """``on_exit``: called when a pod's exit is recorded (the loop's poke), so the next round runs now."""
         if cluster.backend.kind != "ray" or cluster.backend.address is None:
             raise ValueError(f"cluster {cluster.name} has no ray backend")
         self.cluster = cluster
         self.address = cluster.backend.address
         self.store = store
+        self.on_exit = on_exit
         self.nodes_store = NodeStore(store.engine, store.clock)
         self.logs = LogStore(store.engine)
         self._nodes: dict[str, RayNode] = {}
@@ -160,6 +165,8 @@ class RayBackend:
             except (JobNotFound, JobAlreadyEnded):
                 pass
             self._reported.add(pod.key)
+            if self.on_exit is not None:
+                self.on_exit()
 
     def _group(self, pods: list[DesiredPod]) -> Any:
         name = _group_name(pods[0].job_id, pods[0].attempt)

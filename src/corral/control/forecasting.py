@@ -3,12 +3,14 @@
 A round that may burst early (a deadline at risk, a wait worth more than its cost) needs each waiting
 job's forecast private start; ``corral why`` shows it too. Run-time estimates learn from jobs as they
 finish, read from the store (so a restarted server learns again from its history), and a forecast is
-made again only when new jobs wait (at most every ``MIN_GAP_SECONDS``) or ``REFRESH_SECONDS`` passed: a
-round every 0.2 s must not replay the queue every time.
+made again only when new jobs wait (at most every ``MIN_GAP_SECONDS``, and less often when replays are
+long: ``TIME_SHARE``) or ``REFRESH_SECONDS`` passed: a round every 0.2 s must not replay the queue every
+time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +33,11 @@ MIN_GAP_SECONDS = 2.0
 a good part of a second, and rounds come every 0.2 s under load. A job that arrives in between waits for
 the next forecast to get one."""
 
+TIME_SHARE = 0.1
+"""Most of the loop's time forecasts take: after a replay that took ``t`` seconds, the next waits at least
+``t / TIME_SHARE`` (a replay of a long queue took a fifth of every 2 s, rounds then start later, and jobs
+end to end slowed down by as much)."""
+
 MAX_FORECAST_JOBS = 5000
 """Above this many waiting jobs no forecast is made: the replay would cost more than the round."""
 
@@ -46,6 +53,8 @@ class Forecasting:
     learned_until: float | None = None
     made_at: float = float("-inf")
     last: Forecast | None = None
+    took: float = 0.0
+    """Seconds the last replay took."""
 
     def forecast(
         self,
@@ -60,11 +69,12 @@ class Forecasting:
             return None
         known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
         fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
-        if fresh or now - self.made_at < MIN_GAP_SECONDS:
+        if fresh or now - self.made_at < max(MIN_GAP_SECONDS, self.took / TIME_SHARE):
             return self.last
+        started = time.perf_counter()
         self._learn(session)
         self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
-        self.made_at = now
+        self.made_at, self.took = now, time.perf_counter() - started
         return self.last
 
     def _learn(self, session: Session) -> None:

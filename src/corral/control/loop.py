@@ -1,6 +1,11 @@
 """The reconcile loop: a round every ``interval`` seconds, at once when something changed, and when the
 clock alone changes a waiting job's options (the last round's ``wake_at``: a queue's burst threshold).
 
+"Something changed" is a poke: a submission or cancel through this process's API, an agent's exit
+report, a local pod's exit (the local backend's watcher). A round first lets the backends record what
+ended (``before_round``), then decides, then lets them act on the decisions (``after_round``), so a pod's
+exit frees its GPUs and starts the next job in one round.
+
 Runs in a thread beside the API; a round that fails is logged and retried on the next tick, since every
 round starts again from what the store says.
 """
@@ -14,6 +19,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from corral.control.changes import Changes
 from corral.control.forecasting import Forecasting
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
@@ -23,8 +29,14 @@ from corral.scheduling import Policy
 log = logging.getLogger(__name__)
 
 
-MIN_GAP_SECONDS = 0.2
-"""Least time between two rounds: a burst of submissions is scheduled together, not one round each."""
+MIN_GAP_SECONDS = 0.02
+MAX_GAP_SECONDS = 0.2
+"""Time between two rounds: as long as the last round took, between these bounds. A burst of submissions
+or exits is scheduled together, not one round each, and rounds take at most about half the loop's time,
+however long the queue; yet when rounds are cheap an exit's GPUs are handed on within tens of ms (a fixed
+0.2 s gap was what bounded jobs/s end to end once exits woke the loop)."""
+WATCH_SECONDS = 0.2
+"""How often ``watch`` reads the store."""
 
 
 class ReconcileLoop:
@@ -37,6 +49,7 @@ class ReconcileLoop:
         after_round: Callable[[], None] | None = None,
         metrics: ControlPlaneMetrics | None = None,
         watch: Callable[[], object] | None = None,
+        before_round: Callable[[], None] | None = None,
     ) -> None:
         """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
         the store that changes when work arrives; a new value starts a round within 0.2 s."""
@@ -46,16 +59,23 @@ class ReconcileLoop:
         self.engine = engine
         self.after_round = after_round
         """Called after every round, e.g. a backend's sync: the decisions are committed by then."""
+        self.before_round = before_round
+        """Called before every round, e.g. to record the jobs whose pods exited, so the round frees their
+        resources and hands them on."""
         self.inventory = inventory
         self.policy = policy
         self.interval = interval
         self.rounds = 0
+        self.decided = Changes()
+        """Bumped after every committed round: what agents' long-polls for their pods wait on."""
         self._parsed: dict[str, Workload] = {}
         self._forecasting = Forecasting()
         """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""
+        self._gap = MAX_GAP_SECONDS
+        """How long to wait before the next round (see ``MIN_GAP_SECONDS``)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +100,7 @@ class ReconcileLoop:
             self._wake.wait(timeout)
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._wake.wait(MIN_GAP_SECONDS):
+        while time.monotonic() < deadline and not self._wake.wait(WATCH_SECONDS):
             try:
                 seen = self.watch()
             except Exception:  # the store is away: the round will say so
@@ -90,26 +110,31 @@ class ReconcileLoop:
                 return
 
     def poke(self) -> None:
-        """Something changed (a submission, a cancel): run a round now rather than at the next tick."""
+        """Something changed (a submission, a cancel, a pod's exit): run a round now rather than at the
+        next tick. Safe from any thread."""
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wait_for_work()
-            if self._stop.wait(MIN_GAP_SECONDS):
+            if self._stop.wait(self._gap):
                 return
             self._wake.clear()
             self._wake_at = None  # a failed round says nothing about when to wake: retry at the next tick
             try:
                 started = time.perf_counter()
+                if self.before_round is not None:
+                    self.before_round()
                 result = reconcile(
                     self.engine, self.inventory, self.policy, time.time(), self._parsed, self._forecasting
                 )
                 self._wake_at = result.wake_at
+                self.decided.bump()
                 if self.metrics is not None:
                     self.metrics.observe(result, time.perf_counter() - started)
                 if self.after_round is not None:
                     self.after_round()
                 self.rounds += 1
+                self._gap = min(MAX_GAP_SECONDS, max(MIN_GAP_SECONDS, time.perf_counter() - started))
             except Exception:  # the next round starts again from the store
                 log.exception("reconcile round failed; retrying at the next tick")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from corral.control.fleet import fleet
 from corral.control.forecasting import Forecasting
@@ -66,12 +66,13 @@ def reconcile(
     parsed = {} if parsed is None else parsed
     # The session ends with the round, so its rows need not be expired (reloaded) on commit.
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        jobs = {
-            row.id: row
-            for row in session.scalars(select(JobRow).where(JobRow.status.in_(("pending", "running"))))
-        }
+        # Specs are read (and their JSON decoded) only for jobs the last round did not see.
+        active = select(JobRow).where(JobRow.status.in_(("pending", "running"))).options(defer(JobRow.spec))
+        jobs = {row.id: row for row in session.scalars(active)}
+        specs = _specs(session, [job_id for job_id in jobs if job_id not in parsed])
         workloads = {
-            job_id: parsed[job_id] if job_id in parsed else _workload(row) for job_id, row in jobs.items()
+            job_id: parsed[job_id] if job_id in parsed else _workload(row, specs[job_id])
+            for job_id, row in jobs.items()
         }
         parsed.clear()
         parsed.update(workloads)
@@ -182,8 +183,20 @@ def _stop_overdue(session: Session, row: JobRow, limit: float, now: float) -> No
     session.add(EventRow(t=now, job_id=row.id, kind="failed", reason=row.reason))
 
 
-def _workload(row: JobRow) -> Workload:
-    return JobSpec.model_validate(row.spec).to_workload(row.id, submit=row.submitted_at)
+SPEC_BATCH = 5000
+"""Job ids per query when reading new jobs' specs (a bound parameter each; SQLite allows 32,766)."""
+
+
+def _specs(session: Session, job_ids: list[str]) -> dict[str, dict[str, object]]:
+    specs: dict[str, dict[str, object]] = {}
+    for first in range(0, len(job_ids), SPEC_BATCH):
+        batch = job_ids[first : first + SPEC_BATCH]
+        specs.update(session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(batch))).all())
+    return specs
+
+
+def _workload(row: JobRow, spec: dict[str, object]) -> Workload:
+    return JobSpec.model_validate(spec).to_workload(row.id, submit=row.submitted_at)
 
 
 def _allocation(snapshot: Snapshot, row: JobRow, workload: Workload, rows: list[PlacementRow]) -> Allocation:

@@ -135,9 +135,10 @@ def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inv
 
 
 def _backends(
-    settings: ServerSettings, store: JobStore, local: LocalBackend | None
+    settings: ServerSettings, store: JobStore, local: LocalBackend | None, on_exit: Callable[[], None]
 ) -> list[Callable[[], None]]:
-    """What runs pods after each round: the local backend, and one Ray backend per Ray cluster."""
+    """What runs pods after each round: the local backend, and one Ray backend per Ray cluster; a pod's
+    exit calls ``on_exit``."""
     syncs: list[Callable[[], None]] = [local.sync] if local is not None else []
     ray_clusters = [cluster for cluster in settings.clusters if cluster.backend.kind == "ray"]
     if len(ray_clusters) > 1:
@@ -146,7 +147,7 @@ def _backends(
     if ray_clusters:
         from corral.backends.ray import RayBackend  # needs the ray extra
 
-        syncs.append(RayBackend(ray_clusters[0], store).sync)
+        syncs.append(RayBackend(ray_clusters[0], store, on_exit).sync)
     return syncs
 
 
@@ -156,19 +157,27 @@ def _loop(
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
 
-    return ReconcileLoop(
+    def poke() -> None:  # the backends are made before the loop they wake
+        loop.poke()
+
+    if backend is not None:
+        backend.runner.on_exit = poke
+    loop = ReconcileLoop(
         store.engine,
         inventory,
         get_policy(settings.policy),
         settings.interval,
-        _each(_backends(settings, store, backend)),
+        _each(_backends(settings, store, backend, poke)),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
+        before_round=_each([backend.record_exits]) if backend is not None else None,
     )
+    return loop
 
 
 def _each(syncs: list[Callable[[], None]]) -> Callable[[], None] | None:
-    """One after-round callback that runs every backend's sync; one failing does not stop the others."""
+    """One callback that runs every backend's step (a sync, recording exits); one failing does not stop
+    the others."""
     if not syncs:
         return None
 
@@ -177,7 +186,7 @@ def _each(syncs: list[Callable[[], None]]) -> Callable[[], None] | None:
             try:
                 sync()
             except Exception:
-                log.exception("backend sync failed; retrying after the next round")
+                log.exception("backend sync failed; retrying at the next round")
 
     return run
 

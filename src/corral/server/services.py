@@ -5,6 +5,7 @@ One ``ControlPlane`` per app (``app.state.control_plane``); routes get it throug
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ this time. One indexed lookup per token per second is nothing next to the reques
 
 FOLLOW_SECONDS = 0.5
 """How often a followed log is looked at again for new output (a stat or one indexed query)."""
+STORE_WATCH_SECONDS = 0.5
+"""How often a long-poll reads the store again when the reconcile loop runs in another process (an API
+worker of ``--workers N``), which cannot tell it that a round decided."""
 
 CATALOG_SECONDS = 5.0
 """How long queues and the fleet are reused between reads of the store: every submission checks them."""
@@ -116,6 +120,18 @@ class ControlPlane:
         """Something the scheduler cares about changed: run a round soon."""
         if self.loop is not None:
             self.loop.poke()
+
+    def decisions(self) -> int:
+        """A number that changes when the reconcile loop commits a round (0 without a loop here)."""
+        return self.loop.decided.version if self.loop is not None else 0
+
+    async def wait_for_decisions(self, seen: int, timeout: float) -> None:
+        """Until a round committed after ``decisions()`` said ``seen``, or ``timeout`` seconds; without
+        a loop in this process, until it is time to read the store again."""
+        if self.loop is None:
+            await asyncio.sleep(min(timeout, STORE_WATCH_SECONDS))
+        else:
+            await self.loop.decided.wait(seen, timeout)
 
     def authenticate(self, token: str) -> Principal | None:
         now = time.monotonic()

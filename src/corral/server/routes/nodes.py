@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit, Problem
 from corral.backends.local import desired_pods
@@ -24,6 +27,8 @@ Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Agent = Annotated[Principal, Depends(allow(*AGENTS))]
 Admin = Annotated[Principal, Depends(allow("admin"))]
+LONGEST_WAIT_SECONDS = 60.0
+"""Most a long-poll for a node's pods may wait: a parked request holds a connection, not a thread."""
 STALE = {409: {"model": Problem, "description": "The report is about an attempt that is over."}}
 
 
@@ -84,11 +89,30 @@ def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) 
 
 
 @router.get("/nodes/{name}/pods", response_model=list[DesiredPod])
-def node_pods(request: Request, name: NodeName, plane: Plane, principal: Agent) -> list[DesiredPod]:
-    """The pods the node's agent should be running now; anything else it runs, it stops."""
-    _known(request, plane, principal, name)
-    speak_for(request, plane, principal, name)
-    return desired_pods(plane.jobs, node=name)
+async def node_pods(
+    request: Request,
+    response: Response,
+    name: NodeName,
+    plane: Plane,
+    principal: Agent,
+    wait: Annotated[float, Query(ge=0, le=LONGEST_WAIT_SECONDS)] = 0.0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> list[DesiredPod]:
+    """The pods the node's agent should be running now; anything else it runs, it stops. The answer's
+    ``ETag`` names this set of pods. A long-poll: with ``wait`` and ``If-None-Match`` set to the last
+    answer's tag, the answer comes as soon as the node's pods differ from that one (the reconcile
+    loop committed a round that changed them), or after ``wait`` seconds with the same pods."""
+    await run_in_threadpool(_agent_of, request, plane, principal, name)
+    deadline = time.monotonic() + wait
+    while True:
+        seen = plane.decisions()
+        pods = await run_in_threadpool(desired_pods, plane.jobs, name)
+        tag = _tag(pods)
+        left = deadline - time.monotonic()
+        if tag != if_none_match or left <= 0:
+            response.headers["ETag"] = tag
+            return pods
+        await plane.wait_for_decisions(seen, left)
 
 
 @router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"], responses=STALE)
@@ -132,6 +156,18 @@ def _reporter(
     except StaleAttempt as error:
         refuse(request, 409, str(error), principal)
     speak_for(request, plane, principal, node)
+
+
+def _agent_of(request: Request, plane: ControlPlane, principal: Principal, name: str) -> None:
+    """Refuse anyone but the node's agent (or an admin), and a node this control plane does not know."""
+    _known(request, plane, principal, name)
+    speak_for(request, plane, principal, name)
+
+
+def _tag(pods: list[DesiredPod]) -> str:
+    """An ETag for a node's pods: a pod's key (job, attempt, pod) fixes all the rest of it."""
+    keys = ",".join(f"{job}/{attempt}/{pod}" for job, attempt, pod in sorted(p.key for p in pods))
+    return '"' + hashlib.sha256(keys.encode()).hexdigest()[:16] + '"'
 
 
 def _known(request: Request, plane: ControlPlane, principal: Principal, name: str) -> Node:
