@@ -135,3 +135,19 @@ def test_unknown_node_in_failures_is_reported() -> None:
     result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "nope-3@10"])
     assert result.exit_code == 2
     assert "node 'nope-3': node names are {pool}-{i}" in result.output
+
+
+def test_sim_lists_rejected_jobs_with_their_reasons(tmp_path: Path) -> None:
+    workload = tmp_path / "workload.jsonl"
+    lines = Path(WORKLOAD).read_text().splitlines()[:3]
+    lines.append(json.dumps({"id": "stray", "queue": "nowhere", "submit": 1.0, "duration": 10.0}))
+    workload.write_text("\n".join(lines) + "\n")
+    summary = tmp_path / "summary.json"
+    result = runner.invoke(app, ["sim", CLUSTER, str(workload), "--summary", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert "1 (unknown_queue 1)" in result.output
+    assert "Rejected (1)" in result.output and "stray" in result.output
+    data = json.loads(summary.read_text())
+    assert data["rejected_by_reason"] == {"unknown_queue": 1}
+    assert data["rejected_jobs"][0]["job"] == "stray"
+    assert "does not exist" in data["rejected_jobs"][0]["message"]

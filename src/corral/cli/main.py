@@ -19,7 +19,7 @@ from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
 from corral.cli.accounts import register as register_accounts
 from corral.cli.artifacts import register as register_artifacts
 from corral.cli.control import register as register_control
-from corral.cli.render import pending_table, print_error, queue_table, summary_table
+from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
 from corral.scenario.models import Event
@@ -93,6 +93,8 @@ def sim(
             console.print(summary_table(result.summary))
             if len(result.summary.queues) > 1:
                 console.print(queue_table(result.summary))
+            if result.summary.rejected_jobs:
+                console.print(rejected_table(result.summary))
             if result.pending:
                 console.print(pending_table(result.pending))
 

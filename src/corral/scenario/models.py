@@ -106,6 +106,16 @@ class QueueSummary(BaseModel):
     cost_usd: float
 
 
+class RejectedJob(BaseModel):
+    """One rejected job, as the summary shows it: enough to go and fix the job or the cluster file."""
+
+    job: str
+    t: float
+    reason: str
+    """Machine-readable cause (``corral.scheduling.decisions.PendingReason``), e.g. ``never_fits``."""
+    message: str
+
+
 class Summary(BaseModel):
     """What a replay achieved; the fields the format requires, plus corral's own (``policy`` and more)."""
 
@@ -131,4 +141,11 @@ class Summary(BaseModel):
     deadline_misses: int
     scheduler_seconds: float
     scheduling_rounds: int = 0
+    forecast_seconds: float = 0.0
+    """Time spent forecasting private starts for burst decisions; not part of ``scheduler_seconds``."""
+    forecasts: int = 0
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    """Rejected jobs counted by reason code."""
+    rejected_jobs: list[RejectedJob] = Field(default_factory=list)
+    """The first rejections (at most ``corral.sim.report.REJECTED_SHOWN``), earliest first."""
     queues: dict[str, QueueSummary] = Field(default_factory=dict)

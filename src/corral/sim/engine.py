@@ -405,8 +405,7 @@ class Simulator:
             )
         for rejection in result.rejections:
             self._waiting.remove(rejection.job)
-            record = self.tally.jobs[rejection.job]
-            record.outcome, record.end = "rejected", now
+            self.tally.reject(rejection.job, now, str(rejection.reason), rejection.message)
             self._emit(Event(t=now, job=rejection.job, event="rejected", reason=rejection.message))
         for scale_up in result.scale_ups:
             self._scale_up(now, scale_up.pool, scale_up.nodes, scale_up.job)
