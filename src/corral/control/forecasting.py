@@ -9,7 +9,8 @@ round every 0.2 s must not replay the queue every time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -46,6 +47,8 @@ class Forecasting:
     learned_until: float | None = None
     made_at: float = float("-inf")
     last: Forecast | None = None
+    on_forecast: Callable[[float], None] | None = None
+    """Told the seconds each forecast took (the ``/metrics`` forecast histogram), apart from the round."""
 
     def forecast(
         self,
@@ -62,9 +65,12 @@ class Forecasting:
         fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
         if fresh or now - self.made_at < MIN_GAP_SECONDS:
             return self.last
+        started = time.perf_counter()
         self._learn(session)
         self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
         self.made_at = now
+        if self.on_forecast is not None:
+            self.on_forecast(time.perf_counter() - started)
         return self.last
 
     def _learn(self, session: Session) -> None:

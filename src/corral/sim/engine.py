@@ -341,9 +341,12 @@ class Simulator:
             return
         from corral.sim.forecast import forecast_private_starts  # the forecast replays with this engine
 
+        started = time.perf_counter()
         forecast = forecast_private_starts(
             self.snapshot, waiting, self.policy, now, self.runtimes, self._saved
         )
+        self.tally.forecast_seconds += time.perf_counter() - started
+        self.tally.forecasts += 1
         self.snapshot.forecast = forecast
         self._forecast_at = now
         if self._record_forecasts:
