@@ -30,7 +30,7 @@ from corral.scheduling import Allocation, get_policy, schedule
 from corral.scheduling.bursting import Bursting, Forecast
 from corral.scheduling.snapshot import Snapshot
 from corral.sim.engine import Simulator
-from corral.sim.forecast import forecast_private_starts
+from corral.sim.forecast import FORECAST_JOBS, forecast_private_starts
 from corral.sim.runtimes import RuntimeEstimates
 from corral.spec.job import JobSpec
 from corral.spec.queue import QueueConfig
@@ -416,3 +416,13 @@ def test_each_forecast_is_timed_apart_from_the_round_for_the_metrics(store: JobS
     text = generate_latest(metrics.registry).decode()
     assert "corral_forecast_seconds_count 1.0" in text
     assert "corral_reconcile_round_seconds_count 0.0" in text  # the loop observes rounds, not reconcile
+
+
+def test_a_forecast_replays_only_the_jobs_first_in_line() -> None:
+    cluster = ClusterFile(clusters=CLUSTERS)
+    snapshot = Snapshot(cluster.clusters, build_initial_nodes(cluster.clusters))
+    waiting = [job(f"w{i}", gpus=8, submit=float(i), duration=60.0) for i in range(FORECAST_JOBS + 20)]
+    urgent = job("urgent", gpus=8, submit=1000.0, priority=5, duration=60.0)
+    forecast = forecast_private_starts(snapshot, [*waiting, urgent], DEFAULT, 1000.0, RuntimeEstimates())
+    assert forecast.private_start["urgent"] == 1000.0  # first in line by priority
+    assert set(forecast.private_start) == {"urgent"} | {w.id for w in waiting[: FORECAST_JOBS - 1]}
