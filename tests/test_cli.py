@@ -79,6 +79,27 @@ def test_check_reports_first_violation(tmp_path: Path) -> None:
     assert "invariant 4" in result.output
 
 
+def test_check_accepts_the_head_of_a_replay_when_told_it_is_truncated(tmp_path: Path) -> None:
+    events, head = tmp_path / "events.jsonl", tmp_path / "head.jsonl"
+    runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--events", str(events), "-q"])
+    head.write_text("".join(events.read_text().splitlines(keepends=True)[:60]))
+    complete = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(head)])
+    assert complete.exit_code == 1 and "invariant 6" in complete.output
+    cut = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(head), "--truncated", "--work-conserving"])
+    assert cut.exit_code == 0, cut.output
+    assert "no invariant is violated" in cut.output
+    assert " running, " in cut.output and " waiting" in cut.output
+
+
+def test_check_work_conserving_flags_strict_fifo_head_of_line_blocking(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--policy", "strict-fifo", "--events", str(events), "-q"])
+    assert runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(events)]).exit_code == 0
+    result = runner.invoke(app, ["check", CLUSTER, WORKLOAD, str(events), "--work-conserving"])
+    assert result.exit_code == 1
+    assert "invariant 7 (work conserving)" in result.output
+
+
 def test_every_policy_runs(tmp_path: Path) -> None:
     for policy in ("default", "strict-fifo", "spread", "fifo"):
         result = runner.invoke(
@@ -114,3 +135,19 @@ def test_unknown_node_in_failures_is_reported() -> None:
     result = runner.invoke(app, ["sim", CLUSTER, WORKLOAD, "--fail", "nope-3@10"])
     assert result.exit_code == 2
     assert "node 'nope-3': node names are {pool}-{i}" in result.output
+
+
+def test_sim_lists_rejected_jobs_with_their_reasons(tmp_path: Path) -> None:
+    workload = tmp_path / "workload.jsonl"
+    lines = Path(WORKLOAD).read_text().splitlines()[:3]
+    lines.append(json.dumps({"id": "stray", "queue": "nowhere", "submit": 1.0, "duration": 10.0}))
+    workload.write_text("\n".join(lines) + "\n")
+    summary = tmp_path / "summary.json"
+    result = runner.invoke(app, ["sim", CLUSTER, str(workload), "--summary", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert "1 (unknown_queue 1)" in result.output
+    assert "Rejected (1)" in result.output and "stray" in result.output
+    data = json.loads(summary.read_text())
+    assert data["rejected_by_reason"] == {"unknown_queue": 1}
+    assert data["rejected_jobs"][0]["job"] == "stray"
+    assert "does not exist" in data["rejected_jobs"][0]["message"]

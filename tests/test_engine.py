@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from builders import job, make_cluster, make_pool
+from builders import job, make_cluster, make_pool, make_queue
 
 from corral.errors import CorralError
 from corral.scenario.invariants import check_events
-from corral.scenario.models import ClusterFile, Event
+from corral.scenario.models import ClusterFile, Event, Summary
 from corral.scheduling import get_policy
 from corral.sim.engine import Simulator
+from corral.sim.report import REJECTED_SHOWN
 
 DEFAULT = get_policy("default")
 
@@ -93,3 +94,21 @@ def test_a_preemption_loses_the_work_since_the_victims_last_checkpoint_on_every_
     # 100 s since the checkpoint at 900 s on 4 GPUs, and all 1000 s on 4 GPUs.
     assert result.summary.lost_gpu_hours == pytest.approx((100 * 4 + 1000 * 4) / 3600)
     assert result.summary.zero_length_runs == 0
+
+
+def test_summary_counts_rejections_by_reason_and_spells_out_the_first() -> None:
+    cluster = ClusterFile(
+        clusters=[make_cluster("c", [make_pool("n", "f", gpus=8)])],
+        queues=[make_queue("a", quota={"f": 8})],
+    )
+    jobs = [job("ok", gpus=8)]
+    jobs += [job(f"wide{i}", gpus=8, pods=2, submit=float(i)) for i in range(6)]  # two nodes' worth
+    jobs += [job("lost", queue="nowhere", submit=10.0)]
+    summary = _replay(cluster, jobs)[0].summary
+    assert summary.rejected == 7
+    assert summary.rejected_by_reason == {"never_fits": 6, "unknown_queue": 1}
+    assert [r.job for r in summary.rejected_jobs] == [f"wide{i}" for i in range(REJECTED_SHOWN)]
+    first = summary.rejected_jobs[0]
+    assert (first.t, first.reason) == (0.0, "never_fits")
+    assert "2 pods" in first.message
+    assert Summary.model_validate_json(summary.model_dump_json()) == summary

@@ -14,8 +14,10 @@ from pathlib import Path
 from builders import job, make_cluster, make_pool
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from corral.control.forecasting import Forecasting
+from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
 from corral.core.budgets import BudgetPeriod, BudgetSpec, Enforcement, period_bounds
 from corral.core.nodes import build_initial_nodes
@@ -28,7 +30,7 @@ from corral.scheduling import Allocation, get_policy, schedule
 from corral.scheduling.bursting import Bursting, Forecast
 from corral.scheduling.snapshot import Snapshot
 from corral.sim.engine import Simulator
-from corral.sim.forecast import forecast_private_starts
+from corral.sim.forecast import FORECAST_JOBS, forecast_private_starts
 from corral.sim.runtimes import RuntimeEstimates
 from corral.spec.job import JobSpec
 from corral.spec.queue import QueueConfig
@@ -376,6 +378,8 @@ def test_the_federation_example_keeps_medical_work_private_and_vision_within_its
     clouds = {e.job for e in events if e.event == "started" and e.cluster == "cloud"}
     assert clouds and not any(job.startswith("med") for job in clouds)
     assert summary.finished == len(jobs) and summary.cost_per_queue.get("medical", 0.0) == 0.0
+    # Forecasts are on (a public cluster, default bursting) and counted apart from the scheduler.
+    assert summary.forecasts > 0 and summary.forecast_seconds > 0.0
 
 
 def test_forecasts_are_made_again_for_new_jobs_but_not_more_often_than_every_two_seconds(
@@ -393,3 +397,32 @@ def test_forecasts_are_made_again_for_new_jobs_but_not_more_often_than_every_two
     assert forecasting.made_at == made and store.get(newcomer.id).forecast_start is None
     reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=103.0, forecasting=forecasting)
     assert forecasting.made_at == 103.0 and store.get(newcomer.id).forecast_start is not None
+
+
+def test_each_forecast_is_timed_apart_from_the_round_for_the_metrics(store: JobStore) -> None:
+    _store_queue(store)
+    metrics = ControlPlaneMetrics(store.engine, CLUSTERS)
+    seconds: list[float] = []
+
+    def observe(spent: float) -> None:
+        seconds.append(spent)
+        metrics.observe_forecast(spent)
+
+    forecasting = Forecasting(on_forecast=observe)
+    store.submit(_train("first"))
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=forecasting)
+    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.5, forecasting=forecasting)  # reused
+    assert len(seconds) == 1 and seconds[0] >= 0.0
+    text = generate_latest(metrics.registry).decode()
+    assert "corral_forecast_seconds_count 1.0" in text
+    assert "corral_reconcile_round_seconds_count 0.0" in text  # the loop observes rounds, not reconcile
+
+
+def test_a_forecast_replays_only_the_jobs_first_in_line() -> None:
+    cluster = ClusterFile(clusters=CLUSTERS)
+    snapshot = Snapshot(cluster.clusters, build_initial_nodes(cluster.clusters))
+    waiting = [job(f"w{i}", gpus=8, submit=float(i), duration=60.0) for i in range(FORECAST_JOBS + 20)]
+    urgent = job("urgent", gpus=8, submit=1000.0, priority=5, duration=60.0)
+    forecast = forecast_private_starts(snapshot, [*waiting, urgent], DEFAULT, 1000.0, RuntimeEstimates())
+    assert forecast.private_start["urgent"] == 1000.0  # first in line by priority
+    assert set(forecast.private_start) == {"urgent"} | {w.id for w in waiting[: FORECAST_JOBS - 1]}

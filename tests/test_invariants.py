@@ -10,7 +10,7 @@ import pytest
 from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
-from corral.scenario.invariants import Violation, check_events, check_files
+from corral.scenario.invariants import Violation, audit_events, check_events, check_files
 from corral.scenario.io import write_cluster_file, write_events, write_workload
 from corral.scenario.models import ClusterFile, Event
 
@@ -325,3 +325,136 @@ def test_check_files_reads_the_three_files(tmp_path: Path) -> None:
         handle.write("{not json\n")
     found = check_files(*paths)
     assert found is not None and (found.invariant, found.line) == (0, 3)
+
+
+# -- truncated logs ----------------------------------------------------------------------------------------
+
+CUT_SHORT = [
+    sub(0, "whole"),
+    start(0, "whole", ("gpu-0", [0])),
+    sub(5, "b1"),
+    start(5, "b1", ("gpu-1", [0])),
+    sub(5, "solo1"),
+    start(5, "solo1", ("gpu-1", [1])),
+    sub(6, "solo2"),  # solo's one GPU is taken: solo2 waits
+    ev(15, "b1", "finished"),
+]
+
+
+def test_a_truncated_log_reports_what_runs_and_waits_at_its_end() -> None:
+    report = audit_events(CLUSTER, WORKLOADS, CUT_SHORT, truncated=True)
+    assert report.violation is None
+    assert (report.end_t, report.running, report.waiting) == (15, ("whole", "solo1"), ("solo2",))
+
+
+def test_a_complete_log_still_may_not_end_with_a_job_running() -> None:
+    found = check(CUT_SHORT)
+    assert found is not None and (found.invariant, found.line, found.job) == (6, None, "whole")
+
+
+def test_a_truncated_log_may_end_mid_instant() -> None:
+    """Cut between a node loss and its preemption, or a start and the release that makes room for it."""
+    lost = CUT_SHORT + [node(20, "node_down", "gpu-0")]
+    assert check_events(CLUSTER, WORKLOADS, lost, truncated=True) is None
+    over = CUT_SHORT + [start(20, "solo2", ("gpu-0", [1]))]  # solo1's preemption would come next
+    assert check_events(CLUSTER, WORKLOADS, over, truncated=True) is None
+    found = check_events(CLUSTER, WORKLOADS, over + [ev(30, "solo2", "preempted")], truncated=True)
+    assert found is not None and (found.invariant, found.line) == (5, 9), str(found)
+
+
+def test_a_truncated_log_is_judged_up_to_its_last_instant() -> None:
+    found = check_events(CLUSTER, WORKLOADS, CUT_SHORT + [ev(15, "whole", "finished")], truncated=True)
+    assert found is not None and (found.invariant, found.line) == (4, 9), str(found)
+
+
+# -- work conserving ---------------------------------------------------------------------------------------
+
+
+def conserving(events: list[Event], workloads: list[Workload] = WORKLOADS) -> Violation | None:
+    return check_events(CLUSTER, workloads, events, work_conserving=True)
+
+
+def test_a_job_left_waiting_beside_an_idle_gpu_is_named_with_the_block_it_fits() -> None:
+    events = [sub(0, "whole"), start(0, "whole", ("gpu-0", [0])), sub(0, "whole2"), sub(3, "b1")]
+    found = conserving(events)
+    assert found is not None
+    assert (found.invariant, found.line, found.t, found.job) == (7, 3, 0, "whole2"), str(found)
+    assert "pod 0 on gpu-0 GPUs [1]" in found.message
+    assert conserving(events[:3] + [ev(0, "whole2", "rejected"), ev(100, "whole", "finished")]) is None
+
+
+def test_waiting_for_quota_for_a_public_cluster_or_the_end_of_an_instant_is_allowed() -> None:
+    events = [
+        sub(0, "solo1"),
+        start(0, "solo1", ("gpu-0", [0])),
+        sub(0, "solo2"),  # solo holds its whole quota and has no cohort
+        sub(0, "h100"),  # fits only the public cloud: not judged
+        sub(1, "whole"),
+        ev(1, "solo1", "failed"),  # room freed and taken again within the instant
+        start(1, "whole", ("gpu-0", [0])),
+        start(1, "solo2", ("gpu-0", [1])),
+        ev(11, "whole", "preempted"),
+        start(11, "whole", ("gpu-1", [0])),  # requeued and restarted at one instant
+        ev(11, "solo2", "finished"),
+        start(11, "solo1", ("gpu-0", [1])),
+        ev(21, "solo1", "finished"),
+        ev(111, "whole", "finished"),
+    ]
+    assert conserving(events) is None
+
+
+def test_the_check_follows_nodes_going_down_and_away() -> None:
+    events = [
+        sub(0, "gang"),
+        start(0, "gang", ("gpu-0", [0]), ("gpu-1", [0])),
+        node(5, "node_removed", "gpu-1"),
+        ev(5, "gang", "preempted"),
+        node(5, "node_down", "gpu-0"),  # no room left for the gang anywhere: it may wait
+        node(9, "node_up", "gpu-0"),  # room for both pods again
+    ]
+    found = conserving(events)
+    assert found is not None and (found.invariant, found.t, found.job) == (7, 9, "gang"), str(found)
+    restarted = [start(9, "gang", ("gpu-0", [0]), ("gpu-0", [1])), ev(59, "gang", "finished")]
+    assert conserving(events + restarted) is None
+
+
+def _reserved(t: float, job: str, until: float, *where: tuple[str, list[int]]) -> Event:
+    """Placements as a start would write them: each pod holding what the job asks."""
+    return Event(t=t, job=job, event="reserved", until=until, placements=start(t, job, *where).placements)
+
+
+@pytest.mark.parametrize(
+    ("time_limit", "violated"),
+    [(None, False), (15.0, False), (10.0, True)],
+    ids=["no-time-limit", "may-run-past-the-reservation", "ends-before-it"],
+)
+def test_reserved_capacity_is_idle_only_for_jobs_that_end_before_the_reservation(
+    time_limit: float | None, violated: bool
+) -> None:
+    """The gang waits for cohort quota and holds gpu-0 until t=20; whole2 fits there from t=10."""
+    quick = _job("quick", time_limit=time_limit)
+    events = [
+        sub(0, "whole"),
+        start(0, "whole", ("gpu-1", [0])),
+        sub(0, "b1"),
+        start(0, "b1", ("gpu-1", [1])),
+        sub(0, "gang"),  # a would hold 3 A100s, the cohort 4 of its 3
+        _reserved(0, "gang", 20.0, ("gpu-0", [0]), ("gpu-0", [1])),
+        sub(10, "quick"),
+        node(11, "node_up", "cloud-h100-0"),  # ends the instant of t=10
+    ]
+    found = check_events(CLUSTER, WORKLOADS + [quick], events, work_conserving=True, truncated=True)
+    assert (found is not None) == violated, str(found)
+    if found is not None:
+        assert (found.invariant, found.job) == (7, "quick")
+    # Once it lapses, the reservation holds nothing.
+    late = events[:-2] + [sub(25, "quick"), node(26, "node_up", "cloud-h100-0")]
+    found = check_events(CLUSTER, WORKLOADS + [quick], late, work_conserving=True, truncated=True)
+    assert found is not None and (found.t, found.job) == (25, "quick"), str(found)
+
+
+def test_a_reservation_must_name_a_waiting_job() -> None:
+    found = check(
+        [sub(0, "whole"), start(0, "whole", ("gpu-0", [0])), _reserved(0, "whole", 5, ("gpu-1", [0]))]
+    )
+    assert found is not None and (found.invariant, found.line) == (0, 3), str(found)

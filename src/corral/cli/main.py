@@ -19,7 +19,7 @@ from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
 from corral.cli.accounts import register as register_accounts
 from corral.cli.artifacts import register as register_artifacts
 from corral.cli.control import register as register_control
-from corral.cli.render import pending_table, print_error, queue_table, summary_table
+from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
 from corral.scenario.models import Event
@@ -93,6 +93,8 @@ def sim(
             console.print(summary_table(result.summary))
             if len(result.summary.queues) > 1:
                 console.print(queue_table(result.summary))
+            if result.summary.rejected_jobs:
+                console.print(rejected_table(result.summary))
             if result.pending:
                 console.print(pending_table(result.pending))
 
@@ -102,17 +104,50 @@ def check(
     cluster: Annotated[Path, typer.Argument(help="Cluster file (YAML).")],
     workload: Annotated[Path, typer.Argument(help="Workload file (JSON Lines).")],
     events: Annotated[Path, typer.Argument(help="Event log to verify (JSON Lines).")],
+    truncated: Annotated[
+        bool,
+        typer.Option(
+            "--truncated",
+            help="The log is cut short (e.g. its first N lines): jobs still running at its end are reported, "
+            "not a violation, and its last instant is not judged.",
+        ),
+    ] = False,
+    work_conserving: Annotated[
+        bool,
+        typer.Option(
+            "--work-conserving",
+            help="Also check that no job waits while it fits on idle private capacity its quota allows "
+            "(holds for best-effort policies such as default and fifo, not for strict-fifo).",
+        ),
+    ] = False,
 ) -> None:
     """Verify every invariant of the scenario format on an event log; report the first violation."""
-    from corral.scenario.invariants import check_files
+    from corral.scenario.invariants import audit_files
 
     with _user_errors():
-        violation = check_files(cluster, workload, events)
-    if violation is None:
-        console.print("[green]ok[/]: no invariant is violated")
-        return
-    print_error(errors, str(violation))
-    raise typer.Exit(1)
+        report = audit_files(cluster, workload, events, truncated=truncated, work_conserving=work_conserving)
+    if report.violation is not None:
+        print_error(errors, str(report.violation))
+        raise typer.Exit(1)
+    console.print("[green]ok[/]: no invariant is violated")
+    if report.running or report.waiting:
+        console.print(
+            f"at the end of the log (t={report.end_t:g}): {_jobs_named(report.running)} running, "
+            f"{_jobs_named(report.waiting)} waiting"
+        )
+
+
+CHECK_NAMED_JOBS = 5
+"""Jobs named per list in ``corral check``'s end-of-log line; the rest are counted."""
+
+
+def _jobs_named(jobs: tuple[str, ...]) -> str:
+    """``3 (a, b, c)``, or the first few and how many more."""
+    if not jobs:
+        return "0"
+    shown = ", ".join(jobs[:CHECK_NAMED_JOBS])
+    more = f", and {len(jobs) - CHECK_NAMED_JOBS} more" if len(jobs) > CHECK_NAMED_JOBS else ""
+    return f"{len(jobs)} ({shown}{more})"
 
 
 @app.command()

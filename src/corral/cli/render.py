@@ -30,7 +30,7 @@ def summary_table(summary: Summary) -> Table:
     rows = [
         ("jobs", f"{summary.jobs}"),
         ("finished", f"{summary.finished}"),
-        ("rejected", f"{summary.rejected}"),
+        ("rejected", _rejected(summary)),
         ("still waiting", f"{summary.waiting}"),
         ("preemptions", f"{summary.preemptions}"),
         ("GPU allocation", f"{summary.gpu_allocation:.1%}"),
@@ -42,8 +42,32 @@ def summary_table(summary: Summary) -> Table:
         ("deadline misses", f"{summary.deadline_misses}"),
         ("scheduler time", f"{summary.scheduler_seconds:.2f} s in {summary.scheduling_rounds} rounds"),
     ]
+    if summary.forecasts:
+        rows.append(("forecast time", f"{summary.forecast_seconds:.2f} s in {summary.forecasts} forecasts"))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def _rejected(summary: Summary) -> str:
+    """``3 (never_fits 2, unknown_queue 1)``: the count and what caused it."""
+    if not summary.rejected_by_reason:
+        return f"{summary.rejected}"
+    reasons = ", ".join(f"{reason} {count}" for reason, count in summary.rejected_by_reason.items())
+    return f"{summary.rejected} ({reasons})"
+
+
+def rejected_table(summary: Summary) -> Table:
+    """The first rejections with their messages, so a user sees what to change."""
+    shown = len(summary.rejected_jobs)
+    more = f", first {shown}" if shown < summary.rejected else ""
+    table = Table(title=f"Rejected ({summary.rejected}{more})", title_justify="left")
+    table.add_column("job", style="cyan", no_wrap=True)
+    table.add_column("t", justify="right", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("why")
+    for rejected in summary.rejected_jobs:
+        table.add_row(rejected.job, format_seconds(rejected.t), rejected.reason, rejected.message)
     return table
 
 

@@ -11,7 +11,7 @@ time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -55,6 +55,8 @@ class Forecasting:
     last: Forecast | None = None
     took: float = 0.0
     """Seconds the last replay took."""
+    on_forecast: Callable[[float], None] | None = None
+    """Told the seconds each forecast took (the ``/metrics`` forecast histogram), apart from the round."""
 
     def forecast(
         self,
@@ -75,6 +77,8 @@ class Forecasting:
         self._learn(session)
         self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
         self.made_at, self.took = now, time.perf_counter() - started
+        if self.on_forecast is not None:
+            self.on_forecast(self.took)
         return self.last
 
     def _learn(self, session: Session) -> None:

@@ -69,8 +69,8 @@ class ReconcileLoop:
         self.decided = Changes()
         """Bumped after every committed round: what agents' long-polls for their pods wait on."""
         self._parsed: dict[str, Workload] = {}
-        self._forecasting = Forecasting()
         """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
+        self._forecasting = Forecasting(on_forecast=metrics.observe_forecast if metrics is not None else None)
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""

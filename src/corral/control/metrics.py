@@ -1,6 +1,7 @@
 """Prometheus metrics of the control plane, served at ``/metrics``.
 
-Counters and the round-latency histogram are updated by the reconcile loop; queue depth, allocated GPUs
+Counters, the round-latency histogram and the forecast-latency histogram (a forecast replays the queue,
+so its cost is shown apart from the round it delays) are updated by the reconcile loop; queue depth, allocated GPUs
 per node and pool, and each node's heartbeat age are read from the store when Prometheus scrapes, so
 they are never stale.
 """
@@ -40,7 +41,13 @@ class ControlPlaneMetrics:
             MultiProcessCollector(self.registry)
         self.rounds = Histogram(
             "corral_reconcile_round_seconds",
-            "Time of one reconcile round (store read, scheduling, store write).",
+            "Time of one reconcile round (store read, forecast if one is made, scheduling, store write).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=own,
+        )
+        self.forecasts = Histogram(
+            "corral_forecast_seconds",
+            "Time of one forecast of private starts (learning run times, replaying the queue).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=own,
         )
@@ -48,6 +55,9 @@ class ControlPlaneMetrics:
         self.preemptions = Counter("corral_preemptions", "Jobs preempted (requeued).", registry=own)
         self.rejections = Counter("corral_rejections", "Jobs rejected as never runnable.", registry=own)
         self.registry.register(_StoreCollector(engine, clusters))
+
+    def observe_forecast(self, seconds: float) -> None:
+        self.forecasts.observe(seconds)
 
     def observe(self, result: SchedulingResult, seconds: float) -> None:
         self.rounds.observe(seconds)

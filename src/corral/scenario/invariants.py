@@ -18,6 +18,15 @@ Numbering follows ``../shared/spec/scenario-format.md``; problems the spec does 
   a job of a queue the cluster file does not list starting at all.
 - 6: a job still running when the log ends; a job event before ``submitted`` or after ``finished`` or
   ``rejected``.
+- 7 (corral's, only with ``work_conserving``): a job waits when an instant ends though it fits on idle
+  private capacity that its quota allows (``corral.scenario.work_conserving``).
+
+A log cut short (``truncated``: the first lines of a replay, or one still being written) may end with jobs
+running: they are reported with the jobs still waiting, not judged by invariant 6. Its last instant may be
+cut mid-way (a start before the release that makes room for it, a node loss before its preemptions), so
+that instant is not judged either. Without ``truncated`` the log is taken as complete, and a job running
+at its end is a violation: the log cannot tell a missing ``finished`` from a missing tail, so the caller
+says which it holds.
 
 ``failed`` is not terminal: it ends a run like ``preempted`` (it may also come for a waiting job), and the job
 may start again. Checks that can only be judged when an instant ends (a node failure not followed by
@@ -41,9 +50,18 @@ from corral.core.units import MILLI_PER_GPU, milli_to_gpus
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import SpecError
 from corral.scenario.io import load_cluster_file, load_workload, read_events
-from corral.scenario.models import JOB_EVENTS, NODE_EVENTS, ClusterFile, Event, PodPlacement
+from corral.scenario.models import JOB_EVENTS, NODE_EVENTS, RESERVED_EVENT, ClusterFile, Event, PodPlacement
+from corral.scenario.work_conserving import IdleCapacity
 
-__all__ = ["INVARIANTS", "Violation", "check_events", "check_files"]
+__all__ = [
+    "INVARIANTS",
+    "CheckReport",
+    "Violation",
+    "audit_events",
+    "audit_files",
+    "check_events",
+    "check_files",
+]
 
 INVARIANTS: dict[int, str] = {
     0: "log format",
@@ -53,6 +71,7 @@ INVARIANTS: dict[int, str] = {
     4: "run time",
     5: "quota",
     6: "completion",
+    7: "work conserving",
 }
 
 # Resources stated as floats are summed and subtracted millions of times; this absorbs the rounding.
@@ -84,30 +103,88 @@ class Violation:
         return f"{where}: {label}: {self.message}"
 
 
-def check_events(
-    cluster: ClusterFile, workloads: Sequence[Workload], events: Iterable[Event]
-) -> Violation | None:
-    """Replay ``events`` (line 1 first) and return the first violation, or None when the log is sound."""
-    checker = _Checker(cluster, workloads)
+@dataclass(frozen=True)
+class CheckReport:
+    """The verdict on a log and the state it ends in: which jobs still run and which still wait."""
+
+    violation: Violation | None
+    end_t: float | None
+    """Time of the log's last event (None: an empty log)."""
+    running: tuple[str, ...] = ()
+    """Jobs running when the log ends (only a truncated log may end so), oldest start first."""
+    waiting: tuple[str, ...] = ()
+    """Jobs submitted and neither running, finished nor rejected when the log ends, in the order they began
+    waiting (a preempted job waits again from its preemption)."""
+
+
+def audit_events(
+    cluster: ClusterFile,
+    workloads: Sequence[Workload],
+    events: Iterable[Event],
+    *,
+    truncated: bool = False,
+    work_conserving: bool = False,
+) -> CheckReport:
+    """Replay ``events`` (line 1 first): the first violation, and the jobs running and waiting at the end."""
+    checker = _Checker(cluster, workloads, truncated=truncated, work_conserving=work_conserving)
     try:
         for line, event in enumerate(events, start=1):
             checker.feed(line, event)
         checker.finish()
     except _Broken as broken:
-        return broken.violation
-    return None
+        return checker.report(broken.violation)
+    return checker.report(None)
 
 
-def check_files(
-    cluster_path: str | Path, workload_path: str | Path, events_path: str | Path
+def check_events(
+    cluster: ClusterFile,
+    workloads: Sequence[Workload],
+    events: Iterable[Event],
+    *,
+    truncated: bool = False,
+    work_conserving: bool = False,
 ) -> Violation | None:
+    """Replay ``events`` (line 1 first) and return the first violation, or None when the log is sound."""
+    return audit_events(
+        cluster, workloads, events, truncated=truncated, work_conserving=work_conserving
+    ).violation
+
+
+def audit_files(
+    cluster_path: str | Path,
+    workload_path: str | Path,
+    events_path: str | Path,
+    *,
+    truncated: bool = False,
+    work_conserving: bool = False,
+) -> CheckReport:
     """Check a log on disk: an unreadable log line is a violation; unreadable inputs raise ``SpecError``."""
     cluster = load_cluster_file(cluster_path)
     workloads = load_workload(workload_path)
     try:
-        return check_events(cluster, workloads, read_events(events_path))
+        return audit_events(
+            cluster,
+            workloads,
+            read_events(events_path),
+            truncated=truncated,
+            work_conserving=work_conserving,
+        )
     except SpecError as exc:  # only the event stream can raise here: the inputs are already loaded
-        return Violation(0, exc.line, None, None, str(exc))
+        return CheckReport(Violation(0, exc.line, None, None, str(exc)), None)
+
+
+def check_files(
+    cluster_path: str | Path,
+    workload_path: str | Path,
+    events_path: str | Path,
+    *,
+    truncated: bool = False,
+    work_conserving: bool = False,
+) -> Violation | None:
+    """``audit_files`` reduced to its verdict."""
+    return audit_files(
+        cluster_path, workload_path, events_path, truncated=truncated, work_conserving=work_conserving
+    ).violation
 
 
 class _Broken(Exception):
@@ -152,7 +229,13 @@ class _NodeLoss:
 class _Checker:
     """The replay's live state, kept small so a log of any length checks in one pass."""
 
-    def __init__(self, cluster: ClusterFile, workloads: Sequence[Workload]) -> None:
+    def __init__(
+        self, cluster: ClusterFile, workloads: Sequence[Workload], *, truncated: bool, work_conserving: bool
+    ) -> None:
+        self._truncated = truncated
+        self._idle = IdleCapacity(cluster) if work_conserving else None
+        self._waiting: dict[str, None] = {}
+        """Jobs submitted and not running nor ended, in the order they began waiting (an ordered set)."""
         self._pools: dict[str, tuple[ClusterSpec, PoolSpec]] = {
             pool.name: (spec, pool) for spec in cluster.clusters for pool in spec.pools
         }
@@ -177,6 +260,7 @@ class _Checker:
         self._losses: list[_NodeLoss] = []
         self._t: float | None = None
         self._line = 0
+        self._instant_line = 0  # the last line of the current instant, where its end-of-instant checks point
         self._job_id: str | None = None
 
     # -- the replay -----------------------------------------------------------------------------------------
@@ -194,14 +278,20 @@ class _Checker:
             self._node_event(event)
         elif event.event in JOB_EVENTS:
             self._job_event(event)
+        elif event.event == RESERVED_EVENT:
+            self._reserve(event)
         else:
             raise self._broken(0, f"unknown event kind {event.event!r}")
+        self._instant_line = line
 
     def finish(self) -> None:
+        if self._truncated:
+            return  # the last instant may be cut mid-way; what still runs is reported, not judged
         self._end_instant()
-        running = [(job.started_at, job_id) for job_id, job in self._jobs.items() if job.running]
+        running = self._running()
         if running:
-            started_at, job_id = min(running)
+            job_id = running[0]
+            started_at = self._jobs[job_id].started_at
             raise _Broken(
                 Violation(
                     6,
@@ -212,6 +302,15 @@ class _Checker:
                     "by the end of the log",
                 )
             )
+
+    def report(self, violation: Violation | None) -> CheckReport:
+        return CheckReport(violation, self._t, self._running(), tuple(self._waiting))
+
+    def _running(self) -> tuple[str, ...]:
+        """Running jobs, the longest-running first."""
+        return tuple(
+            job_id for _, job_id in sorted((j.started_at, i) for i, j in self._jobs.items() if j.running)
+        )
 
     def _broken(self, invariant: int, message: str, *, t: float | None = None) -> _Broken:
         return _Broken(Violation(invariant, self._line, self._t if t is None else t, self._job_id, message))
@@ -228,13 +327,19 @@ class _Checker:
             raise self._broken(0, f"{event.event} names node {name}, which does not exist")
         if event.event == "node_up":
             host.node.up = True
+            if self._idle is not None:
+                self._idle.set_node_up(name, True)
             return
         if event.event == "node_removed":
             del self._hosts[name]
             self._watch(host, "was removed")
+            if self._idle is not None:
+                self._idle.remove_node(name)
         else:
             host.node.up = False
             self._watch(host, "went down")
+            if self._idle is not None:
+                self._idle.set_node_up(name, False)
 
     def _add_node(self, name: str) -> None:
         if name in self._hosts:
@@ -249,6 +354,8 @@ class _Checker:
         if node.name != name:
             raise self._broken(0, f"node_added names {name}; pool {pool.name} names its nodes {node.name}")
         self._hosts[name] = _Host(node)
+        if self._idle is not None:
+            self._idle.add_node(spec, pool, int(index))
 
     def _watch(self, host: _Host, what: str) -> None:
         if host.jobs:
@@ -264,6 +371,25 @@ class _Checker:
         self._cohort_raised.clear()
         if found:
             raise _Broken(min(found, key=lambda v: v.line or 0))
+        if self._idle is not None and self._waiting and self._t is not None:
+            self._check_work_conserving(self._idle, self._t)
+
+    def _check_work_conserving(self, idle: IdleCapacity, t: float) -> None:
+        waiting = [self._jobs[job_id] for job_id in self._waiting]
+        fit = idle.first_idle_fit(
+            [job.spec for job in waiting], {job.spec.id: job.progress for job in waiting}, t
+        )
+        if fit is not None:
+            raise _Broken(
+                Violation(
+                    7,
+                    self._instant_line,
+                    t,
+                    fit.job,
+                    f"job {fit.job} waits after t={_num(t)} though it fits on capacity that is idle and "
+                    f"within its queue's quota: {fit.describe()}",
+                )
+            )
 
     def _unreleased_losses(self) -> list[Violation]:
         found = []
@@ -338,6 +464,7 @@ class _Checker:
             if job.submitted:
                 raise self._broken(0, f"job {job_id} is submitted twice")
             job.submitted = True
+            self._waiting[job_id] = None
             return
         if not job.submitted:
             raise self._broken(6, f"job {job_id} is {kind} before it was submitted")
@@ -364,6 +491,23 @@ class _Checker:
             if job.running:
                 raise self._broken(0, f"job {job_id} is rejected while it is running")
             job.ended = kind
+            self._waiting.pop(job_id, None)
+            if self._idle is not None:
+                self._idle.forget_reservation(job_id)
+
+    def _reserve(self, event: Event) -> None:
+        """A backfill reservation (corral's extension): validated here, judged by the work-conserving check."""
+        job_id = event.job or ""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise self._broken(0, f"job {job_id} is not in the workload")
+        if job_id not in self._waiting:
+            raise self._broken(0, f"job {job_id} is reserved for but is not waiting")
+        for placement in event.placements or []:
+            if placement.node not in self._hosts:
+                raise self._broken(0, f"job {job_id} is reserved node {placement.node}, which does not exist")
+        if self._idle is not None:
+            self._idle.reserve(job_id, event.until or 0.0, event.placements or [])
 
     def _start(self, job: _Job, event: Event) -> None:
         spec, placements = job.spec, event.placements or []
@@ -388,10 +532,13 @@ class _Checker:
                 5, f"job {spec.id} starts in queue {spec.queue}, which the cluster file does not list"
             )
         job.running, job.runs, job.started_at, job.placements = True, job.runs + 1, event.t, held
+        self._waiting.pop(spec.id, None)
         for host, placement in held:
             self._hold(job, host, placement, sign=1)
         for host, placement in held:
             self._check_capacity(host, placement)
+        if self._idle is not None:
+            self._idle.start(spec, clusters[0], placements, event.t)
 
     def _placed_host(self, spec: Workload, placement: PodPlacement) -> _Host:
         """The live host a pod lands on, once the pod is shown to fit the job's request there."""
@@ -471,9 +618,14 @@ class _Checker:
                 self._cohort_raised[key] = mark
 
     def _release(self, job: _Job) -> None:
+        """End the current run; the job waits again unless its end is ``finished``."""
         for host, placement in job.placements:
             self._hold(job, host, placement, sign=-1)
         job.running, job.placements = False, []
+        if job.ended is None:
+            self._waiting[job.spec.id] = None
+        if self._idle is not None:
+            self._idle.stop(job.spec.id)
 
     def _check_capacity(self, host: _Host, placement: PodPlacement) -> None:
         node = host.node

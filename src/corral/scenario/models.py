@@ -17,6 +17,8 @@ JobEventKind = Literal["submitted", "started", "preempted", "finished", "failed"
 NodeEventKind = Literal["node_added", "node_removed", "node_down", "node_up"]
 JOB_EVENTS: frozenset[str] = frozenset(JobEventKind.__args__)  # type: ignore[attr-defined]
 NODE_EVENTS: frozenset[str] = frozenset(NodeEventKind.__args__)  # type: ignore[attr-defined]
+RESERVED_EVENT = "reserved"
+"""corral's extension (docs/scenario-extensions.md): capacity held for a waiting job until ``until``."""
 
 
 class ClusterFile(BaseModel):
@@ -71,15 +73,19 @@ class Event(BaseModel):
     cluster: str | None = None
     placements: list[PodPlacement] | None = None
     reason: str | None = None
+    until: float | None = None
+    """Only on ``reserved`` events: when the reservation lapses."""
 
     @model_validator(mode="after")
     def _check_subject(self) -> Event:
-        if self.event in JOB_EVENTS and not self.job:
+        if (self.event in JOB_EVENTS or self.event == RESERVED_EVENT) and not self.job:
             raise ValueError(f"a {self.event!r} event needs 'job'")
         if self.event in NODE_EVENTS and not self.node:
             raise ValueError(f"a {self.event!r} event needs 'node'")
         if self.event == "started" and not self.placements:
             raise ValueError("a 'started' event needs 'placements'")
+        if self.event == RESERVED_EVENT and (not self.placements or self.until is None):
+            raise ValueError("a 'reserved' event needs 'placements' and 'until'")
         return self
 
     def to_json_dict(self) -> dict[str, object]:
@@ -98,6 +104,16 @@ class QueueSummary(BaseModel):
     gpu_hours: float
     preemptions: int
     cost_usd: float
+
+
+class RejectedJob(BaseModel):
+    """One rejected job, as the summary shows it: enough to go and fix the job or the cluster file."""
+
+    job: str
+    t: float
+    reason: str
+    """Machine-readable cause (``corral.scheduling.decisions.PendingReason``), e.g. ``never_fits``."""
+    message: str
 
 
 class Summary(BaseModel):
@@ -125,4 +141,11 @@ class Summary(BaseModel):
     deadline_misses: int
     scheduler_seconds: float
     scheduling_rounds: int = 0
+    forecast_seconds: float = 0.0
+    """Time spent forecasting private starts for burst decisions; not part of ``scheduler_seconds``."""
+    forecasts: int = 0
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    """Rejected jobs counted by reason code."""
+    rejected_jobs: list[RejectedJob] = Field(default_factory=list)
+    """The first rejections (at most ``corral.sim.report.REJECTED_SHOWN``), earliest first."""
     queues: dict[str, QueueSummary] = Field(default_factory=dict)

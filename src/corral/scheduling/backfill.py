@@ -83,7 +83,9 @@ def earliest_fit(
             applied = index + 1
             outcome = attempt()
             if outcome is not None:
-                return now + remaining, outcome
+                # At least a second ahead: a job that overran its estimate leaves ``remaining`` at 0, and
+                # a reservation must still hold after the instant it is made.
+                return now + max(remaining, 1.0), outcome
     finally:
         snapshot.rollback(mark)
     return None
@@ -156,7 +158,7 @@ class _Headroom:
 
 
 def reservation_for(job: Workload, domain: Domain, until: float, placements: list[Placement]) -> Reservation:
-    return Reservation(job.id, domain, until, tuple((p.node, p.gpus) for p in placements))
+    return Reservation(job.id, domain, until, tuple(placements))
 
 
 def idle_reserved(snapshot: Snapshot, reservation: Reservation) -> list[tuple[str, tuple[int, ...]]]:

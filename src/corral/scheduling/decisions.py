@@ -91,8 +91,13 @@ class Reservation:
     job: str
     domain: tuple[str, str]
     until: float
-    gpus: tuple[tuple[str, tuple[int, ...]], ...]
-    """(node, GPU indices) the job's pods would use at ``until``."""
+    placements: tuple[Placement, ...]
+    """Where the job's pods would go at ``until``."""
+
+    @property
+    def gpus(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(node, GPU indices) the job's pods would use at ``until``."""
+        return tuple((p.node, p.gpus) for p in self.placements)
 
     def describe(self, now: float) -> str:
         nodes = ", ".join(node for node, _ in self.gpus[:3]) + (" ..." if len(self.gpus) > 3 else "")

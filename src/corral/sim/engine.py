@@ -22,8 +22,9 @@ from corral.core.nodes import Node, build_initial_nodes, build_node
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
-from corral.scenario.models import ClusterFile, Event, PodPlacement, Summary
+from corral.scenario.models import RESERVED_EVENT, ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
+from corral.scheduling.decisions import Placement, Reservation
 from corral.scheduling.waiting import WaitingJobs
 from corral.sim.ledger import SpendLedger
 from corral.sim.report import JobRecord, ReplayTally, summarize
@@ -127,6 +128,7 @@ class Simulator:
         self._running: dict[str, _Running] = {}
         self._attempts: dict[str, int] = {}
         self._last_pending: dict[str, Pending] = {}
+        self._reservations_logged: dict[str, tuple[float, tuple[Placement, ...]]] = {}
         self.tally = ReplayTally()
         clock = start.now if start is not None else 0.0
         for workload in workloads:
@@ -341,9 +343,12 @@ class Simulator:
             return
         from corral.sim.forecast import forecast_private_starts  # the forecast replays with this engine
 
+        started = time.perf_counter()
         forecast = forecast_private_starts(
             self.snapshot, waiting, self.policy, now, self.runtimes, self._saved
         )
+        self.tally.forecast_seconds += time.perf_counter() - started
+        self.tally.forecasts += 1
         self.snapshot.forecast = forecast
         self._forecast_at = now
         if self._record_forecasts:
@@ -404,10 +409,11 @@ class Simulator:
                     placements=[PodPlacement(**p.fields()) for p in start.placements],
                 )
             )
+        for reservation in result.reservations:
+            self._emit_reservation(now, reservation)
         for rejection in result.rejections:
             self._waiting.remove(rejection.job)
-            record = self.tally.jobs[rejection.job]
-            record.outcome, record.end = "rejected", now
+            self.tally.reject(rejection.job, now, str(rejection.reason), rejection.message)
             self._emit(Event(t=now, job=rejection.job, event="rejected", reason=rejection.message))
         for scale_up in result.scale_ups:
             self._scale_up(now, scale_up.pool, scale_up.nodes, scale_up.job)
@@ -430,6 +436,22 @@ class Simulator:
         self._woken = False
         self.snapshot.commit()
         return bool(result.preemptions)
+
+    def _emit_reservation(self, now: float, reservation: Reservation) -> None:
+        """Write a backfill reservation to the log when it is new or has moved, so a checker can tell
+        capacity held for a job from capacity left idle (``corral check --work-conserving``)."""
+        if self._reservations_logged.get(reservation.job) == (reservation.until, reservation.placements):
+            return
+        self._reservations_logged[reservation.job] = (reservation.until, reservation.placements)
+        self._emit(
+            Event(
+                t=now,
+                job=reservation.job,
+                event=RESERVED_EVENT,
+                until=reservation.until,
+                placements=[PodPlacement(**p.fields()) for p in reservation.placements],
+            )
+        )
 
     def _preempt(self, now: float, job: str, reason: str) -> None:
         allocation = self._stop(now, job)

@@ -5,6 +5,13 @@ running jobs end when their estimated run time is up, the waiting jobs arrive at
 times, and the same scheduler under the same policy decides. No new submissions are imagined, so the
 forecast is what the queue ahead of a job implies; later, higher-priority arrivals can only delay it.
 
+A forecast replays at most ``FORECAST_JOBS`` waiting jobs: those first in line (highest priority, then
+earliest submitted). A replay of the whole queue costs about the square of its depth (each start is a
+round over every job still waiting), so a queue of 20,000 would cost more than all the rounds that use the
+forecast; the jobs further back get no prediction (the burst rules that need one pass them by, and their
+queue's threshold still applies) until they move up. The jobs ahead of a job are what delay it, so the
+first in line lose little: only what later jobs, passed over, would have taken from them.
+
 Run times are estimates (``RuntimeEstimates``): the control plane knows only what users declare and what
 finished jobs took, and the simulator is held to the same, so a policy that uses the forecast is not
 clairvoyant.
@@ -23,6 +30,9 @@ from corral.scheduling.bursting import Bursting, Forecast
 from corral.sim.engine import ReplayStart, Simulator
 from corral.sim.runtimes import RuntimeEstimates
 
+FORECAST_JOBS = 200
+"""Waiting jobs a forecast replays, first in line first; see the module docstring."""
+
 
 def forecast_private_starts(
     snapshot: Snapshot,
@@ -36,6 +46,7 @@ def forecast_private_starts(
     and the run time assumed for every waiting and running job, given the work each has done (running
     jobs) or saved (``saved``: checkpointed progress of requeued jobs)."""
     saved = saved or {}
+    waiting = first_in_line(waiting)
     runtimes = {job.id: estimates(job, saved.get(job.id, 0.0)) for job in waiting}
     runtimes.update({job: estimates(a.workload, a.progress(now)) for job, a in snapshot.running.items()})
     private = [cluster for cluster in snapshot.clusters.values() if cluster.private]
@@ -66,6 +77,13 @@ def forecast_private_starts(
         if (record := replay.tally.jobs[job.id]).first_start is not None
     }
     return Forecast(starts, runtimes)
+
+
+def first_in_line(waiting: Sequence[Workload], limit: int = FORECAST_JOBS) -> Sequence[Workload]:
+    """The ``limit`` waiting jobs a best-effort round tries first: highest priority, then earliest."""
+    if len(waiting) <= limit:
+        return waiting
+    return sorted(waiting, key=lambda job: (-job.priority, job.submit))[:limit]
 
 
 def _empty_copy(node: Node) -> Node:

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from corral.core.workloads import Workload
-from corral.scenario.models import QueueSummary, Summary
+from corral.scenario.models import QueueSummary, RejectedJob, Summary
+
+REJECTED_SHOWN = 5
+"""Rejections the summary spells out with their messages; the rest are only counted by reason."""
 
 
 @dataclass
@@ -21,6 +24,7 @@ class JobRecord:
     first_start: float | None = None
     end: float | None = None
     outcome: str | None = None  # finished | rejected
+    rejection: tuple[str, str] | None = None  # (reason code, message) when rejected
 
 
 @dataclass
@@ -43,8 +47,14 @@ class ReplayTally:
     chain, the sign of two decisions undoing each other."""
     scheduler_seconds: float = 0.0
     rounds: int = 0
+    forecast_seconds: float = 0.0
+    forecasts: int = 0
     first_time: float | None = None
     last_time: float = 0.0
+
+    def reject(self, job: str, now: float, reason: str, message: str) -> None:
+        record = self.jobs[job]
+        record.outcome, record.end, record.rejection = "rejected", now, (reason, message)
 
     def add_usage(self, queue: str, gpu_milli: int, seconds: float, gpu_hour_cost: float) -> None:
         gpu_seconds = gpu_milli / 1000 * seconds
@@ -70,6 +80,7 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         and (r.end if r.outcome == "finished" and r.end is not None else tally.last_time)
         > r.workload.deadline
     )
+    by_reason, shown = _rejections(records)
     return Summary(
         policy=policy,
         jobs=len(records),
@@ -91,8 +102,29 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         deadline_misses=misses,
         scheduler_seconds=tally.scheduler_seconds,
         scheduling_rounds=tally.rounds,
+        forecast_seconds=tally.forecast_seconds,
+        forecasts=tally.forecasts,
         queues=_per_queue(tally, records),
+        rejected_by_reason=by_reason,
+        rejected_jobs=shown,
     )
+
+
+def _rejections(records: list[JobRecord]) -> tuple[dict[str, int], list[RejectedJob]]:
+    """Rejections by reason, and the first few in full: a count alone does not say what to fix."""
+    rejected = sorted(
+        (r.end or 0.0, r.workload.id, r.rejection)
+        for r in records
+        if r.outcome == "rejected" and r.rejection is not None
+    )
+    by_reason: dict[str, int] = defaultdict(int)
+    for _, _, (reason, _) in rejected:
+        by_reason[reason] += 1
+    shown = [
+        RejectedJob(job=job, t=t, reason=reason, message=message)
+        for t, job, (reason, message) in rejected[:REJECTED_SHOWN]
+    ]
+    return dict(sorted(by_reason.items())), shown
 
 
 def _per_queue(tally: ReplayTally, records: list[JobRecord]) -> dict[str, QueueSummary]:
