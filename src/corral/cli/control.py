@@ -34,6 +34,16 @@ DEFAULT_HEARTBEAT_TIMEOUT = 5.0
 """Agents heartbeat every second: five missed beats is a lost node, well inside the 10 s promise."""
 
 
+PodUserOption = Annotated[
+    str,
+    typer.Option(
+        help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
+        "see docs/security.md."
+    ),
+]
+"""``--pod-user`` of ``corral server``, ``up`` and ``agent``."""
+
+
 def register(
     app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
 ) -> None:
@@ -72,13 +82,7 @@ def register(
             int,
             typer.Option(min=1, help="MiB of each pod's output kept and served; older output is dropped."),
         ] = DEFAULT_LOG_CAP >> 20,
-        pod_user: Annotated[
-            str,
-            typer.Option(
-                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
-                "see docs/security.md."
-            ),
-        ] = DEFAULT_POD_USER,
+        pod_user: PodUserOption = DEFAULT_POD_USER,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         from corral.control.reconcile import Inventory
@@ -121,13 +125,7 @@ def register(
             typer.Option(help="Declare this many GPUs instead of asking NVML (e.g. 4 on a laptop)."),
         ] = None,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
-        pod_user: Annotated[
-            str,
-            typer.Option(
-                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
-                "see docs/security.md."
-            ),
-        ] = DEFAULT_POD_USER,
+        pod_user: PodUserOption = DEFAULT_POD_USER,
     ) -> None:
         """Everything on this machine: API, reconcile loop and local backend, scheduling onto this machine's
         CPUs, memory and GPUs (found by NVML, or declared with --gpus)."""
@@ -167,13 +165,7 @@ def register(
         register: Annotated[
             bool, typer.Option(help="Register this machine's inventory (off: the cluster file declares it).")
         ] = True,
-        pod_user: Annotated[
-            str,
-            typer.Option(
-                help="Who pods run as when no corral-<tenant> user exists (made if missing when run as root); "
-                "see docs/security.md."
-            ),
-        ] = DEFAULT_POD_USER,
+        pod_user: PodUserOption = DEFAULT_POD_USER,
     ) -> None:
         """Register this machine's GPUs (NVML, or --gpus N), heartbeat, and run the pods the server
         assigns to this node."""
