@@ -404,6 +404,7 @@ def test_work_conserving(policy: str, scenario: Scenario) -> None:
 
 
 PREEMPTED_BY = re.compile(r"preempted by (\S+?)(?::|\s|$)")
+MOVED_FOR = re.compile(r"GPU share moved to make room for (\S+) on \S+")
 
 
 @pytest.mark.parametrize("policy", ALL_POLICIES)
@@ -422,6 +423,12 @@ def test_preemption_victims_are_eligible(policy: str, scenario: Scenario) -> Non
             continue
         if POLICIES[policy].preemption is False:
             assert (event.reason or "").startswith("node "), f"{policy} preempts: {event.reason}"
+        moved = MOVED_FOR.fullmatch(event.reason or "")
+        if moved is not None:
+            # Share migration (corral-defrag): the share restarts on another GPU at the same instant.
+            assert POLICIES[policy].migrate_shares, f"{policy} moved a share: {event.reason}"
+            assert event.t in started_at[event.job or ""] and event.t in started_at[moved.group(1)]
+            continue
         match = PREEMPTED_BY.search(event.reason or "")
         if match is None:
             assert re.fullmatch(r"node \S+ (down|removed)", event.reason or ""), event.reason
