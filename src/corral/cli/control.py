@@ -58,7 +58,10 @@ def register(
             ),
         ] = None,
         data_dir: Annotated[
-            Path | None, typer.Option(help="Holds the SQLite database (default: ~/.local/share/corral).")
+            Path | None,
+            typer.Option(
+                help="Holds the SQLite database (default: ~/.local/share/corral; /var/lib/corral for root)."
+            ),
         ] = None,
         host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
@@ -117,7 +120,9 @@ def register(
     def up(
         data_dir: Annotated[
             Path | None,
-            typer.Option(help="Holds the SQLite database and pods' output (default: ~/.local/share/corral)."),
+            typer.Option(
+                help="Holds the SQLite database and pods' output (default: ~/.local/share/corral; /var/lib/corral for root)."
+            ),
         ] = None,
         port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = DEFAULT_PORT,
         gpus: Annotated[
