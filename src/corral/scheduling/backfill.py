@@ -94,11 +94,10 @@ def earliest_fit(
 def _ends(snapshot: Snapshot, domain: Domain, now: float) -> list[tuple[float, str]]:
     """The domain's running jobs by estimated time left, kept for the rest of the instant: a round asks
     once per blocked job, and an estimate is a lookup in the run-time history."""
-    memo = snapshot.estimates_memo
-    if memo.get("now") != now:
-        memo.clear()
-        memo["now"] = now
-    left: dict[tuple[str, float], float] = memo.setdefault("left", {})  # type: ignore[assignment]
+    at, left = snapshot.time_left
+    if at != now:
+        left = {}
+        snapshot.time_left = (now, left)
     ends = []
     for allocation in snapshot.running.values():
         if (allocation.cluster, allocation.flavor) != domain:

@@ -103,8 +103,9 @@ class Snapshot:
         the caller); only queues with a budget need an entry."""
         self.forecast: Forecast | None = None
         """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
-        self.estimates_memo: dict[str, object] = {}
-        """Running jobs' estimated time left at one instant (``corral.scheduling.backfill``)."""
+        self.time_left: tuple[float, dict[tuple[str, float], float]] = (float("nan"), {})
+        """(instant, running jobs' estimated seconds left then, by job and start): kept by
+        ``corral.scheduling.backfill`` for the instant, since a round asks once per blocked job."""
         self.reserved: tuple[str, ...] = ()
         """Jobs that held a backfill reservation after the last round (kept by the caller): tried first."""
         self.runtime_estimate: Callable[[Workload, float], float] | None = None
