@@ -69,17 +69,53 @@ def test_drf_interleaves_queues_by_weighted_share_as_jobs_start() -> None:
     assert sorted(result.pending) == ["a3", "a4", "b3", "b4"]
 
 
-def test_cpu_counts_in_the_dominant_share() -> None:
-    """qa holds no GPU but half the CPU; qb holds 1/8 of the GPUs: qb's share is lower, so b1 goes first."""
-    snapshot = make_snapshot(
-        pools=[make_pool("p", "f", count=1, cpu=64)],
-        queues=[make_queue("qa", {"f": 8}), make_queue("qb", {"f": 8})],
-    )
+def test_cpu_counts_in_the_dominant_share_of_queues_without_quota() -> None:
+    """No quotas: qa holds no GPU but half the CPU; qb holds 1/8 of the GPUs: qb's dominant share is
+    lower, so b1 goes first."""
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=1, cpu=64)], queues=None)
     run_job(snapshot, job("ra", queue="qa", gpus=0, cpu=32))
     run_job(snapshot, job("rb", queue="qb", gpus=1))
     # 7 GPUs and 32 CPU free: one of the two 7-GPU jobs can start.
     result = schedule(snapshot, [job("a1", queue="qa", gpus=7), job("b1", queue="qb", gpus=7)], DEFAULT, 0.0)
     assert started(result) == ["b1"]
+
+
+@pytest.mark.parametrize("weight_b", [1.0, 4.0])
+def test_a_queue_within_its_quota_goes_before_a_borrower_whatever_their_shares(weight_b) -> None:
+    """Cohort of qa (quota 6) and qb (quota 2) on one 8-GPU node. qa uses 4 of its own 6 GPUs (half the
+    cluster); qb uses 3, one of them borrowed, so it holds less. One GPU is free: plain DRF would give it
+    to qb; fair sharing gives it to qa, whose quota it is, at any weight of qb's."""
+    snapshot = make_snapshot(
+        pools=[make_pool("p", "f", count=1)],
+        queues=[make_queue("qa", {"f": 6}, cohort="c"), make_queue("qb", {"f": 2}, cohort="c", weight=weight_b)],
+    )
+    run_job(snapshot, job("ra", queue="qa", gpus=4))
+    run_job(snapshot, job("rb", queue="qb", gpus=3))
+
+    result = schedule(snapshot, [job("b1", queue="qb", gpus=1), job("a1", queue="qa", gpus=1)], DEFAULT, 0.0)
+
+    assert started(result) == ["a1"]
+
+
+def test_borrowers_are_ordered_by_what_they_borrow_over_what_the_cohort_lends() -> None:
+    """Cohort quotas 4 + 4 + 8 on two 8-GPU nodes; the big queue qc lends. qa borrows 2 of the 16
+    lendable GPUs (1/8), qb borrows 1 (1/16): the next free GPU goes to qb, then qa (now equal, by name)."""
+    snapshot = make_snapshot(
+        pools=[make_pool("p", "f", count=2)],
+        queues=[
+            make_queue("qa", {"f": 4}, cohort="c"),
+            make_queue("qb", {"f": 4}, cohort="c"),
+            make_queue("qc", {"f": 8}, cohort="c"),
+        ],
+    )
+    run_job(snapshot, job("ra", queue="qa", gpus=6), "p-0")
+    run_job(snapshot, job("rb", queue="qb", gpus=5), "p-1")
+    pending = [job("a1", queue="qa", gpus=1, submit=0), job("b1", queue="qb", gpus=1, submit=1)]
+    pending += [job("b2", queue="qb", gpus=1, submit=2)]
+
+    result = schedule(snapshot, pending, DEFAULT, 0.0)
+
+    assert started(result) == ["b1", "a1", "b2"]
 
 
 # -- ordering inside a queue: priority, then submission ------------------------------------------------

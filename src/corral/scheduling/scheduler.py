@@ -202,18 +202,40 @@ class _Round:
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
 
-    def _share(self, key: str) -> float:
-        """Weighted dominant share of a queue: its largest fraction of any GPU flavor or of CPU."""
+    def _share(self, key: str) -> tuple[float, float, float]:
+        """How far a queue is into other queues' quota, smallest first (Kueue's fair sharing).
+
+        First what it borrows: per GPU flavor, its usage beyond its nominal quota as a fraction of what
+        its cohort can lend, the largest such fraction, divided by its weight. A queue within its quota
+        borrows nothing, so every queue using only its own quota goes before any borrower: borrowing is
+        what fair share arbitrates, and a queue's own quota is its right (DRF over the whole cluster
+        would instead hold back a team with a large quota that is merely using it). Among queues equal
+        on that, the one using the smallest fraction of its own quota, then weighted DRF over the
+        whole cluster (GPU flavors and CPU), which also orders queues without quota.
+        """
         if not self.policy.fair_share:
-            return 0.0
-        gpu_capacity, cpu_capacity = self.snapshot.capacity()
-        share = self.snapshot.queue_cpu[key] / cpu_capacity if cpu_capacity else 0.0
+            return (0.0, 0.0, 0.0)
+        snapshot = self.snapshot
+        gpu_capacity, cpu_capacity = snapshot.capacity()
+        queues = snapshot.queues
+        spec = queues.get(key) if queues is not None else None
+        weight = spec.weight if spec is not None else 1.0
+        dominant = snapshot.queue_cpu[key] / cpu_capacity if cpu_capacity else 0.0
         for flavor, total in gpu_capacity.items():
             if total:
-                share = max(share, self.snapshot.queue_gpu[(key, flavor)] / total)
-        queues = self.snapshot.queues
-        weight = queues[key].weight if queues is not None and key in queues else 1.0
-        return share / weight
+                dominant = max(dominant, snapshot.queue_gpu[(key, flavor)] / total)
+        if spec is None or spec.unlimited:
+            return (0.0, 0.0, dominant / weight)
+        borrowed = own = 0.0
+        for flavor in gpu_capacity:
+            used = snapshot.queue_gpu[(key, flavor)]
+            nominal = spec.nominal_milli(flavor)
+            if nominal:
+                own = max(own, min(used, nominal) / nominal)
+            lendable = snapshot.cohort_nominal[(spec.cohort, flavor)] if spec.cohort else 0
+            if used > nominal:
+                borrowed = max(borrowed, (used - nominal) / (lendable or gpu_capacity[flavor] or 1))
+        return (borrowed / weight, own / weight, dominant / weight)
 
     def _try(self, job: Workload) -> bool:
         pod = job.pod
