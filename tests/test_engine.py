@@ -112,3 +112,22 @@ def test_summary_counts_rejections_by_reason_and_spells_out_the_first() -> None:
     assert (first.t, first.reason) == (0.0, "never_fits")
     assert "2 pods" in first.message
     assert Summary.model_validate_json(summary.model_dump_json()) == summary
+
+
+@pytest.mark.parametrize(("limit", "idled"), [(2.0, 2.0), (None, 0.0)])
+def test_summary_says_when_a_borrowing_limit_not_demand_left_gpus_idle(limit, idled) -> None:
+    """One 8-GPU node; qa's quota is 2 plus at most ``limit`` borrowed, qb (quota 6) asks for nothing.
+    qa submits three 2-GPU jobs of an hour: with the limit one waits an hour beside 4 idle GPUs (its 2 GPUs
+    for an hour are what the limit idled); without it all three run at once."""
+    cluster = ClusterFile(
+        clusters=[make_cluster("c", [make_pool("n", "f", gpus=8)])],
+        queues=[
+            make_queue("qa", {"f": 2}, cohort="lab", borrowing_limit=None if limit is None else {"f": limit}),
+            make_queue("qb", {"f": 6}, cohort="lab"),
+        ],
+    )
+    jobs = [job(f"a{i}", queue="qa", gpus=2, duration=3600.0) for i in range(3)]
+    summary = _replay(cluster, jobs)[0].summary
+    assert summary.finished == 3
+    assert summary.gpu_hours_idled_by_limits == pytest.approx(idled)
+    assert summary.queues["qa"].gpu_hours_idled_by_limit == pytest.approx(idled)

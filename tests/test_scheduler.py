@@ -87,7 +87,10 @@ def test_a_queue_within_its_quota_goes_before_a_borrower_whatever_their_shares(w
     to qb; fair sharing gives it to qa, whose quota it is, at any weight of qb's."""
     snapshot = make_snapshot(
         pools=[make_pool("p", "f", count=1)],
-        queues=[make_queue("qa", {"f": 6}, cohort="c"), make_queue("qb", {"f": 2}, cohort="c", weight=weight_b)],
+        queues=[
+            make_queue("qa", {"f": 6}, cohort="c"),
+            make_queue("qb", {"f": 2}, cohort="c", weight=weight_b),
+        ],
     )
     run_job(snapshot, job("ra", queue="qa", gpus=4))
     run_job(snapshot, job("rb", queue="qb", gpus=3))

@@ -103,6 +103,9 @@ class QueueSummary(BaseModel):
     wait_p95: float
     gpu_hours: float
     preemptions: int
+    gpu_hours_idled_by_limit: float = 0.0
+    """GPU-hours left idle while this queue's jobs that would fit them waited only on its borrowing
+    limit (its cohort had the quota to lend)."""
     cost_usd: float
 
 
@@ -129,6 +132,9 @@ class Summary(BaseModel):
     preemptions: int = 0
     lost_gpu_hours: float = 0.0
     zero_length_runs: int = 0
+    gpu_hours_idled_by_limits: float = 0.0
+    """GPU-hours left idle only because borrowing limits refused jobs that would fit: when this is not
+    zero, a limit, not demand, idled GPUs (see ``queues`` for which)."""
     gpu_hours_used: float
     gpu_allocation: float
     makespan: float

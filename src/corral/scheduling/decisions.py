@@ -158,3 +158,6 @@ class SchedulingResult:
     wake_at: float | None = None
     """The earliest time a waiting job's options change by the clock alone (a queue's burst threshold
     passes): a caller that schedules only on events (the simulator) must run a round then."""
+    held_by_limits: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    """Per waiting job, the domains where only its queue's borrowing limit refused it (its cohort had
+    the quota to lend): what lets a caller tell GPUs a limit left idle from GPUs nobody asked for."""

@@ -51,6 +51,24 @@ def quota_shortfall(snapshot: Snapshot, queue: str, flavor: str, demand_milli: i
     )
 
 
+def only_limit_refuses(snapshot: Snapshot, queue: str, flavor: str, demand_milli: int) -> bool:
+    """True when ``queue``'s borrowing limit alone keeps ``demand_milli`` more of ``flavor`` from it: the
+    cohort has that much idle quota to lend, and the queue may borrow only less."""
+    if snapshot.queues is None or demand_milli == 0:
+        return False
+    spec = snapshot.queues[queue]
+    limit = spec.borrow_limit_milli(flavor)
+    if spec.unlimited or not spec.cohort or limit is None:
+        return False
+    used = snapshot.queue_gpu[(queue, flavor)]
+    over_limit = used + demand_milli > spec.nominal_milli(flavor) + limit
+    cohort_room = (
+        snapshot.cohort_gpu[(spec.cohort, flavor)] + demand_milli
+        <= snapshot.cohort_nominal[(spec.cohort, flavor)]
+    )
+    return over_limit and cohort_room
+
+
 def max_admissible_milli(snapshot: Snapshot, queue: str, flavor: str) -> int | None:
     """The most GPU in ``flavor`` the queue could ever hold (all others idle); None = unlimited."""
     if snapshot.queues is None:

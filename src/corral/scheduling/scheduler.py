@@ -53,7 +53,7 @@ from corral.scheduling.placement import (
 )
 from corral.scheduling.policies import Ordering, Policy
 from corral.scheduling.preemption import Unprofitable, find_victims, may_preempt
-from corral.scheduling.quota import quota_shortfall
+from corral.scheduling.quota import only_limit_refuses, quota_shortfall
 from corral.scheduling.ranking import place_one
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
@@ -198,6 +198,10 @@ class _Round:
                         block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
                     free[domain] = block
             self.result.pending[job_id] = replace(pending, at=self.now, free=free)
+        held = self.result.held_by_limits
+        self.result.held_by_limits = {
+            job: domains for job, domains in held.items() if job in self.result.pending
+        }
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
@@ -342,6 +346,8 @@ class _Round:
     def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | str | FitFailure:
         shortfall = quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli)
         if shortfall is not None:
+            if only_limit_refuses(self.snapshot, job.queue, domain[1], job.gpu_demand_milli):
+                self.result.held_by_limits.setdefault(job.id, set()).add(domain)
             return shortfall
         failed = self.no_fit.setdefault(domain, [])
         for failed_pod, failed_pods, failure in failed:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -25,6 +26,7 @@ from corral.errors import CorralError
 from corral.scenario.models import RESERVED_EVENT, ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
 from corral.scheduling.decisions import Placement, Reservation
+from corral.scheduling.snapshot import Domain
 from corral.scheduling.waiting import WaitingJobs
 from corral.sim.ledger import SpendLedger
 from corral.sim.report import JobRecord, ReplayTally, summarize
@@ -128,6 +130,8 @@ class Simulator:
         self._running: dict[str, _Running] = {}
         self._attempts: dict[str, int] = {}
         self._last_pending: dict[str, Pending] = {}
+        self._idled_by_limits: dict[str, float] = {}
+        """GPUs per queue that borrowing limits left idle as of the last round (``_held_by_limits``)."""
         self._reservations_logged: dict[str, tuple[float, tuple[Placement, ...]]] = {}
         self.tally = ReplayTally()
         clock = start.now if start is not None else 0.0
@@ -182,6 +186,8 @@ class Simulator:
             now = self._heap[0][0]
             if previous is not None:
                 self._capacity_seconds += self._gpu_capacity * (now - previous)
+                for queue, gpus in self._idled_by_limits.items():
+                    self.tally.gpu_seconds_idled_by_limits[queue] += gpus * (now - previous)
             else:
                 self.tally.first_time = now
             previous = now
@@ -427,6 +433,7 @@ class Simulator:
         if result.scale_downs:
             self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
+        self._idled_by_limits = self._held_by_limits(result.held_by_limits)
         self._waiting.park(set(result.pending) - set(self.snapshot.reserved))
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
@@ -436,6 +443,24 @@ class Simulator:
         self._woken = False
         self.snapshot.commit()
         return bool(result.preemptions)
+
+    def _held_by_limits(self, held: dict[str, set[Domain]]) -> dict[str, float]:
+        """GPUs per queue that stay idle until the next round only because borrowing limits refused
+        jobs that would fit in them: each such job counts once, in the first of its domains where its
+        whole demand is idle."""
+        idle: dict[Domain, int] = {}
+        idled: dict[str, float] = defaultdict(float)
+        for job_id, domains in sorted(held.items()):
+            workload = self.tally.jobs[job_id].workload
+            for domain in sorted(domains):
+                if domain not in idle:
+                    nodes = self.snapshot.domains.get(domain, ())
+                    idle[domain] = sum(gpu.free_milli for node in nodes if node.up for gpu in node.gpus)
+                if idle[domain] >= workload.gpu_demand_milli:
+                    idle[domain] -= workload.gpu_demand_milli
+                    idled[workload.queue] += workload.gpu_demand_milli / MILLI_PER_GPU
+                    break
+        return idled
 
     def _emit_reservation(self, now: float, reservation: Reservation) -> None:
         """Write a backfill reservation to the log when it is new or has moved, so a checker can tell

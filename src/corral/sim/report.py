@@ -49,6 +49,9 @@ class ReplayTally:
     rounds: int = 0
     forecast_seconds: float = 0.0
     forecasts: int = 0
+    gpu_seconds_idled_by_limits: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """Per queue, GPU-seconds left idle while jobs that would fit them waited only on the queue's
+    borrowing limit: idleness a limit caused, not a lack of demand."""
     first_time: float | None = None
     last_time: float = 0.0
 
@@ -89,6 +92,7 @@ def summarize(tally: ReplayTally, policy: str) -> Summary:
         waiting=sum(1 for r in records if r.outcome is None),
         preemptions=tally.preemptions,
         lost_gpu_hours=tally.lost_gpu_seconds / 3600,
+        gpu_hours_idled_by_limits=sum(tally.gpu_seconds_idled_by_limits.values()) / 3600,
         zero_length_runs=tally.zero_length_runs,
         gpu_hours_used=tally.gpu_seconds / 3600,
         gpu_allocation=tally.gpu_seconds / tally.capacity_gpu_seconds if tally.capacity_gpu_seconds else 0.0,
@@ -143,6 +147,7 @@ def _per_queue(tally: ReplayTally, records: list[JobRecord]) -> dict[str, QueueS
             wait_p95=_percentile(waits, 95),
             gpu_hours=tally.gpu_seconds_per_queue.get(queue, 0.0) / 3600,
             preemptions=tally.preemptions_per_queue.get(queue, 0),
+            gpu_hours_idled_by_limit=tally.gpu_seconds_idled_by_limits.get(queue, 0.0) / 3600,
             cost_usd=tally.cost_per_queue.get(queue, 0.0),
         )
     return result
