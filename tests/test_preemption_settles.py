@@ -11,11 +11,13 @@ from builders import job, make_cluster, make_pool, make_queue, make_snapshot, ru
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
 from corral.scenario.invariants import check_events
 from corral.scenario.models import ClusterFile, Event
-from corral.scheduling import POLICIES, schedule
+from corral.scheduling import POLICIES, Allocation, Snapshot, schedule
+from corral.scheduling.placement import largest_free_block
 from corral.scheduling.preemption import PreemptionCost
 from corral.sim.engine import Simulator
 
@@ -154,3 +156,40 @@ def test_a_gang_wider_than_the_cluster_is_told_the_node_count_not_to_shrink_its_
     result = schedule(snapshot, [job("wide", gpus=8, pods=3)], DEFAULT, now=0.0)
     assert "needs 3 pods of 8 GPUs" in result.rejections[0].message
     assert "at most 2 such pods together; ask for fewer pods or add nodes" in result.rejections[0].message
+
+
+def _apply(snapshot, result, pending: dict[str, Workload], now: float) -> None:  # type: ignore[no-untyped-def]
+    """The round's decisions applied as a caller applies them: preemptions, then starts."""
+    for preempt in result.preemptions:
+        snapshot.release(preempt.job)
+    for start in result.starts:
+        snapshot.allocate(
+            Allocation(
+                workload=pending[start.job],
+                cluster=start.cluster,
+                flavor=start.flavor,
+                placements=start.placements,
+                started_at=now,
+            )
+        )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=contended_cohorts(), eager=st.booleans())
+def test_explanations_describe_the_state_the_round_ended_in(scenario, eager: bool) -> None:
+    """Half the jobs run (first round at 0), the rest arrive at 1000 with their priorities, so the
+    second round starts, preempts and reclaims. Every explanation it gives carries its time, and the
+    free room it quotes for a domain is the largest free block once all its decisions are applied."""
+    cluster, jobs = scenario
+    policy = EAGER if eager else DEFAULT
+    snapshot = Snapshot(cluster.clusters, build_initial_nodes(cluster.clusters), cluster.queues)
+    first = {j.id: j for j in jobs[::2]}
+    _apply(snapshot, schedule(snapshot, list(first.values()), policy, 0.0), first, 0.0)
+    snapshot.commit()
+    later = {j.id: j for j in jobs[1::2]}
+    result = schedule(snapshot, list(later.values()), policy, 1000.0)
+    _apply(snapshot, result, later, 1000.0)
+    for waiting in result.pending.values():
+        assert waiting.at == 1000.0
+        for domain, block in waiting.free.items():
+            assert block == largest_free_block(snapshot.domains[domain]), waiting.message
