@@ -131,3 +131,19 @@ def test_summary_says_when_a_borrowing_limit_not_demand_left_gpus_idle(limit, id
     assert summary.finished == 3
     assert summary.gpu_hours_idled_by_limits == pytest.approx(idled)
     assert summary.queues["qa"].gpu_hours_idled_by_limit == pytest.approx(idled)
+
+
+def test_a_job_kept_out_by_a_reservation_starts_when_the_reservation_moves_without_any_release() -> None:
+    """r holds 6 of 8 GPUs with no time limit, so it is expected to run as long again as it has run: the
+    8-GPU job's reservation moves later as time passes. s (2 GPUs, time limit 4000 s) would overrun it
+    at first; by t=5000 the reservation is at 10,000 and s fits before it. Nothing is released then, only
+    x arrives (on another node): s must get its look in that round, not when r ends at 50,000."""
+    cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("n", "f", gpus=8, count=1)]), make_cluster("o", [make_pool("m", "g", gpus=1, count=1)])])
+    jobs = [
+        job("r", gpus=6, duration=50_000.0),
+        job("wide", gpus=8, submit=1.0, duration=100.0),
+        job("s", gpus=2, submit=2.0, duration=100.0, time_limit=4000.0),
+        job("x", gpus=1, model="g", submit=5000.0, duration=10.0),
+    ]
+    _, events = _replay(cluster, jobs)
+    assert {e.job: e.t for e in events if e.event == "started"}["s"] == 5000.0

@@ -24,6 +24,7 @@ class PendingReason(StrEnum):
     OVER_QUOTA_LIMIT = "over_quota_limit"  # asks more than its queue could ever be lent
     PRIVATE_ONLY = "private_only"  # sensitive/non-burstable and no private cluster can hold it
     PROVISIONING = "provisioning"  # waits for new nodes of an elastic pool
+    RESERVED = "reserved"  # the free room is held for a job that comes first, and this one would overrun it
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,25 @@ class Reservation:
     def describe(self, now: float) -> str:
         nodes = ", ".join(node for node, _ in self.gpus[:3]) + (" ..." if len(self.gpus) > 3 else "")
         return f"reserved: expected to start in {spoken_span(self.until - now)} on {nodes}"
+
+
+@dataclass(frozen=True, slots=True)
+class BehindReservation:
+    """Room exists, but only on idle GPUs reserved for ``holder``, and the job would still run when the
+    holder needs them (``corral.scheduling.backfill``)."""
+
+    holder: str
+    starts_in: float
+    bound: str
+    """What the job's end was judged by: "time limit" or "estimated run time"."""
+    runs_for: float
+
+    def describe(self) -> str:
+        return (
+            f"backfill: the free GPUs are reserved for {self.holder}, expected to start in "
+            f"{spoken_span(self.starts_in)}, and this job's {self.bound} ({spoken_span(self.runs_for)}) "
+            "runs past that"
+        )
 
 
 @dataclass(frozen=True, slots=True)

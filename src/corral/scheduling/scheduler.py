@@ -32,6 +32,7 @@ from corral.scheduling.backfill import (
 )
 from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_cost, burst_verdict
 from corral.scheduling.decisions import (
+    BehindReservation,
     Pending,
     PendingReason,
     Placement,
@@ -56,6 +57,10 @@ from corral.scheduling.preemption import Unprofitable, find_victims, may_preempt
 from corral.scheduling.quota import only_limit_refuses, quota_shortfall
 from corral.scheduling.ranking import place_one
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
+
+Cause = str | FitFailure | BehindReservation
+"""Why a job did not start in one domain: a quota or budget sentence, the filters that rejected every
+node, or the reservation it would overrun."""
 
 
 def schedule(
@@ -250,7 +255,7 @@ class _Round:
             verdict = self._burst_verdict(job)
             if not verdict.allowed:
                 domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
-        failures: list[tuple[Domain, str | FitFailure]] = []
+        failures: list[tuple[Domain, Cause]] = []
         for domain in domains:
             outcome = self._admit(job, pod, domain)
             if isinstance(outcome, list):
@@ -343,7 +348,7 @@ class _Round:
             known = self.preemptible[key] = may_preempt(self.snapshot, job, domains)
         return known
 
-    def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | str | FitFailure:
+    def _admit(self, job: Workload, pod: PodRequest, domain: Domain) -> list[Placement] | Cause:
         shortfall = quota_shortfall(self.snapshot, job.queue, domain[1], job.gpu_demand_milli)
         if shortfall is not None:
             if only_limit_refuses(self.snapshot, job.queue, domain[1], job.gpu_demand_milli):
@@ -359,7 +364,7 @@ class _Round:
             failed.append((pod, job.pods, outcome))
             return outcome
         outcome = self._around_reservation(job, pod, domain, outcome)
-        if isinstance(outcome, str):
+        if isinstance(outcome, BehindReservation):
             return outcome
         return self._over_budget(job, domain, outcome) or outcome
 
@@ -371,7 +376,7 @@ class _Round:
         )
 
     def _reserve(
-        self, job: Workload, pod: PodRequest, failures: Sequence[tuple[Domain, str | FitFailure]]
+        self, job: Workload, pod: PodRequest, failures: Sequence[tuple[Domain, Cause]]
     ) -> Reservation | None:
         """Hold room for ``job`` where it would fit soonest, in domains with no reservation yet where
         only room (not quota) stopped it; the earliest such moment and the GPUs it would get then."""
@@ -394,7 +399,7 @@ class _Round:
 
     def _around_reservation(
         self, job: Workload, pod: PodRequest, domain: Domain, placements: list[Placement]
-    ) -> list[Placement] | str:
+    ) -> list[Placement] | BehindReservation:
         """``placements``, unless they take idle GPUs reserved for another job and ``job`` would still
         run when that job needs them: then a placement that leaves them alone, or why there is none."""
         reservation = self.reservations.get(domain)
@@ -417,11 +422,7 @@ class _Round:
         if isinstance(outcome, list):
             return outcome
         bound = "time limit" if limit is not None else "estimated run time"
-        return (
-            f"backfill: the free GPUs are reserved for {reservation.job}, expected to start in "
-            f"{spoken_span(reservation.until - self.now)}, and this job's {bound} ({spoken_span(left)}) "
-            "runs past that"
-        )
+        return BehindReservation(reservation.job, reservation.until - self.now, bound, left)
 
     def _over_budget(self, job: Workload, domain: Domain, placements: list[Placement]) -> str | None:
         """Why starting ``job`` on public ``domain`` would break its queue's hard budget, if it would."""
@@ -655,8 +656,13 @@ def _noted(pending: Pending, note: str) -> Pending:
     return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
-def _explain(job: Workload, failures: list[tuple[Domain, str | FitFailure]]) -> Pending:
-    quota_only = bool(failures) and all(isinstance(f, str) for _, f in failures)
-    return Pending(
-        job.id, PendingReason.QUOTA if quota_only else PendingReason.NO_FIT, causes=tuple(failures)
-    )
+def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
+    """The reason code says what would have to change: room (``no_fit``) if any domain lacked it, else
+    a reservation ending if any domain's room is reserved, else quota."""
+    if not failures or any(isinstance(f, FitFailure) for _, f in failures):
+        reason = PendingReason.NO_FIT
+    elif any(isinstance(f, BehindReservation) for _, f in failures):
+        reason = PendingReason.RESERVED
+    else:
+        reason = PendingReason.QUOTA
+    return Pending(job.id, reason, causes=tuple(failures))

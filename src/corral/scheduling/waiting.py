@@ -12,6 +12,8 @@ presented too, so the new job cannot overtake a blocked head.
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from corral.core.workloads import Workload
 from corral.scheduling.policies import Ordering, Policy
 
@@ -23,6 +25,8 @@ class WaitingJobs:
         self._policy = policy
         self._jobs: dict[str, Workload] = {}
         self._parked: set[str] = set()
+        self._behind: set[str] = set()
+        """Parked jobs refused only because free room is reserved: a moved reservation may let them in."""
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -34,18 +38,30 @@ class WaitingJobs:
         """A new or requeued job: looked at in the next round."""
         self._jobs[workload.id] = workload
         self._parked.discard(workload.id)
+        self._behind.discard(workload.id)
 
     def remove(self, job: str) -> Workload:
         self._parked.discard(job)
+        self._behind.discard(job)
         return self._jobs.pop(job)
 
-    def park(self, jobs: set[str]) -> None:
-        """These jobs were looked at and could not start: skip them until ``wake``."""
+    def park(self, jobs: set[str], behind_reservations: Set[str] = frozenset()) -> None:
+        """These jobs were looked at and could not start: skip them until ``wake``, or, for those in
+        ``behind_reservations``, until ``wake_behind_reservations``."""
         self._parked.update(job for job in jobs if job in self._jobs)
+        self._behind.update(job for job in behind_reservations if job in self._parked)
 
     def wake(self) -> None:
         """Something was released: every waiting job gets another look."""
         self._parked.clear()
+        self._behind.clear()
+
+    def wake_behind_reservations(self) -> bool:
+        """Reservations moved or ended: the jobs they kept out get another look. True if there were any."""
+        woken = bool(self._behind)
+        self._parked -= self._behind
+        self._behind.clear()
+        return woken
 
     @property
     def has_active(self) -> bool:

@@ -24,7 +24,7 @@ from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
 from corral.scenario.models import RESERVED_EVENT, ClusterFile, Event, PodPlacement, Summary
-from corral.scheduling import Allocation, Pending, Policy, Snapshot, schedule
+from corral.scheduling import Allocation, Pending, PendingReason, Policy, Snapshot, schedule
 from corral.scheduling.decisions import Placement, Reservation
 from corral.scheduling.snapshot import Domain
 from corral.scheduling.waiting import WaitingJobs
@@ -131,6 +131,8 @@ class Simulator:
         self._attempts: dict[str, int] = {}
         self._last_pending: dict[str, Pending] = {}
         self._idled_by_limits: dict[str, float] = {}
+        self._reservations: dict[str, tuple[float, tuple[Placement, ...]]] = {}
+        """The last round's reservations: job -> (until, placements)."""
         """GPUs per queue that borrowing limits left idle as of the last round (``_held_by_limits``)."""
         self._reservations_logged: dict[str, tuple[float, tuple[Placement, ...]]] = {}
         self.tally = ReplayTally()
@@ -199,7 +201,8 @@ class Simulator:
         return SimulationResult(summarize(self.tally, self.policy.name), pending)
 
     def _settle(self, now: float) -> None:
-        """Run rounds at this instant until no round preempts: a victim may restart elsewhere at once."""
+        """Run rounds at this instant until none asks for another: a victim may restart elsewhere at once,
+        and a moved reservation may let in a job it kept out."""
         for _ in range(MAX_ROUNDS_PER_INSTANT):
             if not (self._waiting.has_active or self._tick):
                 return
@@ -362,7 +365,9 @@ class Simulator:
                 self.predicted_starts.setdefault(job, start)
 
     def _round(self, now: float, policy: Policy) -> bool:
-        """One scheduling round and its decisions applied; True when it preempted (victims wait again)."""
+        """One scheduling round and its decisions applied; True when another round must follow at this
+        instant: it preempted (victims wait again), or reservations moved or ended, so jobs they kept
+        out may fit now."""
         self._prepare(now)
         started = time.perf_counter()
         result = schedule(self.snapshot, self._waiting.for_round(), policy, now, self._saved)
@@ -434,7 +439,11 @@ class Simulator:
             self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
         self._idled_by_limits = self._held_by_limits(result.held_by_limits)
-        self._waiting.park(set(result.pending) - set(self.snapshot.reserved))
+        behind = {job for job, waiting in result.pending.items() if waiting.reason is PendingReason.RESERVED}
+        self._waiting.park(set(result.pending) - set(self.snapshot.reserved), behind)
+        reservations = {r.job: (r.until, r.placements) for r in result.reservations}
+        moved = reservations != self._reservations and self._waiting.wake_behind_reservations()
+        self._reservations = reservations
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
             self._fruitless_wakes = 0
@@ -442,7 +451,7 @@ class Simulator:
             self._fruitless_wakes += 1
         self._woken = False
         self.snapshot.commit()
-        return bool(result.preemptions)
+        return bool(result.preemptions) or moved
 
     def _held_by_limits(self, held: dict[str, set[Domain]]) -> dict[str, float]:
         """GPUs per queue that stay idle until the next round only because borrowing limits refused
