@@ -2,14 +2,15 @@
 
 Issue 13 reports that ``default`` (fair share, priority, preemption, bin-packing) finishes contended work
 later than ``fifo``: preemptions that undo each other, a replay that never settles, idle GPUs next to jobs
-that fit, a borrowing limit that starves a team. This benchmark measures those symptoms on three
+that fit, a borrowing limit that starves a team. This benchmark measures those symptoms on four
 scenarios, every policy on every seed, one ``Simulator`` replay each:
 
 - ``mixed`` and ``gangs``: a lab cluster under bursty multi-team load (``corral.bench.contended``).
 - ``alibaba``: the openb trace made contended as ``benchmarks/trace_replay.py`` does (arrivals 300x
-  faster, every pool cut to 10%), one window of consecutive arrivals per seed. The trace has no tenants
-  (its ``qos`` column is a service class, not a team), so all its jobs share one unlimited queue and the
-  per-queue figures are not computed for it.
+  faster, every pool cut to 10%), one window of consecutive arrivals per seed, all jobs in one unlimited
+  queue (the trace names no team).
+- ``alibaba-qos``: the same windows with the trace's four ``qos`` service classes as tenants: a queue
+  each, nominal quota in proportion to the class's GPU-time, one cohort (``import_openb(tenants=True)``).
 
 A replay that raises (the engine's "preemptions did not settle" livelock, for one) is a failed run with its
 message; the benchmark goes on. Ratios are against ``fifo`` on the same scenario and seed, and the tables
@@ -37,9 +38,11 @@ from corral.scenario.models import ClusterFile, Event
 from corral.scheduling import get_policy
 from corral.sim.engine import Simulator
 from corral.sim.report import JobRecord
-from corral.traces.alibaba import import_openb
+from corral.traces.alibaba import import_openb, qos_queues
 
 TRACE = "alibaba"
+TRACE_TENANTS = "alibaba-qos"
+"""The same windows with the trace's qos classes as four queues with quota in one cohort."""
 TRACE_SPEEDUP, TRACE_CLUSTER_SHARE = 300.0, 0.1
 """As ``benchmarks/trace_replay.py``: at the recorded pace the trace's cluster is nearly idle."""
 BASELINE = "fifo"
@@ -123,21 +126,25 @@ def scenarios(
                     generated.peak_offered_load,
                 )
             )
-    if trace_dir is not None:
-        cluster_file, workloads = _contended_trace(trace_dir)
+    if trace_dir is None:
+        return result
+    for name, tenants in ((TRACE, False), (TRACE_TENANTS, True)):
+        cluster_file, workloads = _contended_trace(trace_dir, tenants)
         capacity = capacity_gpus(cluster_file)
         for seed in seeds:
             window = trace_window(workloads, jobs, seed)
             span = max(window[-1].submit, 1.0)
             offered = sum(job.gpu_demand_milli / 1000 * job.duration for job in window) / (capacity * span)
             peak = peak_offered_load(window, capacity, min(PEAK_WINDOW_SECONDS, span / 10))
-            result.append(Scenario(TRACE, seed, cluster_file, window, offered, peak))
+            result.append(Scenario(name, seed, cluster_file, window, offered, peak))
     return result
 
 
-def _contended_trace(trace_dir: Path) -> tuple[ClusterFile, list[Workload]]:
+def _contended_trace(trace_dir: Path, tenants: bool) -> tuple[ClusterFile, list[Workload]]:
+    """The trace with its pools cut to ``TRACE_CLUSTER_SHARE`` and arrivals ``TRACE_SPEEDUP`` times
+    faster; with ``tenants``, its qos classes as queues whose quotas are cut likewise."""
     with tempfile.TemporaryDirectory() as scratch:
-        imported = import_openb(trace_dir, Path(scratch))
+        imported = import_openb(trace_dir, Path(scratch), tenants=tenants)
         cluster_file = load_cluster_file(imported.cluster_path)
         workloads = load_workload(imported.workload_path)
     clusters = [
@@ -152,7 +159,9 @@ def _contended_trace(trace_dir: Path) -> tuple[ClusterFile, list[Workload]]:
         for c in cluster_file.clusters
     ]
     faster = [job.model_copy(update={"submit": job.submit / TRACE_SPEEDUP}) for job in workloads]
-    return ClusterFile(clusters=clusters, queues=cluster_file.queues), faster
+    cut = ClusterFile(clusters=clusters)
+    queues = qos_queues(workloads, round(capacity_gpus(cut))) if tenants else None
+    return ClusterFile(clusters=clusters, queues=queues), faster
 
 
 def trace_window(workloads: Sequence[Workload], jobs: int, seed: int) -> list[Workload]:

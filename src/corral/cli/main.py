@@ -167,6 +167,10 @@ def trace_import(
     ],
     out: Annotated[Path, typer.Option(help="Folder to write cluster.yaml and workload.jsonl into.")],
     variant: Annotated[str, typer.Option(help="Pod list variant, e.g. default, gpushare40.")] = "default",
+    tenants: Annotated[
+        bool,
+        typer.Option(help="A queue per qos class, with quota in proportion to its GPU-time, in one cohort."),
+    ] = False,
 ) -> None:
     """Turn a public cluster trace into a corral scenario."""
     from corral.traces.alibaba import import_openb
@@ -175,7 +179,7 @@ def trace_import(
         print_error(errors, f"unknown trace kind {kind!r}; supported: alibaba-openb")
         raise typer.Exit(2)
     with _user_errors():
-        result = import_openb(trace_dir, out, variant=variant)
+        result = import_openb(trace_dir, out, variant=variant, tenants=tenants)
     console.print(
         f"wrote {result.cluster_path} ({result.nodes} nodes, {result.gpus} GPUs) and "
         f"{result.workload_path} ({result.jobs} jobs)"

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from corral.core.nodes import Node
-from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import PodRequest, Workload
 from corral.scheduling.decisions import Placement, Reservation
 from corral.scheduling.placement import EPSILON
@@ -67,10 +66,10 @@ def earliest_fit(
     ``MAX_RELEASES`` ends. The snapshot is left as it was found.
 
     ``attempt`` is a real placement, and releasing a job in the snapshot costs as much: so the look
-    ahead first counts, per node, the whole GPUs, CPU and memory the ends free (``_Headroom``), and only
+    ahead first counts, per node, the whole GPUs, CPU and memory the ends free (``Headroom``), and only
     when ``pods`` such pods could fit by those counts are the ends applied and the placement tried."""
     ends = _ends(snapshot, domain, now)
-    headroom = _Headroom(snapshot.domains.get(domain, ()), pod)
+    headroom = Headroom(snapshot.domains.get(domain, ()), pod)
     mark = snapshot.mark()
     applied = 0
     try:
@@ -111,7 +110,7 @@ def _ends(snapshot: Snapshot, domain: Domain, now: float) -> list[tuple[float, s
     return ends
 
 
-class _Headroom:
+class Headroom:
     """How many pods of one shape the nodes of a domain could hold, counting resources as jobs end: a
     necessary condition for a placement (it ignores which GPUs, NVLink and shares), cheap to keep."""
 
@@ -135,8 +134,9 @@ class _Headroom:
             free = self.free.get(placement.node)
             if free is None:
                 continue
-            if placement.gpu_milli >= MILLI_PER_GPU or self.pod.fractional:
-                free[0] += len(placement.gpus)  # for a share: room on those GPUs, perhaps
+            # A released share may leave its GPU whole (if it was the last on it) or with room for a
+            # share: count each of its GPUs as freed, an upper bound, so the count stays necessary.
+            free[0] += len(placement.gpus)
             free[1] += placement.cpu
             free[2] += placement.memory_gib
             fit = self._fits(placement.node)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
-from corral.scheduling.backfill import earliest_fit
+from corral.scheduling.backfill import Headroom, earliest_fit
 from corral.scheduling.quota import is_borrowing
 from corral.scheduling.snapshot import Allocation, Domain, Snapshot
 
@@ -124,6 +124,9 @@ def find_victims(
     candidates.sort(
         key=lambda a: (a.workload.priority, _thrown_away(a, now, cost), -a.started_at, a.workload.id)
     )
+    # Room by counts is necessary for a fit, and costs a few additions per release where a fit test
+    # costs a placement: with hundreds of small borrowers, testing after every release was the round.
+    headroom = Headroom(snapshot.domains.get(domain, ()), job.pod)
     mark = snapshot.mark()
     removed: list[Allocation] = []
     try:
@@ -132,7 +135,8 @@ def find_victims(
                 continue
             snapshot.release(allocation.workload.id)
             removed.append(allocation)
-            if fits():
+            headroom.release(allocation)
+            if headroom.pods >= job.pods and fits():
                 break
         else:
             return None

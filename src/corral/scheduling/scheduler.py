@@ -105,9 +105,10 @@ class _Round:
     no_migration: list[PodRequest] = field(default_factory=list)
     unprofitable: dict[str, Unprofitable] = field(default_factory=dict)
     """Jobs whose preemption was weighed and refused: what their explanation says about it."""
-    unprofitable_kinds: dict[tuple[object, ...], Unprofitable] = field(default_factory=dict)
-    """The same per job kind and domain, until the round starts or stops a job: a deep queue holds many
-    jobs of one kind, and weighing a preemption means replaying finishes."""
+    fruitless_searches: dict[tuple[object, ...], Unprofitable | None] = field(default_factory=dict)
+    """Victim searches that found no set (None) or one that does not pay, per job kind and domain, until
+    the round starts or stops a job: a deep queue holds many jobs of one kind, and each search releases
+    running jobs one by one and weighs a preemption by replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
     reservations: dict[Domain, Reservation] = field(default_factory=dict)
     """Per domain, the room held for the first job that found none there (``corral.scheduling.backfill``)."""
@@ -519,20 +520,23 @@ class _Round:
             self.no_fit.clear()
             return isinstance(self._admit(job, pod, domain), list)
 
-        kind = (job.queue, job.priority, job.pods, pod, domain)
-        victims = self.unprofitable_kinds.get(kind) or find_victims(
-            self.snapshot, job, domain, fits, self.now, self.started, self.policy.preemption_cost
-        )
+        holds = any(r.job == job.id for r in self.reservations.values())  # its reservation lets it in
+        kind = (job.queue, job.priority, job.pods, pod, domain, job.id if holds else None)
+        if kind in self.fruitless_searches:
+            victims = self.fruitless_searches[kind]
+        else:
+            victims = find_victims(
+                self.snapshot, job, domain, fits, self.now, self.started, self.policy.preemption_cost
+            )
         self.no_fit.clear()
-        if isinstance(victims, Unprofitable):
-            self.unprofitable_kinds[kind] = victims
-            self.unprofitable.setdefault(job.id, victims)
-            return False
-        if victims is None:
+        if victims is None or isinstance(victims, Unprofitable):
+            self.fruitless_searches[kind] = victims
+            if victims is not None:
+                self.unprofitable.setdefault(job.id, victims)
             return False
         self.unprofitable.pop(job.id, None)
         self.preemptible.clear()
-        self.unprofitable_kinds.clear()
+        self.fruitless_searches.clear()
         for victim in victims:
             self.snapshot.release(victim.workload.id)
             self.preempted_queue[victim.workload.id] = victim.workload.queue
@@ -627,7 +631,7 @@ class _Round:
                 del self.reservations[held]
                 self.result.reservations.remove(reservation)
         self.preemptible.clear()
-        self.unprofitable_kinds.clear()
+        self.fruitless_searches.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
 

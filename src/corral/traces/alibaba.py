@@ -28,6 +28,12 @@ replay in time needs:
 - ``gpu_spec`` becomes ``gpu_model`` ("A|B" is corral's any-of extension); gpuspec files sometimes repeat a
   model ("V100M16|V100M32|V100M32"), which is written once.
 - ``multigpu*`` files have no timestamps, so they cannot be replayed in time and importing one raises.
+- Tenants (``tenants=True``, ``corral trace import --tenants``): the trace names no team, but its ``qos``
+  column splits the pods into four service classes (LS 4647 rows, BE 3398, Burstable 100, Guaranteed 7).
+  Each class becomes a queue (``ls``, ``be``, ``burstable``, ``guaranteed``; pods without a class go to
+  ``default``) in one cohort, ``openb``, with nominal quota in proportion to the class's share of the
+  trace's GPU-time, so idle quota is lent and reclaimed as between teams. Without it every pod goes to
+  one queue, ``default``, without quota.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
+from corral.core.queues import QueueSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload
 from corral.errors import CorralError, SpecError
@@ -45,6 +52,7 @@ from corral.scenario.io import write_cluster_file, write_workload
 from corral.scenario.models import ClusterFile
 
 TRACE_FLAVOR = "openb"
+TENANT_COHORT = "openb"
 
 GPU_NODE_FILE = "openb_node_list_gpu_node.csv"
 POD_FILE_PREFIX = "openb_pod_list_"
@@ -180,8 +188,11 @@ def read_pods(path: Path) -> list[TracePod]:
     return pods
 
 
-def import_openb(trace_dir: Path, out_dir: Path, *, variant: str = "default") -> ImportResult:
-    """Write ``cluster.yaml`` and ``workload.jsonl`` for one pod-list variant; same input, same bytes."""
+def import_openb(
+    trace_dir: Path, out_dir: Path, *, variant: str = "default", tenants: bool = False
+) -> ImportResult:
+    """Write ``cluster.yaml`` and ``workload.jsonl`` for one pod-list variant; same input, same bytes.
+    With ``tenants``, a queue per ``qos`` class, with quota, in one cohort (see the module's notes)."""
     csv_dir = find_csv_dir(trace_dir)
     pod_path = csv_dir / f"{POD_FILE_PREFIX}{variant}.csv"
     if not pod_path.is_file():
@@ -196,8 +207,12 @@ def import_openb(trace_dir: Path, out_dir: Path, *, variant: str = "default") ->
         )
 
     nodes = read_nodes(csv_dir / GPU_NODE_FILE)
-    cluster = ClusterFile(clusters=[ClusterSpec(name=CLUSTER_NAME, private=True, pools=_pools(nodes))])
-    jobs, skipped = _jobs(read_pods(pod_path), nodes)
+    pools = _pools(nodes)
+    jobs, skipped = _jobs(read_pods(pod_path), nodes, tenants=tenants)
+    cluster = ClusterFile(
+        clusters=[ClusterSpec(name=CLUSTER_NAME, private=True, pools=pools)],
+        queues=qos_queues(jobs, sum(p.count * p.node.gpus for p in pools)) if tenants else None,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cluster_path = out_dir / "cluster.yaml"
@@ -241,7 +256,25 @@ def _pools(nodes: list[TraceNode]) -> list[PoolSpec]:
     return pools
 
 
-def _jobs(pods: list[TracePod], nodes: list[TraceNode]) -> tuple[list[Workload], dict[str, int]]:
+def qos_queues(jobs: list[Workload], gpus: int) -> list[QueueSpec]:
+    """A queue per class in cohort ``openb``, nominal GPUs in proportion to the class's GPU-time."""
+    demand: dict[str, float] = {}
+    for job in jobs:
+        demand[job.queue] = demand.get(job.queue, 0.0) + job.gpu_demand_milli * job.duration
+    total = sum(demand.values()) or 1.0
+    return [
+        QueueSpec(name=name, cohort=TENANT_COHORT, quota={TRACE_FLAVOR: round(gpus * share / total, 3)})
+        for name, share in sorted(demand.items())
+    ]
+
+
+def _queue(pod: TracePod) -> str:
+    return pod.qos.lower() if pod.qos else "default"
+
+
+def _jobs(
+    pods: list[TracePod], nodes: list[TraceNode], *, tenants: bool = False
+) -> tuple[list[Workload], dict[str, int]]:
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     shapes = {(n.model, n.gpus, n.cpu, n.memory_gib) for n in nodes}
     start = min((p.creation for p in pods if p.creation is not None), default=0.0)
@@ -256,9 +289,8 @@ def _jobs(pods: list[TracePod], nodes: list[TraceNode]) -> tuple[list[Workload],
             skipped[reason] += 1
             continue
         assert pod.creation is not None and pod.scheduled is not None and pod.deletion is not None
-        jobs.append(
-            pod_workload(pod, pod.name, submit=pod.creation - start, duration=pod.deletion - pod.scheduled)
-        )
+        job = pod_workload(pod, pod.name, submit=pod.creation - start, duration=pod.deletion - pod.scheduled)
+        jobs.append(job.model_copy(update={"queue": _queue(pod)}) if tenants else job)
     return jobs, skipped
 
 
