@@ -138,7 +138,12 @@ def test_a_job_kept_out_by_a_reservation_starts_when_the_reservation_moves_witho
     8-GPU job's reservation moves later as time passes. s (2 GPUs, time limit 4000 s) would overrun it
     at first; by t=5000 the reservation is at 10,000 and s fits before it. Nothing is released then, only
     x arrives (on another node): s must get its look in that round, not when r ends at 50,000."""
-    cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("n", "f", gpus=8, count=1)]), make_cluster("o", [make_pool("m", "g", gpus=1, count=1)])])
+    cluster = ClusterFile(
+        clusters=[
+            make_cluster("c", [make_pool("n", "f", gpus=8, count=1)]),
+            make_cluster("o", [make_pool("m", "g", gpus=1, count=1)]),
+        ]
+    )
     jobs = [
         job("r", gpus=6, duration=50_000.0),
         job("wide", gpus=8, submit=1.0, duration=100.0),

@@ -139,3 +139,19 @@ def test_read_pods_treats_nan_as_no_spec_and_rejects_inconsistent_rows(tmp_path:
     bad.write_text(header + "p0,1000,1024,1,500,,BE,Running,5,9,6\np1,1000,1024,2,500,,BE,Running,5,9,6\n")
     with pytest.raises(SpecError, match=r"bad.csv:3: num_gpu=2 with gpu_milli=500"):
         read_pods(bad)
+
+
+def test_tenants_make_a_queue_per_qos_class_with_quota_in_proportion_to_its_gpu_time(tmp_path: Path) -> None:
+    """LS and BE are the trace's big classes (4647 and 3398 rows); every queue lends in one cohort, and
+    the quotas add up to the cluster's 6212 GPUs (to rounding)."""
+    imported = import_openb(TRACE_DIR, tmp_path, tenants=True)
+    cluster = load_cluster_file(imported.cluster_path)
+    jobs = load_workload(imported.workload_path)
+    queues = {q.name: q for q in cluster.queues or []}
+    assert set(queues) == {"be", "burstable", "guaranteed", "ls"}
+    assert {q.cohort for q in queues.values()} == {"openb"}
+    assert sum(q.quota["openb"] for q in queues.values()) == pytest.approx(6212, abs=0.01)
+    assert {job.queue for job in jobs} == set(queues)
+    demand = {name: sum(j.gpu_demand_milli * j.duration for j in jobs if j.queue == name) for name in queues}
+    ls, be = queues["ls"].quota["openb"], queues["be"].quota["openb"]
+    assert ls / be == pytest.approx(demand["ls"] / demand["be"], rel=1e-3)
