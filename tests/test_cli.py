@@ -151,3 +151,29 @@ def test_sim_lists_rejected_jobs_with_their_reasons(tmp_path: Path) -> None:
     assert data["rejected_by_reason"] == {"unknown_queue": 1}
     assert data["rejected_jobs"][0]["job"] == "stray"
     assert "does not exist" in data["rejected_jobs"][0]["message"]
+
+
+def test_a_server_that_does_not_answer_is_one_line_naming_the_url() -> None:
+    from corral.server.process import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = runner.invoke(app, ["--url", url, "ls"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach a corral server at {url}" in result.output and "CORRAL_URL" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_url_corral_up_prints_and_the_bare_one_are_the_same_server() -> None:
+    from corral.client import Client
+
+    for url in ("http://127.0.0.1:8765/api/v1", "http://127.0.0.1:8765/api/v1/", "http://127.0.0.1:8765/"):
+        assert Client(url, token="t").url == "http://127.0.0.1:8765"
+
+
+def test_error_text_is_printed_as_it_is_not_as_rich_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from corral.cli.render import print_error
+
+    print_error(Console(file=None, force_terminal=False), "name: should match pattern '^[a-z0-9]+$'")
+    assert "error: name: should match pattern '^[a-z0-9]+$'" in capsys.readouterr().out

@@ -24,11 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from corral.api_models import NodeRegistration, NodeState
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
-from corral.client import APIError, Client
+from corral.client import APIError, Client, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +165,7 @@ class Agent:
         while True:
             try:
                 pods, new_tag = self.client.watch_pods(self.node, wait=WATCH_SECONDS, known=tag)
-            except (httpx.TransportError, APIError) as error:
+            except (ServerUnreachable, APIError) as error:
                 log.info("agent %s: watching its pods: %s; retrying", self.node, error)
                 time.sleep(WATCH_RETRY_SECONDS)
                 continue
@@ -183,7 +181,7 @@ class Agent:
             self._wake.clear()  # before the step: a change during it makes the next wait return at once
             try:
                 self.step(every=interval)
-            except (httpx.TransportError, APIError) as error:  # the server may be restarting
+            except (ServerUnreachable, APIError) as error:  # the server may be restarting
                 log.warning("agent %s: %s; retrying", self.node, error)
                 if self.fence(margin=interval):
                     log.warning(

@@ -17,16 +17,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from corral.api_models import Job
 from corral.backends.pod_users import DEFAULT_POD_USER
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.logs import DEFAULT_LOG_CAP
-from corral.paths import default_data_dir, private_umask, secure_data_dir
+from corral.paths import TOKEN_FILE, default_data_dir, private_umask, secure_data_dir
 from corral.spec.job import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
+    from corral.client import Client
     from corral.control.reconcile import Inventory
 
 DEFAULT_PORT = 8765
@@ -45,7 +47,10 @@ PodUserOption = Annotated[
 
 
 def register(
-    app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
+    app: typer.Typer,
+    console: Console,
+    user_errors: Callable[[], AbstractContextManager[None]],
+    connect: Callable[[], Client],
 ) -> None:
     """Add the control-plane commands to ``app``."""
 
@@ -142,6 +147,14 @@ def register(
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
         )
+        folder = (data_dir or default_data_dir()).resolve()
+        console.print(
+            escape(
+                "the CLI finds it by itself at the default port and data dir; otherwise (or from "
+                f"elsewhere):\n  export CORRAL_URL=http://127.0.0.1:{port}\n"
+                f"  export CORRAL_TOKEN=$(cat {folder / TOKEN_FILE})"
+            )
+        )
         _serve(
             console,
             user_errors,
@@ -193,7 +206,7 @@ def register(
         # Requests give up well inside the node-lost timeout, so a server that stopped answering is
         # noticed (and the pods stopped) in time.
         with Client(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
-            console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
+            console.print(escape(f"corral agent for {name} -> {client.url} (pods in {folder})"))
             Agent(
                 client,
                 name,
@@ -215,7 +228,7 @@ def register(
         ] = False,
     ) -> None:
         """Submit a job."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             job = client.submit(spec, idempotency_key=key)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
@@ -230,7 +243,7 @@ def register(
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """List jobs, newest first."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             jobs = client.jobs(status=status, queue=queue, limit=limit)
         _print_jobs(console, jobs, as_json)
 
@@ -240,7 +253,7 @@ def register(
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     ) -> None:
         """One job's status, and what happened to it (started, preempted, resumed ...)."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             job = client.job(job_id)
             events = [] if as_json else client.events(job_id)
         _print_jobs(console, [job], as_json, single=True)
@@ -261,7 +274,7 @@ def register(
     ) -> None:
         """Print a job's output (one pod, latest run); with -f, follow it (a resumed job's new attempt
         is announced and followed too); with --tail N, only its last N lines."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             if not follow:
                 part = client.log_range(job_id, pod, tail=tail)
                 if part.truncated_before and part.start == part.truncated_before:
@@ -292,7 +305,7 @@ def register(
         # One argument is a shell command line ('python a.py && python b.py'); several are an argv.
         line: str | list[str] = command[0] if len(command) == 1 else command
         body = {"name": name, "queue": queue, "command": line, "pods": pods, "resources": resources}
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             job = client.submit(body)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
@@ -306,7 +319,7 @@ def register(
     def remove_node(name: Annotated[str, typer.Argument(help="Node name.")]) -> None:
         """Forget a node's registration (admins); its running work is requeued. Revoke its agent's
         tokens first, or the agent registers it again."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             client.remove_node(name)
         console.print(f"node {name} removed")
 
@@ -317,7 +330,7 @@ def register(
         """The nodes this control plane schedules onto, and when each was last heard from."""
         if context.invoked_subcommand is not None:
             return
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             states = client.nodes()
         if as_json:
             console.print_json(json.dumps([state.model_dump() for state in states]))
@@ -344,20 +357,22 @@ def register(
         once: Annotated[bool, typer.Option(help="Print one view and exit.")] = False,
     ) -> None:
         """A live view of GPUs per node, queues and the newest jobs (Ctrl-C to leave)."""
-        with user_errors(), _client() as client, contextlib.suppress(KeyboardInterrupt):
+        with user_errors(), connect() as client, contextlib.suppress(KeyboardInterrupt):
             live_view(client, console, interval, once)
 
     @app.command()
     def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
         """Why a job waits (or failed): the scheduler's explanation."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             answer = client.why(job_id)
-        console.print(f"{answer.id} is {answer.status}" + (f": {answer.reason}" if answer.reason else ""))
+        console.print(
+            f"{answer.id} is {answer.status}" + (f": {escape(answer.reason)}" if answer.reason else "")
+        )
 
     @app.command()
     def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
         """Cancel a pending or running job."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             job = client.cancel(job_id)
         console.print(f"{job.id} {job.status}")
 
@@ -406,12 +421,6 @@ def _exit_like(job: Job, waited: bool) -> None:
     """After --wait, the exit status says how the job ended: 0 finished, 1 otherwise."""
     if waited and job.status != "finished":
         raise typer.Exit(1)
-
-
-def _client() -> AbstractContextManager:  # type: ignore[type-arg]
-    from corral.client import Client
-
-    return Client()
 
 
 def _print_jobs(console: Console, jobs: list[Job], as_json: bool, *, single: bool = False) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from corral.scenario.models import Summary
 from corral.scheduling import Pending
@@ -67,7 +69,7 @@ def rejected_table(summary: Summary) -> Table:
     table.add_column("reason", no_wrap=True)
     table.add_column("why")
     for rejected in summary.rejected_jobs:
-        table.add_row(rejected.job, format_seconds(rejected.t), rejected.reason, rejected.message)
+        table.add_row(rejected.job, format_seconds(rejected.t), rejected.reason, escape(rejected.message))
     return table
 
 
@@ -95,9 +97,10 @@ def pending_table(pending: Mapping[str, Pending], limit: int = 10) -> Table:
     table.add_column("reason")
     table.add_column("why", overflow="fold")
     for job, why in list(pending.items())[:limit]:
-        table.add_row(job, why.reason.value, why.message)
+        table.add_row(job, why.reason.value, escape(why.message))
     return table
 
 
 def print_error(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """``error: MESSAGE``, the message as it is: a pattern such as ``[a-z0-9]`` is not Rich markup."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
