@@ -4,6 +4,7 @@ other machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from servers import admin_client, free_port, start_server, stop, wait_for
 from corral.backends.agent import Agent
 from corral.backends.pods import DesiredPod
 from corral.client import APIError, Client
+from corral.paths import read_token
 from corral.spec.job import JobSpec
 
 
@@ -144,6 +146,36 @@ def test_an_agent_cut_off_from_the_server_stops_its_pods(tmp_path: Path) -> None
         stop(server)
         _until(lambda: not _alive(pid))
         assert agent.poll() is None
+    finally:
+        for process in [server, *([agent] if agent is not None else [])]:
+            stop(process)
+
+
+def test_a_job_submitted_before_any_agent_registered_waits_and_runs_when_one_does(tmp_path: Path) -> None:
+    """`corral server --no-local` with no agent yet: `corral run --gpus 1` is accepted and pending with the
+    reason (Slurm and Kueue keep such work too), and runs once an agent registers a machine that holds it."""
+    port = free_port()
+    server = start_server(tmp_path, port, cluster=None, extra=["--no-local"])
+    agent = None
+    try:
+        env = os.environ | {"CORRAL_TOKEN": read_token(tmp_path) or ""}
+        corral = [sys.executable, "-m", "corral", "--url", f"http://127.0.0.1:{port}"]
+        ran = subprocess.run(
+            [*corral, "run", "--json", "--gpus", "1", "--", "echo ran"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert ran.returncode == 0, ran.stderr
+        job_id = json.loads(ran.stdout)["id"]
+        with admin_client(tmp_path, port) as client:
+            _until(lambda: "no node registered yet" in (client.job(job_id).reason or ""))
+            why = subprocess.run([*corral, "why", job_id], env=env, capture_output=True, text=True)
+            assert "pending: no node registered yet can hold a pod of 1 GPUs" in why.stdout
+            token = client.create_user("agent-m-0", "default", "agent", node="m-0").token
+            agent = _agent("m-0", port, tmp_path, token)
+            wait_for(client, job_id, "finished", timeout=30)
+            assert client.logs(job_id) == "ran\n"
     finally:
         for process in [server, *([agent] if agent is not None else [])]:
             stop(process)

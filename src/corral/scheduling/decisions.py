@@ -24,6 +24,7 @@ class PendingReason(StrEnum):
     OVER_QUOTA_LIMIT = "over_quota_limit"  # asks more than its queue could ever be lent
     PRIVATE_ONLY = "private_only"  # sensitive/non-burstable and no private cluster can hold it
     PROVISIONING = "provisioning"  # waits for new nodes of an elastic pool
+    NO_NODE_YET = "no_node_yet"  # no node holds it yet, and nodes may still join (agents, Ray)
 
 
 @dataclass(frozen=True, slots=True)

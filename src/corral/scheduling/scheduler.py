@@ -118,6 +118,11 @@ class _Round:
             if rejection is not None:
                 self.result.rejections.append(rejection)
                 continue
+            if verdict.awaiting_nodes is not None:
+                self.result.pending[job.id] = Pending(
+                    job.id, PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes
+                )
+                continue
             key = job.queue if self.policy.fair_share else ""
             queues.setdefault(key, []).append(job)
         held = set(self.snapshot.reserved) if self.policy.backfill else set()

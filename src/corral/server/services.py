@@ -107,7 +107,8 @@ class ControlPlane:
             if self._catalog is None or now - self._catalog.read_at > CATALOG_SECONDS:
                 queues = self.queues.list()
                 specs = [queue.spec() for queue in queues] or None
-                snapshot = Snapshot(*fleet(self.inventory.clusters, self.nodes.registrations()), specs)
+                found = fleet(self.inventory.clusters, self.nodes.registrations())
+                snapshot = Snapshot(*found, specs, nodes_may_join=self.inventory.nodes_may_join)
                 self._catalog = Catalog(snapshot, {queue.name: queue for queue in queues}, now)
             return self._catalog
 
