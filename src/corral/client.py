@@ -118,10 +118,18 @@ class Client:
         return self.log_range(job_id, pod, offset, limit=limit, tail=tail).text
 
     def log_range(
-        self, job_id: str, pod: int = 0, offset: int = 0, *, limit: int | None = None, tail: int | None = None
+        self,
+        job_id: str,
+        pod: int = 0,
+        offset: int = 0,
+        *,
+        limit: int | None = None,
+        tail: int | None = None,
+        attempt: int | None = None,
     ) -> LogText:
-        """Like ``logs``, with which bytes were sent: ``end`` is the ``offset`` to resume from."""
-        params = {"pod": pod, "offset": offset, "limit": limit, "tail": tail}
+        """Like ``logs``, with which bytes were sent: ``end`` is the ``offset`` to resume from;
+        ``attempt``: that run's output (1: the first) instead of the latest's."""
+        params = {"pod": pod, "offset": offset, "limit": limit, "tail": tail, "attempt": attempt}
         response = self._response(
             "GET", f"/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
         )
