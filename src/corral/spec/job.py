@@ -42,7 +42,8 @@ from corral.limits import (
 from corral.spec.validation import read_text, validate_yaml
 
 DEFAULT_TIME_LIMIT = 24 * 3600.0
-"""Seconds a job may run when its spec sets no ``time_limit``; also the scheduler's duration estimate."""
+"""Seconds a job may run when its spec sets no ``time_limit``. It is a cap, not a statement about the job:
+the scheduler then plans with learned run times (``Workload.time_limit`` is None), never with a day."""
 DEFAULT_STOP_GRACE = 30.0
 """Seconds a stopped pod gets between SIGTERM and SIGKILL when its spec sets no ``stop_grace_period``."""
 
@@ -235,7 +236,9 @@ class JobSpec(BaseModel):
     deadline: datetime | None = Field(default=None, description="Should finish by then (soft), ISO 8601.")
     checkpoint: Checkpoint | None = None
     retries: int = Field(default=0, ge=0, le=100, description="Runs again after a failure, up to this often.")
-    time_limit: Seconds = Field(default=DEFAULT_TIME_LIMIT, description="Stopped after running this long.")
+    time_limit: Seconds | None = Field(
+        default=None, description="Stopped after running this long (default 24h); forecasts scale it."
+    )
     stop_grace_period: Annotated[float, BeforeValidator(parse_seconds), Field(le=3600)] = Field(
         default=DEFAULT_STOP_GRACE,
         description="A stopped pod gets SIGTERM, then SIGKILL this long after (at most 1h).",
@@ -305,7 +308,7 @@ class JobSpec(BaseModel):
             id=job_id,
             queue=self.queue,
             submit=submit,
-            duration=self.time_limit,
+            duration=self.time_limit or DEFAULT_TIME_LIMIT,
             pods=self.pods,
             gpus_per_pod=gpus.count,
             gpu_milli=gpus.milli if gpus.count else 0,
