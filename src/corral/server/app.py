@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.control.loop import ReconcileLoop
@@ -66,7 +67,9 @@ def create_app(
             if loop is not None:
                 loop.stop()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets fastapi-offline ships, not a CDN: a lab's
+    # server is often cut off from the internet.
+    app = FastAPIOffline(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
@@ -74,6 +77,11 @@ def create_app(
         app.include_router(module.router, prefix=API)
 
     problems.install(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """A browser pointed at the server lands on the API's documentation (no web UI yet)."""
+        return RedirectResponse("/docs")
 
     @app.get(f"{API}/health", tags=["health"])
     def health() -> dict[str, str]:
