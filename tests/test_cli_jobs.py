@@ -5,6 +5,9 @@ errors that say what to type instead."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from servers import admin_client, free_port, stop, wait_for
 from typer.testing import CliRunner, Result
 
+from corral.api_models import Job
 from corral.cli.main import app
 from corral.client import APIError, Client
 from corral.paths import read_token
@@ -19,9 +23,10 @@ from corral.server.process import start
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dict[str, str]]]:
-    """`corral up --gpus 4` on a free port, and the environment the CLI needs to reach it."""
-    folder = tmp_path_factory.mktemp("up")
+def up() -> Iterator[tuple[Client, dict[str, str]]]:
+    """`corral up --gpus 4` on a free port, and the environment the CLI needs to reach it. Its data dir
+    is not under pytest's folder, which the pods' user may not pass through when the tests run as root."""
+    folder = Path(tempfile.mkdtemp(prefix="corral-up-"))
     port = free_port()
     process = start(
         ["up", "--data-dir", str(folder), "--port", str(port), "--gpus", "4"], folder / "up.log", port
@@ -32,6 +37,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dict[
             yield client, env
     finally:
         stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def corral(env: dict[str, str], *arguments: str, stdin: str | None = None) -> Result:
@@ -122,3 +128,54 @@ def test_server_refusals_keep_their_brackets(up) -> None:
     refused = corral(env, "run", "--name", "Bad[a-z0-9]", "--", "true")
     assert refused.exit_code == 2
     assert "[a-z0-9]" in refused.output and "'Bad[a-z0-9]'" in refused.output
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "jobs"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.rglob("*.yaml")),
+)
+def test_every_example_job_runs_on_corral_up_as_written(up, spec: str) -> None:
+    """README's tour: `corral up --gpus 4`, then `corral submit examples/jobs/...`: each finishes (the
+    preemption example's `workdir: .` ships train.py)."""
+    client, env = up
+    submitted = corral(env, "submit", "--json", str(EXAMPLES / spec))
+    assert submitted.exit_code == 0, submitted.output
+    job = json.loads(submitted.output)
+    ended = _ended(client, job["id"])
+    assert ended.status == "finished", f"{ended.reason}\n{client.logs(job['id'])}"
+    assert client.logs(job["id"]).strip(), "the example printed nothing"
+
+
+def test_run_ships_a_local_folder_and_runs_setup_before_the_command(up, tmp_path: Path) -> None:
+    client, env = up
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print(open('config.txt').read().strip())\n")
+    (project / "config.txt").write_text("lr=0.1\n")
+    (project / "data.bin").write_bytes(b"\0" * 10)
+    (project / ".corralignore").write_text("*.bin\n")
+    arguments = ["run", "--json", "--workdir", str(project), "--setup", "ls > listing.txt", "--"]
+    ran = corral(env, *arguments, "cat listing.txt; python3 train.py")
+    assert ran.exit_code == 0, ran.output
+    job = json.loads(ran.stdout)
+    assert f"{project}: 3 files" in ran.stderr and "uploaded" in ran.stderr  # data.bin left out
+    wait_for(client, job["id"], "finished")
+    assert client.logs(job["id"]) == "config.txt\nlisting.txt\ntrain.py\nlr=0.1\n"
+    again = corral(env, *arguments, "true")
+    assert "already on the server" in again.stderr
+    assert json.loads(again.stdout)["spec"]["code"] == job["spec"]["code"]
+    failing = corral(env, "run", "--json", "--setup", "exit 7", "--", "echo never")
+    failed = json.loads(failing.output)["id"]
+    wait_for(client, failed, "failed")
+    assert "never" not in client.logs(failed)
+
+
+def _ended(client: Client, job_id: str, timeout: float = 60.0) -> Job:
+    deadline = time.monotonic() + timeout
+    while (job := client.job(job_id)).status in ("pending", "running"):
+        assert time.monotonic() < deadline, f"{job_id} is still {job.status}: {job.reason}"
+        time.sleep(0.1)
+    return job

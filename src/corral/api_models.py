@@ -65,6 +65,16 @@ class Job(BaseModel):
     """The node each pod is placed on, in pod order, while it runs."""
 
 
+class CodeUpload(BaseModel):
+    """An uploaded working folder of the caller's tenant (``PUT /code/{digest}``)."""
+
+    digest: str
+    size: int
+    """Bytes of the archive."""
+    stored: bool = False
+    """True when this request stored it; False when the tenant had it already (nothing was written)."""
+
+
 class Why(BaseModel):
     id: str
     status: str

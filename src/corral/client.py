@@ -20,6 +20,7 @@ import httpx
 
 from corral.api_models import (
     Artifact,
+    CodeUpload,
     Cohort,
     Job,
     JobEventOut,
@@ -37,6 +38,7 @@ from corral.backends.pods import DesiredPod
 from corral.errors import CorralError
 from corral.paths import read_token
 from corral.spec.job import JobSpec, load_job_spec
+from corral.workdirs import PackedFolder, pack
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 API_PREFIX = "/api/v1"
@@ -88,12 +90,24 @@ class Client:
     def submit(
         self, spec: JobSpec | dict[str, Any] | str | Path, *, idempotency_key: str | None = None
     ) -> Job:
-        """Submit a job; with ``idempotency_key`` a retry after a lost answer returns the same job."""
+        """Submit a job; with ``idempotency_key`` a retry after a lost answer returns the same job. A
+        spec file's relative ``workdir`` (``.``: the file's folder) is a folder on this machine: it is
+        packed and uploaded (``ship_workdir``) and the job runs in copies of it."""
         if isinstance(spec, str | Path):
-            spec = load_job_spec(spec)
+            path = Path(spec)
+            spec = self.ship_workdir(load_job_spec(path), path.parent)
         body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self._call("POST", "/jobs", json=body, headers=headers))
+
+    def ship_workdir(self, spec: JobSpec, base: Path, *, local: bool = False) -> JobSpec:
+        """``spec`` with its workdir uploaded as ``code``, when the workdir is relative (to ``base``) or
+        ``local`` says it names a folder on this machine; else as it is (a folder on the node)."""
+        if spec.workdir is None or not (local or not Path(spec.workdir).expanduser().is_absolute()):
+            return spec
+        packed = pack(base / Path(spec.workdir).expanduser())
+        self.upload_code(packed)
+        return spec.model_copy(update={"workdir": None, "code": packed.digest})
 
     def jobs(self, *, status: str | None = None, queue: str | None = None, limit: int = 100) -> list[Job]:
         params = {
@@ -157,6 +171,23 @@ class Client:
                 response.read()
                 _raise_for(response)
             yield from response.iter_text()
+
+    def upload_code(self, packed: PackedFolder) -> CodeUpload:
+        """Upload a packed working folder for the caller's tenant, unless it has it already (then
+        nothing is sent): a submit of unchanged code uploads nothing."""
+        try:
+            return CodeUpload.model_validate(self._call("GET", f"/code/{packed.digest}"))
+        except APIError as error:
+            if error.status != 404:
+                raise
+        headers = {"Content-Type": "application/gzip"}
+        body = self._call("PUT", f"/code/{packed.digest}", content=packed.data, headers=headers)
+        return CodeUpload.model_validate(body)
+
+    def pod_code(self, job_id: str, attempt: int, pod: int) -> bytes:
+        """What an agent calls for the uploaded code of a pod on its node: the archive's bytes."""
+        response = self._response("GET", f"/jobs/{job_id}/pods/{pod}/code", params={"attempt": attempt})
+        return response.content
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, get_args
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from corral.api_models import Job, JobStatus
 from corral.backends.pod_users import DEFAULT_POD_USER
@@ -246,7 +246,8 @@ def register(
         with user_errors(), connect() as client:
             source = _one_spec(spec, spec_file)
             parsed = parse_job_spec(sys.stdin.read(), "<stdin>") if source == "-" else load_job_spec(source)
-            job = client.submit(parsed, idempotency_key=key)
+            base = Path.cwd() if source == "-" else Path(source).parent
+            job = client.submit(client.ship_workdir(parsed, base), idempotency_key=key)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
         _print_jobs(console, [job], as_json, single=True)
@@ -327,6 +328,16 @@ def register(
         time_limit: Annotated[
             str | None, typer.Option(help="Stopped after running this long, e.g. 90m (default 24h).")
         ] = None,
+        workdir: Annotated[
+            Path | None,
+            typer.Option(
+                help="A folder here to upload: each pod starts in a fresh copy of it (.gitignore "
+                "and .corralignore matches left out)."
+            ),
+        ] = None,
+        setup: Annotated[
+            str | None, typer.Option(help="Shell commands run in the pod's folder before the command.")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
         wait: Annotated[
             bool, typer.Option(help="Wait until it ends, showing where it is; exit 1 if it fails.")
@@ -349,9 +360,13 @@ def register(
         }
         if time_limit is not None:
             body["time_limit"] = time_limit
+        if setup is not None:
+            body["setup"] = setup
         with user_errors():
             body["env"] = _environment(env or [])
         with user_errors(), connect() as client:
+            if workdir is not None:
+                body["code"] = _upload(client, workdir)
             job = client.submit(body)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
@@ -484,7 +499,8 @@ def _print_jobs(console: Console, jobs: list[Job], as_json: bool, *, single: boo
         payload = jobs[0].model_dump() if single else [job.model_dump() for job in jobs]
         console.print_json(json.dumps(payload))
         return
-    columns = ["id", "name", "queue", "status", "GPUs", "node", "age"]
+    ids = Column("id", no_wrap=True, min_width=max((len(job.id) for job in jobs), default=2))  # never cut
+    columns: list[Column | str] = [ids, "name", "queue", "status", "GPUs", "node", "age"]
     table = Table(*columns) if single else Table(*columns, "reason")
     now = time.time()
     for job in jobs:
@@ -509,6 +525,20 @@ def job_name(command: list[str]) -> str:
     program = Path(words[0]).name.lower() if words else ""
     name = re.sub(r"[^a-z0-9._-]+", "-", program)[:64].strip("._-")
     return name or "run"
+
+
+def _upload(client: Client, folder: Path) -> str:
+    """Pack ``folder`` and upload it unless the server has it; its digest, for the spec's ``code``."""
+    from corral.workdirs import pack
+
+    packed = pack(folder)
+    uploaded = client.upload_code(packed)
+    state = "uploaded" if uploaded.stored else "already on the server"
+    print(
+        f"{folder.resolve()}: {packed.files} files, {len(packed.data) / 1024:.0f} KiB, {state}",
+        file=sys.stderr,
+    )
+    return packed.digest
 
 
 def _one_spec(argument: str | None, option: str | None) -> str:

@@ -22,6 +22,7 @@ from corral.logs import DEFAULT_LOG_CAP, LogOpener, LogSource
 from corral.scheduling import Snapshot
 from corral.spec.queue import QueueConfig
 from corral.store.accounts import AccountStore, Principal
+from corral.store.code import CodeStore
 from corral.store.jobs import JobStore
 from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
@@ -64,6 +65,8 @@ class ControlPlane:
     heartbeat them, which would make them wait for heartbeats that never come."""
     log_cap: int = DEFAULT_LOG_CAP
     """Bytes of each pod's output kept (shipped chunks) and served (files)."""
+    code: CodeStore | None = None
+    """Uploaded working folders (in the data dir); None: this server keeps none."""
     follow_seconds: float = FOLLOW_SECONDS
     accounts: AccountStore = field(init=False)
     shipped_logs: LogStore = field(init=False)

@@ -50,6 +50,14 @@ def submit(
         )
     if not principal.is_admin and not queue.admits(principal.tenant):
         refuse(request, 403, f"tenant {principal.tenant} may not submit to queue {queue.name}", principal)
+    if spec.code is not None and (plane.code is None or not plane.code.has(principal.tenant, spec.code)):
+        refuse(
+            request,
+            422,
+            f"code: tenant {principal.tenant} has not uploaded {spec.code} (PUT /api/v1/code/{{digest}}; "
+            "the CLI uploads a spec's local workdir by itself)",
+            principal,
+        )
     workload = spec.to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
