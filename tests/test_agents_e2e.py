@@ -181,6 +181,32 @@ def test_a_job_submitted_before_any_agent_registered_waits_and_runs_when_one_doe
             stop(process)
 
 
+def test_an_agent_runs_a_job_in_a_copy_of_the_code_its_spec_file_shipped(lab, tmp_path: Path) -> None:
+    """`corral submit job.yaml` with `workdir: .` uploads the spec's folder; the agent that runs the pod
+    downloads it with its node's token and starts the pod, after `setup`, in a fresh copy."""
+    client, folder, _ = lab
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.yaml").write_text(
+        "name: shipped\nworkdir: .\nsetup: echo setup > done.txt\ncommand: sh run.sh\n"
+        "resources: {gpus: 1, cpu: 1}\n"
+    )
+    (project / "run.sh").write_text("cat done.txt config.txt; echo changed > config.txt\n")
+    (project / "config.txt").write_text("lr=0.1\n")
+    env = os.environ | {"CORRAL_TOKEN": read_token(folder) or ""}
+    corral = [sys.executable, "-m", "corral", "--url", client.url]
+    for _ in range(2):  # the second pod starts in a fresh copy: it sees nothing the first changed
+        submitted = subprocess.run(
+            [*corral, "submit", "--json", str(project / "job.yaml")], env=env, capture_output=True, text=True
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job = json.loads(submitted.stdout)
+        assert job["spec"]["code"].startswith("sha256:") and job["spec"]["workdir"] is None
+        wait_for(client, job["id"], "finished", timeout=30)
+        assert client.logs(job["id"]) == "setup\nlr=0.1\n"
+    assert (project / "config.txt").read_text() == "lr=0.1\n"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
