@@ -180,7 +180,7 @@ class Client:
         except APIError as error:
             if error.status != 404:
                 raise
-        headers = {"Content-Type": "application/gzip"}
+        headers = {"Content-Type": "application/octet-stream"}
         body = self._call("PUT", f"/code/{packed.digest}", content=packed.data, headers=headers)
         return CodeUpload.model_validate(body)
 

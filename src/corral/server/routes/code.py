@@ -23,7 +23,7 @@ Submitter = Annotated[Principal, Depends(allow(*SUBMITTERS))]
 Digest = Annotated[str, Path(pattern=CODE_DIGEST, description="sha256:<hex> of the archive.")]
 ARCHIVE = {
     "required": True,
-    "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "description": f"The folder as a gzipped tar (corral.workdirs.pack), at most {MAX_CODE_BYTES >> 20} MiB.",
 }
 
