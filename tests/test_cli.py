@@ -177,3 +177,10 @@ def test_error_text_is_printed_as_it_is_not_as_rich_markup(capsys: pytest.Captur
 
     print_error(Console(file=None, force_terminal=False), "name: should match pattern '^[a-z0-9]+$'")
     assert "error: name: should match pattern '^[a-z0-9]+$'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_cpu_count_no_machine_has_is_refused_before_anything_is_sent(value: str) -> None:
+    result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "run", "--cpu", value, "--", "true"])
+    assert result.exit_code == 2 and "Invalid value for '--cpu'" in result.output
+    assert not isinstance(result.exception, ValueError)

@@ -28,6 +28,7 @@ from corral.cli.render import format_age, gpus_of, nodes_of, print_error
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.client import APIError
 from corral.errors import CorralError
+from corral.limits import MAX_CPU
 from corral.logs import DEFAULT_LOG_CAP
 from corral.paths import TOKEN_FILE, default_data_dir, private_umask, secure_data_dir
 from corral.spec.job import DEFAULT_STOP_GRACE
@@ -314,7 +315,7 @@ def register(
     def run(
         command: Annotated[list[str], typer.Argument(help="The command, after --.")],
         gpus: Annotated[str | None, typer.Option(help="2, 0.5, A100:2 ...")] = None,
-        cpu: Annotated[float, typer.Option(help="CPU cores per pod.")] = 1.0,
+        cpu: Annotated[float, typer.Option(min=0, max=MAX_CPU, help="CPU cores per pod.")] = 1.0,
         memory: Annotated[str, typer.Option(help="Memory per pod, e.g. 16GiB.")] = "4GiB",
         pods: Annotated[int, typer.Option(help="Pods started together.")] = 1,
         queue: Annotated[str, typer.Option(help="Queue.")] = "default",
