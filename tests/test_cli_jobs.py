@@ -119,6 +119,8 @@ def test_logs_shows_an_earlier_attempt(up) -> None:
     wait_for(client, job.id, "finished", timeout=30)
     assert corral(env, "logs", job.id).output == "attempt 2\n"
     assert corral(env, "logs", "--attempt", "1", job.id).output == "attempt 1\n"
+    why = json.loads(corral(env, "why", "--json", job.id).output)
+    assert (why["id"], why["status"]) == (job.id, "finished")
     missing = corral(env, "logs", "--attempt", "3", job.id)
     assert missing.exit_code == 2 and "in attempt 3" in missing.output
 

@@ -423,10 +423,18 @@ def register(
             live_view(client, console, interval, once)
 
     @app.command()
-    def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    def why(
+        job_id: Annotated[str, typer.Argument(help="Job id.")],
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON (with the forecast start and burst cost).")
+        ] = False,
+    ) -> None:
         """Why a job waits (or failed): the scheduler's explanation."""
         with user_errors(), connect() as client:
             answer = client.why(job_id)
+        if as_json:
+            console.print_json(json.dumps(answer.model_dump()))
+            return
         console.print(
             f"{answer.id} is {answer.status}" + (f": {escape(answer.reason)}" if answer.reason else "")
         )
