@@ -184,3 +184,20 @@ def test_a_cpu_count_no_machine_has_is_refused_before_anything_is_sent(value: st
     result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "run", "--cpu", value, "--", "true"])
     assert result.exit_code == 2 and "Invalid value for '--cpu'" in result.output
     assert not isinstance(result.exception, ValueError)
+
+
+def test_folders_pods_cannot_pass_through_are_named_outermost_first(tmp_path: Path) -> None:
+    from corral.paths import closed_parents
+
+    outer, inner = tmp_path / "home", tmp_path / "home" / "clone"
+    (inner / "out").mkdir(parents=True)
+    tmp_path.chmod(0o711)
+    outer.chmod(0o700)
+    inner.chmod(0o750)
+    assert [p for p in closed_parents(inner / "out") if p.is_relative_to(tmp_path) and p != tmp_path] == [
+        outer,
+        inner,
+    ]
+    outer.chmod(0o711)
+    inner.chmod(0o755)
+    assert not [p for p in closed_parents(inner / "out") if p.is_relative_to(tmp_path) and p != tmp_path]

@@ -30,7 +30,7 @@ from corral.client import APIError
 from corral.errors import CorralError
 from corral.limits import MAX_CPU
 from corral.logs import DEFAULT_LOG_CAP
-from corral.paths import TOKEN_FILE, default_data_dir, private_umask, secure_data_dir
+from corral.paths import TOKEN_FILE, closed_parents, default_data_dir, private_umask, secure_data_dir
 from corral.spec.job import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
@@ -472,6 +472,7 @@ def _serve(
     log_cap: int = DEFAULT_LOG_CAP,
     pod_user: str = DEFAULT_POD_USER,
 ) -> None:
+    from corral.backends.pod_users import can_switch_users
     from corral.server.serve import ServerSettings, serve
     from corral.store.database import database_url
 
@@ -479,6 +480,16 @@ def _serve(
     with user_errors():
         private_umask()  # the database, its journal and the metrics files: the server's alone
         secure_data_dir(folder)
+        closed = closed_parents(folder)
+        if local and closed and can_switch_users():
+            console.print(
+                escape(
+                    f"WARNING: pods run as another user, who cannot pass through {closed[0]} (no o+x), "
+                    f"so their files under {folder} are out of their reach by absolute path "
+                    f"(python3 train.py fails): choose a --data-dir elsewhere (/var/lib/corral, /srv) "
+                    f"or chmod o+x {closed[0]}"
+                )
+            )
         chosen = ServerSettings(
             clusters=list(inventory.clusters),
             queues=list(inventory.queues) if inventory.queues is not None else None,
