@@ -8,12 +8,21 @@ TRACE := ../shared/traces/alibaba-gpu-v2023
 
 .PHONY: demo test lint trace-replay clean
 
-$(BIN)/corral: pyproject.toml
+# The demo needs corral alone (about 190 MB with its dependencies); the tests add the dev extras (Ray,
+# moto, psycopg, schemathesis ...: about 860 MB in all). pip shows what it fetches as it goes.
+$(VENV)/.demo: pyproject.toml
+	@echo "installing corral into $(VENV) (about 190 MB)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar on -e .
 	touch $@
 
-demo: $(BIN)/corral
+$(VENV)/.dev: pyproject.toml
+	@echo "installing corral and its dev extras into $(VENV) (about 860 MB: Ray, moto, psycopg ...)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	@mkdir -p $(OUT)
 	$(BIN)/corral sim $(DEMO)/cluster.yaml $(DEMO)/workload.jsonl --failures $(DEMO)/failures.jsonl \
 		--events $(OUT)/demo-events.jsonl --summary $(OUT)/demo-summary.json
@@ -23,11 +32,11 @@ demo: $(BIN)/corral
 test: lint
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/corral
+lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-trace-replay: $(BIN)/corral
+trace-replay: $(VENV)/.demo
 	@mkdir -p $(OUT)/openb
 	$(BIN)/corral trace import alibaba-openb $(TRACE) --out $(OUT)/openb
 	$(BIN)/corral sim $(OUT)/openb/cluster.yaml $(OUT)/openb/workload.jsonl \

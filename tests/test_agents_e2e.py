@@ -4,6 +4,7 @@ other machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from servers import admin_client, free_port, start_server, stop, wait_for
 from corral.backends.agent import Agent
 from corral.backends.pods import DesiredPod
 from corral.client import APIError, Client
+from corral.paths import read_token
 from corral.spec.job import JobSpec
 
 
@@ -147,6 +149,62 @@ def test_an_agent_cut_off_from_the_server_stops_its_pods(tmp_path: Path) -> None
     finally:
         for process in [server, *([agent] if agent is not None else [])]:
             stop(process)
+
+
+def test_a_job_submitted_before_any_agent_registered_waits_and_runs_when_one_does(tmp_path: Path) -> None:
+    """`corral server --no-local` with no agent yet: `corral run --gpus 1` is accepted and pending with the
+    reason (Slurm and Kueue keep such work too), and runs once an agent registers a machine that holds it."""
+    port = free_port()
+    server = start_server(tmp_path, port, cluster=None, extra=["--no-local"])
+    agent = None
+    try:
+        env = os.environ | {"CORRAL_TOKEN": read_token(tmp_path) or ""}
+        corral = [sys.executable, "-m", "corral", "--url", f"http://127.0.0.1:{port}"]
+        ran = subprocess.run(
+            [*corral, "run", "--json", "--gpus", "1", "--", "echo ran"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert ran.returncode == 0, ran.stderr
+        job_id = json.loads(ran.stdout)["id"]
+        with admin_client(tmp_path, port) as client:
+            _until(lambda: "no node registered yet" in (client.job(job_id).reason or ""))
+            why = subprocess.run([*corral, "why", job_id], env=env, capture_output=True, text=True)
+            assert "pending: no node registered yet can hold a pod of 1 GPUs" in why.stdout
+            token = client.create_user("agent-m-0", "default", "agent", node="m-0").token
+            agent = _agent("m-0", port, tmp_path, token)
+            wait_for(client, job_id, "finished", timeout=30)
+            assert client.logs(job_id) == "ran\n"
+    finally:
+        for process in [server, *([agent] if agent is not None else [])]:
+            stop(process)
+
+
+def test_an_agent_runs_a_job_in_a_copy_of_the_code_its_spec_file_shipped(lab, tmp_path: Path) -> None:
+    """`corral submit job.yaml` with `workdir: .` uploads the spec's folder; the agent that runs the pod
+    downloads it with its node's token and starts the pod, after `setup`, in a fresh copy."""
+    client, folder, _ = lab
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.yaml").write_text(
+        "name: shipped\nworkdir: .\nsetup: echo setup > done.txt\ncommand: sh run.sh\n"
+        "resources: {gpus: 1, cpu: 1}\n"
+    )
+    (project / "run.sh").write_text("cat done.txt config.txt; echo changed > config.txt\n")
+    (project / "config.txt").write_text("lr=0.1\n")
+    env = os.environ | {"CORRAL_TOKEN": read_token(folder) or ""}
+    corral = [sys.executable, "-m", "corral", "--url", client.url]
+    for _ in range(2):  # the second pod starts in a fresh copy: it sees nothing the first changed
+        submitted = subprocess.run(
+            [*corral, "submit", "--json", str(project / "job.yaml")], env=env, capture_output=True, text=True
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job = json.loads(submitted.stdout)
+        assert job["spec"]["code"].startswith("sha256:") and job["spec"]["workdir"] is None
+        wait_for(client, job["id"], "finished", timeout=30)
+        assert client.logs(job["id"]) == "setup\nlr=0.1\n"
+    assert (project / "config.txt").read_text() == "lr=0.1\n"
 
 
 def _alive(pid: int) -> bool:

@@ -151,3 +151,53 @@ def test_sim_lists_rejected_jobs_with_their_reasons(tmp_path: Path) -> None:
     assert data["rejected_by_reason"] == {"unknown_queue": 1}
     assert data["rejected_jobs"][0]["job"] == "stray"
     assert "does not exist" in data["rejected_jobs"][0]["message"]
+
+
+def test_a_server_that_does_not_answer_is_one_line_naming_the_url() -> None:
+    from corral.server.process import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = runner.invoke(app, ["--url", url, "ls"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach a corral server at {url}" in result.output and "CORRAL_URL" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_url_corral_up_prints_and_the_bare_one_are_the_same_server() -> None:
+    from corral.client import Client
+
+    for url in ("http://127.0.0.1:8765/api/v1", "http://127.0.0.1:8765/api/v1/", "http://127.0.0.1:8765/"):
+        assert Client(url, token="t").url == "http://127.0.0.1:8765"
+
+
+def test_error_text_is_printed_as_it_is_not_as_rich_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from corral.cli.render import print_error
+
+    print_error(Console(file=None, force_terminal=False), "name: should match pattern '^[a-z0-9]+$'")
+    assert "error: name: should match pattern '^[a-z0-9]+$'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_cpu_count_no_machine_has_is_refused_before_anything_is_sent(value: str) -> None:
+    result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "run", "--cpu", value, "--", "true"])
+    assert result.exit_code == 2 and "Invalid value for '--cpu'" in result.output
+    assert not isinstance(result.exception, ValueError)
+
+
+def test_folders_pods_cannot_pass_through_are_named_outermost_first(tmp_path: Path) -> None:
+    from corral.paths import closed_parents
+
+    outer, inner = tmp_path / "home", tmp_path / "home" / "clone"
+    (inner / "out").mkdir(parents=True)
+    tmp_path.chmod(0o711)
+    outer.chmod(0o700)
+    inner.chmod(0o750)
+    assert [p for p in closed_parents(inner / "out") if p.is_relative_to(tmp_path) and p != tmp_path] == [
+        outer,
+        inner,
+    ]
+    outer.chmod(0o711)
+    inner.chmod(0o755)
+    assert not [p for p in closed_parents(inner / "out") if p.is_relative_to(tmp_path) and p != tmp_path]

@@ -175,6 +175,27 @@ def test_the_forecast_replays_the_private_queue_with_estimated_run_times() -> No
     assert len(snapshot.running) == 1 and snapshot.nodes["dgx-0"].whole_free_gpus == 0  # untouched
 
 
+def test_a_start_that_waits_on_run_times_nobody_learned_is_unknown_not_a_day_away() -> None:
+    """`corral run --wait` said "starts in 24.0 h": the running job's default time limit (a day) was taken
+    as its run time; a spec without time_limit now leaves the workload's None. Until similar jobs have finished, the forecast says it does not know; then it tells
+    the start the learned run times give."""
+    snapshot = _busy_lab(_queue())  # no declared time limit: stopped after a day, but that is no estimate
+    waiting = job("next", gpus=8, submit=1, burstable=False)
+    estimates = RuntimeEstimates()
+    snapshot.runtime_estimate = estimates  # as the control plane's rounds have it
+    snapshot.forecast = forecast_private_starts(snapshot, [waiting], DEFAULT, 500.0, estimates)
+    assert snapshot.forecast.guessed == {"long", "next"}
+    message = schedule(snapshot, [waiting], DEFAULT, now=500.0).pending["next"].message
+    assert "forecast: start unknown until run times are learned" in message
+    assert "room held on dgx-0 (when it frees is unknown" in message and " h " not in message
+    for runtime in (864.0, 1036.8, 1296.0):  # similar jobs ran 15 to 22 minutes
+        estimates.observe(job("done", gpus=8), runtime)
+    snapshot.forecast = forecast_private_starts(snapshot, [waiting], DEFAULT, 501.0, estimates)
+    message = schedule(snapshot, [waiting], DEFAULT, now=501.0).pending["next"].message
+    assert "forecast: starts on private clusters in 9 min" in message  # 537 s to its learned end
+    assert "reserved: expected to start in 9 min on dgx-0" in message
+
+
 def test_run_time_estimates_scale_a_declared_limit_by_what_similar_jobs_used() -> None:
     estimates = RuntimeEstimates()
     for used in (0.2, 0.5, 0.6, 0.75, 0.9):

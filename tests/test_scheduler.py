@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from builders import job, make_cluster, make_pool, make_queue, make_snapshot, node_state, run_job
 
-from corral.scheduling import POLICIES, PendingReason, Reject, schedule
+from corral.core.nodes import build_initial_nodes
+from corral.scheduling import POLICIES, PendingReason, Reject, Snapshot, schedule
 
 DEFAULT = POLICIES["default"]
 STRICT = POLICIES["strict-fifo"]
@@ -281,6 +282,21 @@ def test_jobs_that_can_never_run_are_rejected_with_the_reason(
     assert (rejection.job, rejection.reason) == ("j", reason)
     assert message_part in rejection.message
     assert result.starts == [] and result.pending == {}
+
+
+def test_a_job_no_registered_node_holds_yet_waits_while_nodes_may_join() -> None:
+    """A fleet of registered machines (agents, Ray) can still grow: a job none holds yet, even with no
+    node at all, is pending with why, not rejected; a declared-only fleet rejects the same job."""
+    for pools in ([], [make_pool("p", "f", count=1, gpus=2)]):
+        clusters = [make_cluster("agents", pools)]
+        snapshot = Snapshot(clusters, build_initial_nodes(clusters), None, nodes_may_join=True)
+        result = schedule(snapshot, [job("j", gpus=4)], DEFAULT, now=0.0)
+        assert result.rejections == [] and result.starts == []
+        assert result.pending["j"].reason is PendingReason.NO_NODE_YET
+        assert "no node registered yet can hold a pod of 4 GPUs" in result.pending["j"].message
+    declared = make_snapshot(pools=[make_pool("p", "f", count=1, gpus=2)], queues=None)
+    [rejection] = schedule(declared, [job("j", gpus=4)], DEFAULT, now=0.0).rejections
+    assert rejection.reason is PendingReason.NEVER_FITS
 
 
 def test_whole_gpu_job_needing_more_gpu_memory_than_any_gpu_has_is_rejected() -> None:

@@ -3,6 +3,7 @@ and changes nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -120,3 +121,18 @@ def test_local_cluster_uses_declared_gpus_without_nvml() -> None:
     [pool] = cluster.pools
     assert (pool.count, pool.node.gpus, pool.node.gpu_model) == (1, 3, "virtual")
     assert local_cluster(declared_gpus=0).pools[0].node.gpus == 0
+
+
+def test_the_api_documentation_is_served_without_the_internet(store: JobStore) -> None:
+    """/docs and /redoc load their scripts from this server (a lab's server is often offline), and / leads
+    a browser there; neither needs a token."""
+    anonymous = TestClient(create_app(store, INVENTORY))
+    root = anonymous.get("/", follow_redirects=False)
+    assert root.status_code in (302, 307) and root.headers["location"] == "/docs"
+    for page in ("/docs", "/redoc"):
+        html = anonymous.get(page).text
+        scripts = re.findall(r'<script src="([^"]+)"', html)
+        assert scripts and all(src.startswith("/") for src in scripts), scripts  # no CDN
+        for src in scripts:
+            asset = anonymous.get(src)
+            assert asset.status_code == 200 and len(asset.content) > 100_000

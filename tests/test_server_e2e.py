@@ -182,15 +182,28 @@ def shared_folder() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_preempted_job_resumes_from_its_checkpoint(server, shared_folder: Path) -> None:
-    """The demo's story: a checkpointing run is preempted by an urgent job of higher priority in the same
-    queue, then runs again as attempt 2 and continues from the step its checkpoint holds."""
-    client, folder, _ = server
-    checkpoints = shared_folder / "checkpoints"
-    spec = load_job_spec(PREEMPTION / "train.yaml")
-    assert spec.checkpoint is not None
+def test_a_preempted_job_resumes_from_its_checkpoint(shared_folder: Path) -> None:
+    """The demo's story on `corral up --gpus 4`: the preemption example's `workdir: .` ships train.py,
+    the checkpointing run is preempted by the urgent job of higher priority that the machine cannot hold
+    beside it, then runs again as attempt 2, in a fresh copy of its code, from the step its checkpoint
+    holds."""
+    data = shared_folder / "up"  # pods pass through it to their folders: not under pytest's own
+    port = free_port()
+    process = start(
+        ["up", "--gpus", "4", "--data-dir", str(data), "--port", str(port)], shared_folder / "up.log", port
+    )
+    try:
+        with admin_client(data, port) as client:
+            _preempt_and_resume(client, shared_folder / "checkpoints")
+    finally:
+        stop(process)
+
+
+def _preempt_and_resume(client: Client, checkpoints: Path) -> None:
+    spec = client.ship_workdir(load_job_spec(PREEMPTION / "train.yaml"), PREEMPTION)
+    assert spec.code is not None and spec.workdir is None and spec.checkpoint is not None
     checkpoint = spec.checkpoint.model_copy(update={"dir": str(checkpoints)})
-    train = client.submit(spec.model_copy(update={"workdir": str(PREEMPTION), "checkpoint": checkpoint}))
+    train = client.submit(spec.model_copy(update={"checkpoint": checkpoint}))
     for _ in range(600):
         if any(int(p.read_text() or 0) >= 2 for p in checkpoints.glob("*.step")):
             break

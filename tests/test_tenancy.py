@@ -21,11 +21,15 @@ from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
 from corral.server.app import API, create_app
 from corral.store.accounts import AccountStore
+from corral.store.code import CodeStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
+from corral.workdirs import digest_of
 
 LAB_POOLS = [make_pool("dgx", flavor="a100", count=1, gpus=8)]
 JOB = {"name": "train", "command": "true", "resources": {"gpus": 1}}
+ARCHIVE = b"a working folder, as PUT /code/{digest} takes it"
+DIGEST = digest_of(ARCHIVE)
 S3_AT_HAND = all(importlib.util.find_spec(module) for module in ("boto3", "moto"))
 """Whether the lab cluster gets an object store (moto on loopback) to copy artifacts to."""
 
@@ -57,6 +61,7 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         inventory,
         logs=lambda job_id, pod, attempt: TextLog(f"output of {job_id}\n".encode()),
         runs=runs,
+        code=CodeStore(tmp_path / "code"),
     )
     http = TestClient(app)
     accounts = AccountStore(store.engine)
@@ -71,10 +76,12 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         tokens[user] = accounts.create_user(user, tenant, role)[1]
     tokens["agent"] = accounts.create_user("agent", "default", "agent", node="dgx-0")[1]
     lab = Lab(http, tokens, {}, store)  # type: ignore[arg-type]
+    for who in ("admin", "alice"):  # the default tenant's code (the running job's) and vision's
+        assert lab.call(who, "PUT", f"/code/{DIGEST}", content=ARCHIVE).status_code == 200
     for name, tenants in [("vision-q", ["vision"]), ("nlp-q", ["nlp"]), ("shared", None)]:
         body = {"name": name, "quota": None, "tenants": tenants}
         assert lab.call("admin", "PUT", f"/queues/{name}", json=body).status_code == 201
-    lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=JOB).json()["id"]
+    lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=JOB | {"code": DIGEST}).json()["id"]
     reconcile(store.engine, inventory, get_policy("default"), now=time.time())
     assert lab.call("admin", "PUT", "/nodes/laptop", json=LAPTOP).status_code == 200
     for user, tenant in [("alice", "vision"), ("bob", "nlp")]:
@@ -101,10 +108,19 @@ class Route:
     """A module without which the route cannot do its work here (the test is skipped)."""
     job: str = "vision"
     """Which of ``Lab.jobs`` ``{job_id}`` is."""
+    content: bytes | None = None
+    """A body that is not JSON (an uploaded archive)."""
+    params: dict | None = None
 
     def url(self, lab: Lab, who: str) -> str:
         token_id = lab.tokens[who].split("_")[1]
-        return self.path.format(job_id=lab.jobs[self.job], token_id=token_id, name=self.name, pod=0)
+        return self.path.format(
+            job_id=lab.jobs[self.job], token_id=token_id, name=self.name, pod=0, digest=DIGEST
+        )
+
+    def send(self) -> dict:
+        """The request's body and query, as httpx takes them."""
+        return {"json": self.body, "content": self.content, "params": self.params}
 
 
 LAPTOP = {"cpu": 8, "memory_gib": 32, "gpus": [{"index": 0, "model": "RTX4090", "memory_gib": 24}]}
@@ -149,6 +165,15 @@ ROUTES = [
         body={"attempt": 1, "offset": 0, "text": "hi\n"},
         job="running",
     ),
+    Route(
+        "GET",
+        "/jobs/{job_id}/pods/{pod}/code",
+        frozenset({"admin", "agent"}),
+        job="running",
+        params={"attempt": 1},
+    ),
+    Route("PUT", "/code/{digest}", SUBMITTERS, content=ARCHIVE),
+    Route("GET", "/code/{digest}", PEOPLE),
     Route("GET", "/queues", PEOPLE),
     Route("PUT", "/queues/{name}", ADMIN, name="extra", body={"name": "extra"}),
     Route("DELETE", "/queues/{name}", ADMIN, name="shared"),
@@ -187,10 +212,10 @@ def test_the_table_covers_every_route_of_the_api(lab: Lab) -> None:
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
 def test_every_route_but_health_needs_a_valid_token(lab: Lab, route: Route) -> None:
     url = route.url(lab, "admin")
-    assert lab.call(None, route.method, url, json=route.body).status_code == 401
+    assert lab.call(None, route.method, url, **route.send()).status_code == 401
     forged = lab.tokens["admin"][:-4] + "AAAA"
     headers = {"Authorization": f"Bearer {forged}"}
-    response = lab.http.request(route.method, f"{API}{url}", headers=headers, json=route.body)
+    response = lab.http.request(route.method, f"{API}{url}", headers=headers, **route.send())
     assert response.status_code == 401 and "not recognised" in response.json()["detail"]
 
 
@@ -211,7 +236,7 @@ def test_each_route_admits_only_its_roles(lab: Lab, route: Route, role: str, cap
     who = ROLE_USERS[role]
     before = _state(lab)
     with caplog.at_level(logging.WARNING, logger="corral.audit"):
-        response = lab.call(who, route.method, route.url(lab, who), json=route.body)
+        response = lab.call(who, route.method, route.url(lab, who), **route.send())
     if role in route.roles:
         assert response.status_code < 400, response.text
     else:
@@ -496,3 +521,18 @@ def test_an_idempotency_key_reused_with_another_spec_is_a_conflict(lab: Lab) -> 
     assert _state(lab) == before
     reordered = {"resources": {"gpus": 1}, "command": "true", "queue": "shared", "name": "train"}
     assert lab.call("alice", "POST", "/jobs", json=reordered, headers=key).json()["id"] == first["id"]
+
+
+def test_a_tenant_uses_only_the_code_it_uploaded(lab: Lab) -> None:
+    """bob (nlp) cannot see that vision uploaded a digest, nor name it in a job; once nlp uploads the same
+    bytes it can (stored for nlp, apart from vision's)."""
+    assert lab.call("bob", "GET", f"/code/{DIGEST}").status_code == 404
+    refused = lab.call("bob", "POST", "/jobs", json=JOB | {"queue": "shared", "code": DIGEST})
+    assert refused.status_code == 422 and "tenant nlp has not uploaded" in refused.json()["detail"]
+    cut = lab.call("bob", "PUT", f"/code/{DIGEST}", content=ARCHIVE[:-1])
+    assert cut.status_code == 422 and "the upload was cut or changed" in cut.json()["detail"]
+    uploaded = lab.call("bob", "PUT", f"/code/{DIGEST}", content=ARCHIVE)
+    assert uploaded.json() == {"digest": DIGEST, "size": len(ARCHIVE), "stored": True}
+    assert lab.call("bob", "PUT", f"/code/{DIGEST}", content=ARCHIVE).json()["stored"] is False  # deduped
+    accepted = lab.call("bob", "POST", "/jobs", json=JOB | {"queue": "shared", "code": DIGEST})
+    assert accepted.status_code == 201, accepted.text

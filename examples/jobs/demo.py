@@ -1,10 +1,11 @@
-"""The control-plane part of `make demo`: start `corral server` on loopback (SQLite and the local backend
-in out/corral, fresh each time), then
+"""The control-plane part of `make demo`: what a newcomer does with `corral up`, scripted. Start `corral up
+--gpus 4` on loopback (SQLite, pods' output and uploaded code in out/corral, fresh each time), then
 
-1. submit the example jobs (a one-GPU job, a quarter-GPU share, a 2-pod gang) and wait for them;
-2. run a long low-priority training job that checkpoints every step, and submit an urgent job that the
-   queue's quota cannot hold beside it: the scheduler preempts the training job, runs the urgent one,
-   and the training job resumes from its checkpoint as attempt 2;
+1. submit the example jobs as written (a one-GPU job, a quarter-GPU share, a 2-pod gang) and wait;
+2. submit preemption/train.yaml, whose `workdir: .` uploads train.py: a long low-priority run that
+   checkpoints every step; then urgent.yaml, which this machine's 4 GPUs cannot hold beside it: the
+   scheduler preempts the training job, runs the urgent one, and the training job resumes from its
+   checkpoint as attempt 2;
 
 and show `corral ls`, the training job's events and every pod's output.
 
@@ -38,12 +39,11 @@ def main() -> None:
     DATA.mkdir(parents=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    arguments = ["server", "--cluster", str(REPO / "examples/demo/cluster.yaml"), "--data-dir", str(DATA)]
-    server = start([*arguments, "--port", str(port), "--interval", "0.5"], DATA / "server.log", port)
+    server = start(["up", "--gpus", "4", "--data-dir", str(DATA), "--port", str(port)], DATA / "up.log", port)
     try:
         token = read_token(DATA) or ""
         with Client(url, token=token) as client:
-            print(f"corral server at {url} (store and pod output in {DATA}; admin token in {DATA / 'token'})")
+            print(f"corral up at {url} (store, pod output and code in {DATA}; admin token in {DATA / 'token'})")
             jobs = [client.submit(path) for path in sorted(HERE.glob("*.yaml"))]
             for job in jobs:
                 print(f"submitted {job.id} ({job.name})")
@@ -63,35 +63,28 @@ def main() -> None:
 def _preemption(client: Client) -> list[Job]:
     """A checkpointing run is preempted by an urgent job and resumes from its checkpoint.
 
-    Pods run as an unprivileged user (docs/security.md), who may not enter the data dir or, when the
-    server runs as root, a clone under root's home: the training code and its checkpoints go to a
-    folder of their own that the pod user can read and write."""
-    shared = Path(tempfile.mkdtemp(prefix="corral-demo-"))
-    shared.chmod(0o755)
-    code, checkpoints = shared / "code", shared / "checkpoints"
-    shutil.copytree(PREEMPTION, code)
-    checkpoints.mkdir()
+    Pods run as an unprivileged user (docs/security.md): its checkpoints go to a fresh folder that user
+    may write, so a run of the demo never resumes from the last one's."""
+    checkpoints = Path(tempfile.mkdtemp(prefix="corral-demo-"))
     checkpoints.chmod(0o1777)
-    spec = load_job_spec(PREEMPTION / "train.yaml")
-    spec = in_folders(spec, workdir=code, checkpoints=checkpoints)
-    train = client.submit(spec)
-    print(f"submitted {train.id} (train, priority 0, checkpoints every step in {checkpoints})")
+    spec = client.ship_workdir(load_job_spec(PREEMPTION / "train.yaml"), PREEMPTION)  # uploads train.py
+    train = client.submit(in_folder(spec, checkpoints))
+    print(f"submitted {train.id} (train, priority 0, code {spec.code}, checkpoints every step in {checkpoints})")
     deadline = time.monotonic() + 120
     while not any(int(path.read_text() or 0) >= 3 for path in checkpoints.glob("*.step")):
         if client.job(train.id).status not in ("pending", "running") or time.monotonic() > deadline:
             raise SystemExit(f"the training job wrote no checkpoint; its output:\n{client.logs(train.id)}")
         time.sleep(0.2)
     urgent = client.submit(PREEMPTION / "urgent.yaml")
-    print(f"submitted {urgent.id} (urgent, priority 10): the nlp queue cannot hold both")
+    print(f"submitted {urgent.id} (urgent, priority 10): this machine's 4 GPUs cannot hold both")
     _wait(client, [train, urgent])
-    shutil.rmtree(shared, ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return [train, urgent]
 
 
-def in_folders(spec: JobSpec, *, workdir: Path, checkpoints: Path) -> JobSpec:
+def in_folder(spec: JobSpec, checkpoints: Path) -> JobSpec:
     assert spec.checkpoint is not None
-    checkpoint = spec.checkpoint.model_copy(update={"dir": str(checkpoints)})
-    return spec.model_copy(update={"workdir": str(workdir), "checkpoint": checkpoint})
+    return spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(update={"dir": str(checkpoints)})})
 
 
 def _wait(client: Client, jobs: list[Job]) -> None:

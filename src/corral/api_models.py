@@ -43,6 +43,9 @@ class Problem(BaseModel):
     """For a 422 from validation: each field that is wrong."""
 
 
+JobStatus = Literal["pending", "running", "finished", "failed", "cancelled"]
+
+
 class Job(BaseModel):
     id: str
     name: str
@@ -58,6 +61,18 @@ class Job(BaseModel):
     attempt: int
     """How many times it started: more than 1 after a preemption or a lost node (it resumed)."""
     spec: dict[str, Any]
+    nodes: list[str] = []
+    """The node each pod is placed on, in pod order, while it runs."""
+
+
+class CodeUpload(BaseModel):
+    """An uploaded working folder of the caller's tenant (``PUT /code/{digest}``)."""
+
+    digest: str
+    size: int
+    """Bytes of the archive."""
+    stored: bool = False
+    """True when this request stored it; False when the tenant had it already (nothing was written)."""
 
 
 class Why(BaseModel):

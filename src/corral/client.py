@@ -9,6 +9,7 @@ client.job(job.id).status, client.why(job.id).reason
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 
 from corral.api_models import (
     Artifact,
+    CodeUpload,
     Cohort,
     Job,
     JobEventOut,
@@ -36,8 +38,10 @@ from corral.backends.pods import DesiredPod
 from corral.errors import CorralError
 from corral.paths import read_token
 from corral.spec.job import JobSpec, load_job_spec
+from corral.workdirs import PackedFolder, pack
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+API_PREFIX = "/api/v1"
 
 
 class APIError(CorralError):
@@ -49,29 +53,61 @@ class APIError(CorralError):
         self.detail = detail
 
 
+class ServerUnreachable(CorralError):
+    """No answer from the server: nothing listens at the URL, or it did not answer in time. The message
+    names the URL and how to point the client elsewhere."""
+
+    def __init__(self, url: str, error: httpx.TransportError) -> None:
+        cause = str(error) or type(error).__name__
+        super().__init__(
+            f"cannot reach a corral server at {url} ({cause}): start one with `corral up`, "
+            "or point the CLI at yours with --url URL or CORRAL_URL"
+        )
+        self.url = url
+
+
+def server_url(url: str | None = None) -> str:
+    """The server's base URL: ``url``, else ``CORRAL_URL``, else the default; with or without the
+    ``/api/v1`` that `corral up` prints (both are what users paste)."""
+    chosen = (url or os.environ.get("CORRAL_URL") or DEFAULT_URL).rstrip("/")
+    return chosen.removesuffix(API_PREFIX).rstrip("/")
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
-        self.url = (url or os.environ.get("CORRAL_URL") or DEFAULT_URL).rstrip("/")
+        self.url = server_url(url)
         self.timeout = timeout
         token = token or os.environ.get("CORRAL_TOKEN") or read_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=f"{self.url}{API_PREFIX}", headers=headers, timeout=timeout)
 
     def health(self) -> bool:
         try:
             return self._call("GET", "/health").get("status") == "ok"
-        except (httpx.TransportError, APIError):
+        except (ServerUnreachable, APIError):
             return False
 
     def submit(
         self, spec: JobSpec | dict[str, Any] | str | Path, *, idempotency_key: str | None = None
     ) -> Job:
-        """Submit a job; with ``idempotency_key`` a retry after a lost answer returns the same job."""
+        """Submit a job; with ``idempotency_key`` a retry after a lost answer returns the same job. A
+        spec file's relative ``workdir`` (``.``: the file's folder) is a folder on this machine: it is
+        packed and uploaded (``ship_workdir``) and the job runs in copies of it."""
         if isinstance(spec, str | Path):
-            spec = load_job_spec(spec)
+            path = Path(spec)
+            spec = self.ship_workdir(load_job_spec(path), path.parent)
         body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self._call("POST", "/jobs", json=body, headers=headers))
+
+    def ship_workdir(self, spec: JobSpec, base: Path, *, local: bool = False) -> JobSpec:
+        """``spec`` with its workdir uploaded as ``code``, when the workdir is relative (to ``base``) or
+        ``local`` says it names a folder on this machine; else as it is (a folder on the node)."""
+        if spec.workdir is None or not (local or not Path(spec.workdir).expanduser().is_absolute()):
+            return spec
+        packed = pack(base / Path(spec.workdir).expanduser())
+        self.upload_code(packed)
+        return spec.model_copy(update={"workdir": None, "code": packed.digest})
 
     def jobs(self, *, status: str | None = None, queue: str | None = None, limit: int = 100) -> list[Job]:
         params = {
@@ -96,14 +132,21 @@ class Client:
         return self.log_range(job_id, pod, offset, limit=limit, tail=tail).text
 
     def log_range(
-        self, job_id: str, pod: int = 0, offset: int = 0, *, limit: int | None = None, tail: int | None = None
+        self,
+        job_id: str,
+        pod: int = 0,
+        offset: int = 0,
+        *,
+        limit: int | None = None,
+        tail: int | None = None,
+        attempt: int | None = None,
     ) -> LogText:
-        """Like ``logs``, with which bytes were sent: ``end`` is the ``offset`` to resume from."""
-        params = {"pod": pod, "offset": offset, "limit": limit, "tail": tail}
-        response = self._http.get(
-            f"/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        """Like ``logs``, with which bytes were sent: ``end`` is the ``offset`` to resume from;
+        ``attempt``: that run's output (1: the first) instead of the latest's."""
+        params = {"pod": pod, "offset": offset, "limit": limit, "tail": tail, "attempt": attempt}
+        response = self._response(
+            "GET", f"/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
         )
-        _raise_for(response)
         headers = response.headers
         return LogText(
             text=response.text,
@@ -120,11 +163,31 @@ class Client:
         resumed job's new attempt announced with a rule line)."""
         params = {"pod": pod, "offset": offset, "follow": True} | ({"tail": tail} if tail is not None else {})
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)  # quiet while the job is
-        with self._http.stream("GET", f"/jobs/{job_id}/logs", params=params, timeout=timeout) as response:
+        with (
+            self._reaching(),
+            self._http.stream("GET", f"/jobs/{job_id}/logs", params=params, timeout=timeout) as response,
+        ):
             if response.is_error:
                 response.read()
                 _raise_for(response)
             yield from response.iter_text()
+
+    def upload_code(self, packed: PackedFolder) -> CodeUpload:
+        """Upload a packed working folder for the caller's tenant, unless it has it already (then
+        nothing is sent): a submit of unchanged code uploads nothing."""
+        try:
+            return CodeUpload.model_validate(self._call("GET", f"/code/{packed.digest}"))
+        except APIError as error:
+            if error.status != 404:
+                raise
+        headers = {"Content-Type": "application/octet-stream"}
+        body = self._call("PUT", f"/code/{packed.digest}", content=packed.data, headers=headers)
+        return CodeUpload.model_validate(body)
+
+    def pod_code(self, job_id: str, attempt: int, pod: int) -> bytes:
+        """What an agent calls for the uploaded code of a pod on its node: the archive's bytes."""
+        response = self._response("GET", f"/jobs/{job_id}/pods/{pod}/code", params={"attempt": attempt})
+        return response.content
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))
@@ -234,7 +297,8 @@ class Client:
 
     def metrics(self) -> str:
         """The Prometheus text the server exposes at /metrics."""
-        response = self._http.get(f"{self.url}/metrics")
+        with self._reaching():
+            response = self._http.get(f"{self.url}/metrics")
         if response.is_error:
             raise APIError(response.status_code, response.text)
         return response.text
@@ -253,9 +317,18 @@ class Client:
         return response.json() if response.content else None
 
     def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(method, path, **kwargs)
-        _raise_for(response)
+        with self._reaching():
+            response = self._http.request(method, path, **kwargs)
+        _raise_for(response, self.url)
         return response
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """httpx's transport errors (refused, timed out, cut off) as ``ServerUnreachable``."""
+        try:
+            yield
+        except httpx.TransportError as error:
+            raise ServerUnreachable(self.url, error) from error
 
 
 @dataclass(frozen=True)
@@ -272,12 +345,15 @@ class LogText:
     """Output before this offset was dropped (the server keeps only the newest, up to its cap)."""
 
 
-def _raise_for(response: httpx.Response) -> None:
-    """``APIError`` with the server's ``detail`` (every refusal is a Problem), or the body's text."""
+def _raise_for(response: httpx.Response, url: str | None = None) -> None:
+    """``APIError`` with the server's ``detail`` (every refusal is a Problem), or the body's text; a
+    route the server does not have says that the URL may not be a corral server's."""
     if not response.is_error:
         return
     try:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
+    if response.status_code == 404 and detail == "Not Found" and url is not None:
+        detail = f"{response.request.url.path} not found: is {url} a corral server's URL?"
     raise APIError(response.status_code, str(detail))

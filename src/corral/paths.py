@@ -56,3 +56,11 @@ def read_token(data_dir: Path | None = None) -> str | None:
         return (((data_dir or default_data_dir()) / TOKEN_FILE).read_text().strip()) or None
     except OSError:
         return None
+
+
+def closed_parents(folder: Path) -> list[Path]:
+    """The folders above ``folder`` that other users may not pass through (no ``o+x``), outermost first.
+    Pods run as another user and start in folders under the data dir: below a closed folder (a clone
+    in ``/root``) a pod reaches its own files only by relative path, and ``python3 train.py`` (which
+    opens the script by its absolute path) fails."""
+    return [parent for parent in reversed(folder.resolve().parents) if not parent.stat().st_mode & 0o001]

@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from corral.api_models import NodeRegistration, NodeState
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
-from corral.client import APIError, Client
+from corral.client import APIError, Client, ServerUnreachable
+from corral.errors import CorralError
+from corral.workdirs import digest_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Agent:
         ``identities``: who each tenant's pods run as (see ``PodRunner``)."""
         self.client = client
         self.node = node
-        self.runner = PodRunner(data_dir / "runs", identities)
+        self.code_cache = data_dir / "code"
+        self.runner = PodRunner(data_dir / "runs", identities, self._fetch_code)
         self.machine = machine
         self.node_lost = node_lost
         self._contact = time.monotonic()
@@ -109,6 +110,23 @@ class Agent:
                 # the next step's pods leave it out and it is stopped.
                 log.info("agent %s: %s", self.node, error.detail)
                 self._reported.add(pod.key)
+
+    def _fetch_code(self, pod: DesiredPod) -> Path:
+        """The archive of the pod's uploaded code, downloaded once per digest (with this agent's token,
+        which the server accepts for pods on its node) and kept: a job's pods and its later attempts,
+        and other jobs of the same code, start from the copy here."""
+        digest = pod.spec.code or ""
+        path = self.code_cache / (digest.removeprefix("sha256:") + ".tar.gz")
+        if path.is_file():
+            return path
+        data = self.client.pod_code(pod.job_id, pod.attempt, pod.pod)
+        if digest_of(data) != digest:
+            raise CorralError(f"the server sent code that is not {digest}")
+        self.code_cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return path
 
     def fence(self, margin: float = 0.0) -> bool:
         """Stop every pod here when the server has not been reached for the node-lost timeout, less
@@ -167,7 +185,7 @@ class Agent:
         while True:
             try:
                 pods, new_tag = self.client.watch_pods(self.node, wait=WATCH_SECONDS, known=tag)
-            except (httpx.TransportError, APIError) as error:
+            except (ServerUnreachable, APIError) as error:
                 log.info("agent %s: watching its pods: %s; retrying", self.node, error)
                 time.sleep(WATCH_RETRY_SECONDS)
                 continue
@@ -183,7 +201,7 @@ class Agent:
             self._wake.clear()  # before the step: a change during it makes the next wait return at once
             try:
                 self.step(every=interval)
-            except (httpx.TransportError, APIError) as error:  # the server may be restarting
+            except (ServerUnreachable, APIError) as error:  # the server may be restarting
                 log.warning("agent %s: %s; retrying", self.node, error)
                 if self.fence(margin=interval):
                     log.warning(

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
+from corral.store.code import CodeStore
 from corral.store.jobs import JobAlreadyEnded, JobStore, exit_outcome
 from corral.store.schema import JobRow, PlacementRow
 
@@ -37,11 +38,14 @@ class LocalBackend:
         data_dir: Path,
         nodes: Collection[str] | None = None,
         identities: PodIdentities | None = None,
+        code: CodeStore | None = None,
     ) -> None:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
-        ``identities``: who each tenant's pods run as (see ``PodRunner``)."""
+        ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
+        working folders, which pods of jobs with ``code`` start in a copy of."""
         self.store = store
-        self.runner = PodRunner(data_dir / "runs", identities)
+        source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
+        self.runner = PodRunner(data_dir / "runs", identities, source)
         self.nodes = set(nodes) if nodes is not None else None
 
     def sync(self) -> None:

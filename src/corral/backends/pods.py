@@ -30,6 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,9 @@ from pydantic import BaseModel, ConfigDict
 
 from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
+from corral.errors import CorralError
 from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
+from corral.workdirs import unpack
 
 
 class DesiredPod(BaseModel):
@@ -80,8 +83,12 @@ class DesiredPod(BaseModel):
 
     @property
     def command_line(self) -> str:
+        """The spec's command as one shell line, after its ``setup`` (which must succeed first)."""
         command = self.spec.command
-        return command if isinstance(command, str) else shlex.join(command)
+        line = command if isinstance(command, str) else shlex.join(command)
+        if self.spec.setup is None:
+            return line
+        return f"{{ {self.spec.setup}\n}} && {{ {line}\n}}"
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -168,6 +175,9 @@ validated shell names), into its workdir ($2, checked as the pod's user), then i
 
 PodIdentities = Callable[[str], PodIdentity | None]
 """A tenant's pod user on this machine; None: run as this process's own user."""
+CodeSource = Callable[["DesiredPod"], Path]
+"""Where the archive of a pod's uploaded code (its spec's ``code``) is on this machine, fetched first if
+need be (the agent downloads it through the API)."""
 
 
 class PodStartError(Exception):
@@ -175,11 +185,15 @@ class PodStartError(Exception):
 
 
 class PodRunner:
-    def __init__(self, runs: Path, identities: PodIdentities | None = None) -> None:
+    def __init__(
+        self, runs: Path, identities: PodIdentities | None = None, code: CodeSource | None = None
+    ) -> None:
         """``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
-        user, nobody; as the runner itself when it is not root)."""
+        user, nobody; as the runner itself when it is not root). ``code``: the archives of uploaded
+        working folders (None: a pod whose job has one cannot start here)."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
         self.identities = identities or PodUsers()
+        self.code = code
         self.on_exit: Callable[[], None] | None = None
         """Called (from a watcher thread) as soon as a pod this runner started exits, so its supervisor
         can look now rather than at its next tick; adopted pods are seen at the next look."""
@@ -318,6 +332,8 @@ class PodRunner:
             drop += ["--no-new-privs", "--"]
         try:
             self._make_folders(files, identity)
+            if spec.code is not None:
+                self._unpack_code(desired, files, identity)
             env = pod_environment(desired, files.work, identity)
             arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
@@ -356,6 +372,20 @@ class PodRunner:
         process.wait()  # reaps it; liveness checks then read the return code Popen keeps
         if self.on_exit is not None:
             self.on_exit()
+
+    def _unpack_code(self, desired: DesiredPod, files: PodFiles, identity: PodIdentity | None) -> None:
+        """A fresh copy of the job's uploaded working folder in the pod's own folder (where it starts),
+        owned by the pod's user, who may change it as it likes: no pod sees another's changes."""
+        if self.code is None:
+            raise PodStartError(f"code {desired.spec.code}: this machine has no way to fetch uploaded code")
+        try:
+            archive = self.code(desired)
+            unpack(archive, files.work)
+        except (OSError, tarfile.TarError, CorralError) as error:
+            raise PodStartError(f"code {desired.spec.code} could not be unpacked: {error}") from None
+        if identity is not None:
+            for path in [files.work, *files.work.rglob("*")]:
+                os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
 
     def _make_folders(self, files: PodFiles, identity: PodIdentity | None) -> None:
         """The runner's folders may be passed through (0711) but not listed or read by pods; ``work`` is

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from corral.client import Client
@@ -21,7 +22,10 @@ from corral.spec.job import parse_seconds
 
 
 def register(
-    app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
+    app: typer.Typer,
+    console: Console,
+    user_errors: Callable[[], AbstractContextManager[None]],
+    connect: Callable[[], Client],
 ) -> None:
     """Add the admin commands to ``app``."""
     queues_app = typer.Typer(help="Queues: quota per flavor, cohort, who may submit.")
@@ -40,7 +44,7 @@ def register(
         """List queues with their quota and how many jobs wait and run in each."""
         if context.invoked_subcommand is not None:
             return
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             states = client.queues()
         if as_json:
             console.print_json(json.dumps([state.model_dump() for state in states]))
@@ -67,7 +71,7 @@ def register(
     ) -> None:
         """Create or update queues from a file (admins); fields as in the cluster file's `queues:`, plus
         `tenants`."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             for queue in _read_queues(path):
                 client.put_queue(queue)
                 console.print(f"queue {queue['name']} applied")
@@ -75,14 +79,14 @@ def register(
     @queues_app.command("rm")
     def remove_queue(name: Annotated[str, typer.Argument(help="Queue name.")]) -> None:
         """Delete a queue (admins); refused while jobs use it."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             client.delete_queue(name)
         console.print(f"queue {name} deleted")
 
     @app.command()
     def cohorts() -> None:
         """Cohorts: queues that lend each other idle quota."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             found = client.cohorts()
         table = Table("cohort", "queues", "quota (GPUs)")
         for cohort in found:
@@ -91,13 +95,13 @@ def register(
 
     @tenants_app.command("add")
     def add_tenant(name: Annotated[str, typer.Argument(help="Tenant name (lowercase, digits, -).")]) -> None:
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             client.create_tenant(name)
         console.print(f"tenant {name} created")
 
     @tenants_app.command("ls")
     def list_tenants() -> None:
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             for name in client.tenants():
                 console.print(name)
 
@@ -114,14 +118,14 @@ def register(
         ] = None,
     ) -> None:
         """Create a user and print their first token (shown once)."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             created = client.create_user(name, tenant, role, node=node, expires_in=_seconds(expires_in))
         console.print(f"user {created.user} created; token (shown once):")
         print(created.token)
 
     @users_app.command("ls")
     def list_users() -> None:
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             found = client.users()
         table = Table("user", "tenant", "role", "node")
         for user in found:
@@ -137,12 +141,12 @@ def register(
     ) -> None:
         """Make a token (to rotate: make a new one, then revoke the old). An agent's token speaks for the
         agent's node."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             print(client.create_token(user, expires_in=_seconds(expires_in)).token)
 
     @tokens_app.command("ls")
     def list_tokens() -> None:
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             found = client.tokens()
         table = Table("id", "user", "created", "expires")
         for token in found:
@@ -154,7 +158,7 @@ def register(
     def revoke_token(
         token_id: Annotated[str, typer.Argument(help="The token's id (corral_<id>_...).")],
     ) -> None:
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             client.revoke_token(token_id)
         console.print(f"token {token_id} revoked")
 
@@ -166,7 +170,7 @@ def register(
     ) -> None:
         """What GPUs cost: allocated GPU-hours x each pool's price (members: their tenant only)."""
         until = time.time()
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             found = client.cost(since=until - days * 86400, until=until, by=by)
         if as_json:
             console.print_json(json.dumps([spend.model_dump() for spend in found]))
@@ -179,9 +183,9 @@ def register(
     @app.command()
     def whoami() -> None:
         """The user, tenant and role of the token in use."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             me = client.me()
-        console.print(f"{me.user} ({me.role}) in tenant {me.tenant} at {client.url}")
+        console.print(escape(f"{me.user} ({me.role}) in tenant {me.tenant} at {client.url}"))
 
 
 def _seconds(duration: str | None) -> float | None:

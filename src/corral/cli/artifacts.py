@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from corral.cli.render import print_error
 from corral.client import APIError, Client
@@ -20,7 +21,10 @@ from corral.federation.artifacts import ArtifactKind
 
 
 def register(
-    app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
+    app: typer.Typer,
+    console: Console,
+    user_errors: Callable[[], AbstractContextManager[None]],
+    connect: Callable[[], Client],
 ) -> None:
     """Add ``corral artifacts`` to ``app``."""
     artifacts_app = typer.Typer(help="A job's artifacts in clusters' object stores.", no_args_is_help=True)
@@ -42,7 +46,7 @@ def register(
     ) -> None:
         """Copy a job's file or directory to a cluster's object store. Public clusters take only models
         and checkpoints of jobs that are not sensitive; a refusal exits 1 and says what may go."""
-        with user_errors(), Client() as client:
+        with user_errors(), connect() as client:
             try:
                 artifact = client.push_artifact(job_id, path, kind=kind, cluster=cluster)
             except APIError as error:
@@ -53,4 +57,4 @@ def register(
         if as_json:
             console.print_json(json.dumps(artifact.model_dump()))
             return
-        console.print(f"{artifact.name} ({artifact.kind}, {artifact.size} bytes) -> {artifact.url}")
+        console.print(escape(f"{artifact.name} ({artifact.kind}, {artifact.size} bytes) -> {artifact.url}"))

@@ -8,26 +8,36 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
-from corral.api_models import Job
+from corral.api_models import Job, JobStatus
 from corral.backends.pod_users import DEFAULT_POD_USER
+from corral.cli.render import format_age, gpus_of, nodes_of, print_error
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
+from corral.client import APIError
+from corral.errors import CorralError
+from corral.limits import MAX_CPU
 from corral.logs import DEFAULT_LOG_CAP
-from corral.paths import default_data_dir, private_umask, secure_data_dir
+from corral.paths import TOKEN_FILE, closed_parents, default_data_dir, private_umask, secure_data_dir
 from corral.spec.job import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
+    from corral.client import Client
     from corral.control.reconcile import Inventory
+
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 DEFAULT_PORT = 8765
 DEFAULT_HEARTBEAT_TIMEOUT = 5.0
@@ -45,9 +55,13 @@ PodUserOption = Annotated[
 
 
 def register(
-    app: typer.Typer, console: Console, user_errors: Callable[[], AbstractContextManager[None]]
+    app: typer.Typer,
+    console: Console,
+    user_errors: Callable[[], AbstractContextManager[None]],
+    connect: Callable[[], Client],
 ) -> None:
     """Add the control-plane commands to ``app``."""
+    errors = Console(stderr=True, soft_wrap=True)
 
     @app.command()
     def server(
@@ -142,6 +156,14 @@ def register(
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"
         )
+        folder = (data_dir or default_data_dir()).resolve()
+        console.print(
+            escape(
+                "the CLI finds it at the default port and data dir; elsewhere:\n"
+                f"  export CORRAL_URL=http://127.0.0.1:{port}\n"
+                f"  export CORRAL_TOKEN=$(cat {folder / TOKEN_FILE})"
+            )
+        )
         _serve(
             console,
             user_errors,
@@ -193,7 +215,7 @@ def register(
         # Requests give up well inside the node-lost timeout, so a server that stopped answering is
         # noticed (and the pods stopped) in time.
         with Client(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
-            console.print(f"corral agent for {name} -> {client.url} (pods in {folder})")
+            console.print(escape(f"corral agent for {name} -> {client.url} (pods in {folder})"))
             Agent(
                 client,
                 name,
@@ -205,7 +227,12 @@ def register(
 
     @app.command()
     def submit(
-        spec: Annotated[Path, typer.Argument(help="Job spec (YAML); see docs/job-spec.md.")],
+        spec: Annotated[
+            str | None, typer.Argument(help="Job spec (YAML; - reads it from stdin); see docs/job-spec.md.")
+        ] = None,
+        spec_file: Annotated[
+            str | None, typer.Option("--file", "-f", help="The job spec, as an option (kubectl's -f).")
+        ] = None,
         key: Annotated[
             str | None, typer.Option(help="Idempotency key: a retry returns the same job.")
         ] = None,
@@ -214,9 +241,14 @@ def register(
             bool, typer.Option(help="Wait until it ends, showing where it is; exit 1 if it fails.")
         ] = False,
     ) -> None:
-        """Submit a job."""
-        with user_errors(), _client() as client:
-            job = client.submit(spec, idempotency_key=key)
+        """Submit a job: corral submit job.yaml, corral submit -f job.yaml, or ... | corral submit -."""
+        from corral.spec.job import load_job_spec, parse_job_spec
+
+        with user_errors(), connect() as client:
+            source = _one_spec(spec, spec_file)
+            parsed = parse_job_spec(sys.stdin.read(), "<stdin>") if source == "-" else load_job_spec(source)
+            base = Path.cwd() if source == "-" else Path(source).parent
+            job = client.submit(client.ship_workdir(parsed, base), idempotency_key=key)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
         _print_jobs(console, [job], as_json, single=True)
@@ -224,13 +256,17 @@ def register(
 
     @app.command("ls")
     def list_jobs(
-        status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+        status: Annotated[
+            str | None, typer.Option(help=f"Only jobs in this status: {', '.join(JOB_STATUSES)}.")
+        ] = None,
         queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
         limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """List jobs, newest first."""
-        with user_errors(), _client() as client:
+        """List jobs, newest first: GPUs (per pod x pods), where they run and how long ago they came."""
+        with user_errors(), connect() as client:
+            if status is not None and status not in JOB_STATUSES:
+                raise CorralError(f"--status {status!r}: choose one of {', '.join(JOB_STATUSES)}")
             jobs = client.jobs(status=status, queue=queue, limit=limit)
         _print_jobs(console, jobs, as_json)
 
@@ -240,7 +276,7 @@ def register(
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     ) -> None:
         """One job's status, and what happened to it (started, preempted, resumed ...)."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             job = client.job(job_id)
             events = [] if as_json else client.events(job_id)
         _print_jobs(console, [job], as_json, single=True)
@@ -258,12 +294,17 @@ def register(
             bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")
         ] = False,
         tail: Annotated[int | None, typer.Option(min=0, help="Only the last this many lines.")] = None,
+        attempt: Annotated[
+            int | None, typer.Option(min=1, help="That run's output (1: the first), not the latest's.")
+        ] = None,
     ) -> None:
-        """Print a job's output (one pod, latest run); with -f, follow it (a resumed job's new attempt
-        is announced and followed too); with --tail N, only its last N lines."""
-        with user_errors(), _client() as client:
+        """Print a job's output (one pod, latest run or --attempt N); with -f, follow it (a resumed job's
+        new attempt is announced and followed too); with --tail N, only its last N lines."""
+        with user_errors(), connect() as client:
+            if follow and attempt is not None:
+                raise CorralError("--attempt shows one past run; --follow follows the latest: choose one")
             if not follow:
-                part = client.log_range(job_id, pod, tail=tail)
+                part = client.log_range(job_id, pod, tail=tail, attempt=attempt)
                 if part.truncated_before and part.start == part.truncated_before:
                     print(f"--- output before byte {part.truncated_before} was dropped ---", file=sys.stderr)
                 print(part.text, end="" if part.text.endswith("\n") else "\n")
@@ -274,11 +315,30 @@ def register(
     def run(
         command: Annotated[list[str], typer.Argument(help="The command, after --.")],
         gpus: Annotated[str | None, typer.Option(help="2, 0.5, A100:2 ...")] = None,
-        cpu: Annotated[float, typer.Option(help="CPU cores per pod.")] = 1.0,
+        cpu: Annotated[float, typer.Option(min=0, max=MAX_CPU, help="CPU cores per pod.")] = 1.0,
         memory: Annotated[str, typer.Option(help="Memory per pod, e.g. 16GiB.")] = "4GiB",
         pods: Annotated[int, typer.Option(help="Pods started together.")] = 1,
         queue: Annotated[str, typer.Option(help="Queue.")] = "default",
-        name: Annotated[str, typer.Option(help="Job name.")] = "run",
+        name: Annotated[
+            str | None, typer.Option(help="Job name (default: from the command's first word).")
+        ] = None,
+        env: Annotated[
+            list[str] | None, typer.Option(help="KEY=VALUE in the pods' environment. Repeatable.")
+        ] = None,
+        priority: Annotated[int, typer.Option(help="Higher goes first within its queue.")] = 0,
+        time_limit: Annotated[
+            str | None, typer.Option(help="Stopped after running this long, e.g. 90m (default 24h).")
+        ] = None,
+        workdir: Annotated[
+            Path | None,
+            typer.Option(
+                help="A folder here to upload: each pod starts in a fresh copy of it (.gitignore "
+                "and .corralignore matches left out)."
+            ),
+        ] = None,
+        setup: Annotated[
+            str | None, typer.Option(help="Shell commands run in the pod's folder before the command.")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
         wait: Annotated[
             bool, typer.Option(help="Wait until it ends, showing where it is; exit 1 if it fails.")
@@ -291,8 +351,23 @@ def register(
             resources["gpus"] = gpus
         # One argument is a shell command line ('python a.py && python b.py'); several are an argv.
         line: str | list[str] = command[0] if len(command) == 1 else command
-        body = {"name": name, "queue": queue, "command": line, "pods": pods, "resources": resources}
-        with user_errors(), _client() as client:
+        body: dict[str, object] = {
+            "name": name or job_name(command),
+            "queue": queue,
+            "command": line,
+            "pods": pods,
+            "resources": resources,
+            "priority": priority,
+        }
+        if time_limit is not None:
+            body["time_limit"] = time_limit
+        if setup is not None:
+            body["setup"] = setup
+        with user_errors():
+            body["env"] = _environment(env or [])
+        with user_errors(), connect() as client:
+            if workdir is not None:
+                body["code"] = _upload(client, workdir)
             job = client.submit(body)
             if wait:
                 job = wait_for_end(client, job, console, quiet=as_json)
@@ -306,7 +381,7 @@ def register(
     def remove_node(name: Annotated[str, typer.Argument(help="Node name.")]) -> None:
         """Forget a node's registration (admins); its running work is requeued. Revoke its agent's
         tokens first, or the agent registers it again."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             client.remove_node(name)
         console.print(f"node {name} removed")
 
@@ -317,7 +392,7 @@ def register(
         """The nodes this control plane schedules onto, and when each was last heard from."""
         if context.invoked_subcommand is not None:
             return
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             states = client.nodes()
         if as_json:
             console.print_json(json.dumps([state.model_dump() for state in states]))
@@ -344,22 +419,42 @@ def register(
         once: Annotated[bool, typer.Option(help="Print one view and exit.")] = False,
     ) -> None:
         """A live view of GPUs per node, queues and the newest jobs (Ctrl-C to leave)."""
-        with user_errors(), _client() as client, contextlib.suppress(KeyboardInterrupt):
+        with user_errors(), connect() as client, contextlib.suppress(KeyboardInterrupt):
             live_view(client, console, interval, once)
 
     @app.command()
-    def why(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    def why(
+        job_id: Annotated[str, typer.Argument(help="Job id.")],
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON (with the forecast start and burst cost).")
+        ] = False,
+    ) -> None:
         """Why a job waits (or failed): the scheduler's explanation."""
-        with user_errors(), _client() as client:
+        with user_errors(), connect() as client:
             answer = client.why(job_id)
-        console.print(f"{answer.id} is {answer.status}" + (f": {answer.reason}" if answer.reason else ""))
+        if as_json:
+            console.print_json(json.dumps(answer.model_dump()))
+            return
+        console.print(
+            f"{answer.id} is {answer.status}" + (f": {escape(answer.reason)}" if answer.reason else "")
+        )
 
     @app.command()
-    def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
-        """Cancel a pending or running job."""
-        with user_errors(), _client() as client:
-            job = client.cancel(job_id)
-        console.print(f"{job.id} {job.status}")
+    def cancel(job_ids: Annotated[list[str], typer.Argument(help="Job ids.", metavar="ID...")]) -> None:
+        """Cancel pending or running jobs; each that cannot be (unknown, already ended) is named, and the
+        exit status is 2 if any could not."""
+        failed = False
+        with user_errors(), connect() as client:
+            for job_id in job_ids:
+                try:
+                    job = client.cancel(job_id)
+                except APIError as error:
+                    print_error(errors, error.detail)
+                    failed = True
+                    continue
+                console.print(f"{job.id} {job.status}")
+        if failed:
+            raise typer.Exit(2)
 
 
 def _serve(
@@ -377,6 +472,7 @@ def _serve(
     log_cap: int = DEFAULT_LOG_CAP,
     pod_user: str = DEFAULT_POD_USER,
 ) -> None:
+    from corral.backends.pod_users import can_switch_users
     from corral.server.serve import ServerSettings, serve
     from corral.store.database import database_url
 
@@ -384,6 +480,16 @@ def _serve(
     with user_errors():
         private_umask()  # the database, its journal and the metrics files: the server's alone
         secure_data_dir(folder)
+        closed = closed_parents(folder)
+        if local and closed and can_switch_users():
+            console.print(
+                escape(
+                    f"WARNING: pods run as another user, who cannot pass through {closed[0]} (no o+x), "
+                    f"so their files under {folder} are out of their reach by absolute path "
+                    f"(python3 train.py fails): choose a --data-dir elsewhere (/var/lib/corral, /srv) "
+                    f"or chmod o+x {closed[0]}"
+                )
+            )
         chosen = ServerSettings(
             clusters=list(inventory.clusters),
             queues=list(inventory.queues) if inventory.queues is not None else None,
@@ -408,18 +514,66 @@ def _exit_like(job: Job, waited: bool) -> None:
         raise typer.Exit(1)
 
 
-def _client() -> AbstractContextManager:  # type: ignore[type-arg]
-    from corral.client import Client
-
-    return Client()
-
-
 def _print_jobs(console: Console, jobs: list[Job], as_json: bool, *, single: bool = False) -> None:
     if as_json:
         payload = jobs[0].model_dump() if single else [job.model_dump() for job in jobs]
         console.print_json(json.dumps(payload))
         return
-    table = Table("id", "name", "queue", "status", "reason")
+    ids = Column("id", no_wrap=True, min_width=max((len(job.id) for job in jobs), default=2))  # never cut
+    columns: list[Column | str] = [ids, "name", "queue", "status", "GPUs", "node", "age"]
+    table = Table(*columns) if single else Table(*columns, "reason")
+    now = time.time()
     for job in jobs:
-        table.add_row(job.id, job.name, job.queue, job.status, job.reason or "")
+        cells = [job.id, job.name, escape(job.queue), job.status, gpus_of(job.spec)]
+        cells += [escape(nodes_of(job.nodes)), format_age(now - job.submitted_at)]
+        if not single:
+            cells.append(escape(job.reason or ""))
+        table.add_row(*cells)
     console.print(table)
+    if single and jobs[0].reason:  # a sentence: on its own line, not folded into a narrow column
+        console.print(f"reason: {escape(jobs[0].reason)}")
+
+
+def job_name(command: list[str]) -> str:
+    """A job name from its command, as Slurm names a job after its script: the program's file name
+    (``python3 -u train.py``: ``python3``), cut to what a name allows; ``run`` if nothing is left."""
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    try:
+        words = shlex.split(line)
+    except ValueError:  # an unbalanced quote: the shell will say so; the name need not
+        words = line.split()
+    program = Path(words[0]).name.lower() if words else ""
+    name = re.sub(r"[^a-z0-9._-]+", "-", program)[:64].strip("._-")
+    return name or "run"
+
+
+def _upload(client: Client, folder: Path) -> str:
+    """Pack ``folder`` and upload it unless the server has it; its digest, for the spec's ``code``."""
+    from corral.workdirs import pack
+
+    packed = pack(folder)
+    uploaded = client.upload_code(packed)
+    state = "uploaded" if uploaded.stored else "already on the server"
+    print(
+        f"{folder.resolve()}: {packed.files} files, {len(packed.data) / 1024:.0f} KiB, {state}",
+        file=sys.stderr,
+    )
+    return packed.digest
+
+
+def _one_spec(argument: str | None, option: str | None) -> str:
+    """The spec's path (or ``-``) from ``corral submit FILE`` or ``corral submit -f FILE``."""
+    if (argument is None) == (option is None):
+        raise CorralError("name one job spec: corral submit job.yaml, -f job.yaml, or - for stdin")
+    return argument if argument is not None else option  # type: ignore[return-value]
+
+
+def _environment(pairs: list[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` options as the spec's ``env``."""
+    env = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise CorralError(f"--env {pair!r}: expected KEY=VALUE, e.g. --env WANDB_MODE=offline")
+        env[key] = value
+    return env

@@ -18,6 +18,7 @@ from rich.table import Table
 from corral.bench.fragmentation import ARRIVED_MARKS, EXPERIMENT_POLICIES
 from corral.cli.accounts import register as register_accounts
 from corral.cli.artifacts import register as register_artifacts
+from corral.cli.connection import Connection
 from corral.cli.control import register as register_control
 from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
 from corral.errors import CorralError
@@ -38,6 +39,23 @@ app.add_typer(bench_app, name="bench")
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
+connection = Connection()
+
+
+@app.callback()
+def options(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CORRAL_URL",
+            help="The server, e.g. http://127.0.0.1:8765 (the /api/v1 that `corral up` prints may stay); "
+            "default: CORRAL_URL, else http://127.0.0.1:8765.",
+        ),
+    ] = None,
+) -> None:
+    """Options every command shares."""
+    connection.url = url
+
 
 PROGRESS_THRESHOLD = 2000
 """Replays with more jobs than this show a progress bar."""
@@ -405,9 +423,9 @@ def _progress(target: Console) -> Progress:
     )
 
 
-register_control(app, console, _user_errors)
-register_accounts(app, console, _user_errors)
-register_artifacts(app, console, _user_errors)
+register_control(app, console, _user_errors, connection.client)
+register_accounts(app, console, _user_errors, connection.client)
+register_artifacts(app, console, _user_errors, connection.client)
 
 
 def main() -> None:

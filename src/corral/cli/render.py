@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from corral.core.units import MILLI_PER_GPU
 from corral.scenario.models import Summary
 from corral.scheduling import Pending
 
@@ -67,7 +71,7 @@ def rejected_table(summary: Summary) -> Table:
     table.add_column("reason", no_wrap=True)
     table.add_column("why")
     for rejected in summary.rejected_jobs:
-        table.add_row(rejected.job, format_seconds(rejected.t), rejected.reason, rejected.message)
+        table.add_row(rejected.job, format_seconds(rejected.t), rejected.reason, escape(rejected.message))
     return table
 
 
@@ -95,9 +99,35 @@ def pending_table(pending: Mapping[str, Pending], limit: int = 10) -> Table:
     table.add_column("reason")
     table.add_column("why", overflow="fold")
     for job, why in list(pending.items())[:limit]:
-        table.add_row(job, why.reason.value, why.message)
+        table.add_row(job, why.reason.value, escape(why.message))
     return table
 
 
 def print_error(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """``error: MESSAGE``, the message as it is: a pattern such as ``[a-z0-9]`` is not Rich markup."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
+def format_age(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h``, ``2d``: how long ago, as ``squeue`` and ``kubectl get`` show it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def gpus_of(spec: Mapping[str, Any]) -> str:
+    """A job's GPUs as asked: ``2``, ``A100:2``, ``0.5`` per pod, ``x4`` for a 4-pod gang; ``-``: none."""
+    request = spec.get("resources", {}).get("gpus") or {}
+    count, milli, models = request.get("count", 0), request.get("milli", MILLI_PER_GPU), request.get("models")
+    if not count:
+        return "-"
+    amount = f"{milli / MILLI_PER_GPU:g}" if milli < MILLI_PER_GPU else f"{count}"
+    shown = f"{'|'.join(models)}:{amount}" if models else amount
+    pods = spec.get("pods", 1)
+    return f"{shown} x{pods}" if pods > 1 else shown
+
+
+def nodes_of(nodes: list[str]) -> str:
+    """The nodes a job's pods run on, each once, in pod order."""
+    return ",".join(dict.fromkeys(nodes))

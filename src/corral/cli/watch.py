@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from corral.api_models import Job, JobEventOut
@@ -44,7 +45,8 @@ def _poll(client: Client, job: Job, until: tuple[str, ...], seen: Callable[[Job]
 def _line(job: Job) -> str:
     started = time.time() - (job.started_at or job.submitted_at)
     where = f"{job.status} for {started:.0f} s" + (f" (attempt {job.attempt})" if job.attempt > 1 else "")
-    return f"{job.id} {where}" + (f": {job.reason}" if job.reason and job.status == "pending" else "")
+    reason = f": {escape(job.reason)}" if job.reason and job.status == "pending" else ""
+    return f"{job.id} {where}{reason}"
 
 
 def follow_logs(client: Client, job_id: str, pod: int = 0, tail: int | None = None) -> None:
@@ -58,7 +60,7 @@ def follow_logs(client: Client, job_id: str, pod: int = 0, tail: int | None = No
 def events_table(events: list[JobEventOut], since: float) -> Table:
     table = Table("after", "event", "reason", title="events", title_justify="left")
     for event in events:
-        table.add_row(f"{event.t - since:.1f} s", event.kind, event.reason or "")
+        table.add_row(f"{event.t - since:.1f} s", event.kind, escape(event.reason or ""))
     return table
 
 
@@ -83,10 +85,10 @@ def _view(client: Client) -> Group:
         nodes.add_row(node.name, node.pool, f"{node.gpus_allocated:g}/{node.gpus}{sick}", bar, heard)
     queues = Table("queue", "pending", "running", title="queues", title_justify="left")
     for queue in client.queues():
-        queues.add_row(queue.name, str(queue.pending), str(queue.running))
+        queues.add_row(escape(queue.name), str(queue.pending), str(queue.running))
     jobs = Table("id", "name", "queue", "status", "reason", title="jobs (newest)", title_justify="left")
     for job in client.jobs(limit=15):
-        jobs.add_row(job.id, job.name, job.queue, job.status, job.reason or "")
+        jobs.add_row(job.id, job.name, escape(job.queue), job.status, escape(job.reason or ""))
     return Group(nodes, queues, jobs)
 
 

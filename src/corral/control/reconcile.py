@@ -46,6 +46,13 @@ class Inventory:
     """With agents: a node not heard from for this long is down, and its work is requeued. None: every
     node is taken as up (the local backend runs everything on this machine)."""
 
+    @property
+    def nodes_may_join(self) -> bool:
+        """The nodes are what registers, so the fleet can still grow: no cluster file (agents' machines
+        are the nodes) or a Ray cluster (its nodes are discovered). A cluster file that declares every
+        node is the whole fleet: what none of them can hold is refused."""
+        return not self.clusters or any(cluster.backend.kind == "ray" for cluster in self.clusters)
+
 
 def reconcile(
     engine: Engine,
@@ -78,7 +85,9 @@ def reconcile(
         parsed.update(workloads)
         queues = [queue.spec() for queue in read_queues(session)] or None
         registered = read_registrations(session)
-        snapshot = Snapshot(*fleet(inventory.clusters, registered), queues)
+        snapshot = Snapshot(
+            *fleet(inventory.clusters, registered), queues, nodes_may_join=inventory.nodes_may_join
+        )
         placements: dict[str, list[PlacementRow]] = {}
         for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
             placements.setdefault(row.job_id, []).append(row)

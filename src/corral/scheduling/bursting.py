@@ -52,6 +52,9 @@ class Forecast:
 
     private_start: dict[str, float] = field(default_factory=dict)
     runtime: dict[str, float] = field(default_factory=dict)
+    guessed: frozenset[str] = frozenset()
+    """Jobs whose run time is neither learned from similar jobs nor declared (``time_limit``), only
+    assumed: a start that waits on one of them is a guess, not a prediction to show."""
 
     def runtime_of(self, job: Workload) -> float:
         return self.runtime.get(job.id, job.duration)

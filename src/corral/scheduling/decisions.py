@@ -25,6 +25,7 @@ class PendingReason(StrEnum):
     PRIVATE_ONLY = "private_only"  # sensitive/non-burstable and no private cluster can hold it
     PROVISIONING = "provisioning"  # waits for new nodes of an elastic pool
     RESERVED = "reserved"  # the free room is held for a job that comes first, and this one would overrun it
+    NO_NODE_YET = "no_node_yet"  # no node holds it yet, and nodes may still join (agents, Ray)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,12 @@ class Reservation:
         """(node, GPU indices) the job's pods would use at ``until``."""
         return tuple((p.node, p.gpus) for p in self.placements)
 
-    def describe(self, now: float) -> str:
+    def describe(self, now: float, *, timed: bool = True) -> str:
+        """What the job's explanation says; ``timed`` False: the moment rests on run times nobody
+        learned (a default time limit of a day), so it is not told."""
         nodes = ", ".join(node for node, _ in self.gpus[:3]) + (" ..." if len(self.gpus) > 3 else "")
+        if not timed:
+            return f"reserved: room held on {nodes} (when it frees is unknown until run times are learned)"
         return f"reserved: expected to start in {spoken_span(self.until - now)} on {nodes}"
 
 

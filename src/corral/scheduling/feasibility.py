@@ -26,6 +26,8 @@ class Feasibility:
 
     domains: tuple[Domain, ...]
     rejection: tuple[PendingReason, str] | None = None
+    awaiting_nodes: str | None = None
+    """Why no node can hold the job yet, when nodes may still join: it waits (pending), not rejected."""
     kept_private: str | None = None
     """Why public clusters that could hold the job are not tried (it is sensitive or not burstable), for
     its explanation while it waits: otherwise it would name only the busy private clusters, and a user
@@ -95,6 +97,8 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     fitting = [d for d, c in capacity.items() if c >= workload.pods]
     if not fitting:
         most = max(capacity.values(), default=0)
+        if snapshot.nodes_may_join:
+            return Feasibility((), awaiting_nodes=_awaiting_nodes_message(workload, pod, most))
         return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod, most)))
     allowed = [d for d in fitting if private[d] or not workload.must_stay_private]
     why = "sensitive" if workload.sensitive else "not burstable"
@@ -131,9 +135,29 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     return Feasibility(tuple(within_quota), kept_private=kept_private)
 
 
+def _awaiting_nodes_message(workload: Workload, pod: PodRequest, most: int) -> str:
+    """Why the job waits for nodes to join: what no registered node (set) can hold yet."""
+    what = f"{workload.pods} pods of {_shape(pod)} at once" if most > 0 else f"a pod of {_shape(pod)}"
+    return (
+        f"no node registered yet can hold {what}; it starts when one that can joins "
+        "(an agent registers: corral agent --server URL --node NAME)"
+    )
+
+
 def _never_fits_message(workload: Workload, pod: PodRequest, most: int) -> str:
     """Why no node set can ever hold the job; ``most`` is how many of its pods the largest domain could
     ever hold at once, so a gang that is too wide is told so, not to shrink its pods."""
+    shape = _shape(pod)
+    if most > 0:
+        return (
+            f"the job needs {workload.pods} pods of {shape} at once, and the nodes of any one cluster and "
+            f"flavor can ever hold at most {most} such pods together; ask for fewer pods or add nodes"
+        )
+    return f"no node this cluster can ever have holds a pod of {shape}; ask for less per pod or add a pool that fits"
+
+
+def _shape(pod: PodRequest) -> str:
+    """``1 GPUs, model A100, 4 CPU, 16 GiB memory``: what one pod needs."""
     need = []
     if pod.gpus:
         share = f"{pod.gpu_milli} milli-GPU share" if pod.fractional else f"{pod.gpus} GPUs"
@@ -141,10 +165,4 @@ def _never_fits_message(workload: Workload, pod: PodRequest, most: int) -> str:
     if pod.models:
         need.append("model " + "|".join(sorted(pod.models)))
     need.append(f"{pod.cpu:g} CPU, {pod.memory_gib:g} GiB memory")
-    shape = ", ".join(need)
-    if most > 0:
-        return (
-            f"the job needs {workload.pods} pods of {shape} at once, and the nodes of any one cluster and "
-            f"flavor can ever hold at most {most} such pods together; ask for fewer pods or add nodes"
-        )
-    return f"no node this cluster can ever have holds a pod of {shape}; ask for less per pod or add a pool that fits"
+    return ", ".join(need)

@@ -124,6 +124,11 @@ class _Round:
             if rejection is not None:
                 self.result.rejections.append(rejection)
                 continue
+            if verdict.awaiting_nodes is not None:
+                self.result.pending[job.id] = Pending(
+                    job.id, PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes
+                )
+                continue
             key = job.queue if self.policy.fair_share else ""
             queues.setdefault(key, []).append(job)
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
@@ -274,7 +279,7 @@ class _Round:
         reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
             feasible.kept_private,
-            reservation.describe(self.now) if reservation is not None else "",
+            reservation.describe(self.now, timed=not self._guessed(job)) if reservation is not None else "",
             refused.describe() if refused is not None else "",
             verdict.note if verdict is not None else "",
             self._outlook(job),
@@ -313,12 +318,21 @@ class _Round:
         start = forecast.private_start.get(job.id) if forecast is not None else None
         if start is None:
             return ""
-        text = f"forecast: starts on private clusters in {spoken_span(start - self.now)}"
+        if start > self.now and self._guessed(job):
+            text = "forecast: start unknown until run times are learned (from similar jobs that finish)"
+        else:
+            text = f"forecast: starts on private clusters in {spoken_span(start - self.now)}"
         price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
         cost = burst_cost(job, forecast, price)
         if cost is not None:
             text += f"; bursting would cost about {cost:.2f} USD"
         return text
+
+    def _guessed(self, job: Workload) -> bool:
+        """Whether a start time told for ``job`` would rest on run times nobody learned yet
+        (``Forecast.guessed``): then it is not told. Without a forecast (the simulator), times are told."""
+        forecast = self.snapshot.forecast
+        return forecast is not None and bool(forecast.guessed - {job.id})
 
     def _wake_at(self, t: float) -> None:
         if t > self.now:

@@ -66,6 +66,8 @@ class Snapshot:
         nodes: Iterable[Node],
         queues: Sequence[QueueSpec] | None = None,
         seed: int = 0,
+        *,
+        nodes_may_join: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         """Draws for policies that settle equal scores at random: seeded, so replays repeat."""
@@ -73,6 +75,9 @@ class Snapshot:
         self.pools: dict[str, PoolSpec] = {p.name: p for c in clusters for p in c.pools}
         self.pool_cluster: dict[str, ClusterSpec] = {p.name: c for c in clusters for p in c.pools}
         self.queues: dict[str, QueueSpec] | None = {q.name: q for q in queues} if queues is not None else None
+        self.nodes_may_join = nodes_may_join
+        """The fleet is what registers (agents' machines, a Ray cluster's nodes), so a job that no node
+        can hold yet waits for one to join instead of being rejected as never fitting."""
         elastic: dict[Domain, list[PoolSpec]] = defaultdict(list)
         for cluster in clusters:
             for pool in sorted(cluster.pools, key=lambda p: (p.gpu_hour_cost, p.name)):

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.control.loop import ReconcileLoop
@@ -23,9 +24,11 @@ from corral.logs import DEFAULT_LOG_CAP, LogOpener
 from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
+from corral.server.routes import code as code_routes
 from corral.server.services import ControlPlane
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import ROLES
+from corral.store.code import CodeStore
 from corral.store.jobs import JobStore
 from corral.store.queues import QueueStore
 
@@ -46,14 +49,15 @@ def create_app(
     runs: Path | None = None,
     local_nodes: Collection[str] = (),
     log_cap: int = DEFAULT_LOG_CAP,
+    code: CodeStore | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
     ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
-    each pod's output kept and served.
+    each pod's output kept and served; ``code`` the uploaded working folders.
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
-    plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap)
+    plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap, code=code)
     prepare_store(store, inventory)
 
     @asynccontextmanager
@@ -66,14 +70,21 @@ def create_app(
             if loop is not None:
                 loop.stop()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets fastapi-offline ships, not a CDN: a lab's
+    # server is often cut off from the internet.
+    app = FastAPIOffline(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
-    for module in (jobs, artifacts, queues, nodes, costs, accounts):
+    for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
 
     problems.install(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """A browser pointed at the server lands on the API's documentation (no web UI yet)."""
+        return RedirectResponse("/docs")
 
     @app.get(f"{API}/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -34,6 +34,7 @@ from corral.logs import DEFAULT_LOG_CAP, LogOpener, pod_log_files
 from corral.paths import write_token
 from corral.scheduling import get_policy
 from corral.store.accounts import AccountStore
+from corral.store.code import CodeStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
 
@@ -85,7 +86,8 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
     loop = _loop(settings, store, inventory, backend)
     if settings.workers == 1:
-        app = create_app(store, inventory, loop, *_pod_files(backend, settings.log_cap), settings.log_cap)
+        pod_files = _pod_files(backend, settings.log_cap)
+        app = create_app(store, inventory, loop, *pod_files, settings.log_cap, code_store(settings.data_dir))
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
         return
     prepare_store(store, inventory)
@@ -110,7 +112,13 @@ def worker_app() -> FastAPI:
 
     settings = ServerSettings.model_validate_json(os.environ[SETTINGS_VARIABLE])
     store, inventory, backend = _open(settings, migrate=False)
-    return create_app(store, inventory, None, *_pod_files(backend, settings.log_cap), settings.log_cap)
+    pod_files = _pod_files(backend, settings.log_cap)
+    return create_app(store, inventory, None, *pod_files, settings.log_cap, code_store(settings.data_dir))
+
+
+def code_store(data_dir: Path) -> CodeStore:
+    """Uploaded working folders live in the data dir, beside the database: every worker sees them."""
+    return CodeStore(data_dir / "code")
 
 
 def _pod_files(
@@ -130,7 +138,11 @@ def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inv
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
     identities = PodUsers(settings.pod_user)
-    backend = LocalBackend(store, settings.data_dir, local_nodes, identities) if settings.local else None
+    backend = (
+        LocalBackend(store, settings.data_dir, local_nodes, identities, code_store(settings.data_dir))
+        if settings.local
+        else None
+    )
     return store, inventory, backend
 
 

@@ -22,6 +22,7 @@ from corral.logs import DEFAULT_LOG_CAP, LogOpener, LogSource
 from corral.scheduling import Snapshot
 from corral.spec.queue import QueueConfig
 from corral.store.accounts import AccountStore, Principal
+from corral.store.code import CodeStore
 from corral.store.jobs import JobStore
 from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
@@ -64,6 +65,8 @@ class ControlPlane:
     heartbeat them, which would make them wait for heartbeats that never come."""
     log_cap: int = DEFAULT_LOG_CAP
     """Bytes of each pod's output kept (shipped chunks) and served (files)."""
+    code: CodeStore | None = None
+    """Uploaded working folders (in the data dir); None: this server keeps none."""
     follow_seconds: float = FOLLOW_SECONDS
     accounts: AccountStore = field(init=False)
     shipped_logs: LogStore = field(init=False)
@@ -107,7 +110,8 @@ class ControlPlane:
             if self._catalog is None or now - self._catalog.read_at > CATALOG_SECONDS:
                 queues = self.queues.list()
                 specs = [queue.spec() for queue in queues] or None
-                snapshot = Snapshot(*fleet(self.inventory.clusters, self.nodes.registrations()), specs)
+                found = fleet(self.inventory.clusters, self.nodes.registrations())
+                snapshot = Snapshot(*found, specs, nodes_may_join=self.inventory.nodes_may_join)
                 self._catalog = Catalog(snapshot, {queue.name: queue for queue in queues}, now)
             return self._catalog
 

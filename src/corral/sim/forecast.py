@@ -49,9 +49,13 @@ def forecast_private_starts(
     waiting = first_in_line(waiting)
     runtimes = {job.id: estimates(job, saved.get(job.id, 0.0)) for job in waiting}
     runtimes.update({job: estimates(a.workload, a.progress(now)) for job, a in snapshot.running.items()})
+    guessed = frozenset(
+        [job.id for job in waiting if _guessed(estimates, job, saved.get(job.id, 0.0))]
+        + [job for job, a in snapshot.running.items() if _guessed(estimates, a.workload, a.progress(now))]
+    )
     private = [cluster for cluster in snapshot.clusters.values() if cluster.private]
     if not private or not waiting:
-        return Forecast({}, runtimes)
+        return Forecast({}, runtimes, guessed)
     names = {cluster.name for cluster in private}
     nodes = [_empty_copy(node) for node in snapshot.nodes.values() if node.cluster in names]
     running = [
@@ -76,7 +80,12 @@ def forecast_private_starts(
         for job in waiting
         if (record := replay.tally.jobs[job.id]).first_start is not None
     }
-    return Forecast(starts, runtimes)
+    return Forecast(starts, runtimes, guessed)
+
+
+def _guessed(estimates: RuntimeEstimates, job: Workload, elapsed: float) -> bool:
+    """Neither learned from similar jobs nor bounded by a time limit its user declared."""
+    return job.time_limit is None and estimates.learned(job, elapsed) is None
 
 
 def first_in_line(waiting: Sequence[Workload], limit: int = FORECAST_JOBS) -> Sequence[Workload]:

@@ -76,6 +76,16 @@ class RuntimeEstimates:
 
     def __call__(self, job: Workload, elapsed: float = 0.0) -> float:
         """Estimated total run time of ``job`` given it has run ``elapsed`` seconds so far."""
+        learned = self.learned(job, elapsed)
+        if learned is not None:
+            return learned
+        if job.time_limit is not None:
+            return max(job.time_limit, elapsed)
+        return max(self.default_seconds, 2 * elapsed)
+
+    def learned(self, job: Workload, elapsed: float = 0.0) -> float | None:
+        """The estimate similar finished jobs give, or None when too few are known: then ``__call__``
+        falls back to the time limit, an upper bound rather than a prediction."""
         limit = job.time_limit
         for key in _keys(job):
             if limit is not None:
@@ -88,9 +98,7 @@ class RuntimeEstimates:
                 estimate = history.median_beyond(elapsed) if history is not None else None
                 if estimate is not None:
                     return estimate
-        if limit is not None:
-            return max(limit, elapsed)
-        return max(self.default_seconds, 2 * elapsed)
+        return None
 
     def remaining(self, job: Workload, elapsed: float) -> float:
         return max(self(job, elapsed) - elapsed, 0.0)

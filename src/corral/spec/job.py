@@ -42,7 +42,8 @@ from corral.limits import (
 from corral.spec.validation import read_text, validate_yaml
 
 DEFAULT_TIME_LIMIT = 24 * 3600.0
-"""Seconds a job may run when its spec sets no ``time_limit``; also the scheduler's duration estimate."""
+"""Seconds a job may run when its spec sets no ``time_limit``. It is a cap, not a statement about the job:
+the scheduler then plans with learned run times (``Workload.time_limit`` is None), never with a day."""
 DEFAULT_STOP_GRACE = 30.0
 """Seconds a stopped pod gets between SIGTERM and SIGKILL when its spec sets no ``stop_grace_period``."""
 
@@ -58,6 +59,8 @@ program's arguments and environment, so a spec that validates can always be star
 MAX_PATH_BYTES = 4096
 """Longest workdir or checkpoint dir (the kernel's PATH_MAX)."""
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CODE_DIGEST = r"^sha256:[0-9a-f]{64}$"
+"""How a job names its uploaded code: the archive's sha256 (``corral.workdirs``)."""
 """What a shell accepts as a variable name; anything else cannot be exported to the pod."""
 
 _BYTES = {
@@ -225,7 +228,24 @@ class JobSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", description="Lowercase name.")
     queue: str = Field(default="default", min_length=1, max_length=NAME_MAX)
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
-    workdir: str | None = None
+    workdir: str | None = Field(
+        default=None,
+        description="Where pods start. In a spec file or `corral run --workdir`, a folder on the submitting "
+        "machine (relative: to the spec file): it is uploaded and becomes `code`. An absolute path sent "
+        "to the API is a folder on the node that runs the pod.",
+    )
+    code: str | None = Field(
+        default=None,
+        pattern=CODE_DIGEST,
+        description="An uploaded working folder (PUT /code/{digest}, by the tenant that submits): every pod "
+        "starts in a fresh copy of it. The CLI sets it from a local workdir.",
+    )
+    setup: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Shell commands run in the pod's folder before `command` (e.g. pip install -r "
+        "requirements.txt); the pod fails if they do.",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     pods: int = Field(default=1, ge=1, le=MAX_PODS, description="Identical pods started together (a gang).")
     resources: Resources = Field(default_factory=Resources)
@@ -235,7 +255,9 @@ class JobSpec(BaseModel):
     deadline: datetime | None = Field(default=None, description="Should finish by then (soft), ISO 8601.")
     checkpoint: Checkpoint | None = None
     retries: int = Field(default=0, ge=0, le=100, description="Runs again after a failure, up to this often.")
-    time_limit: Seconds = Field(default=DEFAULT_TIME_LIMIT, description="Stopped after running this long.")
+    time_limit: Seconds | None = Field(
+        default=None, description="Stopped after running this long (default 24h); forecasts scale it."
+    )
     stop_grace_period: Annotated[float, BeforeValidator(parse_seconds), Field(le=3600)] = Field(
         default=DEFAULT_STOP_GRACE,
         description="A stopped pod gets SIGTERM, then SIGKILL this long after (at most 1h).",
@@ -262,6 +284,21 @@ class JobSpec(BaseModel):
     @classmethod
     def _workdir_is_a_path(cls, value: str | None) -> str | None:
         return None if value is None else _path(value, "workdir")
+
+    @model_validator(mode="after")
+    def _code_is_the_workdir(self) -> JobSpec:
+        """Uploaded code is where pods start, so a second working folder would contradict it; setup and
+        command run as one shell line, which the kernel bounds."""
+        if self.code is not None and self.workdir is not None:
+            raise ValueError("code is the pods' working folder: leave workdir out (or code, to use workdir)")
+        if self.setup is not None:
+            if "\0" in self.setup:
+                raise ValueError("setup contains a NUL byte, which no shell can be given")
+            command = self.command if isinstance(self.command, str) else shlex.join(self.command)
+            total = len(self.setup.encode()) + len(command.encode())
+            if total > MAX_COMMAND_BYTES:
+                raise ValueError(f"setup and command are {total} bytes together; at most {MAX_COMMAND_BYTES}")
+        return self
 
     @field_validator("queue")
     @classmethod
@@ -305,7 +342,7 @@ class JobSpec(BaseModel):
             id=job_id,
             queue=self.queue,
             submit=submit,
-            duration=self.time_limit,
+            duration=self.time_limit or DEFAULT_TIME_LIMIT,
             pods=self.pods,
             gpus_per_pod=gpus.count,
             gpu_milli=gpus.milli if gpus.count else 0,

@@ -87,9 +87,11 @@ class JobRecord:
     attempt: int
     forecast_start: float | None = None
     burst_cost_usd: float | None = None
+    nodes: tuple[str, ...] = ()
+    """The nodes its pods are placed on (while it runs), in pod order; filled by ``get`` and ``list``."""
 
     @classmethod
-    def of(cls, row: JobRow) -> JobRecord:
+    def of(cls, row: JobRow, nodes: tuple[str, ...] = ()) -> JobRecord:
         return cls(
             id=row.id,
             name=row.name,
@@ -104,6 +106,7 @@ class JobRecord:
             attempt=row.attempt,
             forecast_start=row.forecast_start,
             burst_cost_usd=row.burst_cost_usd,
+            nodes=nodes,
         )
 
 
@@ -173,7 +176,7 @@ class JobStore:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
-            return JobRecord.of(row)
+            return JobRecord.of(row, _placed_on(session, [job_id]).get(job_id, ()))
 
     def list(
         self,
@@ -192,7 +195,9 @@ class JobStore:
         if tenant is not None:
             query = query.where(JobRow.tenant == tenant)
         with Session(self.engine) as session:
-            return [JobRecord.of(row) for row in session.scalars(query)]
+            rows = list(session.scalars(query))
+            nodes = _placed_on(session, [row.id for row in rows])
+            return [JobRecord.of(row, nodes.get(row.id, ())) for row in rows]
 
     def cancel(self, job_id: str, reason: str = "cancelled by user") -> JobRecord:
         now = self.clock()
@@ -354,3 +359,12 @@ def read_allocated_gpus(session: Session) -> dict[str, float]:
     ):
         held[node] = held.get(node, 0.0) + len(gpus) * milli / 1000
     return held
+
+
+def _placed_on(session: Session, job_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """Per job, the nodes of its placed pods in pod order (one query for a whole listing)."""
+    placed: dict[str, list[str]] = {}
+    query = select(PlacementRow.job_id, PlacementRow.node).where(PlacementRow.job_id.in_(job_ids))
+    for job_id, node in session.execute(query.order_by(PlacementRow.job_id, PlacementRow.pod)):
+        placed.setdefault(job_id, []).append(node)
+    return {job_id: tuple(nodes) for job_id, nodes in placed.items()}

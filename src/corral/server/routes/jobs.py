@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from corral.api_models import Job, JobEventOut, Why
-from corral.limits import IDEMPOTENCY_KEY_MAX, MAX_LOG_OFFSET, MAX_PODS, MAX_TAIL_LINES
+from corral.api_models import Job, JobEventOut, JobStatus, Why
+from corral.limits import IDEMPOTENCY_KEY_MAX, INT32_MAX, MAX_LOG_OFFSET, MAX_PODS, MAX_TAIL_LINES
 from corral.logs import span, stream
 from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
@@ -50,6 +50,14 @@ def submit(
         )
     if not principal.is_admin and not queue.admits(principal.tenant):
         refuse(request, 403, f"tenant {principal.tenant} may not submit to queue {queue.name}", principal)
+    if spec.code is not None and (plane.code is None or not plane.code.has(principal.tenant, spec.code)):
+        refuse(
+            request,
+            422,
+            f"code: tenant {principal.tenant} has not uploaded {spec.code} (PUT /api/v1/code/{{digest}}; "
+            "the CLI uploads a spec's local workdir by itself)",
+            principal,
+        )
     workload = spec.to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
@@ -66,7 +74,7 @@ def submit(
 def list_jobs(
     plane: Plane,
     principal: Reader,
-    status: str | None = None,
+    status: JobStatus | None = None,
     queue: str | None = None,
     tenant: Annotated[str | None, Query(description="Admins only; others always see their own.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
@@ -137,18 +145,23 @@ def logs(
         Query(ge=0, le=MAX_TAIL_LINES, description="Only the last this many lines (instead of `offset`)."),
     ] = None,
     follow: Annotated[bool, Query(description="Keep sending new output until the job ends.")] = False,
+    attempt: Annotated[
+        int | None,
+        Query(ge=1, le=INT32_MAX, description="This run's output (1: the first) instead of the latest's."),
+    ] = None,
 ) -> Response:
-    """A pod's output (stdout and stderr) from its latest run: from byte ``offset`` (or its last ``tail``
-    lines), at most ``limit`` bytes; the headers say which bytes were sent and where to resume. Only the
-    last ``log_cap`` bytes (default 100 MiB) of a pod's output are kept. With ``follow``, new output is
-    streamed as it is written, a resumed job's new attempt announced, until the job ends."""
+    """A pod's output (stdout and stderr) from its latest run (or ``attempt``): from byte ``offset`` (or
+    its last ``tail`` lines), at most ``limit`` bytes; the headers say which bytes were sent and where to
+    resume. Only the last ``log_cap`` bytes (default 100 MiB) of a pod's output are kept. With ``follow``,
+    new output is streamed as it is written, a resumed job's new attempt announced, until the job ends."""
     record = visible_job(request, plane, principal, job_id)
     if follow:
         chunks = follow_log(plane, job_id, pod, record, offset, tail)
         return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
-    source = plane.open_log(job_id, pod)
+    source = plane.open_log(job_id, pod, attempt)
     if source is None:
-        refuse(request, 404, f"no output for pod {pod} of {job_id} (not started here)", principal)
+        which = f" in attempt {attempt}" if attempt is not None else ""
+        refuse(request, 404, f"no output for pod {pod} of {job_id}{which} (not started here)", principal)
     part = span(source, offset, limit, tail)
     headers = {
         "X-Log-Start": str(part.start),

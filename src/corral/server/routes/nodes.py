@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 
 from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit, Problem
 from corral.backends.local import desired_pods
@@ -15,6 +16,7 @@ from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
 from corral.control.reconcile import heartbeat_timeout
 from corral.core.nodes import Node
+from corral.limits import INT32_MAX
 from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, audit, caller, refuse, speak_for
 from corral.server.params import JobId, NodeName, PodIndex
 from corral.server.routes.jobs import as_job
@@ -141,6 +143,31 @@ def ship_logs(
     may (403), and only while the job runs that attempt (409)."""
     _reporter(request, plane, principal, job_id, chunk.attempt, pod)
     return LogLength(length=plane.shipped_logs.append(job_id, chunk.attempt, pod, chunk.offset, chunk.text))
+
+
+@router.get(
+    "/jobs/{job_id}/pods/{pod}/code",
+    response_class=FileResponse,
+    tags=["jobs", "code"],
+    responses={200: {"content": {"application/gzip": {}}, "description": "The job's uploaded code."}} | STALE,
+)
+def pod_code(
+    request: Request,
+    job_id: JobId,
+    pod: PodIndex,
+    plane: Plane,
+    principal: Agent,
+    attempt: Annotated[int, Query(ge=1, le=INT32_MAX, description="The attempt the pod runs.")],
+) -> FileResponse:
+    """The job's uploaded working folder (its spec's ``code``), for the agent of the node the pod runs
+    on, which unpacks it into the pod's folder (403 for other agents, 409 for an attempt that is over)."""
+    _reporter(request, plane, principal, job_id, attempt, pod)
+    record = plane.jobs.get(job_id)
+    digest = record.spec.get("code")
+    path = plane.code.path(record.tenant, digest) if plane.code is not None and digest else None
+    if path is None or not path.is_file():
+        refuse(request, 404, f"job {job_id} has no uploaded code on this server", principal)
+    return FileResponse(path, media_type="application/gzip")
 
 
 def _reporter(

@@ -1,0 +1,19 @@
+"""Which server the CLI talks to: the global ``--url`` option, else ``CORRAL_URL``, else the default
+(``corral up``'s), with the token from ``CORRAL_TOKEN`` or the default data directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.client import Client
+
+
+@dataclass
+class Connection:
+    """The server of this invocation: the global options set ``url`` before any command runs, and every
+    command that calls the server asks ``client`` for one."""
+
+    url: str | None = None
+
+    def client(self) -> Client:
+        return Client(self.url)
