@@ -1,0 +1,184 @@
+"""A real Kubernetes API server for the tests, and a stand-in for the kubelets of its Nodes.
+
+No kubelet runs here: ``Kubelet`` creates Nodes as GPU Feature Discovery labels them, renews their
+Leases (until told to stop, as a machine that died would), and moves corral's Pods through their phases
+by patching their status, as a kubelet would report them. corral itself only ever uses the token bound
+to the roles of ``deploy/kubernetes/rbac.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from corral.backends.kube.local_apiserver import LocalApiServer
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = REPO.parent / "shared" / "k8s" / "kube-apiserver.xz"
+RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"
+LEASES = "kube-node-lease"
+BEAT_SECONDS = 0.5
+
+
+def grant_corral_roles(server: LocalApiServer, user: str) -> None:
+    """Apply deploy/kubernetes/rbac.yaml as shipped, its bindings naming ``user`` (a static token's
+    user) instead of the ServiceAccount, so the tests run corral with exactly those rights."""
+    api = config.new_client_from_config(str(server.kubeconfig("admin")))
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    for document in yaml.safe_load_all(RBAC.read_text()):
+        kind = document["kind"]
+        if document.get("subjects"):
+            document["subjects"] = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
+        namespace = document["metadata"].get("namespace")
+        if kind == "Namespace":
+            core.create_namespace(document)
+        elif kind == "ServiceAccount":
+            core.create_namespaced_service_account(namespace, document)
+        elif kind == "ClusterRole":
+            rbac.create_cluster_role(document)
+        elif kind == "ClusterRoleBinding":
+            rbac.create_cluster_role_binding(document)
+        elif kind == "Role":
+            rbac.create_namespaced_role(namespace, document)
+        elif kind == "RoleBinding":
+            rbac.create_namespaced_role_binding(namespace, document)
+        else:
+            raise AssertionError(f"rbac.yaml holds a {kind}, which this test does not apply")
+
+
+class Kubelet:
+    """The kubelets of one test's Nodes (all labelled ``corral-test=<id>``), through the admin token."""
+
+    def __init__(self, server: LocalApiServer) -> None:
+        api = config.new_client_from_config(str(server.kubeconfig("admin")))
+        self.core = client.CoreV1Api(api)
+        self.leases = client.CoordinationV1Api(api)
+        self.test = uuid.uuid4().hex[:8]
+        self.selector = f"corral-test={self.test}"
+        self._alive: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def node(
+        self,
+        suffix: str,
+        gpus: int = 2,
+        product: str = "NVIDIA-A100-SXM4-80GB",
+        annotations: dict[str, str] | None = None,
+    ) -> str:
+        """Create a Ready Node with ``gpus`` GPUs and GFD's labels; its Lease is renewed from now on."""
+        name = f"{self.test}-{suffix}"
+        resources = {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": str(gpus), "pods": "110"}
+        labels = {
+            "corral-test": self.test,
+            "nvidia.com/gpu.product": product,
+            "nvidia.com/gpu.memory": "81920",
+            "nvidia.com/gpu.count": str(gpus),
+        }
+        self.core.create_node(
+            {"metadata": {"name": name, "labels": labels, "annotations": annotations or {}}}
+        )
+        now = _now()
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+        self.core.patch_node_status(
+            name, {"status": {"capacity": resources, "allocatable": resources, "conditions": [ready]}}
+        )
+        self.leases.create_namespaced_lease(
+            LEASES,
+            {
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro()},
+            },
+        )
+        with self._lock:
+            self._alive.add(name)
+        return name
+
+    def die(self, name: str) -> None:
+        """The machine stops: its Lease is no longer renewed, as with a kubelet that is gone."""
+        with self._lock:
+            self._alive.discard(name)
+
+    def pods(self, job_id: str) -> list[Any]:
+        """corral's Pods of a job, by pod index."""
+        found = self.core.list_namespaced_pod("corral", label_selector=f"corral.dev/job={job_id}").items
+        return sorted(found, key=lambda p: int(p.metadata.labels["corral.dev/pod"]))
+
+    def run(self, pod: Any) -> None:
+        self._status(pod, "Running", {"running": {"startedAt": _now()}})
+
+    def exit(self, pod: Any, code: int) -> None:
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "finishedAt": _now()}
+        self._status(pod, "Succeeded" if code == 0 else "Failed", {"terminated": terminated})
+
+    def wait_image(self, pod: Any, reason: str, message: str) -> None:
+        self._status(pod, "Pending", {"waiting": {"reason": reason, "message": message}})
+
+    def finish_deletion(self, pod: Any) -> None:
+        """What a kubelet does once a deleted Pod's containers stopped: remove it for good."""
+        self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+
+    def _status(self, pod: Any, phase: str, state: dict[str, Any]) -> None:
+        container = {
+            "name": "main",
+            "image": pod.spec.containers[0].image,
+            "imageID": "",
+            "ready": phase == "Running",
+            "restartCount": 0,
+            "state": state,
+        }
+        self.core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            {"status": {"phase": phase, "containerStatuses": [container]}},
+        )
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(BEAT_SECONDS):
+            with self._lock:
+                alive = sorted(self._alive)
+            for name in alive:
+                try:
+                    self.leases.patch_namespaced_lease(name, LEASES, {"spec": {"renewTime": _micro()}})
+                except client.ApiException:
+                    pass  # the server is stopping
+
+
+@contextmanager
+def kubelet(server: LocalApiServer) -> Iterator[Kubelet]:
+    stand_in = Kubelet(server)
+    stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
