@@ -9,6 +9,8 @@ to the roles of ``deploy/kubernetes/rbac.yaml``.
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -54,10 +56,47 @@ def grant_corral_roles(server: LocalApiServer, user: str) -> None:
             raise AssertionError(f"rbac.yaml holds a {kind}, which this test does not apply")
 
 
+class LogEndpoint:
+    """The kubelets' HTTPS endpoint the API server fetches ``pods/log`` from (it does not check the
+    kubelet's certificate unless told a CA): serves each Pod's output as the test wrote it."""
+
+    def __init__(self, server: LocalApiServer) -> None:
+        self.logs: dict[str, str] = {}
+        logs = self.logs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # /containerLogs/<namespace>/<pod>/<container>
+                parts = self.path.split("?")[0].strip("/").split("/")
+                text = logs.get(parts[2]) if len(parts) == 4 and parts[0] == "containerLogs" else None
+                body = (text or "").encode()
+                self.send_response(200 if text is not None else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(server.certificate, server.folder / "certs" / "apiserver.key")
+        self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+        self.port = self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
 class Kubelet:
     """The kubelets of one test's Nodes (all labelled ``corral-test=<id>``), through the admin token."""
 
     def __init__(self, server: LocalApiServer) -> None:
+        self.endpoint = LogEndpoint(server)
         api = config.new_client_from_config(str(server.kubeconfig("admin")))
         self.core = client.CoreV1Api(api)
         self.leases = client.CoordinationV1Api(api)
@@ -69,11 +108,13 @@ class Kubelet:
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def start(self) -> None:
+        self.endpoint.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=10)
+        self.endpoint.stop()
 
     def node(
         self,
@@ -102,9 +143,14 @@ class Kubelet:
             "lastHeartbeatTime": now,
             "lastTransitionTime": now,
         }
-        self.core.patch_node_status(
-            name, {"status": {"capacity": resources, "allocatable": resources, "conditions": [ready]}}
-        )
+        status = {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [ready],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.endpoint.port}},
+        }
+        self.core.patch_node_status(name, {"status": status})
         self.leases.create_namespaced_lease(
             LEASES,
             {
@@ -125,6 +171,10 @@ class Kubelet:
         """corral's Pods of a job, by pod index."""
         found = self.core.list_namespaced_pod("corral", label_selector=f"corral.dev/job={job_id}").items
         return sorted(found, key=lambda p: int(p.metadata.labels["corral.dev/pod"]))
+
+    def write(self, pod: Any, text: str) -> None:
+        """The Pod's whole output so far, as its container wrote it."""
+        self.endpoint.logs[pod.metadata.name] = text
 
     def run(self, pod: Any) -> None:
         self._status(pod, "Running", {"running": {"startedAt": _now()}})

@@ -9,6 +9,7 @@ the token bound to the roles of deploy/kubernetes/rbac.yaml. The tests play the 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from corral.backends.kube.backend import KubernetesBackend  # noqa: E402
+from corral.backends.kube.informer import Informer  # noqa: E402
 from corral.backends.kube.local_apiserver import (  # noqa: E402
     ApiServerUnavailable,
     LocalApiServer,
@@ -49,7 +51,7 @@ def apiserver() -> Iterator[LocalApiServer]:
         apiserver_binary(ARCHIVE), etcd_binary()
     except ApiServerUnavailable as error:
         pytest.skip(str(error))
-    with local_apiserver(ARCHIVE, users=("corral",)) as server:
+    with local_apiserver(ARCHIVE, users=("corral",), watch_cache=False) as server:
         grant_corral_roles(server, "corral")
         yield server
 
@@ -164,6 +166,23 @@ def test_a_gang_lands_on_the_two_nodes_corral_chose(lab: Lab) -> None:
     for pod in pods:
         stand_in.exit(pod, 0)
     _rounds(lab, lambda: store.get(job).status == "finished")
+
+
+def test_a_pod_s_output_reaches_corral_through_the_api(lab: Lab) -> None:
+    """Whole lines while it runs, everything once it ended: read from pods/log, which the API server
+    fetches from the node's kubelet."""
+    store, _, backend, stand_in = lab
+    _nodes(lab, "a")
+    job = _submit(store, resources={"gpus": 1})
+    _rounds(lab, lambda: len(stand_in.pods(job)) == 1)
+    [pod] = stand_in.pods(job)
+    stand_in.write(pod, "step 1\nstep")
+    stand_in.run(pod)
+    _rounds(lab, lambda: backend.read_log(job, 0) == "step 1\n")
+    stand_in.write(pod, "step 1\nstep 2\ndone")
+    stand_in.exit(pod, 0)
+    _rounds(lab, lambda: store.get(job).status == "finished")
+    assert backend.read_log(job, 0) == "step 1\nstep 2\ndone"
 
 
 def test_a_failed_pod_fails_its_job_with_its_exit_code(lab: Lab) -> None:
@@ -353,3 +372,30 @@ def _none() -> object:
         gpus: list[object] = []
 
     return Empty()
+
+
+def test_a_watch_whose_version_was_compacted_lists_again(lab: Lab, apiserver: LocalApiServer) -> None:
+    """A watch that saw nothing for a while resumes from an old resourceVersion; once etcd compacted
+    its history the API answers 410 Gone: the informer lists again and follows from there on."""
+    _, _, _, stand_in = lab
+    api = config.new_client_from_config(str(apiserver.kubeconfig("corral")))
+    nodes = Informer(client.CoreV1Api(api).list_node, label_selector=stand_in.selector)
+    nodes.start()
+    try:
+        for suffix in ("x", "y"):  # history moves on, past the revision after the informer's
+            stand_in.core.create_namespace({"metadata": {"name": f"other-{stand_in.test}-{suffix}"}})
+        revision = stand_in.core.list_namespace().metadata.resource_version
+        etcdctl = str(etcd_binary().with_name("etcdctl"))
+        subprocess.run(
+            [etcdctl, f"--endpoints={apiserver.etcd}", "compact", revision], check=True, capture_output=True
+        )
+        deadline = time.monotonic() + 30
+        while nodes.relists == 0:  # at the latest when its watch request ends and is renewed
+            assert time.monotonic() < deadline, "the informer never listed again"
+            time.sleep(0.1)
+        name = stand_in.node("a")
+        while [n.metadata.name for n in nodes.items()] != [name]:
+            assert time.monotonic() < deadline, "the informer lost track after listing again"
+            time.sleep(0.1)
+    finally:
+        nodes.stop()

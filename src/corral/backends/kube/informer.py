@@ -1,9 +1,10 @@
 """A cache of one kind of Kubernetes object, kept current by a watch (what client-go calls an informer).
 
 ``start`` lists the objects (so the cache is complete when it returns), then a thread watches from the
-list's ``resourceVersion``: each event updates the cache and calls ``on_change``. When the server has
-compacted past that version (410 Gone, as an ERROR event or an exception) the thread lists again; other
-errors (the server restarting) are retried after a pause. Reads take a copy under a lock.
+list's ``resourceVersion`` (renewing the watch from the last version seen, bookmarks included): each
+event updates the cache and calls ``on_change``. When the server no longer has that version (410 Gone:
+etcd compacted it, or the watch cache moved past it) the thread lists again; other errors (the server
+restarting) are retried after a pause. Reads take a copy under a lock.
 """
 
 from __future__ import annotations
@@ -87,13 +88,7 @@ class Informer:
             if self._stopped.is_set():
                 stream.stop()
                 return
-            kind, item = event["type"], event["object"]
-            if kind == "ERROR":
-                raw = event.get("raw_object") or {}
-                if raw.get("code") == GONE:
-                    self._relist()
-                    return
-                raise ApiException(status=raw.get("code"), reason=raw.get("message"))
+            kind, item = event["type"], event["object"]  # an ERROR event is raised as ApiException
             if kind == "BOOKMARK":  # only a newer resourceVersion to resume from
                 raw = event.get("raw_object") or {}
                 with self._lock:

@@ -43,6 +43,8 @@ class LocalApiServer:
     tokens: dict[str, str]
     """User name -> bearer token; ``admin`` is in ``system:masters``."""
     folder: Path
+    etcd: str
+    """etcd's client URL (a test may compact its history, as a long-running cluster's is)."""
 
     @property
     def certificate(self) -> Path:
@@ -96,8 +98,12 @@ def etcd_binary() -> Path:
 
 
 @contextmanager
-def local_apiserver(archive: Path, users: Sequence[str] = ()) -> Iterator[LocalApiServer]:
-    """etcd and kube-apiserver on free loopback ports, RBAC on; both stopped (and their data removed) on exit."""
+def local_apiserver(
+    archive: Path, users: Sequence[str] = (), watch_cache: bool = True
+) -> Iterator[LocalApiServer]:
+    """etcd and kube-apiserver on free loopback ports, RBAC on; both stopped (and their data removed) on
+    exit. Without ``watch_cache`` watches are served by etcd itself, so compacting etcd's history makes
+    a watch from an older resourceVersion end with 410 Gone, as a busy cluster's watch cache does."""
     apiserver, etcd = apiserver_binary(archive), etcd_binary()
     folder = Path(tempfile.mkdtemp(prefix="corral-kube-"))
     tokens = {name: secrets.token_hex(16) for name in ("admin", *users)}
@@ -146,13 +152,14 @@ def local_apiserver(archive: Path, users: Sequence[str] = ()) -> Iterator[LocalA
                     "--enable-priority-and-fairness=false",
                     "--endpoint-reconciler-type=none",
                     "--profiling=false",
+                    f"--watch-cache={str(watch_cache).lower()}",
                 ],
                 folder / "apiserver.log",
             )
         )
         url = f"https://127.0.0.1:{secure}"
         _wait_ready(url, tokens["admin"], server, folder / "apiserver.log")
-        yield LocalApiServer(url=url, tokens=tokens, folder=folder)
+        yield LocalApiServer(url=url, tokens=tokens, folder=folder, etcd=f"http://127.0.0.1:{client}")
 
 
 def _signing_key(folder: Path) -> None:
