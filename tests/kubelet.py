@@ -21,10 +21,13 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
-from corral.backends.kube.local_apiserver import LocalApiServer
+from corral.backends.kube.local_apiserver import CACHE, LocalApiServer
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHIVE = REPO.parent / "shared" / "k8s" / "kube-apiserver.xz"
+SHARED_ARCHIVE = REPO.parent / "shared" / "k8s" / "kube-apiserver.xz"
+BUILT_ARCHIVE = CACHE / "kube-apiserver.xz"
+"""Where .ci/run puts the API server it built when ../shared/k8s has only build.sh."""
+ARCHIVE = SHARED_ARCHIVE if SHARED_ARCHIVE.exists() else BUILT_ARCHIVE
 RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"
 LEASES = "kube-node-lease"
 BEAT_SECONDS = 0.5

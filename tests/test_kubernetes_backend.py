@@ -23,6 +23,7 @@ pytest.importorskip(
 from kubelet import ARCHIVE, Kubelet, grant_corral_roles, kubelet  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
+from servers import admin_client, free_port, start_server, stop, wait_for  # noqa: E402
 
 from corral.backends.kube.backend import KubernetesBackend  # noqa: E402
 from corral.backends.kube.informer import Informer  # noqa: E402
@@ -399,3 +400,64 @@ def test_a_watch_whose_version_was_compacted_lists_again(lab: Lab, apiserver: Lo
             time.sleep(0.1)
     finally:
         nodes.stop()
+
+
+def test_one_control_plane_drives_a_local_and_a_kubernetes_cluster(
+    apiserver: LocalApiServer, tmp_path: Path
+) -> None:
+    """`corral server` with a cluster file naming `lab` (the local backend) and `kube` (Kubernetes): a
+    T4 job runs on this machine, an A100 job as a Pod; both logs come back through corral's API, and
+    `corral nodes` counts the GPU another scheduler's Pod holds."""
+    with kubelet(apiserver) as stand_in:
+        node = stand_in.node("a")
+        kubeconfig = apiserver.kubeconfig("corral", namespace="corral")
+        (tmp_path / "cluster.yaml").write_text(
+            "clusters:\n"
+            "  - name: lab\n"
+            "    pools:\n"
+            "      - {name: ws, flavor: t4, count: 1, node: {cpu: 4, memory_gib: 16, gpus: 2, gpu_model: T4}}\n"
+            "  - name: kube\n"
+            f"    backend: {{kind: kubernetes, kubeconfig: '{kubeconfig}', node_selector: '{stand_in.selector}'}}\n"
+        )
+        other = {
+            "metadata": {"name": f"other-{stand_in.test}"},
+            "spec": {
+                "nodeName": node,
+                "containers": [
+                    {"name": "c", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                ],
+            },
+        }
+        stand_in.core.create_namespaced_pod("default", other)
+        port = free_port()
+        server = start_server(tmp_path, port, cluster=tmp_path / "cluster.yaml", interval=0.5)
+        try:
+            with admin_client(tmp_path, port) as corral:
+                deadline = time.monotonic() + 30
+                while not any(n.name == node and n.gpus_outside for n in corral.nodes()):
+                    assert time.monotonic() < deadline, "the Kubernetes node never showed up"
+                    time.sleep(0.2)
+                here = corral.submit({"name": "here", "command": "echo on T4", "resources": {"gpus": "T4:1"}})
+                there = corral.submit(
+                    {
+                        "name": "there",
+                        "command": "echo on kube",
+                        "image": IMAGE,
+                        "resources": {"gpus": "NVIDIA-A100-SXM4-80GB:1"},
+                    }
+                )
+                while len(stand_in.pods(there.id)) != 1:
+                    assert time.monotonic() < deadline + 30, "no Pod was created"
+                    time.sleep(0.2)
+                [pod] = stand_in.pods(there.id)
+                stand_in.write(pod, "on kube\n")
+                stand_in.run(pod)
+                stand_in.exit(pod, 0)
+                for job in (here, there):
+                    wait_for(corral, job.id, "finished", timeout=60)
+                assert (corral.logs(here.id), corral.logs(there.id)) == ("on T4\n", "on kube\n")
+                [state] = [n for n in corral.nodes() if n.name == node]
+                assert (state.cluster, state.gpus, state.gpus_outside) == ("kube", 2, 1)
+        finally:
+            stop(server, kill=False)
+            stand_in.core.delete_namespaced_pod(other["metadata"]["name"], "default", grace_period_seconds=0)

@@ -23,7 +23,9 @@ them again.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +100,8 @@ class KubernetesBackend:
             except config.ConfigException:
                 api = config.new_client_from_config()
         else:
-            api = config.new_client_from_config(config_file=self.spec.kubeconfig, context=self.spec.context)
+            path = os.path.expanduser(self.spec.kubeconfig) if self.spec.kubeconfig else None
+            api = config.new_client_from_config(config_file=path, context=self.spec.context)
         core = client.CoreV1Api(api)
         leases = client.CoordinationV1Api(api)
         poke = self._poke
@@ -327,8 +330,6 @@ def _selector(labels: str | None) -> dict[str, str]:
 
 def _api_message(error: ApiException) -> str:
     """The API's own message (a Status object's ``message``), else the HTTP reason."""
-    import json
-
     try:
         return str(json.loads(error.body or "{}").get("message") or error.reason)
     except ValueError:
