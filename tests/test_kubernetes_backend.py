@@ -4,7 +4,7 @@ corral places, Kubernetes runs: a gang's Pods are bound to the nodes corral chos
 HAMi's resources and device annotation, a Node whose heartbeat stops is down and its job completes
 elsewhere as attempt 2, a cancelled job's Pods are deleted with its grace period, a restarted server
 adopts a running Pod, other schedulers' Pods hold their GPUs, and everything corral does it does with
-the token bound to the roles of deploy/kubernetes/rbac.yaml. The tests play the kubelet (tests/kubelet.py).
+the token bound to the roles of deploy/kubernetes/rbac.yaml. The tests play the kubelet (corral.backends.kube.stand_in).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytest.importorskip(
     "kubernetes", reason="the Kubernetes backend needs kubernetes (pip install 'corral[kubernetes]')"
 )
 
-from kubelet import ARCHIVE, Kubelet, grant_corral_roles, kubelet  # noqa: E402
+from kube_roles import ARCHIVE, grant_corral_roles  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from servers import admin_client, free_port, start_server, stop, wait_for  # noqa: E402
@@ -34,6 +34,7 @@ from corral.backends.kube.local_apiserver import (  # noqa: E402
     etcd_binary,
     local_apiserver,
 )
+from corral.backends.kube.stand_in import Kubelet, kubelet  # noqa: E402
 from corral.control.reconcile import Inventory, reconcile  # noqa: E402
 from corral.core.cluster import BackendSpec, ClusterSpec  # noqa: E402
 from corral.scheduling import get_policy  # noqa: E402

@@ -1,9 +1,9 @@
-"""A real Kubernetes API server for the tests, and a stand-in for the kubelets of its Nodes.
+"""A stand-in for the kubelets of a throwaway API server's Nodes (``local_apiserver``): tests, benchmarks.
 
-No kubelet runs here: ``Kubelet`` creates Nodes as GPU Feature Discovery labels them, renews their
-Leases (until told to stop, as a machine that died would), and moves corral's Pods through their phases
-by patching their status, as a kubelet would report them. corral itself only ever uses the token bound
-to the roles of ``deploy/kubernetes/rbac.yaml``.
+No kubelet runs there: ``Kubelet`` creates Nodes as GPU Feature Discovery labels them, renews their
+Leases (until told to stop, as a machine that died would), moves corral's Pods through their phases by
+patching their status, as a kubelet would report them, and serves their output on the kubelet endpoint
+the API server proxies ``pods/log`` to. It uses the server's admin token.
 """
 
 from __future__ import annotations
@@ -15,53 +15,20 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 
-from corral.backends.kube.local_apiserver import CACHE, LocalApiServer
+from corral.backends.kube.local_apiserver import LocalApiServer
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_ARCHIVE = REPO.parent / "shared" / "k8s" / "kube-apiserver.xz"
-BUILT_ARCHIVE = CACHE / "kube-apiserver.xz"
-"""Where .ci/run puts the API server it built when ../shared/k8s has only build.sh."""
-ARCHIVE = SHARED_ARCHIVE if SHARED_ARCHIVE.exists() else BUILT_ARCHIVE
-RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"
 LEASES = "kube-node-lease"
 BEAT_SECONDS = 0.5
-
-
-def grant_corral_roles(server: LocalApiServer, user: str) -> None:
-    """Apply deploy/kubernetes/rbac.yaml as shipped, its bindings naming ``user`` (a static token's
-    user) instead of the ServiceAccount, so the tests run corral with exactly those rights."""
-    api = config.new_client_from_config(str(server.kubeconfig("admin")))
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    for document in yaml.safe_load_all(RBAC.read_text()):
-        kind = document["kind"]
-        if document.get("subjects"):
-            document["subjects"] = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
-        namespace = document["metadata"].get("namespace")
-        if kind == "Namespace":
-            core.create_namespace(document)
-        elif kind == "ServiceAccount":
-            core.create_namespaced_service_account(namespace, document)
-        elif kind == "ClusterRole":
-            rbac.create_cluster_role(document)
-        elif kind == "ClusterRoleBinding":
-            rbac.create_cluster_role_binding(document)
-        elif kind == "Role":
-            rbac.create_namespaced_role(namespace, document)
-        elif kind == "RoleBinding":
-            rbac.create_namespaced_role_binding(namespace, document)
-        else:
-            raise AssertionError(f"rbac.yaml holds a {kind}, which this test does not apply")
+MANAGED = "app.kubernetes.io/managed-by=corral"
 
 
 class LogEndpoint:
     """The kubelets' HTTPS endpoint the API server fetches ``pods/log`` from (it does not check the
-    kubelet's certificate unless told a CA): serves each Pod's output as the test wrote it."""
+    kubelet's certificate unless told a CA): serves each Pod's output as its user wrote it (``Kubelet.write``)."""
 
     def __init__(self, server: LocalApiServer) -> None:
         self.logs: dict[str, str] = {}
@@ -98,7 +65,10 @@ class LogEndpoint:
 class Kubelet:
     """The kubelets of one test's Nodes (all labelled ``corral-test=<id>``), through the admin token."""
 
-    def __init__(self, server: LocalApiServer) -> None:
+    def __init__(self, server: LocalApiServer, finish_deletions: bool = False) -> None:
+        """``finish_deletions``: remove a deleted Pod on a live Node at once, as a kubelet does once the
+        containers stopped (a test that checks how a Pod was deleted leaves it Terminating)."""
+        self.finish_deletions = finish_deletions
         self.endpoint = LogEndpoint(server)
         api = config.new_client_from_config(str(server.kubeconfig("admin")))
         self.core = client.CoreV1Api(api)
@@ -170,6 +140,13 @@ class Kubelet:
         with self._lock:
             self._alive.discard(name)
 
+    def not_ready(self, name: str) -> None:
+        """The Node's Ready condition turns False, as the node lifecycle controller reports a lost node."""
+        self.die(name)
+        now = _now()
+        ready = {"type": "Ready", "status": "False", "reason": "NodeStatusUnknown", "lastHeartbeatTime": now}
+        self.core.patch_node_status(name, {"status": {"conditions": [ready | {"lastTransitionTime": now}]}})
+
     def pods(self, job_id: str) -> list[Any]:
         """corral's Pods of a job, by pod index."""
         found = self.core.list_namespaced_pod("corral", label_selector=f"corral.dev/job={job_id}").items
@@ -212,16 +189,20 @@ class Kubelet:
         while not self._stopped.wait(BEAT_SECONDS):
             with self._lock:
                 alive = sorted(self._alive)
-            for name in alive:
-                try:
+            try:
+                for name in alive:
                     self.leases.patch_namespaced_lease(name, LEASES, {"spec": {"renewTime": _micro()}})
-                except client.ApiException:
-                    pass  # the server is stopping
+                if self.finish_deletions:
+                    for pod in self.core.list_pod_for_all_namespaces(label_selector=MANAGED).items:
+                        if pod.metadata.deletion_timestamp is not None and pod.spec.node_name in alive:
+                            self.finish_deletion(pod)
+            except client.ApiException:
+                pass  # the server is stopping, or the Pod is gone already
 
 
 @contextmanager
-def kubelet(server: LocalApiServer) -> Iterator[Kubelet]:
-    stand_in = Kubelet(server)
+def kubelet(server: LocalApiServer, finish_deletions: bool = False) -> Iterator[Kubelet]:
+    stand_in = Kubelet(server, finish_deletions)
     stand_in.start()
     try:
         yield stand_in
