@@ -20,7 +20,7 @@ pytest.importorskip(
     "kubernetes", reason="the Kubernetes backend needs kubernetes (pip install 'corral[kubernetes]')"
 )
 
-from kube_roles import ARCHIVE, grant_corral_roles  # noqa: E402
+from kube_roles import ARCHIVE, RBAC, TENANT_NAMESPACES, grant_corral_roles  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from servers import admin_client, free_port, start_server, stop, wait_for  # noqa: E402
@@ -34,6 +34,7 @@ from corral.backends.kube.local_apiserver import (  # noqa: E402
     etcd_binary,
     local_apiserver,
 )
+from corral.backends.kube.nodes import OTHER_PODS  # noqa: E402
 from corral.backends.kube.stand_in import Kubelet, kubelet  # noqa: E402
 from corral.control.reconcile import Inventory, reconcile  # noqa: E402
 from corral.core.cluster import BackendSpec, ClusterSpec  # noqa: E402
@@ -53,8 +54,9 @@ def apiserver() -> Iterator[LocalApiServer]:
         apiserver_binary(ARCHIVE), etcd_binary()
     except ApiServerUnavailable as error:
         pytest.skip(str(error))
-    with local_apiserver(ARCHIVE, users=("corral",), watch_cache=False) as server:
+    with local_apiserver(ARCHIVE, users=("corral", "corral-tenants"), watch_cache=False) as server:
         grant_corral_roles(server, "corral")
+        grant_corral_roles(server, "corral-tenants", RBAC, TENANT_NAMESPACES)
         yield server
 
 
@@ -292,7 +294,7 @@ def test_a_foreign_pod_s_gpus_are_not_booked_twice(lab: Lab) -> None:
     stand_in.core.create_namespaced_pod("default", foreign)
     _rounds(lab, lambda: any(g.held_by for g in backend.nodes_store.registrations().get(node, _none()).gpus))
     held = [g.held_by for g in backend.nodes_store.registrations()[node].gpus]
-    assert held == [None, "Pods corral did not create"]
+    assert held == [None, OTHER_PODS]
     jobs = [_submit(store, resources={"gpus": 1, "cpu": 1}) for _ in range(2)]
     _rounds(lab, lambda: sorted(store.get(j).status for j in jobs) == ["pending", "running"])
     for _ in range(3):
@@ -352,6 +354,43 @@ def test_an_image_that_cannot_be_pulled_ends_the_attempt_after_the_pending_timeo
         )
     finally:
         impatient.close()
+
+
+def test_each_tenant_s_pods_go_to_its_own_namespace(apiserver: LocalApiServer, lab: Lab) -> None:
+    """With ``tenant_namespaces`` (and tenant-namespaces.yaml's rights) a tenant's Pods go to
+    corral-<tenant>, created the first time it is needed, and are followed there to the end."""
+    store, _, backend, stand_in = lab
+    _nodes(lab, "a")
+    spec = BackendSpec(
+        kind="kubernetes",
+        kubeconfig=str(apiserver.kubeconfig("corral-tenants", namespace="corral")),
+        node_selector=stand_in.selector,
+        tenant_namespaces=True,
+    )
+    cluster = ClusterSpec(name="kube", backend=spec)
+    tenants = KubernetesBackend(cluster, store)
+    backend.close()
+    lab = (store, Inventory([cluster]), tenants, stand_in)
+    try:
+        job_spec = JobSpec(name="job", command="true", image=IMAGE, resources={"gpus": 1})
+        job = store.submit(job_spec, tenant="vision").id
+        found: list[object] = []
+        selector = f"corral.dev/job={job}"
+
+        def created() -> bool:
+            found[:] = stand_in.core.list_pod_for_all_namespaces(label_selector=selector).items
+            return bool(found)
+
+        _rounds(lab, created)
+        [pod] = found
+        assert (pod.metadata.namespace, pod.metadata.labels["corral.dev/tenant"]) == (
+            "corral-vision",
+            "vision",
+        )  # type: ignore[attr-defined]
+        stand_in.exit(pod, 0)
+        _rounds(lab, lambda: store.get(job).status == "finished")
+    finally:
+        tenants.close()
 
 
 def test_corral_s_role_grants_what_it_uses_and_no_more(apiserver: LocalApiServer) -> None:

@@ -114,7 +114,8 @@ class KubernetesBackend:
             )
         informers = {
             "nodes": Informer(core.list_node, poke, **_selector(self.spec.node_selector)),
-            "leases": Informer(leases.list_namespaced_lease, poke, namespace=LEASE_NAMESPACE),
+            # A renewed Lease is no news (silence is, and is found by time): no round for it.
+            "leases": Informer(leases.list_namespaced_lease, namespace=LEASE_NAMESPACE),
             "pods": own_pods,
             "foreign": Informer(
                 core.list_pod_for_all_namespaces,

@@ -36,6 +36,7 @@ MEMORY_LABEL = "nvidia.com/gpu.memory"
 NVLINK_ANNOTATION = "corral.dev/nvlink-groups"
 UUIDS_ANNOTATION = "corral.dev/gpu-uuids"
 HAMI_REGISTER_ANNOTATION = "hami.io/node-nvidia-register"
+OTHER_PODS = "Pods corral did not place (another scheduler's, or corral's own still stopping)"
 DEFAULT_MODEL = "gpu"
 DEFAULT_GPU_MEMORY_GIB = 16.0
 TOLERATED_TAINTS = frozenset({GPU_RESOURCE})
@@ -90,11 +91,11 @@ def node_view(
 
 
 def with_held(view: NodeView, used: set[int], outside: int) -> NodeRegistration:
-    """The node's registration with ``outside`` GPUs held by foreign Pods (every free one when it is
-    closed), taken from those corral's own Pods (GPU indexes ``used``) do not hold, highest first."""
+    """The node's registration with ``outside`` GPUs held by other Pods (every free one when it is
+    closed), taken from those corral's placements (GPU indexes ``used``) do not hold, highest first."""
     gpus = view.registration.gpus
     free = [g.index for g in reversed(gpus) if g.index not in used]
-    reason = f"node closed to new work: {view.closed}" if view.closed else "Pods corral did not create"
+    reason = f"node closed to new work: {view.closed}" if view.closed else OTHER_PODS
     held = set(free if view.closed else free[:outside])
     return view.registration.model_copy(
         update={"gpus": [g.model_copy(update={"held_by": reason}) if g.index in held else g for g in gpus]}
