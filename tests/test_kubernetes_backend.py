@@ -245,6 +245,20 @@ def test_a_node_whose_heartbeat_stops_loses_its_job_which_completes_elsewhere(la
     assert store.get(lost).attempt == 2
 
 
+def test_a_deleted_node_s_job_is_requeued_and_waits_for_a_node_of_its_shape(lab: Lab) -> None:
+    """A Node deleted (scaled down) is down, not forgotten: its job waits, and runs on the next Node of
+    its shape."""
+    store, _, _, stand_in = lab
+    [node] = _nodes(lab, "a")
+    job = _submit(store, resources={"gpus": 1})
+    _rounds(lab, lambda: len(stand_in.pods(job)) == 1)
+    stand_in.core.delete_node(node)
+    _rounds(lab, lambda: "node_lost" in [e.kind for e in store.events(job)])
+    assert store.get(job).status == "pending"
+    _nodes(lab, "b")
+    _rounds(lab, lambda: [p.metadata.labels["corral.dev/attempt"] for p in stand_in.pods(job)] == ["2"])
+
+
 def test_cancelling_a_job_deletes_its_pods_with_its_grace_period(lab: Lab) -> None:
     store, _, backend, stand_in = lab
     _nodes(lab, "a", "b")

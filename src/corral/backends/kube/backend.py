@@ -160,6 +160,7 @@ class KubernetesBackend:
                 log.exception(
                     "job %s: its Pods could not be synced; trying again after the next round", job_id
                 )
+        self._forget(wanted)
 
     def read_log(self, job_id: str, pod: int) -> str | None:
         return self.logs.read(job_id, pod)
@@ -198,11 +199,20 @@ class KubernetesBackend:
                 self._registered[view.name] = registration
             else:
                 self.nodes_store.heartbeat(view.name)
-        for name in set(self._views) - set(views):
-            log.warning("kubernetes node %s was deleted; its work is requeued", name)
+        for name in set(self._views) - set(views):  # deleted (scaled down) or no longer selected
+            # Down, not forgotten: its pool stays, so work of its shape waits (an autoscaler may bring
+            # one back) instead of being refused as fitting no node the cluster can ever have.
+            log.warning("kubernetes node %s is gone; its work is requeued", name)
             self.nodes_store.mark_down(name)
             self._registered.pop(name, None)
         self._views = views
+
+    def _forget(self, wanted: set[tuple[str, int, int]]) -> None:
+        """Drop what was kept about Pods no longer placed, so a long-running server's memory stays flat."""
+        self._reported &= wanted
+        self._observed &= wanted
+        self._created &= wanted
+        self._shipped = {key: length for key, length in self._shipped.items() if key in wanted}
 
     def _remove(self, own: dict[tuple[str, int, int], Any], keep: set[tuple[str, int, int]]) -> None:
         """Delete corral's Pods that should not run: with their own grace period (the job's), or at
@@ -261,7 +271,8 @@ class KubernetesBackend:
                 self.store.finish(job_id, succeeded=False, reason=str(error))
                 return
             except ApiException as error:
-                if error.status == CONFLICT and pod.key in self._observed:
+                if error.status == CONFLICT:  # it exists already (made before a restart): adopt it
+                    self._created.add(pod.key)
                     continue
                 message = _api_message(error)
                 self.store.finish(
