@@ -199,6 +199,18 @@ def test_a_failed_pod_fails_its_job_with_its_exit_code(lab: Lab) -> None:
     assert store.get(job).reason == "pod 0 exited with code 3"
 
 
+def test_a_pod_someone_else_deleted_counts_as_killed(lab: Lab) -> None:
+    store, _, _, stand_in = lab
+    _nodes(lab, "a")
+    job = _submit(store, resources={"gpus": 1})
+    _rounds(lab, lambda: len(stand_in.pods(job)) == 1)
+    stand_in.run(stand_in.pods(job)[0])
+    _rounds(lab, lambda: True)
+    stand_in.finish_deletion(stand_in.pods(job)[0])
+    _rounds(lab, lambda: store.get(job).status == "failed")
+    assert store.get(job).reason == "pod 0 exited with code 137"
+
+
 def test_two_half_gpus_get_hami_resources_on_one_gpu(lab: Lab) -> None:
     store, _, _, stand_in = lab
     [node] = _nodes(lab, "a", gpus=1, annotations={"corral.dev/gpu-uuids": "GPU-1234"})
