@@ -271,6 +271,21 @@ def test_a_deleted_node_s_job_is_requeued_and_waits_for_a_node_of_its_shape(lab:
     _rounds(lab, lambda: [p.metadata.labels["corral.dev/attempt"] for p in stand_in.pods(job)] == ["2"])
 
 
+def test_a_cordoned_node_keeps_its_work_and_takes_no_more(lab: Lab) -> None:
+    store, _, backend, stand_in = lab
+    [node] = _nodes(lab, "a")
+    running = _submit(store, resources={"gpus": 1})
+    _rounds(lab, lambda: len(stand_in.pods(running)) == 1)
+    stand_in.core.patch_node(node, {"spec": {"unschedulable": True}})
+    _rounds(lab, lambda: backend.nodes_store.registrations()[node].gpus[1].held_by is not None)
+    waiting = _submit(store, resources={"gpus": 1})
+    for _ in range(3):
+        _rounds(lab, lambda: True)
+    assert (store.get(running).status, store.get(waiting).status) == ("running", "pending")
+    stand_in.core.patch_node(node, {"spec": {"unschedulable": False}})
+    _rounds(lab, lambda: store.get(waiting).status == "running")
+
+
 def test_cancelling_a_job_deletes_its_pods_with_its_grace_period(lab: Lab) -> None:
     store, _, backend, stand_in = lab
     _nodes(lab, "a", "b")
