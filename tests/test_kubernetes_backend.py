@@ -45,7 +45,9 @@ from corral.store.jobs import JobStore  # noqa: E402
 
 POLICY = get_policy("default")
 IMAGE = "busybox:1.36"
-NODE_TIMEOUT = 4.0
+NODE_TIMEOUT = 6.0
+"""Seconds of Lease silence before a Node is down: the stand-in renews every 0.5 s, so only a Node told
+to die goes quiet for that long, even on a loaded machine."""
 
 
 @pytest.fixture(scope="module")
