@@ -102,6 +102,8 @@ class NodeState(BaseModel):
     """Whether an agent registered this machine (otherwise it comes from the cluster file only)."""
     last_heartbeat: float | None
     """Unix seconds; None when its agent was never heard from."""
+    gpus_outside: int = 0
+    """GPUs held by what corral did not start (another scheduler's Pods) or closed to it (a cordon)."""
     heartbeat_timeout: float | None = None
     """Seconds of silence after which the node is down and its work requeued (None: never). Its agent
     stops its pods once it has not reached the server for this long."""
@@ -252,6 +254,10 @@ class TokenInfo(BaseModel):
     """Unix seconds; None: never expires."""
 
 
+HELD_BY_MAX = 256
+"""Longest description of what holds a GPU outside corral."""
+
+
 class GpuReport(BaseModel):
     """One GPU as an agent finds it (NVML) or declares it."""
 
@@ -263,6 +269,11 @@ class GpuReport(BaseModel):
     healthy: bool = Field(default=True, description="False: drained; jobs on it are requeued.")
     nvlink_group: int | None = Field(
         default=None, ge=-INT32_MAX, le=INT32_MAX, description="GPUs with one group number share NVLink."
+    )
+    held_by: str | None = Field(
+        default=None,
+        max_length=HELD_BY_MAX,
+        description="What outside corral holds it (another scheduler's Pod, a cordon): nothing is placed on it.",
     )
 
 

@@ -406,7 +406,8 @@ def register(
                 state.cluster,
                 state.pool,
                 state.flavor,
-                f"{state.gpus_allocated:g}/{state.gpus}",
+                f"{state.gpus_allocated:g}/{state.gpus}"
+                + (f" (+{state.gpus_outside} outside corral)" if state.gpus_outside else ""),
                 state.gpu_model or "",
                 ", ".join(map(str, state.unhealthy_gpus)),
                 heard,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from corral.api_models import NodeRegistration
 from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
 from corral.core.nodes import Gpu, Node, build_initial_nodes
+from corral.core.units import MILLI_PER_GPU
 from corral.errors import CorralError
 
 
@@ -92,6 +93,8 @@ def _node(name: str, registration: NodeRegistration, pool: PoolSpec, private: bo
             nvlink_group=count + g.nvlink_group if g.nvlink_group is not None else g.index,
             memory_gib=g.memory_gib,
             healthy=g.healthy,
+            used_milli=MILLI_PER_GPU if g.held_by else 0,  # held outside corral: never placed on
+            used_memory_gib=g.memory_gib if g.held_by else 0.0,
         )
         for g in registration.gpus
     ]

@@ -49,9 +49,10 @@ class Inventory:
     @property
     def nodes_may_join(self) -> bool:
         """The nodes are what registers, so the fleet can still grow: no cluster file (agents' machines
-        are the nodes) or a Ray cluster (its nodes are discovered). A cluster file that declares every
-        node is the whole fleet: what none of them can hold is refused."""
-        return not self.clusters or any(cluster.backend.kind == "ray" for cluster in self.clusters)
+        are the nodes) or a Ray or Kubernetes cluster (its nodes are discovered). A cluster file that declares
+        every node is the whole fleet: what none of them can hold is refused."""
+        discovered = ("ray", "kubernetes")
+        return not self.clusters or any(cluster.backend.kind in discovered for cluster in self.clusters)
 
 
 def reconcile(

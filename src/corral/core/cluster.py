@@ -83,19 +83,55 @@ class PoolSpec(BaseModel):
 
 
 class BackendSpec(BaseModel):
-    """What runs a cluster's pods: ``local`` (the server's own processes, or ``corral agent``s) or ``ray``
-    (a Ray cluster at ``address``, whose nodes become the cluster's nodes)."""
+    """What runs a cluster's pods: ``local`` (the server's own processes, or ``corral agent``s), ``ray``
+    (a Ray cluster at ``address``) or ``kubernetes`` (the API server a kubeconfig names); the nodes of a
+    Ray or Kubernetes cluster become the cluster's nodes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "ray", "kubernetes"] = "local"
     address: str | None = Field(default=None, description="Ray: the cluster's GCS address, host:port.")
+    kubeconfig: str | None = Field(
+        default=None,
+        description="Kubernetes: the kubeconfig file (absent: $KUBECONFIG, ~/.kube/config, in-cluster).",
+    )
+    context: str | None = Field(
+        default=None, description="Kubernetes: the kubeconfig context (absent: its current one)."
+    )
+    namespace: str = Field(
+        default="corral",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$",
+        description="Kubernetes: the namespace of corral's Pods, or the prefix of the tenants' namespaces.",
+    )
+    tenant_namespaces: bool = Field(
+        default=False,
+        description="Kubernetes: each tenant's Pods in namespace <namespace>-<tenant>, created if missing.",
+    )
+    node_selector: str | None = Field(
+        default=None, description="Kubernetes: a label selector for the Nodes corral schedules (absent: all)."
+    )
+    node_timeout: float = Field(
+        default=40.0,
+        gt=0,
+        description="Kubernetes: seconds without a Lease or Ready heartbeat before a Node is down.",
+    )
+    pending_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Kubernetes: seconds a Pod may wait on an image pull or admission error before its attempt fails.",
+    )
 
     @model_validator(mode="after")
-    def _ray_needs_an_address(self) -> BackendSpec:
+    def _each_kind_has_what_it_needs(self) -> BackendSpec:
         if self.kind == "ray" and not self.address:
             raise ValueError(
                 "a ray backend needs the Ray cluster's address, e.g. {kind: ray, address: head:6379}"
+            )
+        if self.kind != "ray" and self.address:
+            raise ValueError(f"address is a Ray backend's; a {self.kind} backend takes none")
+        if self.kind != "kubernetes" and (self.kubeconfig or self.context or self.node_selector):
+            raise ValueError(
+                f"kubeconfig, context and node_selector are a kubernetes backend's, not {self.kind}'s"
             )
         return self
 

@@ -149,8 +149,8 @@ def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inv
 def _backends(
     settings: ServerSettings, store: JobStore, local: LocalBackend | None, on_exit: Callable[[], None]
 ) -> list[Callable[[], None]]:
-    """What runs pods after each round: the local backend, and one Ray backend per Ray cluster; a pod's
-    exit calls ``on_exit``."""
+    """What runs pods after each round: the local backend, one Ray backend for the Ray cluster and one
+    Kubernetes backend per Kubernetes cluster; a pod's exit calls ``on_exit``."""
     syncs: list[Callable[[], None]] = [local.sync] if local is not None else []
     ray_clusters = [cluster for cluster in settings.clusters if cluster.backend.kind == "ray"]
     if len(ray_clusters) > 1:
@@ -160,6 +160,11 @@ def _backends(
         from corral.backends.ray import RayBackend  # needs the ray extra
 
         syncs.append(RayBackend(ray_clusters[0], store, on_exit).sync)
+    kube_clusters = [cluster for cluster in settings.clusters if cluster.backend.kind == "kubernetes"]
+    if kube_clusters:
+        from corral.backends.kube.backend import KubernetesBackend  # needs the kubernetes extra
+
+        syncs += [KubernetesBackend(cluster, store, on_exit).sync for cluster in kube_clusters]
     return syncs
 
 

@@ -44,6 +44,8 @@ from corral.spec.validation import read_text, validate_yaml
 DEFAULT_TIME_LIMIT = 24 * 3600.0
 """Seconds a job may run when its spec sets no ``time_limit``. It is a cap, not a statement about the job:
 the scheduler then plans with learned run times (``Workload.time_limit`` is None), never with a day."""
+IMAGE_MAX = 512
+"""Longest image reference accepted (registry, path, tag and digest together)."""
 DEFAULT_STOP_GRACE = 30.0
 """Seconds a stopped pod gets between SIGTERM and SIGKILL when its spec sets no ``stop_grace_period``."""
 
@@ -246,6 +248,12 @@ class JobSpec(BaseModel):
         description="Shell commands run in the pod's folder before `command` (e.g. pip install -r "
         "requirements.txt); the pod fails if they do.",
     )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=IMAGE_MAX,
+        description="Container image its pods run in; needed on Kubernetes clusters, unused elsewhere.",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     pods: int = Field(default=1, ge=1, le=MAX_PODS, description="Identical pods started together (a gang).")
     resources: Resources = Field(default_factory=Resources)
@@ -299,6 +307,15 @@ class JobSpec(BaseModel):
             if total > MAX_COMMAND_BYTES:
                 raise ValueError(f"setup and command are {total} bytes together; at most {MAX_COMMAND_BYTES}")
         return self
+
+    @field_validator("image")
+    @classmethod
+    def _image_is_one_word(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or any(c.isspace() or c == "\0" for c in value)):
+            raise ValueError(
+                f"image {value!r} has whitespace; give one reference, e.g. nvcr.io/nvidia/pytorch:24.05-py3"
+            )
+        return value
 
     @field_validator("queue")
     @classmethod

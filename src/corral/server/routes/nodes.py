@@ -223,6 +223,9 @@ def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
             gpus_allocated=held.get(node.name, 0.0),
             unhealthy_gpus=[gpu.index for gpu in node.gpus if not gpu.healthy],
             registered=node.name in registered,
+            gpus_outside=sum(1 for g in registered[node.name].gpus if g.held_by)
+            if node.name in registered
+            else 0,
             last_heartbeat=heard.get(node.name),
             heartbeat_timeout=heartbeat_timeout(plane.inventory, registered=node.name in registered),
         )
