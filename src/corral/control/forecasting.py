@@ -38,9 +38,6 @@ TIME_SHARE = 0.1
 ``t / TIME_SHARE`` (a replay of a long queue took a fifth of every 2 s, rounds then start later, and jobs
 end to end slowed down by as much)."""
 
-MAX_FORECAST_JOBS = 5000
-"""Above this many waiting jobs no forecast is made: the replay would cost more than the round."""
-
 HISTORY_JOBS = 5000
 """Finished jobs read when the server starts: the most recent ones."""
 
@@ -67,7 +64,7 @@ class Forecasting:
         now: float,
         saved: dict[str, float],
     ) -> Forecast | None:
-        if not pending or len(pending) > MAX_FORECAST_JOBS:
+        if not pending:  # however many wait, the replay looks at the first 200 (``FORECAST_JOBS``)
             return None
         known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
         fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
