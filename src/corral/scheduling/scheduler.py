@@ -196,15 +196,20 @@ class _Round:
         block each domain has now that every start and preemption of the round is made: an answer read
         later must not describe a state the round itself changed."""
         blocks: dict[Domain, str] = {}
+        shared: dict[int, dict[Domain, str]] = {}  # by the causes' identity: alike jobs share theirs
         for job_id, pending in self.result.pending.items():
-            free = {}
-            for domain, cause in pending.causes:
-                if isinstance(cause, FitFailure):
-                    block = blocks.get(domain)
-                    if block is None:
-                        block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
-                    free[domain] = block
-            self.result.pending[job_id] = replace(pending, at=self.now, free=free)
+            free = shared.get(id(pending.causes))
+            if free is None:
+                free = shared[id(pending.causes)] = {}
+                for domain, cause in pending.causes:
+                    if isinstance(cause, FitFailure):
+                        block = blocks.get(domain)
+                        if block is None:
+                            block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
+                        free[domain] = block
+            self.result.pending[job_id] = Pending(
+                job_id, pending.reason, pending.note, pending.causes, self.now, free
+            )
 
     def _job_order(self, job: Workload) -> tuple[int, float, str]:
         return (-job.priority if self.policy.priority else 0, job.submit, job.id)
@@ -226,7 +231,7 @@ class _Round:
         kind = _kind(job)
         known = self.waiting_kinds.get(kind)
         if known is not None:
-            self.result.pending[job.id] = Pending(job.id, known.reason, known.note, known.causes)
+            self.result.pending[job.id] = known  # made this job's own by _describe_final_state
             return False
         pod = job.pod
         feasible = feasibility(self.snapshot, job, pod)
