@@ -254,13 +254,20 @@ def _record(
         session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
     forecast = snapshot.forecast
     notes: dict[str, WaitingNote] = {}
+    # Messages by note and the causes' identity (the free blocks follow from the causes within a round):
+    # alike jobs the scheduler told the same share them, so a deep queue's are not spelled out each.
+    messages: dict[tuple[str, int], str] = {}
     for job_id, waiting in result.pending.items():
         job = jobs[job_id]
         start = forecast.private_start.get(job_id) if forecast is not None else None
         cost = None
         if start is not None and not job.workload.must_stay_private:
             cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
-        note = WaitingNote(waiting.message, start, cost)
+        said = (waiting.note, id(waiting.causes))
+        message = messages.get(said)
+        if message is None:
+            message = messages[said] = waiting.message
+        note = WaitingNote(message, start, cost)
         if note != WaitingNote(job.reason, job.forecast_start, job.burst_cost_usd):
             notes[job_id] = note
     if notes:
