@@ -3,7 +3,8 @@
 With one process the API, the loop and the local backend share it, and a submission wakes the loop at
 once. With ``workers > 1`` the API runs in that many uvicorn worker processes, so requests use more than
 one core, and this process runs the one reconcile loop: it sees new work by watching the store's event
-log (a cheap query every 0.2 s) instead of being woken. Workers rebuild their view of the control plane
+log (a cheap query every 0.2 s) and, on PostgreSQL, is woken at once by the notification each commit to
+the event log sends (``corral.store.notifications``). Workers rebuild their view of the control plane
 from ``ServerSettings`` passed in the environment; Prometheus metrics are shared through files in
 ``<data dir>/metrics`` (prometheus_client's multiprocess mode).
 
@@ -36,6 +37,7 @@ from corral.scheduling import get_policy
 from corral.store.accounts import AccountStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
+from corral.store.notifications import EventListener, notifies
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -90,6 +92,9 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         return
     prepare_store(store, inventory)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
+    listener = EventListener(store.engine, loop.poke) if notifies(store.engine) else None
+    if listener is not None:
+        listener.start()
     loop.start()
     try:
         uvicorn.run(
@@ -102,6 +107,8 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         )
     finally:
         loop.stop()
+        if listener is not None:
+            listener.stop()
 
 
 def worker_app() -> FastAPI:
