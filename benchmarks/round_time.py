@@ -33,6 +33,7 @@ from corral.control.forecasting import Forecasting
 from corral.control.inventory import local_cluster
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
+from corral.sim.engine import replay_first_starts
 from corral.spec.job import JobSpec
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
@@ -76,7 +77,7 @@ def measure(pending: int, rounds: int, full_read: bool) -> dict[str, float]:
         inventory = Inventory(clusters=[local_cluster(GPUS)])
         policy = get_policy("default")
         jobs = ActiveJobs(full_read_seconds=0.0 if full_read else float("inf"))
-        forecasting = Forecasting()
+        forecasting = Forecasting(replay_first_starts)
         first = time.perf_counter()
         result = reconcile(store.engine, inventory, policy, time.time(), jobs, forecasting)
         first = time.perf_counter() - first

@@ -25,6 +25,7 @@ from corral.control.changes import Changes
 from corral.control.forecasting import Forecasting
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, RoundConflict, reconcile
+from corral.forecasting.replay import Replay
 from corral.scheduling import Policy
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,12 @@ class ReconcileLoop:
         metrics: ControlPlaneMetrics | None = None,
         watch: Callable[[], object] | None = None,
         before_round: Callable[[], None] | None = None,
+        replay: Replay | None = None,
     ) -> None:
         """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
-        the store that changes when work arrives; a new value starts a round within 0.2 s."""
+        the store that changes when work arrives; a new value starts a round within 0.2 s. ``replay``:
+        what forecasts replay the queue with (the simulator's ``replay_first_starts``); without it the
+        loop makes no forecasts (no early bursts, none in ``corral why``)."""
         self.metrics = metrics
         self.watch = watch
         self._seen: object = None
@@ -72,7 +76,8 @@ class ReconcileLoop:
         self.jobs = ActiveJobs()
         """The pending and running jobs, kept between rounds: a round reads only what the event log says
         changed (and everything on the first round and as a periodic check)."""
-        self._forecasting = Forecasting(on_forecast=metrics.observe_forecast if metrics is not None else None)
+        observe = metrics.observe_forecast if metrics is not None else None
+        self._forecasting = Forecasting(replay, on_forecast=observe) if replay is not None else None
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""

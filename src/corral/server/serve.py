@@ -163,6 +163,7 @@ def _loop(
 ) -> ReconcileLoop:
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
+    from corral.sim.engine import replay_first_starts  # what forecasts replay the queue with
 
     def poke() -> None:  # the backends are made before the loop they wake
         loop.poke()
@@ -178,6 +179,7 @@ def _loop(
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
         before_round=_each([backend.record_exits]) if backend is not None else None,
+        replay=replay_first_starts,
     )
     return loop
 
