@@ -128,8 +128,10 @@ class _Round:
             key = job.queue if self.policy.fair_share else ""
             queues.setdefault(key, []).append(job)
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
-        for jobs in queues.values():
-            jobs.sort(key=self._job_order)
+        for jobs in queues.values():  # by priority (if the policy says so), then submit time, then id
+            jobs.sort(key=_submit_order)
+            if self.policy.priority:
+                jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
         for jobs in queues.values():
@@ -210,9 +212,6 @@ class _Round:
             self.result.pending[job_id] = Pending(
                 job_id, pending.reason, pending.note, pending.causes, self.now, free
             )
-
-    def _job_order(self, job: Workload) -> tuple[int, float, str]:
-        return (-job.priority if self.policy.priority else 0, job.submit, job.id)
 
     def _share(self, key: str) -> float:
         """Weighted dominant share of a queue: its largest fraction of any GPU flavor or of CPU."""
@@ -655,6 +654,10 @@ class _Round:
         self.waiting_kinds.clear()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
+
+_submit_order = attrgetter("submit", "id")
+_priority = attrgetter("priority")
+"""Sort keys read in C: with 10,000 jobs waiting, a Python key function was a tenth of the round."""
 
 _kind = attrgetter(*(name for name in Workload.model_fields if name not in ("id", "submit")))
 """A workload's kind: every field the scheduler reads but its id and submit time."""
