@@ -267,9 +267,8 @@ def _record(
         message = messages.get(said)
         if message is None:
             message = messages[said] = waiting.message
-        note = WaitingNote(message, start, cost)
-        if note != WaitingNote(job.reason, job.forecast_start, job.burst_cost_usd):
-            notes[job_id] = note
+        if (message, start, cost) != (job.reason, job.forecast_start, job.burst_cost_usd):
+            notes[job_id] = WaitingNote(message, start, cost)
     if notes:
         rows = [
             {"job": j, "reason": n.reason, "start": n.forecast_start, "cost": n.burst_cost_usd}
