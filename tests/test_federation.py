@@ -23,15 +23,15 @@ from corral.core.budgets import BudgetPeriod, BudgetSpec, Enforcement, period_bo
 from corral.core.nodes import build_initial_nodes
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
+from corral.forecasting.replay import FORECAST_JOBS, forecast_private_starts
+from corral.forecasting.runtimes import RuntimeEstimates
 from corral.scenario.invariants import check_events
 from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Event
 from corral.scheduling import Allocation, get_policy, schedule
 from corral.scheduling.bursting import Bursting, Forecast
 from corral.scheduling.snapshot import Snapshot
-from corral.sim.engine import Simulator
-from corral.sim.forecast import FORECAST_JOBS, forecast_private_starts
-from corral.sim.runtimes import RuntimeEstimates
+from corral.sim.engine import Simulator, replay_first_starts
 from corral.spec.job import JobSpec
 from corral.spec.queue import QueueConfig
 from corral.store.jobs import JobStore
@@ -169,7 +169,9 @@ def test_the_forecast_replays_the_private_queue_with_estimated_run_times() -> No
     snapshot = _busy_lab(_queue())
     estimates = RuntimeEstimates(default_seconds=1000.0)
     waiting = [job("w1", gpus=8, submit=1), job("w2", gpus=4, submit=2), job("w3", gpus=4, submit=3)]
-    forecast = forecast_private_starts(snapshot, waiting, DEFAULT, 500.0, estimates)
+    forecast = forecast_private_starts(
+        snapshot, waiting, DEFAULT, 500.0, estimates, replay=replay_first_starts
+    )
     assert forecast.private_start == {"w1": 1000.0, "w2": 2000.0, "w3": 2000.0}
     assert forecast.runtime["long"] == 1000.0
     assert len(snapshot.running) == 1 and snapshot.nodes["dgx-0"].whole_free_gpus == 0  # untouched
@@ -356,7 +358,9 @@ def test_corral_why_shows_the_forecast_private_start_and_what_bursting_would_cos
     _store_queue(store, burst_after_seconds=36_000)
     store.submit(_train("first"))
     waiting = store.submit(_train("second"))
-    reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=Forecasting())
+    reconcile(
+        store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=Forecasting(replay_first_starts)
+    )
     reason = store.get(waiting.id).reason or ""
     # No history yet: each job is estimated at its 1 h time limit, and "first" started at t=100.
     assert "forecast: starts on private clusters in 60 min" in reason
@@ -371,7 +375,9 @@ def test_the_control_plane_holds_bursts_to_a_hard_budget_from_its_charges(store:
     )
     _store_queue(store, budget=BudgetSpec(usd=30, period=BudgetPeriod.DAY))
     first, second, third = (store.submit(_train(name)) for name in ("first", "second", "third"))
-    result = reconcile(store.engine, inventory, DEFAULT, now=100.0, forecasting=Forecasting())
+    result = reconcile(
+        store.engine, inventory, DEFAULT, now=100.0, forecasting=Forecasting(replay_first_starts)
+    )
     assert sorted((s.job, s.cluster) for s in result.starts) == sorted(
         [(first.id, "lab"), (second.id, "cloud")]
     )
@@ -379,11 +385,15 @@ def test_the_control_plane_holds_bursts_to_a_hard_budget_from_its_charges(store:
         store.get(third.id).reason or ""
     )
     # 2900 s later the burst has spent 19.33 USD (from the ledger) and runs on: nothing starts or stops.
-    later = reconcile(store.engine, inventory, DEFAULT, now=3000.0, forecasting=Forecasting())
+    later = reconcile(
+        store.engine, inventory, DEFAULT, now=3000.0, forecasting=Forecasting(replay_first_starts)
+    )
     assert not later.starts and not later.preemptions
     # An admin cuts the budget to 15 USD: the running burst is over it and stops; the lab job runs on.
     _store_queue(store, budget=BudgetSpec(usd=15, period=BudgetPeriod.DAY))
-    cut = reconcile(store.engine, inventory, DEFAULT, now=3001.0, forecasting=Forecasting())
+    cut = reconcile(
+        store.engine, inventory, DEFAULT, now=3001.0, forecasting=Forecasting(replay_first_starts)
+    )
     assert [p.job for p in cut.preemptions] == [second.id] and not cut.starts
     assert store.get(first.id).status == "running"
     assert "has spent its hard budget" in (store.get(second.id).reason or "")
@@ -407,7 +417,7 @@ def test_forecasts_are_made_again_for_new_jobs_but_not_more_often_than_every_two
     store: JobStore,
 ) -> None:
     _store_queue(store)
-    forecasting = Forecasting()
+    forecasting = Forecasting(replay_first_starts)
     store.submit(_train("first"))
     reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=forecasting)
     store.submit(_train("second"))
@@ -429,7 +439,7 @@ def test_each_forecast_is_timed_apart_from_the_round_for_the_metrics(store: JobS
         seconds.append(spent)
         metrics.observe_forecast(spent)
 
-    forecasting = Forecasting(on_forecast=observe)
+    forecasting = Forecasting(replay_first_starts, on_forecast=observe)
     store.submit(_train("first"))
     reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.0, forecasting=forecasting)
     reconcile(store.engine, Inventory(CLUSTERS), DEFAULT, now=100.5, forecasting=forecasting)  # reused
@@ -444,6 +454,8 @@ def test_a_forecast_replays_only_the_jobs_first_in_line() -> None:
     snapshot = Snapshot(cluster.clusters, build_initial_nodes(cluster.clusters))
     waiting = [job(f"w{i}", gpus=8, submit=float(i), duration=60.0) for i in range(FORECAST_JOBS + 20)]
     urgent = job("urgent", gpus=8, submit=1000.0, priority=5, duration=60.0)
-    forecast = forecast_private_starts(snapshot, [*waiting, urgent], DEFAULT, 1000.0, RuntimeEstimates())
+    forecast = forecast_private_starts(
+        snapshot, [*waiting, urgent], DEFAULT, 1000.0, RuntimeEstimates(), replay=replay_first_starts
+    )
     assert forecast.private_start["urgent"] == 1000.0  # first in line by priority
     assert set(forecast.private_start) == {"urgent"} | {w.id for w in waiting[: FORECAST_JOBS - 1]}

@@ -7,8 +7,8 @@ import pytest
 from builders import make_cluster, make_pool
 from sqlalchemy import text
 
+from corral.control.active import ActiveJobs
 from corral.control.reconcile import Inventory, reconcile
-from corral.core.workloads import Workload
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
 from corral.store.jobs import JobStore
@@ -139,15 +139,11 @@ def test_a_job_past_its_time_limit_fails_and_frees_its_gpus(store: JobStore) -> 
     assert [s.job for s in result.starts] == [waiting.id]
 
 
-def test_workloads_carried_between_rounds_are_those_of_the_jobs_still_pending_or_running(
-    store: JobStore,
-) -> None:
-    parsed: dict[str, Workload] = {}
+def test_jobs_carried_between_rounds_are_those_still_pending_or_running(store: JobStore) -> None:
+    jobs = ActiveJobs()
     a, b = store.submit(spec("a", 8)), store.submit(spec("b", 8))
-    reconcile(store.engine, INVENTORY, POLICY, now=0.0, parsed=parsed)
-    assert set(parsed) == {a.id, b.id}
+    reconcile(store.engine, INVENTORY, POLICY, now=0.0, jobs=jobs)
+    assert set(jobs.jobs) == {a.id, b.id}
     store.finish(a.id, succeeded=True)
-    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=100.0, parsed=parsed).starts] == [
-        b.id
-    ]
-    assert set(parsed) == {b.id}
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=100.0, jobs=jobs).starts] == [b.id]
+    assert set(jobs.jobs) == {b.id}

@@ -202,6 +202,10 @@ class PodRunner:
         self._held: set[tuple[str, int]] = set()
         """(node, GPU) of pods being stopped whose processes are not all gone yet, as of the last
         ``stop_others``: no pod starts there until they are."""
+        self._not_gone: set[Path] | None = None
+        """The pid files of pods not yet found gone: what ``stop_others`` looks through. Filled by one
+        look through every pod folder on its first call (pods an earlier runner left), then kept as pods
+        start and go, so a call costs what runs now, not every pod folder ever made."""
 
     def files(self, job_id: str, attempt: int, pod: int) -> PodFiles:
         return PodFiles(self.runs / job_id / f"attempt-{attempt}" / f"pod-{pod}")
@@ -256,15 +260,19 @@ class PodRunner:
         left): SIGTERM to its processes now, SIGKILL on a later call once its grace period has passed.
         Until they are gone their GPUs are held (``ensure`` starts nothing there)."""
         self._held = set()
-        if not self.runs.exists():
-            return
+        if self._not_gone is None:
+            found = self.runs.glob("*/attempt-*/pod-*/pid") if self.runs.exists() else ()
+            self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
         sessions: dict[int, list[psutil.Process]] | None = None
         now = time.time()
-        for pid_file in self.runs.glob("*/attempt-*/pod-*/pid"):
+        for pid_file in sorted(self._not_gone):
             files = PodFiles(pid_file.parent)
             job_id, attempt, pod = pid_file.parts[-4], pid_file.parts[-3], pid_file.parts[-2]
             key = (job_id, int(attempt.removeprefix("attempt-")), int(pod.removeprefix("pod-")))
-            if key in wanted or files.gone.exists():
+            if key in wanted:
+                continue
+            if files.gone.exists():
+                self._not_gone.discard(pid_file)
                 continue
             record = _record(files) or PodProcess(pid=int(pid_file.read_text()), created=-1, node="", gpus=())
             if sessions is None:
@@ -272,6 +280,7 @@ class PodRunner:
             processes = _pod_processes(record, sessions)
             if not processes:
                 files.gone.touch()
+                self._not_gone.discard(pid_file)
                 child = self._children.pop(int(pid_file.read_text()), None)
                 if child is not None:
                     child.poll()  # reap the wrapper
@@ -365,6 +374,8 @@ class PodRunner:
         )
         _write_atomically(files.process, record.model_dump_json())
         files.pid.write_text(str(process.pid))
+        if self._not_gone is not None:
+            self._not_gone.add(files.pid)
         if self.on_exit is not None:
             threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
 

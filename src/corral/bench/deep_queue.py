@@ -1,6 +1,6 @@
 """What forecasts cost on a deep queue: one replay with 20,000 jobs waiting, with forecasts on and off.
 
-Forecasts (``corral.sim.forecast``) replay the waiting queue forward, so their cost grows with its depth
+Forecasts (``corral.forecasting.replay``) replay the waiting queue forward, so their cost grows with its depth
 while a scheduling round's does not as fast; this measures the ratio on a queue deep enough to show it.
 The scenario is synthetic and seeded: a private lab of 4 DGX nodes (32 GPUs) beside one public node at an
 on-demand price, one queue that bursts after 6 hours (and early when a forecast says a deadline would be

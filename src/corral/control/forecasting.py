@@ -1,4 +1,6 @@
-"""Forecasts in the control plane: the same replay the simulator uses, fed from the store.
+"""Forecasts in the control plane: the same replay the simulator uses (``corral.forecasting``), fed from the
+store. The replay itself is the simulator, which the server's wiring hands in (``replay``): the control
+plane does not import the simulator.
 
 A round that may burst early (a deadline at risk, a wait worth more than its cost) needs each waiting
 job's forecast private start; ``corral why`` shows it too. Run-time estimates learn from jobs as they
@@ -18,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.workloads import Workload
+from corral.forecasting.replay import Replay, forecast_private_starts
+from corral.forecasting.runtimes import RuntimeEstimates
 from corral.scheduling import Policy, Snapshot
 from corral.scheduling.bursting import Forecast
-from corral.sim.forecast import forecast_private_starts
-from corral.sim.runtimes import RuntimeEstimates
 from corral.spec.job import JobSpec
 from corral.store.schema import JobRow
 
@@ -38,9 +40,6 @@ TIME_SHARE = 0.1
 ``t / TIME_SHARE`` (a replay of a long queue took a fifth of every 2 s, rounds then start later, and jobs
 end to end slowed down by as much)."""
 
-MAX_FORECAST_JOBS = 5000
-"""Above this many waiting jobs no forecast is made: the replay would cost more than the round."""
-
 HISTORY_JOBS = 5000
 """Finished jobs read when the server starts: the most recent ones."""
 
@@ -49,6 +48,7 @@ HISTORY_JOBS = 5000
 class Forecasting:
     """What the reconcile loop keeps between rounds to forecast private starts."""
 
+    replay: Replay
     estimates: RuntimeEstimates = field(default_factory=RuntimeEstimates)
     learned_until: float | None = None
     made_at: float = float("-inf")
@@ -67,7 +67,7 @@ class Forecasting:
         now: float,
         saved: dict[str, float],
     ) -> Forecast | None:
-        if not pending or len(pending) > MAX_FORECAST_JOBS:
+        if not pending:  # however many wait, the replay looks at the first 200 (``FORECAST_JOBS``)
             return None
         known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
         fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
@@ -75,7 +75,9 @@ class Forecasting:
             return self.last
         started = time.perf_counter()
         self._learn(session)
-        self.last = forecast_private_starts(snapshot, pending, policy, now, self.estimates, saved)
+        self.last = forecast_private_starts(
+            snapshot, pending, policy, now, self.estimates, saved, replay=self.replay
+        )
         self.made_at, self.took = now, time.perf_counter() - started
         if self.on_forecast is not None:
             self.on_forecast(self.took)

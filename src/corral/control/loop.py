@@ -6,8 +6,9 @@ report, a local pod's exit (the local backend's watcher). A round first lets the
 ended (``before_round``), then decides, then lets them act on the decisions (``after_round``), so a pod's
 exit frees its GPUs and starts the next job in one round.
 
-Runs in a thread beside the API; a round that fails is logged and retried on the next tick, since every
-round starts again from what the store says.
+Runs in a thread beside the API. The loop keeps the pending and running jobs between rounds and each
+round reads only the rows the store's event log says changed (``corral.control.active``); a round that
+fails is logged and retried on the next tick from a full read of the store.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from corral.control.active import ActiveJobs
 from corral.control.changes import Changes
 from corral.control.forecasting import Forecasting
 from corral.control.metrics import ControlPlaneMetrics
-from corral.control.reconcile import Inventory, reconcile
-from corral.core.workloads import Workload
+from corral.control.reconcile import Inventory, RoundConflict, reconcile
+from corral.forecasting.replay import Replay
 from corral.scheduling import Policy
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,12 @@ class ReconcileLoop:
         metrics: ControlPlaneMetrics | None = None,
         watch: Callable[[], object] | None = None,
         before_round: Callable[[], None] | None = None,
+        replay: Replay | None = None,
     ) -> None:
         """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
-        the store that changes when work arrives; a new value starts a round within 0.2 s."""
+        the store that changes when work arrives; a new value starts a round within 0.2 s. ``replay``:
+        what forecasts replay the queue with (the simulator's ``replay_first_starts``); without it the
+        loop makes no forecasts (no early bursts, none in ``corral why``)."""
         self.metrics = metrics
         self.watch = watch
         self._seen: object = None
@@ -68,9 +73,11 @@ class ReconcileLoop:
         self.rounds = 0
         self.decided = Changes()
         """Bumped after every committed round: what agents' long-polls for their pods wait on."""
-        self._parsed: dict[str, Workload] = {}
-        """Workloads of the jobs the last round saw, so a round only parses new jobs' specs."""
-        self._forecasting = Forecasting(on_forecast=metrics.observe_forecast if metrics is not None else None)
+        self.jobs = ActiveJobs()
+        """The pending and running jobs, kept between rounds: a round reads only what the event log says
+        changed (and everything on the first round and as a periodic check)."""
+        observe = metrics.observe_forecast if metrics is not None else None
+        self._forecasting = Forecasting(replay, on_forecast=observe) if replay is not None else None
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""
@@ -126,7 +133,7 @@ class ReconcileLoop:
                 if self.before_round is not None:
                     self.before_round()
                 result = reconcile(
-                    self.engine, self.inventory, self.policy, time.time(), self._parsed, self._forecasting
+                    self.engine, self.inventory, self.policy, time.time(), self.jobs, self._forecasting
                 )
                 self._wake_at = result.wake_at
                 self.decided.bump()
@@ -136,5 +143,8 @@ class ReconcileLoop:
                     self.after_round()
                 self.rounds += 1
                 self._gap = min(MAX_GAP_SECONDS, max(MIN_GAP_SECONDS, time.perf_counter() - started))
-            except Exception:  # the next round starts again from the store
+            except RoundConflict as conflict:  # a cancel or an exit came in mid-round: decide again now
+                log.info("reconcile round rolled back: %s", conflict)
+                self._wake.set()
+            except Exception:  # the next round reads everything again from the store
                 log.exception("reconcile round failed; retrying at the next tick")

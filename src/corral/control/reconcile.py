@@ -11,21 +11,20 @@ because the store, not the backend, says what should run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy.orm import Session
 
+from corral.control.active import ActiveJob, ActiveJobs, WaitingNote
 from corral.control.fleet import fleet
 from corral.control.forecasting import Forecasting
 from corral.core.budgets import period_bounds
 from corral.core.cluster import ClusterSpec
 from corral.core.queues import QueueSpec
-from corral.core.workloads import Workload, checkpointed_progress
+from corral.core.workloads import checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
 from corral.scheduling.bursting import burst_cost
-from corral.scheduling.decisions import Placement
-from corral.spec.job import JobSpec
 from corral.store.costs import open_charges, public_spend, release
 from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
@@ -55,75 +54,85 @@ class Inventory:
         return not self.clusters or any(cluster.backend.kind in discovered for cluster in self.clusters)
 
 
+class RoundConflict(Exception):
+    """Another writer changed a job between the round's read and its write (a cancel, an exit): the
+    round is rolled back and the next one decides again from what the store then says."""
+
+
 def reconcile(
     engine: Engine,
     inventory: Inventory,
     policy: Policy,
     now: float,
-    parsed: dict[str, Workload] | None = None,
+    jobs: ActiveJobs | None = None,
     forecasting: Forecasting | None = None,
 ) -> SchedulingResult:
     """Decide and record one round; the decisions are committed when this returns.
 
-    ``parsed`` carries the jobs' workloads from one round to the next (a job's spec and submit time never
-    change): without it every round validates the spec of every pending and running job again, which
-    made a round's cost grow with the number of running jobs. It is left holding this round's jobs only.
+    ``jobs`` carries the pending and running jobs from one round to the next, each round reading only
+    the rows the event log says changed (without it, the round reads them all, as a first round does).
     ``forecasting`` keeps run-time history and the last forecast between rounds; without it the round
     makes no forecast (no early bursts, no forecast in ``corral why``).
     """
-    parsed = {} if parsed is None else parsed
-    # The session ends with the round, so its rows need not be expired (reloaded) on commit.
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        # Specs are read (and their JSON decoded) only for jobs the last round did not see.
-        active = select(JobRow).where(JobRow.status.in_(("pending", "running"))).options(defer(JobRow.spec))
-        jobs = {row.id: row for row in session.scalars(active)}
-        specs = _specs(session, [job_id for job_id in jobs if job_id not in parsed])
-        workloads = {
-            job_id: parsed[job_id] if job_id in parsed else _workload(row, specs[job_id])
-            for job_id, row in jobs.items()
-        }
-        parsed.clear()
-        parsed.update(workloads)
-        queues = [queue.spec() for queue in read_queues(session)] or None
-        registered = read_registrations(session)
-        snapshot = Snapshot(
-            *fleet(inventory.clusters, registered), queues, nodes_may_join=inventory.nodes_may_join
-        )
-        placements: dict[str, list[PlacementRow]] = {}
-        for row in session.scalars(select(PlacementRow).where(PlacementRow.job_id.in_(list(jobs)))):
-            placements.setdefault(row.job_id, []).append(row)
-        down = _down_nodes(session, snapshot, inventory, set(registered), now)
-        for name in down:
-            snapshot.set_node_up(name, False)
-        for job_id, rows in placements.items():
-            if jobs[job_id].status != "running":
-                continue
-            removed = sorted({row.node for row in rows} - snapshot.nodes.keys())
-            if removed:  # an admin removed the node's registration (DELETE /nodes/{name})
-                progress = jobs[job_id].checkpointed_seconds + now - (jobs[job_id].started_at or now)
-                reason = f"node {', '.join(removed)} was removed"
-                _requeue(session, jobs[job_id], workloads[job_id], progress, now, reason)
-                continue
-            allocation = _allocation(snapshot, jobs[job_id], workloads[job_id], rows)
-            lost = _lost(snapshot, allocation, down)
-            if lost:
-                _requeue(session, jobs[job_id], allocation.workload, allocation.progress(now), now, lost)
-            elif allocation.progress(now) > allocation.workload.duration:
-                _stop_overdue(session, jobs[job_id], allocation.workload.duration, now)
-            else:
-                snapshot.allocate(allocation)
-        snapshot.commit()
-        session.flush()
-        pending = [workloads[j] for j, row in jobs.items() if row.status == "pending"]
-        progress = {j: row.checkpointed_seconds for j, row in jobs.items() if row.status == "pending"}
-        ready = policy.for_workload(w.pod for w in workloads.values())
-        snapshot.public_spend = _public_spend(session, snapshot, queues, now)
-        if forecasting is not None:
-            snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
-            snapshot.runtime_estimate = forecasting.estimates
-        result = schedule(snapshot, pending, ready, now, progress)
-        _record(session, result, jobs, workloads, snapshot, now)
+    jobs = ActiveJobs() if jobs is None else jobs
+    try:
+        # The session ends with the round, so its rows need not be expired (reloaded) on commit.
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            jobs.refresh(session, now)
+            result, notes = _round(session, inventory, policy, now, jobs.jobs, forecasting)
+    except RoundConflict:
+        raise  # what conflicted logged an event: the next refresh reads it
+    except BaseException:
+        jobs.forget()  # whether the round committed is unknown: the next one reads everything
+        raise
+    jobs.note_waiting(notes)
     return result
+
+
+def _round(
+    session: Session,
+    inventory: Inventory,
+    policy: Policy,
+    now: float,
+    jobs: dict[str, ActiveJob],
+    forecasting: Forecasting | None,
+) -> tuple[SchedulingResult, dict[str, WaitingNote]]:
+    queues = [queue.spec() for queue in read_queues(session)] or None
+    registered = read_registrations(session)
+    snapshot = Snapshot(
+        *fleet(inventory.clusters, registered), queues, nodes_may_join=inventory.nodes_may_join
+    )
+    down = _down_nodes(session, snapshot, inventory, set(registered), now)
+    for name in down:
+        snapshot.set_node_up(name, False)
+    view = dict(jobs)  # the jobs as this round leaves them: one requeued here may start again in it
+    for job in jobs.values():
+        if job.status != "running" or not job.placements:
+            continue
+        removed = sorted({p.node for p in job.placements} - snapshot.nodes.keys())
+        if removed:  # an admin removed the node's registration (DELETE /nodes/{name})
+            progress = job.checkpointed_seconds + now - (job.started_at or now)
+            view[job.id] = _requeue(session, job, progress, now, f"node {', '.join(removed)} was removed")
+            continue
+        allocation = _allocation(snapshot, job)
+        lost = _lost(snapshot, allocation, down)
+        if lost:
+            view[job.id] = _requeue(session, job, allocation.progress(now), now, lost)
+        elif allocation.progress(now) > allocation.workload.duration:
+            _stop_overdue(session, job, allocation.workload.duration, now)
+            del view[job.id]
+        else:
+            snapshot.allocate(allocation)
+    snapshot.commit()
+    pending = [job.workload for job in view.values() if job.status == "pending"]
+    progress = {job.id: job.checkpointed_seconds for job in view.values() if job.status == "pending"}
+    ready = policy.for_workload(job.workload.pod for job in view.values())
+    snapshot.public_spend = _public_spend(session, snapshot, queues, now)
+    if forecasting is not None:
+        snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
+        snapshot.runtime_estimate = forecasting.estimates
+    result = schedule(snapshot, pending, ready, now, progress)
+    return result, _record(session, result, view, snapshot, now)
 
 
 def _public_spend(
@@ -173,78 +182,74 @@ def _lost(snapshot: Snapshot, allocation: Allocation, down: set[str]) -> str | N
     return f"{', '.join(failed)} failed (drained)" if failed else None
 
 
-def _requeue(
-    session: Session, row: JobRow, workload: Workload, progress: float, now: float, reason: str
-) -> None:
+def _requeue(session: Session, job: ActiveJob, progress: float, now: float, reason: str) -> ActiveJob:
     """The job's node or GPU is gone: it waits again and resumes from its last checkpoint (as a
-    preemption); ``progress`` is the seconds of work it had done."""
-    row.status, row.reason = "pending", reason
-    row.checkpointed_seconds = checkpointed_progress(workload, progress)
-    row.started_at = None
-    release(session, row.id, now)
-    session.add(EventRow(t=now, job_id=row.id, kind="node_lost", reason=reason))
+    preemption); ``progress`` is the seconds of work it had done. Returns the job as it now waits."""
+    saved = checkpointed_progress(job.workload, progress)
+    _update(session, job, status="pending", reason=reason, checkpointed_seconds=saved, started_at=None)
+    release(session, job.id, now)
+    session.add(EventRow(t=now, job_id=job.id, kind="node_lost", reason=reason))
+    return replace(
+        job, status="pending", reason=reason, checkpointed_seconds=saved, started_at=None, placements=()
+    )
 
 
-def _stop_overdue(session: Session, row: JobRow, limit: float, now: float) -> None:
+def _stop_overdue(session: Session, job: ActiveJob, limit: float, now: float) -> None:
     """The job ran past its ``time_limit`` (``limit`` seconds): it fails, and its backend stops its pods."""
-    row.status, row.ended_at = "failed", now
-    row.reason = f"ran past its time limit ({limit:g} s); raise time_limit in the spec if it needs longer"
-    release(session, row.id, now)
-    session.add(EventRow(t=now, job_id=row.id, kind="failed", reason=row.reason))
+    reason = f"ran past its time limit ({limit:g} s); raise time_limit in the spec if it needs longer"
+    _update(session, job, status="failed", ended_at=now, reason=reason)
+    release(session, job.id, now)
+    session.add(EventRow(t=now, job_id=job.id, kind="failed", reason=reason))
 
 
-SPEC_BATCH = 5000
-"""Job ids per query when reading new jobs' specs (a bound parameter each; SQLite allows 32,766)."""
+def _update(session: Session, job: ActiveJob, **values: object) -> None:
+    """Write ``values`` on the job's row if it is still as the round read it (its status and attempt);
+    otherwise another writer changed it since, and the round is rolled back (``RoundConflict``)."""
+    current = (JobRow.id == job.id, JobRow.status == job.status, JobRow.attempt == job.attempt)
+    statement = update(JobRow).where(*current).values(**values).execution_options(synchronize_session=False)
+    if session.execute(statement).rowcount != 1:
+        raise RoundConflict(f"job {job.id} changed since the round read it (it was {job.status})")
 
 
-def _specs(session: Session, job_ids: list[str]) -> dict[str, dict[str, object]]:
-    specs: dict[str, dict[str, object]] = {}
-    for first in range(0, len(job_ids), SPEC_BATCH):
-        batch = job_ids[first : first + SPEC_BATCH]
-        specs.update(session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(batch))).all())
-    return specs
-
-
-def _workload(row: JobRow, spec: dict[str, object]) -> Workload:
-    return JobSpec.model_validate(spec).to_workload(row.id, submit=row.submitted_at)
-
-
-def _allocation(snapshot: Snapshot, row: JobRow, workload: Workload, rows: list[PlacementRow]) -> Allocation:
-    node = snapshot.nodes[rows[0].node]
+def _allocation(snapshot: Snapshot, job: ActiveJob) -> Allocation:
+    node = snapshot.nodes[job.placements[0].node]
     return Allocation(
-        workload=workload,
+        workload=job.workload,
         cluster=node.cluster,
         flavor=node.flavor,
-        placements=tuple(
-            Placement(p.pod, p.node, tuple(p.gpus), p.gpu_milli, p.gpu_memory_gib, p.cpu, p.memory_gib)
-            for p in sorted(rows, key=lambda p: p.pod)
-        ),
-        started_at=row.started_at or 0.0,
-        progress_at_start=row.checkpointed_seconds,
+        placements=job.placements,
+        started_at=job.started_at or 0.0,
+        progress_at_start=job.checkpointed_seconds,
     )
+
+
+_NOTE = (
+    update(JobRow.__table__)
+    .where(JobRow.id == bindparam("job"), JobRow.status == "pending")
+    .values(reason=bindparam("reason"), forecast_start=bindparam("start"), burst_cost_usd=bindparam("cost"))
+)
+"""Why a job waits and its forecast, written only while it still waits (a cancel may have come since)."""
 
 
 def _record(
     session: Session,
     result: SchedulingResult,
-    jobs: dict[str, JobRow],
-    workloads: dict[str, Workload],
+    jobs: dict[str, ActiveJob],
     snapshot: Snapshot,
     now: float,
-) -> None:
+) -> dict[str, WaitingNote]:
+    """Write the round's decisions; returns what it wrote on waiting jobs (for the kept copy)."""
     for preempt in result.preemptions:
-        row = jobs[preempt.job]
-        running = snapshot.running[preempt.job]
-        row.status, row.reason = "pending", preempt.reason
-        row.checkpointed_seconds = checkpointed_progress(workloads[preempt.job], running.progress(now))
+        job = jobs[preempt.job]
+        saved = checkpointed_progress(job.workload, snapshot.running[preempt.job].progress(now))
+        _update(session, job, status="pending", reason=preempt.reason, checkpointed_seconds=saved)
         release(session, preempt.job, now)
         session.add(EventRow(t=now, job_id=preempt.job, kind="preempted", reason=preempt.reason))
-    session.flush()
     for start in result.starts:
-        row = jobs[start.job]
-        row.status, row.started_at, row.reason = "running", now, None
-        row.forecast_start = row.burst_cost_usd = None
-        row.attempt += 1
+        job = jobs[start.job]
+        attempt = job.attempt + 1
+        values = {"forecast_start": None, "burst_cost_usd": None}
+        _update(session, job, status="running", started_at=now, reason=None, attempt=attempt, **values)
         for p in start.placements:
             session.add(PlacementRow(job_id=start.job, **p.fields()))
         where = {
@@ -252,24 +257,32 @@ def _record(
             for p in start.placements
             for node in [snapshot.nodes[p.node]]
         }
-        open_charges(session, (start.job, row.attempt, row.tenant, row.queue), start.placements, where, now)
+        open_charges(session, (start.job, attempt, job.tenant, job.queue), start.placements, where, now)
         session.add(EventRow(t=now, job_id=start.job, kind="started"))
     for rejection in result.rejections:
-        row = jobs[rejection.job]
-        row.status, row.ended_at, row.reason = "failed", now, rejection.message
+        _update(session, jobs[rejection.job], status="failed", ended_at=now, reason=rejection.message)
         session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
     forecast = snapshot.forecast
+    notes: dict[str, WaitingNote] = {}
+    # Messages by note and the causes' identity (the free blocks follow from the causes within a round):
+    # alike jobs the scheduler told the same share them, so a deep queue's are not spelled out each.
+    messages: dict[tuple[str, int], str] = {}
     for job_id, waiting in result.pending.items():
-        row = jobs[job_id]
-        message = waiting.message
-        if row.reason != message:
-            row.reason = message
+        job = jobs[job_id]
         start = forecast.private_start.get(job_id) if forecast is not None else None
-        if row.forecast_start != start:
-            row.forecast_start = start
         cost = None
-        workload = workloads[job_id]
-        if start is not None and not workload.must_stay_private:
-            cost = burst_cost(workload, forecast, snapshot.cheapest_public_gpu_hour(workload))
-        if row.burst_cost_usd != cost:
-            row.burst_cost_usd = cost
+        if start is not None and not job.workload.must_stay_private:
+            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
+        said = (waiting.note, id(waiting.causes))
+        message = messages.get(said)
+        if message is None:
+            message = messages[said] = waiting.message
+        if (message, start, cost) != (job.reason, job.forecast_start, job.burst_cost_usd):
+            notes[job_id] = WaitingNote(message, start, cost)
+    if notes:
+        rows = [
+            {"job": j, "reason": n.reason, "start": n.forecast_start, "cost": n.burst_cost_usd}
+            for j, n in notes.items()
+        ]
+        session.execute(_NOTE, rows)
+    return notes

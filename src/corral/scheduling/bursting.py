@@ -10,7 +10,7 @@ non-burstable jobs never get this far: feasibility gives them private domains on
 Rule (c) is a queue's choice (``wait_usd_per_hour``): what an hour of a job's waiting is worth to the team.
 
 The forecast (predicted private start and run time per job) comes from the caller, who replays the
-current state forward (``corral.sim.forecast``); without one, rules (b) and (c) are simply not used.
+current state forward (``corral.forecasting.replay``); without one, rules (b) and (c) are simply not used.
 """
 
 from __future__ import annotations

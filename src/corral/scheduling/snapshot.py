@@ -107,7 +107,7 @@ class Snapshot:
         """USD each queue has spent on public clusters in its budget's current period, up to now (kept by
         the caller); only queues with a budget need an entry."""
         self.forecast: Forecast | None = None
-        """Predicted private starts and run times (kept by the caller, ``corral.sim.forecast``)."""
+        """Predicted private starts and run times (kept by the caller, ``corral.forecasting.replay``)."""
         self.time_left: tuple[float, dict[tuple[str, float], float]] = (float("nan"), {})
         """(instant, running jobs' estimated seconds left then, by job and start): kept by
         ``corral.scheduling.backfill`` for the instant, since a round asks once per blocked job."""

@@ -3,7 +3,8 @@
 With one process the API, the loop and the local backend share it, and a submission wakes the loop at
 once. With ``workers > 1`` the API runs in that many uvicorn worker processes, so requests use more than
 one core, and this process runs the one reconcile loop: it sees new work by watching the store's event
-log (a cheap query every 0.2 s) instead of being woken. Workers rebuild their view of the control plane
+log (a cheap query every 0.2 s) and, on PostgreSQL, is woken at once by the notification each commit to
+the event log sends (``corral.store.notifications``). Workers rebuild their view of the control plane
 from ``ServerSettings`` passed in the environment; Prometheus metrics are shared through files in
 ``<data dir>/metrics`` (prometheus_client's multiprocess mode).
 
@@ -37,6 +38,7 @@ from corral.store.accounts import AccountStore
 from corral.store.code import CodeStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
+from corral.store.notifications import EventListener, notifies
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -92,6 +94,9 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         return
     prepare_store(store, inventory)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
+    listener = EventListener(store.engine, loop.poke) if notifies(store.engine) else None
+    if listener is not None:
+        listener.start()
     loop.start()
     try:
         uvicorn.run(
@@ -104,6 +109,8 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         )
     finally:
         loop.stop()
+        if listener is not None:
+            listener.stop()
 
 
 def worker_app() -> FastAPI:
@@ -173,6 +180,7 @@ def _loop(
 ) -> ReconcileLoop:
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
+    from corral.sim.engine import replay_first_starts  # what forecasts replay the queue with
 
     def poke() -> None:  # the backends are made before the loop they wake
         loop.poke()
@@ -188,6 +196,7 @@ def _loop(
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
         before_round=_each([backend.record_exits]) if backend is not None else None,
+        replay=replay_first_starts,
     )
     return loop
 

@@ -23,6 +23,8 @@ from corral.core.nodes import Node, build_initial_nodes, build_node
 from corral.core.units import MILLI_PER_GPU
 from corral.core.workloads import Workload, checkpointed_progress
 from corral.errors import CorralError
+from corral.forecasting.replay import ReplayStart, forecast_private_starts
+from corral.forecasting.runtimes import RuntimeEstimates
 from corral.scenario.models import RESERVED_EVENT, ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, PendingReason, Policy, Snapshot, schedule
 from corral.scheduling.decisions import Placement, Reservation
@@ -30,7 +32,6 @@ from corral.scheduling.snapshot import Domain
 from corral.scheduling.waiting import WaitingJobs
 from corral.sim.ledger import SpendLedger
 from corral.sim.report import JobRecord, ReplayTally, summarize
-from corral.sim.runtimes import RuntimeEstimates
 
 EventSink = Callable[[Event], None]
 
@@ -77,19 +78,6 @@ _CLUSTER_EVENT_KINDS = {
 class _Running:
     allocation: Allocation
     attempt: int
-
-
-@dataclass(frozen=True)
-class ReplayStart:
-    """A replay that begins from a live state instead of empty clusters at t=0: what a forecast needs.
-
-    ``nodes`` are empty copies of the live nodes (up/down and GPU health kept); ``running`` holds each
-    running job's allocation and the seconds it has left.
-    """
-
-    now: float
-    nodes: Sequence[Node]
-    running: Sequence[tuple[Allocation, float]] = ()
 
 
 @dataclass(frozen=True)
@@ -350,11 +338,9 @@ class Simulator:
         if not self._record_forecasts and not any(not job.must_stay_private for job in waiting):
             self.snapshot.forecast = None
             return
-        from corral.sim.forecast import forecast_private_starts  # the forecast replays with this engine
-
         started = time.perf_counter()
         forecast = forecast_private_starts(
-            self.snapshot, waiting, self.policy, now, self.runtimes, self._saved
+            self.snapshot, waiting, self.policy, now, self.runtimes, self._saved, replay=replay_first_starts
         )
         self.tally.forecast_seconds += time.perf_counter() - started
         self.tally.forecasts += 1
@@ -528,3 +514,15 @@ class Simulator:
 
     def _count_gpus(self) -> float:
         return sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU
+
+
+def replay_first_starts(
+    cluster_file: ClusterFile, workloads: Sequence[Workload], policy: Policy, start: ReplayStart
+) -> dict[str, float]:
+    """The forecast's replay (``corral.forecasting.replay.Replay``): this simulator from the live state;
+    when each job that started first started."""
+    replay = Simulator(cluster_file, workloads, policy, start=start)
+    replay.run()
+    return {
+        job: record.first_start for job, record in replay.tally.jobs.items() if record.first_start is not None
+    }

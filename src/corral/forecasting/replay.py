@@ -1,6 +1,8 @@
 """Start-time forecasts: when each waiting job would start if it stayed on private clusters.
 
-The forecast replays the live state forward with the simulator itself, on the private clusters only: the
+The forecast replays the live state forward with the simulator itself (``replay``: the simulator passes
+its own, the control plane gets it from the server's wiring, so neither imports the other through here),
+on the private clusters only: the
 running jobs end when their estimated run time is up, the waiting jobs arrive at once with estimated run
 times, and the same scheduler under the same policy decides. No new submissions are imagined, so the
 forecast is what the queue ahead of a job implies; later, higher-priority arrivals can only delay it.
@@ -19,19 +21,36 @@ clairvoyant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from corral.core.nodes import Node
 from corral.core.workloads import Workload
+from corral.forecasting.runtimes import RuntimeEstimates
 from corral.scenario.models import ClusterFile
-from corral.scheduling import Policy, Snapshot
+from corral.scheduling import Allocation, Policy, Snapshot
 from corral.scheduling.bursting import Bursting, Forecast
-from corral.sim.engine import ReplayStart, Simulator
-from corral.sim.runtimes import RuntimeEstimates
 
 FORECAST_JOBS = 200
 """Waiting jobs a forecast replays, first in line first; see the module docstring."""
+
+
+@dataclass(frozen=True)
+class ReplayStart:
+    """A replay that begins from a live state instead of empty clusters at t=0: what a forecast needs.
+
+    ``nodes`` are empty copies of the live nodes (up/down and GPU health kept); ``running`` holds each
+    running job's allocation and the seconds it has left.
+    """
+
+    now: float
+    nodes: Sequence[Node]
+    running: Sequence[tuple[Allocation, float]] = ()
+
+
+Replay = Callable[[ClusterFile, Sequence[Workload], Policy, ReplayStart], dict[str, float]]
+"""Replays the jobs on the clusters from the live state under the policy, and says when each job that
+started first started: the simulator (``corral.sim.engine.replay_first_starts``)."""
 
 
 def forecast_private_starts(
@@ -41,6 +60,8 @@ def forecast_private_starts(
     now: float,
     estimates: RuntimeEstimates,
     saved: dict[str, float] | None = None,
+    *,
+    replay: Replay,
 ) -> Forecast:
     """Predicted private start of every waiting job (absent: it would not start on private clusters),
     and the run time assumed for every waiting and running job, given the work each has done (running
@@ -68,18 +89,14 @@ def forecast_private_starts(
         for job in waiting
     ]
     queues = list(snapshot.queues.values()) if snapshot.queues is not None else None
-    replay = Simulator(
-        ClusterFile(clusters=private, queues=queues),
+    cluster_file = ClusterFile(clusters=private, queues=queues)
+    first = replay(
+        cluster_file,
         remaining,
         replace(policy, bursting=Bursting(enabled=False)),
-        start=ReplayStart(now, nodes, running),
+        ReplayStart(now, nodes, running),
     )
-    replay.run()
-    starts = {
-        job.id: record.first_start
-        for job in waiting
-        if (record := replay.tally.jobs[job.id]).first_start is not None
-    }
+    starts = {job.id: first[job.id] for job in waiting if job.id in first}
     return Forecast(starts, runtimes, guessed)
 
 

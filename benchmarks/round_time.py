@@ -1,0 +1,143 @@
+"""What one control-plane round costs as the queue grows: 100, 1,000 and 10,000 jobs waiting.
+
+    .venv/bin/python benchmarks/round_time.py [--pending 100 1000 10000] [--rounds 30]
+        [--out benchmarks/results/round-time.json]
+
+A store (SQLite in a temporary folder) holds ``--pending`` waiting jobs of `true` asking 1 GPU and 0.1
+CPU, and one node of 8 GPUs runs 8 of them. Each measured round is what the reconcile loop does after 8
+exits: the 8 running jobs finish (not timed), then ``reconcile`` reads what changed, schedules, and
+writes 8 starts and why the others wait (timed), with the loop's kept jobs and forecasting. "kept" is the
+loop as it runs; "full read" reads every pending and running row each round (``full_read_seconds=0``:
+what every round did before the loop kept its jobs). Reported: the median and the slowest round, and the
+median as a ratio to the median with the fewest jobs waiting. Writes the JSON and the table between the
+``round_time`` markers of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from report import replace_block
+from sqlalchemy import insert
+
+from corral.control.active import ActiveJobs
+from corral.control.forecasting import Forecasting
+from corral.control.inventory import local_cluster
+from corral.control.reconcile import Inventory, reconcile
+from corral.scheduling import get_policy
+from corral.sim.engine import replay_first_starts
+from corral.spec.job import JobSpec
+from corral.store.database import open_store
+from corral.store.jobs import JobStore
+from corral.store.schema import EventRow, JobRow
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+JOB = JobSpec.model_validate(
+    {"name": "round", "command": "true", "resources": {"gpus": 1, "cpu": 0.1, "memory": 0.1}}
+)
+GPUS = 8
+
+
+def fill(store: JobStore, jobs: int) -> None:
+    """``jobs`` submissions as ``JobStore.submit`` stores them (a row and a ``submitted`` event), in one
+    transaction: the submissions are not what is measured."""
+    now = time.time()
+    spec = JOB.model_dump(mode="json")
+    ids = [f"j-{index:012d}" for index in range(jobs)]
+    rows = [
+        {
+            "id": i,
+            "name": JOB.name,
+            "tenant": "default",
+            "queue": JOB.queue,
+            "status": "pending",
+            "spec": spec,
+        }
+        | {"submitted_at": now, "attempt": 0, "checkpointed_seconds": 0.0}
+        for i in ids
+    ]
+    with store.engine.begin() as connection:
+        connection.execute(insert(JobRow), rows)
+        connection.execute(insert(EventRow), [{"t": now, "job_id": i, "kind": "submitted"} for i in ids])
+
+
+def measure(pending: int, rounds: int, full_read: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        store = JobStore(open_store(f"sqlite:///{folder}/corral.db"))
+        fill(store, pending + GPUS * (rounds + 1))
+        inventory = Inventory(clusters=[local_cluster(GPUS)])
+        policy = get_policy("default")
+        jobs = ActiveJobs(full_read_seconds=0.0 if full_read else float("inf"))
+        forecasting = Forecasting(replay_first_starts)
+        first = time.perf_counter()
+        result = reconcile(store.engine, inventory, policy, time.time(), jobs, forecasting)
+        first = time.perf_counter() - first
+        took = []
+        for _ in range(rounds):
+            for start in result.starts:
+                store.finish(start.job, succeeded=True)
+            started = time.perf_counter()
+            result = reconcile(store.engine, inventory, policy, time.time(), jobs, forecasting)
+            took.append(time.perf_counter() - started)
+            assert len(result.starts) == GPUS, f"a round started {len(result.starts)} jobs, not {GPUS}"
+        store.engine.dispose()
+    return {"first": first, "median": statistics.median(took), "max": max(took)}
+
+
+def table(result: dict[str, object]) -> list[str]:
+    runs = result["runs"]
+    assert isinstance(runs, dict)
+    lines = [
+        f"Command: `{result['command']}` ({result['date']}, {result['machine']}, Python {result['python']}); "
+        f"{result['rounds']} rounds each, one node of {GPUS} GPUs, 8 exits and 8 starts per round.",
+        "",
+        "| jobs waiting | reads | first round ms | round ms (median) | slowest ms | median / fewest |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in ("kept", "full read"):
+        base = runs[mode][0]["median"]
+        for run in runs[mode]:
+            lines.append(
+                f"| {run['pending']:,} | {mode} | {run['first'] * 1000:.0f} | {run['median'] * 1000:.1f} "
+                f"| {run['max'] * 1000:.1f} | {run['median'] / base:.2f}x |"
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pending", type=int, nargs="+", default=[100, 1000, 10_000])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "round-time.json")
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {"kept": [], "full read": []}
+    for mode, runs_of_mode in runs.items():
+        for pending in args.pending:
+            run = {"pending": pending} | measure(pending, args.rounds, full_read=mode == "full read")
+            runs_of_mode.append(run)
+            print(mode, run, file=sys.stderr)
+    result = {
+        "command": "python benchmarks/round_time.py " + " ".join(sys.argv[1:]),
+        "date": date.today().isoformat(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "rounds": args.rounds,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    DOC.write_text(replace_block(DOC.read_text(), "round_time", table(result)))
+    print("\n".join(table(result)))
+
+
+if __name__ == "__main__":
+    main()
