@@ -185,14 +185,18 @@ def test_a_start_that_waits_on_run_times_nobody_learned_is_unknown_not_a_day_awa
     waiting = job("next", gpus=8, submit=1, burstable=False)
     estimates = RuntimeEstimates()
     snapshot.runtime_estimate = estimates  # as the control plane's rounds have it
-    snapshot.forecast = forecast_private_starts(snapshot, [waiting], DEFAULT, 500.0, estimates)
+    snapshot.forecast = forecast_private_starts(
+        snapshot, [waiting], DEFAULT, 500.0, estimates, replay=replay_first_starts
+    )
     assert snapshot.forecast.guessed == {"long", "next"}
     message = schedule(snapshot, [waiting], DEFAULT, now=500.0).pending["next"].message
     assert "forecast: start unknown until run times are learned" in message
     assert "room held on dgx-0 (when it frees is unknown" in message and " h " not in message
     for runtime in (864.0, 1036.8, 1296.0):  # similar jobs ran 15 to 22 minutes
         estimates.observe(job("done", gpus=8), runtime)
-    snapshot.forecast = forecast_private_starts(snapshot, [waiting], DEFAULT, 501.0, estimates)
+    snapshot.forecast = forecast_private_starts(
+        snapshot, [waiting], DEFAULT, 501.0, estimates, replay=replay_first_starts
+    )
     message = schedule(snapshot, [waiting], DEFAULT, now=501.0).pending["next"].message
     assert "forecast: starts on private clusters in 9 min" in message  # 537 s to its learned end
     assert "reserved: expected to start in 9 min on dgx-0" in message
