@@ -136,3 +136,12 @@ def test_the_api_documentation_is_served_without_the_internet(store: JobStore) -
         for src in scripts:
             asset = anonymous.get(src)
             assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+def test_a_queue_quota_on_a_flavor_no_declared_pool_has_is_refused(client: TestClient) -> None:
+    """Every node is declared (lab's one a100 pool), so a quota in h100 could never be used: a typo."""
+    refused = client.put(f"{API}/queues/nlp", json={"name": "nlp", "quota": {"h100": 8}})
+    assert refused.status_code == 422
+    assert "no pool has flavor h100" in refused.json()["detail"]
+    assert "flavors: a100" in refused.json()["detail"]
+    assert client.put(f"{API}/queues/nlp", json={"name": "nlp", "quota": {"a100": 8}}).status_code == 201

@@ -64,6 +64,20 @@ def put_queue(
     """Create the queue (201) or replace its settings (200); the next round schedules with them."""
     if queue.name != name:
         refuse(request, 422, f"name: the body names queue {queue.name!r}, the path {name!r}", principal)
+    snapshot = plane.empty_snapshot()
+    if not snapshot.nodes_may_join:
+        flavors = {pool.flavor for pool in snapshot.pools.values()} | {
+            n.flavor for n in snapshot.nodes.values()
+        }
+        unknown = sorted((set(queue.quota or {}) | set(queue.borrowing_limit or {})) - flavors)
+        if unknown:
+            refuse(
+                request,
+                422,
+                f"quota: no pool has flavor {', '.join(unknown)}, and this cluster's nodes are all declared; "
+                f"flavors: {', '.join(sorted(flavors)) or 'none'}",
+                principal,
+            )
     response.status_code = 201 if plane.queues.put(queue) else 200
     plane.inventory_changed()
     return queue
