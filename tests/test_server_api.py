@@ -121,6 +121,8 @@ def test_local_cluster_uses_declared_gpus_without_nvml() -> None:
     [pool] = cluster.pools
     assert (pool.count, pool.node.gpus, pool.node.gpu_model) == (1, 3, "virtual")
     assert local_cluster(declared_gpus=0).pools[0].node.gpus == 0
+    assert pool.gpu_hour_cost == 0.0  # corral up --gpu-hour-cost sets what corral cost charges
+    assert local_cluster(declared_gpus=1, gpu_hour_cost=2.5).pools[0].gpu_hour_cost == 2.5
 
 
 def test_the_api_documentation_is_served_without_the_internet(store: JobStore) -> None:

@@ -144,6 +144,10 @@ def register(
             typer.Option(help="Declare this many GPUs instead of asking NVML (e.g. 4 on a laptop)."),
         ] = None,
         policy: Annotated[str, typer.Option(help="Scheduling policy (see `corral policies`).")] = "default",
+        gpu_hour_cost: Annotated[
+            float,
+            typer.Option(min=0, help="USD per GPU-hour that `corral cost` charges tenants (0: not counted)."),
+        ] = 0.0,
         pod_user: PodUserOption = DEFAULT_POD_USER,
     ) -> None:
         """Everything on this machine: API, reconcile loop and local backend, scheduling onto this machine's
@@ -151,7 +155,7 @@ def register(
         from corral.control.inventory import local_cluster
         from corral.control.reconcile import Inventory
 
-        cluster = local_cluster(gpus)
+        cluster = local_cluster(gpus, gpu_hour_cost=gpu_hour_cost)
         node = cluster.pools[0].node
         console.print(
             f"this machine: {node.cpu:g} CPUs, {node.memory_gib:g} GiB, {node.gpus} GPU(s) {node.gpu_model or ''}"

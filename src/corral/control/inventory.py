@@ -90,10 +90,14 @@ def hostname() -> str:
     return re.sub(r"[^a-z0-9-]", "-", socket.gethostname().split(".")[0].lower()).strip("-") or "local"
 
 
-def local_cluster(declared_gpus: int | None = None, gpu_model: str = "virtual") -> ClusterSpec:
-    """This machine as cluster ``local`` with one node, for ``corral up``."""
+def local_cluster(
+    declared_gpus: int | None = None, gpu_model: str = "virtual", gpu_hour_cost: float = 0.0
+) -> ClusterSpec:
+    """This machine as cluster ``local`` with one node, for ``corral up``; ``gpu_hour_cost`` is what
+    ``corral cost`` charges each tenant per GPU-hour (what the hardware costs you, 0: not counted)."""
     machine = this_machine(declared_gpus, gpu_model, cluster="local", pool=hostname(), flavor="local")
-    return ClusterSpec(name="local", private=True, pools=[pool_for(machine, count=1)])
+    pool = pool_for(machine, count=1).model_copy(update={"gpu_hour_cost": gpu_hour_cost})
+    return ClusterSpec(name="local", private=True, pools=[pool])
 
 
 def _memory_gib() -> float:
