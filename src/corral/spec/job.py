@@ -352,6 +352,11 @@ class JobSpec(BaseModel):
             raise ValueError("deadline needs a time zone, e.g. 2026-12-01T18:00:00Z")
         return value
 
+    @property
+    def enforced_time_limit(self) -> float:
+        """Seconds its pods may run before they are stopped: ``time_limit``, else a day."""
+        return self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT
+
     def to_workload(self, job_id: str, submit: float) -> Workload:
         """The scheduler's view of this job; ``submit`` and the deadline are Unix seconds."""
         gpus = self.resources.gpus
@@ -359,7 +364,7 @@ class JobSpec(BaseModel):
             id=job_id,
             queue=self.queue,
             submit=submit,
-            duration=self.time_limit or DEFAULT_TIME_LIMIT,
+            duration=self.enforced_time_limit,
             pods=self.pods,
             gpus_per_pod=gpus.count,
             gpu_milli=gpus.milli if gpus.count else 0,

@@ -145,7 +145,7 @@ def pod_manifest(
         "spec": {
             "nodeName": pod.node,
             "restartPolicy": "Never",
-            "activeDeadlineSeconds": max(1, round(spec.time_limit)),
+            "activeDeadlineSeconds": max(1, round(spec.enforced_time_limit)),
             "terminationGracePeriodSeconds": round(spec.stop_grace_period),
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists"}],
             "containers": [container],

@@ -50,7 +50,11 @@ class LogEndpoint:
         self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(server.certificate, server.folder / "certs" / "apiserver.key")
-        self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+        # The handshake happens in the request thread: done in accept, a client that stalls it would
+        # block the serve loop, and with it shutdown().
+        self._http.socket = context.wrap_socket(
+            self._http.socket, server_side=True, do_handshake_on_connect=False
+        )
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
