@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from corral.bench.contended import PEAK_WINDOW_SECONDS, capacity_gpus, generate, peak_offered_load
-from corral.core.units import gpus_to_milli
+from corral.core.cluster import PoolSpec
+from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
 from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Event
@@ -252,17 +253,15 @@ class _QueueUsage:
             demand[job.queue] += job.gpu_demand_milli / 1000 * usable
         delivered = sum(self.gpu_seconds.values())
         entitled = water_fill(delivered, quotas, demand)
-        largest_quota = {
-            q.name: gpus_to_milli(max((q.quota or {}).values(), default=0.0))
-            for q in cluster_file.queues or []
-        }
+        specs = {q.name: q for q in cluster_file.queues or []}
+        pools = [p for c in cluster_file.clusters for p in c.pools]
         max_wait: dict[str, float] = defaultdict(float)
         within_quota: dict[str, float] = defaultdict(float)
         for record in records:
             job = record.workload
             wait = (record.first_start if record.first_start is not None else end) - job.submit
             max_wait[job.queue] = max(max_wait[job.queue], wait)
-            if job.gpu_demand_milli <= largest_quota.get(job.queue, 0):
+            if _fits_own_quota(job, specs.get(job.queue), pools):
                 within_quota[job.queue] = max(within_quota[job.queue], wait)
         return [
             QueueShare(
@@ -274,6 +273,19 @@ class _QueueUsage:
             )
             for queue in sorted(quotas)
         ]
+
+
+def _fits_own_quota(job: Workload, queue: QueueSpec | None, pools: Sequence[PoolSpec]) -> bool:
+    """Whether ``job`` fits in its queue's nominal quota of a flavor whose nodes can hold its pods (their
+    GPU count and model): a job that fits only where its team has less quota must borrow."""
+    if queue is None:
+        return False
+    models = job.allowed_models
+    return any(
+        job.gpu_demand_milli <= queue.nominal_milli(pool.flavor)
+        for pool in pools
+        if pool.node.gpus >= job.gpus_per_pod and (models is None or pool.node.gpu_model in models)
+    )
 
 
 def water_fill(total: float, weights: dict[str, float], caps: dict[str, float]) -> dict[str, float]:
