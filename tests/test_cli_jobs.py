@@ -181,3 +181,22 @@ def _ended(client: Client, job_id: str, timeout: float = 60.0) -> Job:
         assert time.monotonic() < deadline, f"{job_id} is still {job.status}: {job.reason}"
         time.sleep(0.1)
     return job
+
+
+def test_why_says_which_scheduling_round_its_reason_describes(up) -> None:
+    """A job asking for more GPUs than are free waits; its reason carries the round's time, which is
+    after its submission, and an ended job's does not."""
+    client, env = up
+    submitted = time.time()
+    blocker = client.submit({"name": "hold", "command": "sleep 60", "resources": {"gpus": 4}})
+    wait_for(client, blocker.id, "running")
+    waiting = client.submit({"name": "waits", "command": "true", "resources": {"gpus": 2}})
+    deadline = time.monotonic() + 30
+    while (why := client.why(waiting.id)).reason is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert why.status == "pending" and why.reason is not None
+    assert why.explained_at is not None and why.explained_at >= submitted
+    assert "as of the scheduling round at" in corral(env, "why", waiting.id).output
+    client.cancel(waiting.id)
+    client.cancel(blocker.id)
+    assert client.why(waiting.id).explained_at is None

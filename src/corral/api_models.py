@@ -83,6 +83,10 @@ class Why(BaseModel):
     """While it waits: Unix seconds when the last forecast has it start on private clusters."""
     burst_cost_usd: float | None = None
     """While it waits: what running it on the cheapest public GPUs would cost (estimated run time)."""
+    explained_at: float | None = None
+    """While it waits: Unix seconds of the round whose final state ``reason`` describes (every round
+    explains every waiting job, and the stored reason changes only when its text does); null when this
+    server process runs no reconcile loop (another API worker does) or no round has run yet."""
 
 
 class NodeState(BaseModel):

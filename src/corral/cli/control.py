@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, get_args
 
@@ -443,6 +444,9 @@ def register(
         console.print(
             f"{answer.id} is {answer.status}" + (f": {escape(answer.reason)}" if answer.reason else "")
         )
+        if answer.explained_at is not None:
+            at = datetime.fromtimestamp(answer.explained_at).strftime("%H:%M:%S")
+            console.print(f"as of the scheduling round at {at}")
 
     @app.command()
     def cancel(job_ids: Annotated[list[str], typer.Argument(help="Job ids.", metavar="ID...")]) -> None:

@@ -71,6 +71,8 @@ class ReconcileLoop:
         self.policy = policy
         self.interval = interval
         self.rounds = 0
+        self.last_round_at: float | None = None
+        """Unix seconds of the last round that committed: what waiting jobs' reasons describe."""
         self.decided = Changes()
         """Bumped after every committed round: what agents' long-polls for their pods wait on."""
         self.jobs = ActiveJobs()
@@ -132,9 +134,11 @@ class ReconcileLoop:
                 started = time.perf_counter()
                 if self.before_round is not None:
                     self.before_round()
+                now = time.time()
                 result = reconcile(
-                    self.engine, self.inventory, self.policy, time.time(), self.jobs, self._forecasting
+                    self.engine, self.inventory, self.policy, now, self.jobs, self._forecasting
                 )
+                self.last_round_at = now
                 self._wake_at = result.wake_at
                 self.decided.bump()
                 if self.metrics is not None:

@@ -93,7 +93,10 @@ def get_job(request: Request, job_id: JobId, plane: Plane, principal: Reader) ->
 def why(request: Request, job_id: JobId, plane: Plane, principal: Reader) -> Why:
     """Why a job waits (or why it failed): the scheduler's explanation from the last round."""
     record = visible_job(request, plane, principal, job_id)
-    return Why(**{name: getattr(record, name) for name in Why.model_fields})
+    fields = {name: getattr(record, name) for name in Why.model_fields if name != "explained_at"}
+    loop = plane.loop
+    at = loop.last_round_at if loop is not None and record.status == "pending" else None
+    return Why(**fields, explained_at=at)
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
