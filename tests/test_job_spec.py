@@ -50,7 +50,7 @@ def test_gpu_forms(value: object, expected: GpuRequest) -> None:
     ("value", "fix"),
     [
         (1.5, "ask for whole GPUs (2) or a share of one below 1"),
-        ("A100:two", "write MODEL:COUNT"),
+        ("A100:two", "or MODEL:COUNT (A100:2)"),
         (0, "leave gpus out for a CPU-only job"),
         (":2", "empty GPU model"),
     ],
@@ -135,3 +135,10 @@ def test_a_spec_round_trips_through_its_stored_json() -> None:
     """The store keeps ``model_dump(mode="json")``; reading it back gives the same spec."""
     spec = parse_job_spec(FULL)
     assert type(spec).model_validate(spec.model_dump(mode="json")) == spec
+
+
+@pytest.mark.parametrize("amount", ["inf", "Infinity", "nan", "-2", "1e3"])
+def test_a_number_python_reads_but_corral_does_not_is_no_gpu_model(amount: str) -> None:
+    """`gpus: inf` once became one GPU of a model named "inf", waiting forever for such a node."""
+    with pytest.raises(SpecError, match="is not a GPU count: write a whole number"):
+        parse_job_spec(f'name: j\ncommand: x\nresources: {{gpus: "{amount}"}}')

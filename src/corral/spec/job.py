@@ -151,14 +151,17 @@ class GpuRequest(BaseModel):
             model_part, colon, count_part = text.rpartition(":")
             if colon and not model_part.strip():
                 raise ValueError(f"empty GPU model in {text!r}: write MODEL:COUNT, e.g. A100:2")
-            if not model_part and not _is_number(count_part):
-                model_part, count_part = count_part, "1"  # "T4": one T4
+            if not model_part and not _is_number(count_part) and not _looks_numeric(count_part):
+                model_part, count_part = count_part, "1"  # "T4": one T4 (but "inf" or "-2" is no model)
             if model_part:
                 models = tuple(m.strip() for m in model_part.split("|"))
                 if not all(models):
                     raise ValueError(f"empty GPU model in {text!r}: write MODEL:COUNT, e.g. A100:2")
             if not _is_number(count_part):
-                raise ValueError(f"{count_part!r} is not a GPU count: write MODEL:COUNT, e.g. A100:2")
+                raise ValueError(
+                    f"{count_part!r} is not a GPU count: write a whole number (2), a share below 1 (0.5) "
+                    "or MODEL:COUNT (A100:2)"
+                )
             amount = float(count_part)
         amount = float(amount)
         if not math.isfinite(amount):
@@ -189,6 +192,16 @@ def _path(value: str, field: str) -> str:
 
 def _is_number(text: str) -> bool:
     return re.fullmatch(r"\d+(?:\.\d+)?", text.strip()) is not None
+
+
+def _looks_numeric(text: str) -> bool:
+    """Whether Python reads ``text`` as a float ("inf", "nan", "-2", "1e3"): a mistyped amount, not a
+    GPU model named so."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Resources(BaseModel):
