@@ -34,7 +34,7 @@ from kubernetes import client, config, watch
 from report import replace_block
 
 from corral.backends.kube.local_apiserver import local_apiserver
-from corral.backends.kube.stand_in import Kubelet, kubelet
+from corral.backends.kube.stand_in import Kubelet, kubelet, local_and_kube_cluster_file
 from corral.client import Client
 from corral.paths import read_token
 from corral.server.process import free_port, start, stop
@@ -140,14 +140,7 @@ def main() -> None:
         nodes = [stand_in.node(suffix) for suffix in ("a", "b", "c", "d")]  # two losses, each needs a spare
         folder = Path(scratch)
         kubeconfig = server.kubeconfig("admin", namespace="corral")
-        (folder / "cluster.yaml").write_text(
-            "clusters:\n"
-            "  - name: lab\n"
-            "    pools:\n"
-            "      - {name: ws, flavor: t4, count: 1, node: {cpu: 4, memory_gib: 16, gpus: 2, gpu_model: T4}}\n"
-            "  - name: kube\n"
-            f"    backend: {{kind: kubernetes, kubeconfig: '{kubeconfig}', node_selector: '{stand_in.selector}'}}\n"
-        )
+        (folder / "cluster.yaml").write_text(local_and_kube_cluster_file(kubeconfig, stand_in))
         port = free_port()
         arguments = ["server", "--cluster", str(folder / "cluster.yaml"), "--data-dir", str(folder)]
         corral_server = start([*arguments, "--port", str(port)], folder / "server.log", port)

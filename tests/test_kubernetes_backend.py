@@ -35,7 +35,7 @@ from corral.backends.kube.local_apiserver import (  # noqa: E402
     local_apiserver,
 )
 from corral.backends.kube.nodes import OTHER_PODS  # noqa: E402
-from corral.backends.kube.stand_in import Kubelet, kubelet  # noqa: E402
+from corral.backends.kube.stand_in import Kubelet, kubelet, local_and_kube_cluster_file  # noqa: E402
 from corral.control.reconcile import Inventory, reconcile  # noqa: E402
 from corral.core.cluster import BackendSpec, ClusterSpec  # noqa: E402
 from corral.scheduling import get_policy  # noqa: E402
@@ -494,14 +494,7 @@ def test_one_control_plane_drives_a_local_and_a_kubernetes_cluster(
     with kubelet(apiserver) as stand_in:
         node = stand_in.node("a")
         kubeconfig = apiserver.kubeconfig("corral", namespace="corral")
-        (tmp_path / "cluster.yaml").write_text(
-            "clusters:\n"
-            "  - name: lab\n"
-            "    pools:\n"
-            "      - {name: ws, flavor: t4, count: 1, node: {cpu: 4, memory_gib: 16, gpus: 2, gpu_model: T4}}\n"
-            "  - name: kube\n"
-            f"    backend: {{kind: kubernetes, kubeconfig: '{kubeconfig}', node_selector: '{stand_in.selector}'}}\n"
-        )
+        (tmp_path / "cluster.yaml").write_text(local_and_kube_cluster_file(kubeconfig, stand_in))
         other = {
             "metadata": {"name": f"other-{stand_in.test}"},
             "spec": {

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -202,6 +203,19 @@ class Kubelet:
                             self.finish_deletion(pod)
             except client.ApiException:
                 pass  # the server is stopping, or the Pod is gone already
+
+
+def local_and_kube_cluster_file(kubeconfig: Path, stand_in: Kubelet) -> str:
+    """A cluster file for one server driving both backends: ``lab``, this machine's 2 T4s (the local
+    backend), and ``kube``, the stand-in's Nodes."""
+    return (
+        "clusters:\n"
+        "  - name: lab\n"
+        "    pools:\n"
+        "      - {name: ws, flavor: t4, count: 1, node: {cpu: 4, memory_gib: 16, gpus: 2, gpu_model: T4}}\n"
+        "  - name: kube\n"
+        f"    backend: {{kind: kubernetes, kubeconfig: '{kubeconfig}', node_selector: '{stand_in.selector}'}}\n"
+    )
 
 
 @contextmanager
