@@ -170,6 +170,15 @@ def test_the_url_corral_up_prints_and_the_bare_one_are_the_same_server() -> None
         assert Client(url, token="t").url == "http://127.0.0.1:8765"
 
 
+def test_agent_follows_the_global_url_unless_it_names_its_own_server() -> None:
+    from corral.cli.connection import Connection
+
+    connection = Connection("http://10.0.0.5:8765/api/v1")
+    assert connection.client().url == "http://10.0.0.5:8765"
+    assert connection.client("http://10.0.0.6:9000", timeout=2.5).url == "http://10.0.0.6:9000"
+    assert connection.client(timeout=2.5).timeout == 2.5
+
+
 def test_error_text_is_printed_as_it_is_not_as_rich_markup(capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 

@@ -15,5 +15,7 @@ class Connection:
 
     url: str | None = None
 
-    def client(self) -> Client:
-        return Client(self.url)
+    def client(self, url: str | None = None, timeout: float = 30.0) -> Client:
+        """A client for ``url`` when a command names its own server (``corral agent --server``), else for
+        the global option's."""
+        return Client(url or self.url, timeout=timeout)

@@ -59,7 +59,7 @@ def register(
     app: typer.Typer,
     console: Console,
     user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
+    connect: Callable[..., Client],
 ) -> None:
     """Add the control-plane commands to ``app``."""
     errors = Console(stderr=True, soft_wrap=True)
@@ -183,7 +183,9 @@ def register(
     @app.command()
     def agent(
         node: Annotated[str | None, typer.Option(help="This node's name (default: the host name).")] = None,
-        server: Annotated[str | None, typer.Option(help="Server URL (default: CORRAL_URL).")] = None,
+        server: Annotated[
+            str | None, typer.Option(help="Server URL (default: the global --url, else CORRAL_URL).")
+        ] = None,
         data_dir: Annotated[Path | None, typer.Option(help="Where pods' output and state go.")] = None,
         interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 1.0,
         gpus: Annotated[
@@ -205,7 +207,6 @@ def register(
 
         from corral.backends.agent import Agent
         from corral.backends.pod_users import PodUsers, prepare_pod_user
-        from corral.client import Client
         from corral.control.inventory import hostname, this_machine
 
         name = node or hostname()
@@ -219,7 +220,7 @@ def register(
         )
         # Requests give up well inside the node-lost timeout, so a server that stopped answering is
         # noticed (and the pods stopped) in time.
-        with Client(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
+        with connect(server, timeout=DEFAULT_HEARTBEAT_TIMEOUT / 2) as client:
             console.print(escape(f"corral agent for {name} -> {client.url} (pods in {folder})"))
             Agent(
                 client,
