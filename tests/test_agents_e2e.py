@@ -43,6 +43,8 @@ def _agent(node: str, port: int, folder: Path, token: str) -> subprocess.Popen[b
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[Client, Path, dict[str, subprocess.Popen[bytes]]]]:
+    for folder in [tmp_path, *tmp_path.parents[:2]]:  # pods pass through, as a data dir must let them
+        folder.chmod(folder.stat().st_mode | 0o711)
     port = free_port()
     server = start_server(tmp_path, port, cluster=None, extra=["--no-local", "--heartbeat-timeout", "2"])
     agents: dict[str, subprocess.Popen[bytes]] = {}

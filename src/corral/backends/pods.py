@@ -24,6 +24,8 @@ does not exist, the kernel refuses its command) fails alone, with the reason, an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -82,13 +84,27 @@ class DesiredPod(BaseModel):
         return env
 
     @property
-    def command_line(self) -> str:
-        """The spec's command as one shell line, after its ``setup`` (which must succeed first)."""
+    def spec_command_line(self) -> str:
+        """The spec's command as one shell line."""
         command = self.spec.command
-        line = command if isinstance(command, str) else shlex.join(command)
+        return command if isinstance(command, str) else shlex.join(command)
+
+    @property
+    def command_line(self) -> str:
+        """The spec's command as one shell line, after its ``setup`` (which must succeed first): where
+        setups are not cached (Ray actors), every pod runs it."""
         if self.spec.setup is None:
-            return line
-        return f"{{ {self.spec.setup}\n}} && {{ {line}\n}}"
+            return self.spec_command_line
+        return f"{{ {self.spec.setup}\n}} && {{ {self.spec_command_line}\n}}"
+
+    @property
+    def setup_key(self) -> str:
+        """What a cached setup's result depends on: its commands, the code it runs in (the upload's
+        digest or the node's workdir), the image and the spec's environment. Pods agreeing on all of
+        these on one node, of one tenant, share one setup run."""
+        spec = self.spec
+        parts = [spec.setup, spec.code, spec.workdir, spec.image, sorted(spec.env.items())]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -160,6 +176,26 @@ ENV_PREFIX = "CORRAL_POD_ENV_"
 CREATE_TIME_TOLERANCE = 0.5
 """Seconds a process's start time may differ from the recorded one and still be the same process."""
 
+CACHED_SETUP = """\
+export PATH="$CORRAL_SETUP_DIR/venv/bin:$PATH" && \
+{{ exec 9>"$CORRAL_SETUP_DIR/.lock" && flock 9 && if [ -e "$CORRAL_SETUP_DIR/.done" ]; then {restore}
+else find "$CORRAL_SETUP_DIR" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {{}} + && {{ {setup}
+}} && {snapshot}touch "$CORRAL_SETUP_DIR/.done"; fi; }} && exec 9>&- && \
+if [ -d "$CORRAL_SETUP_DIR/venv/bin" ]; then export VIRTUAL_ENV="$CORRAL_SETUP_DIR/venv"; fi && \
+{{ {command}
+}}"""
+"""A pod's command line where its node caches setups: the first pod of a setup key runs the setup,
+holding the key's lock (pods starting together wait for it), and marks it done; later pods skip it. A
+setup that failed or was stopped leaves no mark and runs again, in a folder emptied first. A ``venv``
+in ``$CORRAL_SETUP_DIR`` comes first on ``PATH``, from the setup's next command on (so its ``pip``
+installs there) and in every pod of the key."""
+SNAPSHOT_POD_FOLDER = (
+    'mkdir "$CORRAL_SETUP_DIR/work" && tar -C "$HOME" --exclude=./.cache -cf - . '
+    '| tar -C "$CORRAL_SETUP_DIR/work" -xf - && '
+)
+"""After the setup: the pod's folder as it left it (its code and what it wrote there; not caches)."""
+RESTORE_POD_FOLDER = 'find "$HOME" -mindepth 1 -delete && cp -a "$CORRAL_SETUP_DIR/work/." "$HOME/"'
+"""A later pod starts in a fresh copy of that folder, as if it had run the setup itself."""
 WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
 """Runs its arguments (the command, after dropping privileges) and records the exit code atomically."""
 POD_SHELL = (
@@ -190,8 +226,10 @@ class PodRunner:
     ) -> None:
         """``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
         user, nobody; as the runner itself when it is not root). ``code``: the archives of uploaded
-        working folders (None: a pod whose job has one cannot start here)."""
+        working folders (None: a pod whose job has one cannot start here). Setups are cached beside
+        ``runs``, in ``setups/<tenant>/<key>``."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
+        self.setups = self.runs.with_name("setups")
         self.identities = identities or PodUsers()
         self.code = code
         self.on_exit: Callable[[], None] | None = None
@@ -344,9 +382,19 @@ class PodRunner:
             if spec.code is not None:
                 self._unpack_code(desired, files, identity)
             env = pod_environment(desired, files.work, identity)
+            command_line = desired.command_line
+            if spec.setup is not None and shutil.which("flock", path=SAFE_PATH) is not None:
+                env["CORRAL_SETUP_DIR"] = str(self._setup_folder(desired, identity))
+                in_own_folder = workdir is None  # else the node's folder keeps what setup did there
+                command_line = CACHED_SETUP.format(
+                    setup=spec.setup,
+                    command=desired.spec_command_line,
+                    snapshot=SNAPSHOT_POD_FOLDER if in_own_folder else "",
+                    restore=RESTORE_POD_FOLDER if in_own_folder else ":",
+                )
             arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
-            arguments.append(desired.command_line)
+            arguments.append(command_line)
             descriptor = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(descriptor, "ab") as log:
                 process = subprocess.Popen(
@@ -397,6 +445,19 @@ class PodRunner:
         if identity is not None:
             for path in [files.work, *files.work.rglob("*")]:
                 os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
+
+    def _setup_folder(self, desired: DesiredPod, identity: PodIdentity | None) -> Path:
+        """The folder a setup runs once for, per tenant and setup key: the pod user's alone, below
+        folders pods may pass through but not list."""
+        tenant = self.setups / desired.tenant
+        folder = tenant / desired.setup_key
+        for parent in (self.setups, tenant):
+            parent.mkdir(exist_ok=True)
+            parent.chmod(0o711)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if identity is not None:
+            os.chown(folder, identity.uid, identity.gid)
+        return folder
 
     def _make_folders(self, files: PodFiles, identity: PodIdentity | None) -> None:
         """The runner's folders may be passed through (0711) but not listed or read by pods; ``work`` is
