@@ -18,8 +18,10 @@ def passable(tmp_path: Path) -> None:
         folder.chmod(folder.stat().st_mode | 0o711)
 
 
-def _pod(job_id: str, setup: str, command: str, tenant: str = "default") -> DesiredPod:
-    spec = JobSpec.model_validate({"name": "setup", "command": command, "setup": setup})
+def _pod(
+    job_id: str, setup: str, command: str, tenant: str = "default", env: dict[str, str] | None = None
+) -> DesiredPod:
+    spec = JobSpec.model_validate({"name": "setup", "command": command, "setup": setup, "env": env or {}})
     return DesiredPod(
         job_id=job_id,
         attempt=1,
@@ -97,3 +99,15 @@ def test_a_virtual_environment_the_setup_made_is_active_in_every_pod(tmp_path: P
     venv = f"{runner.setups}/default/{_pod('a', setup, command).setup_key}/venv"
     assert _run(runner, _pod("a", setup, command)) == [f"{venv}\n" * 3]  # in the setup, then the pod
     assert _run(runner, _pod("b", setup, command)) == [f"{venv}\n" * 2]
+
+
+def test_a_home_the_spec_sets_is_not_the_folder_a_later_pod_starts_afresh_in(tmp_path: Path) -> None:
+    runner = PodRunner(tmp_path / "runs")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o777)
+    (home / "keep.txt").write_text("mine\n")
+    (home / "keep.txt").chmod(0o666)
+    env = {"HOME": str(home)}
+    _run(runner, _pod("a", SETUP, "true", env=env))
+    assert _run(runner, _pod("b", SETUP, "cat artifact.txt", env=env)) == ["built\n"]
+    assert (home / "keep.txt").read_text() == "mine\n"

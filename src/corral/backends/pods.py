@@ -190,11 +190,11 @@ setup that failed or was stopped leaves no mark and runs again, in a folder empt
 in ``$CORRAL_SETUP_DIR`` comes first on ``PATH``, from the setup's next command on (so its ``pip``
 installs there) and in every pod of the key."""
 SNAPSHOT_POD_FOLDER = (
-    'mkdir "$CORRAL_SETUP_DIR/work" && tar -C "$HOME" --exclude=./.cache -cf - . '
+    'mkdir "$CORRAL_SETUP_DIR/work" && tar -C {folder} --exclude=./.cache -cf - . '
     '| tar -C "$CORRAL_SETUP_DIR/work" -xf - && '
 )
 """After the setup: the pod's folder as it left it (its code and what it wrote there; not caches)."""
-RESTORE_POD_FOLDER = 'find "$HOME" -mindepth 1 -delete && cp -a "$CORRAL_SETUP_DIR/work/." "$HOME/"'
+RESTORE_POD_FOLDER = 'find {folder} -mindepth 1 -delete && cp -a "$CORRAL_SETUP_DIR/work/." {folder}'
 """A later pod starts in a fresh copy of that folder, as if it had run the setup itself."""
 WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
 """Runs its arguments (the command, after dropping privileges) and records the exit code atomically."""
@@ -386,11 +386,12 @@ class PodRunner:
             if spec.setup is not None and shutil.which("flock", path=SAFE_PATH) is not None:
                 env["CORRAL_SETUP_DIR"] = str(self._setup_folder(desired, identity))
                 in_own_folder = workdir is None  # else the node's folder keeps what setup did there
+                folder = shlex.quote(str(files.work))  # not $HOME, which the spec's env may set
                 command_line = CACHED_SETUP.format(
                     setup=spec.setup,
                     command=desired.spec_command_line,
-                    snapshot=SNAPSHOT_POD_FOLDER if in_own_folder else "",
-                    restore=RESTORE_POD_FOLDER if in_own_folder else ":",
+                    snapshot=SNAPSHOT_POD_FOLDER.format(folder=folder) if in_own_folder else "",
+                    restore=RESTORE_POD_FOLDER.format(folder=folder) if in_own_folder else ":",
                 )
             arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
