@@ -413,6 +413,10 @@ def test_the_federation_example_keeps_medical_work_private_and_vision_within_its
     clouds = {e.job for e in events if e.event == "started" and e.cluster == "cloud"}
     assert clouds and not any(job.startswith("med") for job in clouds)
     assert summary.finished == len(jobs) and summary.cost_per_queue.get("medical", 0.0) == 0.0
+    # Over two days vision spends more than one day's budget in all, but never more in one day.
+    vision = summary.queues["vision"]
+    assert (vision.budget_usd, vision.budget_period) == (40.0, "day")
+    assert vision.cost_usd > 40.0 and 0.0 < (vision.peak_period_cost_usd or 0.0) <= 40.0 + 1e-6
     # Forecasts are on (a public cluster, default bursting) and counted apart from the scheduler.
     assert summary.forecasts > 0 and summary.forecast_seconds > 0.0
 
@@ -463,3 +467,16 @@ def test_a_forecast_replays_only_the_jobs_first_in_line() -> None:
     )
     assert forecast.private_start["urgent"] == 1000.0  # first in line by priority
     assert set(forecast.private_start) == {"urgent"} | {w.id for w in waiting[: FORECAST_JOBS - 1]}
+
+
+def test_a_charge_across_midnight_is_paid_from_both_days() -> None:
+    from corral.core.budgets import BudgetPeriod, BudgetSpec
+    from corral.sim.ledger import SpendLedger
+
+    ledger = SpendLedger({"vision": BudgetSpec(usd=40, period=BudgetPeriod.DAY, enforcement="hard")})
+    day = 86400.0
+    ledger.open("a", "vision", 1 / 3600, day - 3600)  # 1 USD an hour, from 23:00
+    ledger.close("a", day + 7200)  # to 02:00: 1 USD on day one, 2 on day two
+    assert ledger.peak_period_spend(day + 7200) == {"vision": 2.0}
+    ledger.open("b", "vision", 3 / 3600, day + 7200)  # still running at the end: counted so far
+    assert ledger.peak_period_spend(day + 3 * 3600) == {"vision": 5.0}

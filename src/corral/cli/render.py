@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.core.units import MILLI_PER_GPU
-from corral.scenario.models import Summary
+from corral.scenario.models import QueueSummary, Summary
 from corral.scheduling import Pending
 
 
@@ -78,10 +78,12 @@ def rejected_table(summary: Summary) -> Table:
 def queue_table(summary: Summary) -> Table:
     table = Table(title="Per queue", title_justify="left")
     table.add_column("queue", style="cyan", no_wrap=True)
-    for column in ("jobs", "done", "wait p50 / p95", "GPU-h", "preempted", "cost"):
+    budgeted = any(q.budget_usd is not None for q in summary.queues.values())
+    columns = ["jobs", "done", "wait p50 / p95", "GPU-h", "preempted", "cost"]
+    for column in [*columns, *(["most in a period / budget"] if budgeted else [])]:
         table.add_column(column, justify="right", no_wrap=True)
     for name, q in summary.queues.items():
-        table.add_row(
+        row = [
             name,
             f"{q.jobs}",
             f"{q.finished}",
@@ -89,8 +91,17 @@ def queue_table(summary: Summary) -> Table:
             f"{q.gpu_hours:,.1f}",
             f"{q.preemptions}",
             f"${q.cost_usd:,.2f}",
-        )
+        ]
+        table.add_row(*row, *([_budget_use(q)] if budgeted else []))
     return table
+
+
+def _budget_use(queue: QueueSummary) -> str:
+    """``$40.00 / $40 a day``: a budget caps each period, so the replay's total over two days is not
+    what it is judged by."""
+    if queue.budget_usd is None or queue.peak_period_cost_usd is None:
+        return ""
+    return f"${queue.peak_period_cost_usd:,.2f} / ${queue.budget_usd:,.0f} a {queue.budget_period}"
 
 
 def pending_table(pending: Mapping[str, Pending], limit: int = 10) -> Table:

@@ -107,6 +107,13 @@ class QueueSummary(BaseModel):
     """GPU-hours left idle while this queue's jobs that would fit them waited only on its borrowing
     limit (its cohort had the quota to lend)."""
     cost_usd: float
+    budget_usd: float | None = None
+    """The queue's budget per period on public clusters, if it has one."""
+    budget_period: str | None = None
+    """``day`` or ``month``."""
+    peak_period_cost_usd: float | None = None
+    """The most it spent on public clusters in any one budget period: the figure its budget caps (the
+    replay's ``cost_usd`` may span several periods)."""
 
 
 class RejectedJob(BaseModel):

@@ -186,6 +186,8 @@ class Simulator:
                 self._handle(now, _Kind(kind), payload)
             self._settle(now)
         pending = {job: self._last_pending[job] for job in self._waiting.ids() if job in self._last_pending}
+        self.tally.budgets = self._ledger.budgets
+        self.tally.peak_period_cost = self._ledger.peak_period_spend(self.tally.last_time)
         return SimulationResult(summarize(self.tally, self.policy.name), pending)
 
     def _settle(self, now: float) -> None:

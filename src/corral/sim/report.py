@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from corral.core.budgets import BudgetSpec
 from corral.core.workloads import Workload
 from corral.scenario.models import QueueSummary, RejectedJob, Summary
 
@@ -52,6 +53,9 @@ class ReplayTally:
     gpu_seconds_idled_by_limits: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Per queue, GPU-seconds left idle while jobs that would fit them waited only on the queue's
     borrowing limit: idleness a limit caused, not a lack of demand."""
+    budgets: dict[str, BudgetSpec] = field(default_factory=dict)
+    peak_period_cost: dict[str, float] = field(default_factory=dict)
+    """Per budgeted queue, its largest public spend in one budget period (``SpendLedger``)."""
     first_time: float | None = None
     last_time: float = 0.0
 
@@ -149,8 +153,20 @@ def _per_queue(tally: ReplayTally, records: list[JobRecord]) -> dict[str, QueueS
             preemptions=tally.preemptions_per_queue.get(queue, 0),
             gpu_hours_idled_by_limit=tally.gpu_seconds_idled_by_limits.get(queue, 0.0) / 3600,
             cost_usd=tally.cost_per_queue.get(queue, 0.0),
+            **_budget(tally, queue),
         )
     return result
+
+
+def _budget(tally: ReplayTally, queue: str) -> dict[str, object]:
+    budget = tally.budgets.get(queue)
+    if budget is None:
+        return {}
+    return {
+        "budget_usd": budget.usd,
+        "budget_period": budget.period.value,
+        "peak_period_cost_usd": tally.peak_period_cost.get(queue, 0.0),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
