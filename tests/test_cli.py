@@ -210,3 +210,22 @@ def test_folders_pods_cannot_pass_through_are_named_outermost_first(tmp_path: Pa
     outer.chmod(0o711)
     inner.chmod(0o755)
     assert not [p for p in closed_parents(inner / "out") if p.is_relative_to(tmp_path) and p != tmp_path]
+
+
+def test_an_unexpected_error_is_one_line_unless_debug_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corral.cli import main as cli
+
+    def broken() -> None:
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: the disk caught fire" in err and "--debug" in err and "Traceback" not in err
+    monkeypatch.setattr(cli.connection, "debug", True)
+    with pytest.raises(RuntimeError, match="caught fire"):
+        cli.main()

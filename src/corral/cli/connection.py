@@ -14,6 +14,8 @@ class Connection:
     command that calls the server asks ``client`` for one."""
 
     url: str | None = None
+    debug: bool = False
+    """``--debug``: an unexpected error shows its traceback."""
 
     def client(self, url: str | None = None, timeout: float = 30.0) -> Client:
         """A client for ``url`` when a command names its own server (``corral agent --server``), else for

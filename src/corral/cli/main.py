@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -52,9 +53,14 @@ def options(
             "default: CORRAL_URL, else http://127.0.0.1:8765.",
         ),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option(envvar="CORRAL_DEBUG", help="Show the traceback of an unexpected error."),
+    ] = False,
 ) -> None:
     """Options every command shares."""
     connection.url = url
+    connection.debug = debug
 
 
 PROGRESS_THRESHOLD = 2000
@@ -429,4 +435,16 @@ register_artifacts(app, console, _user_errors, connection.client)
 
 
 def main() -> None:
-    app()
+    """The ``corral`` command: an error nobody foresaw is one line naming it (and ``--debug``), not a
+    page of traceback; deliberate errors are handled where they arise (``_user_errors``)."""
+    try:
+        app()
+    except Exception as error:
+        if connection.debug:
+            raise
+        print_error(
+            errors,
+            f"{type(error).__name__}: {error} (this is a bug in corral: run again with --debug for the "
+            "traceback and report it)",
+        )
+        sys.exit(1)
