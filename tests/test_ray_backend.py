@@ -25,8 +25,10 @@ from corral.core.cluster import BackendSpec, ClusterSpec  # noqa: E402
 from corral.scheduling import get_policy  # noqa: E402
 from corral.server.process import free_port  # noqa: E402
 from corral.spec.job import JobSpec  # noqa: E402
+from corral.store.code import CodeStore  # noqa: E402
 from corral.store.database import open_store  # noqa: E402
 from corral.store.jobs import JobStore  # noqa: E402
+from corral.workdirs import pack  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
 FAST_HEALTH_CHECKS = {
@@ -70,7 +72,7 @@ def lab(ray_address: str, tmp_path: Path) -> Iterator[tuple[JobStore, Inventory,
     store = JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"))
     cluster = ClusterSpec(name="ray", backend=BackendSpec(kind="ray", address=ray_address))
     inventory = Inventory([cluster])
-    backend = RayBackend(cluster, store)
+    backend = RayBackend(cluster, store, code=CodeStore(tmp_path / "code"))
     backend.sync()
     yield store, inventory, backend
     for job in store.list(limit=1000):
@@ -175,6 +177,23 @@ def test_cancelling_a_job_stops_its_ray_work(lab) -> None:
     assert not [n for n in ray.util.list_named_actors() if job in n]
     time.sleep(4)
     assert not marker.exists()
+
+
+def test_a_ray_pod_starts_in_a_copy_of_the_uploaded_code(lab, tmp_path: Path) -> None:
+    store, _, backend = lab
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "run.sh").write_text("cat config.txt; echo changed > config.txt\n")
+    (project / "config.txt").write_text("lr=0.1\n")
+    packed = pack(project)
+    assert backend.code is not None
+    backend.code.put("default", packed.digest, packed.data)
+    jobs = [_submit(store, command="sh run.sh", code=packed.digest) for _ in range(2)]
+    missing = _submit(store, command="true", code="sha256:" + "0" * 64)
+    _rounds(lab, lambda: all(store.get(j).status in ("finished", "failed") for j in [*jobs, missing]))
+    assert [(store.get(j).status, backend.read_log(j, 0)) for j in jobs] == [("finished", "lr=0.1\n")] * 2
+    assert store.get(missing).status == "failed"
+    assert "could not be read" in (backend.read_log(missing, 0) or "")
 
 
 def _kill_raylet(node_id: str) -> None:

@@ -28,12 +28,16 @@ import contextlib
 import ctypes
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -45,9 +49,11 @@ from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod, host_environment
 from corral.core.cluster import ClusterSpec
 from corral.core.units import MILLI_PER_GPU
+from corral.store.code import CodeStore
 from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore
 from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
+from corral.workdirs import unpack
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +83,22 @@ class RayNode:
 
 class RayBackend:
     def __init__(
-        self, cluster: ClusterSpec, store: JobStore, on_exit: Callable[[], None] | None = None
+        self,
+        cluster: ClusterSpec,
+        store: JobStore,
+        on_exit: Callable[[], None] | None = None,
+        code: CodeStore | None = None,
     ) -> None:
-        """``on_exit``: called when a pod's exit is recorded (the loop's poke), so the next round runs now."""
+        """``on_exit``: called when a pod's exit is recorded (the loop's poke), so the next round runs now.
+        ``code``: the server's uploaded working folders; a pod of a job with ``code`` gets its archive
+        through Ray's object store and starts in a fresh copy on whichever Ray node runs it."""
         if cluster.backend.kind != "ray" or cluster.backend.address is None:
             raise ValueError(f"cluster {cluster.name} has no ray backend")
         self.cluster = cluster
         self.address = cluster.backend.address
         self.store = store
         self.on_exit = on_exit
+        self.code = code
         self.nodes_store = NodeStore(store.engine, store.clock)
         self.logs = LogStore(store.engine)
         self._nodes: dict[str, RayNode] = {}
@@ -147,8 +160,19 @@ class RayBackend:
             group = self._group(pods)
             for pod in pods:
                 if actors[pod.pod] is None:
-                    actors[pod.pod] = _start(pod, group)
+                    actors[pod.pod] = _start(pod, group, self._archive(pod))
         return [(pod, actors[pod.pod]) for pod in pods if pod.key not in self._reported]
+
+    def _archive(self, pod: DesiredPod) -> bytes | str | None:
+        """The archive of the pod's uploaded code, None without any, or why it cannot be had."""
+        if pod.spec.code is None:
+            return None
+        if self.code is None:
+            return f"code {pod.spec.code}: this server keeps no uploaded code for its Ray cluster"
+        try:
+            return self.code.path(pod.tenant, pod.spec.code).read_bytes()
+        except OSError as error:
+            return f"code {pod.spec.code} could not be read: {error}"
 
     def _collect(self, ref: Any, pod: DesiredPod, offset: int) -> None:
         """Store a pod's new output, and its exit code once it ended."""
@@ -212,9 +236,23 @@ class RayBackend:
 class PodActor:
     """One pod's process on a Ray node; its output goes to a file the backend reads by offset."""
 
-    def __init__(self, command: str, env: dict[str, str], workdir: str | None) -> None:
+    def __init__(
+        self, command: str, env: dict[str, str], workdir: str | None, code: bytes | str | None
+    ) -> None:
+        """``code``: the archive of the job's uploaded working folder, unpacked into a fresh folder the
+        pod starts in; a string says why there is none, and the pod fails with it (127)."""
         self.log = tempfile.NamedTemporaryFile(prefix="corral-pod-", suffix=".log", delete=False)
         node = {"CORRAL_RAY_NODE_ID": ray.get_runtime_context().get_node_id()}
+        self.folder: str | None = None
+        """The fresh copy of uploaded code the pod runs in, removed when it is stopped."""
+        if isinstance(code, bytes):
+            try:
+                workdir = self.folder = _unpacked(code)
+            except (OSError, tarfile.TarError) as error:
+                code = f"the uploaded code could not be unpacked: {error}"
+        if isinstance(code, str):
+            command = f"echo {shlex.quote('corral: the pod could not start: ' + code)}; exit 127"
+            workdir = None
         self.process = subprocess.Popen(
             ["/bin/sh", "-c", command],
             cwd=os.path.expanduser(workdir) if workdir else None,
@@ -249,6 +287,18 @@ class PodActor:
                 self.process.wait(timeout=10)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _unpacked(archive: bytes) -> str:
+    """A fresh folder on this Ray node holding the uploaded code."""
+    folder = tempfile.mkdtemp(prefix="corral-pod-")
+    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as file:
+        file.write(archive)
+        file.flush()
+        unpack(Path(file.name), Path(folder))
+    return folder
 
 
 def _die_with_parent() -> None:
@@ -257,7 +307,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start(pod: DesiredPod, group: Any) -> Any:
+def _start(pod: DesiredPod, group: Any, code: bytes | str | None) -> Any:
     strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=pod.pod)
     options: dict[str, Any] = {
         "name": _actor_name(pod.key),
@@ -267,7 +317,7 @@ def _start(pod: DesiredPod, group: Any) -> Any:
     }
     if pod.gpus:
         options["num_gpus"] = _ray_gpus(pod)
-    return PodActor.options(**options).remote(pod.command_line, pod.environment(), pod.spec.workdir)
+    return PodActor.options(**options).remote(pod.command_line, pod.environment(), pod.spec.workdir, code)
 
 
 def _ray_gpus(pod: DesiredPod) -> float:

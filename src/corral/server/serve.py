@@ -166,7 +166,7 @@ def _backends(
     if ray_clusters:
         from corral.backends.ray import RayBackend  # needs the ray extra
 
-        syncs.append(RayBackend(ray_clusters[0], store, on_exit).sync)
+        syncs.append(RayBackend(ray_clusters[0], store, on_exit, code_store(settings.data_dir)).sync)
     kube_clusters = [cluster for cluster in settings.clusters if cluster.backend.kind == "kubernetes"]
     if kube_clusters:
         from corral.backends.kube.backend import KubernetesBackend  # needs the kubernetes extra
