@@ -536,3 +536,30 @@ def test_a_tenant_uses_only_the_code_it_uploaded(lab: Lab) -> None:
     assert lab.call("bob", "PUT", f"/code/{DIGEST}", content=ARCHIVE).json()["stored"] is False  # deduped
     accepted = lab.call("bob", "POST", "/jobs", json=JOB | {"queue": "shared", "code": DIGEST})
     assert accepted.status_code == 201, accepted.text
+
+
+def test_a_tenant_s_uploads_are_bounded_and_make_room_from_code_no_job_needs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A member cannot fill the server's disk with uploads: past its tenant's limit, the least recently
+    used archives no pending or running job names make room, and an upload that only the code of live
+    jobs stands in the way of is a 413 that says so."""
+    store = JobStore(open_store(database_url))
+    accounts = AccountStore(store.engine)
+    accounts.bootstrap()
+    accounts.create_tenant("vision")
+    token = accounts.create_user("alice", "vision", "member")[1]
+    app = create_app(
+        store, Inventory(clusters=[make_cluster("lab", LAB_POOLS)]), code=CodeStore(tmp_path, 100)
+    )
+    http = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    first, second = b"a" * 60, b"b" * 60
+    assert http.put(f"{API}/code/{digest_of(first)}", content=first).status_code == 200
+    job = http.post(f"{API}/jobs", json=JOB | {"code": digest_of(first)}).json()
+    refused = http.put(f"{API}/code/{digest_of(second)}", content=second)
+    assert refused.status_code == 413 and "pending or running jobs need" in refused.json()["detail"]
+    assert http.get(f"{API}/code/{digest_of(first)}").status_code == 200  # nothing was lost
+    store.cancel(job["id"])
+    assert http.put(f"{API}/code/{digest_of(second)}", content=second).status_code == 200
+    assert http.get(f"{API}/code/{digest_of(first)}").status_code == 404  # removed to make room
+    store.engine.dispose()

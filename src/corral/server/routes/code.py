@@ -13,7 +13,7 @@ from corral.server.auth import EVERYONE, REFUSALS, SUBMITTERS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
 from corral.spec.job import CODE_DIGEST
 from corral.store.accounts import Principal
-from corral.store.code import CodeMismatch, CodeStore
+from corral.store.code import CodeMismatch, CodeQuotaExceeded, CodeStore
 from corral.workdirs import MAX_CODE_BYTES
 
 router = APIRouter(tags=["code"], responses=REFUSALS)
@@ -31,12 +31,18 @@ ARCHIVE = {
 @router.put("/code/{digest}", response_model=CodeUpload, openapi_extra={"requestBody": ARCHIVE})
 async def upload(request: Request, digest: Digest, plane: Plane, principal: Submitter) -> CodeUpload:
     """Keep a working folder for the caller's tenant; uploading one it has already stores nothing. The
-    body must hash to ``digest`` (422 otherwise)."""
+    body must hash to ``digest`` (422 otherwise). Room is made by removing the tenant's least recently
+    used archives that no pending or running job names; 413 when those are not enough."""
     data = await request.body()
+    store = _store(request, plane, principal)
     try:
-        stored = _store(request, plane, principal).put(principal.tenant, digest, data)
+        if not store.has(principal.tenant, digest):
+            store.make_room(principal.tenant, len(data), plane.jobs.codes_in_use(principal.tenant))
+        stored = store.put(principal.tenant, digest, data)
     except CodeMismatch as error:
         refuse(request, 422, str(error), principal)
+    except CodeQuotaExceeded as error:
+        refuse(request, 413, str(error), principal)
     return CodeUpload(digest=digest, size=len(data), stored=stored)
 
 

@@ -58,6 +58,8 @@ def submit(
             "the CLI uploads a spec's local workdir by itself)",
             principal,
         )
+    if spec.code is not None and plane.code is not None:
+        plane.code.use(principal.tenant, spec.code)  # the last of the tenant's uploads to make room
     workload = spec.to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
