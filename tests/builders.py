@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from corral.backends.pods import DesiredPod
 from corral.core.cluster import ClusterSpec, NodeTemplate, ObjectStoreSpec, PoolSpec
 from corral.core.nodes import Node, build_initial_nodes, build_node
 from corral.core.queues import QueueSpec
@@ -22,6 +23,7 @@ from corral.scheduling.decisions import Placement
 from corral.scheduling.placement import place_gang
 from corral.scheduling.scorers import Scoring
 from corral.scheduling.snapshot import Allocation, Snapshot
+from corral.spec.job import JobSpec
 
 NVLINK_2X4 = [[0, 1, 2, 3], [4, 5, 6, 7]]
 """The usual 8-GPU NVLink layout: two groups of four."""
@@ -252,3 +254,22 @@ class TextLog:
 
     def read(self, start: int, stop: int) -> bytes:
         return self.data[start:stop]
+
+
+def make_desired_pod(
+    job_id: str, spec: dict[str, Any], tenant: str = "default", node: str = "n"
+) -> DesiredPod:
+    """Pod 0 of attempt 1 of a job of ``spec`` with no GPU: what a ``PodRunner`` is asked to run."""
+    return DesiredPod(
+        job_id=job_id,
+        attempt=1,
+        pod=0,
+        node=node,
+        gpus=(),
+        gpu_milli=0,
+        gpu_memory_gib=0.0,
+        cpu=1.0,
+        memory_gib=1.0,
+        spec=JobSpec.model_validate({"name": "pod"} | spec),
+        tenant=tenant,
+    )

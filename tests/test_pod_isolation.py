@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from builders import make_cluster, make_pool
+from builders import make_cluster, make_desired_pod, make_pool
 
 from corral.backends import pod_users
 from corral.backends.local import LocalBackend
@@ -171,22 +171,7 @@ def _session_alive(session: int) -> bool:
 
 
 def _short_pods(count: int, command: str) -> list[DesiredPod]:
-    spec = JobSpec.model_validate({"name": "short", "command": command})
-    return [
-        DesiredPod(
-            job_id=f"j{index}",
-            attempt=1,
-            pod=0,
-            node="n",
-            gpus=(),
-            gpu_milli=0,
-            gpu_memory_gib=0.0,
-            cpu=1.0,
-            memory_gib=1.0,
-            spec=spec,
-        )
-        for index in range(count)
-    ]
+    return [make_desired_pod(f"j{index}", {"command": command}) for index in range(count)]
 
 
 def test_a_pod_that_ends_while_it_is_polled_keeps_its_exit_code(

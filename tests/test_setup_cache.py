@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from builders import make_desired_pod
 
 from corral.backends.pods import DesiredPod, PodRunner
-from corral.spec.job import JobSpec
 
 
 @pytest.fixture(autouse=True)
@@ -21,20 +21,7 @@ def passable(tmp_path: Path) -> None:
 def _pod(
     job_id: str, setup: str, command: str, tenant: str = "default", env: dict[str, str] | None = None
 ) -> DesiredPod:
-    spec = JobSpec.model_validate({"name": "setup", "command": command, "setup": setup, "env": env or {}})
-    return DesiredPod(
-        job_id=job_id,
-        attempt=1,
-        pod=0,
-        node="n",
-        gpus=(),
-        gpu_milli=0,
-        gpu_memory_gib=0.0,
-        cpu=1.0,
-        memory_gib=1.0,
-        spec=spec,
-        tenant=tenant,
-    )
+    return make_desired_pod(job_id, {"command": command, "setup": setup, "env": env or {}}, tenant)
 
 
 def _run(runner: PodRunner, *pods: DesiredPod) -> list[str]:
