@@ -343,7 +343,10 @@ def register(
             ),
         ] = None,
         setup: Annotated[
-            str | None, typer.Option(help="Shell commands run in the pod's folder before the command.")
+            str | None,
+            typer.Option(
+                help="Shell commands run before the command, once per node (later pods start where it left off)."
+            ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
         wait: Annotated[
