@@ -58,6 +58,13 @@ def submit(
             "the CLI uploads a spec's local workdir by itself)",
             principal,
         )
+    unknown = [
+        m.digest for m in spec.mounts if plane.code is None or not plane.code.has(principal.tenant, m.digest)
+    ]
+    if unknown:
+        refuse(
+            request, 422, f"mounts: tenant {principal.tenant} has no stored output {unknown[0]}", principal
+        )
     workload = spec.to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
