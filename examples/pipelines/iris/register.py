@@ -36,7 +36,9 @@ tags = {
 with mlflow.start_run(run_id=os.environ.get("MLFLOW_RUN_ID"), tags=tags):
     mlflow.log_params({"c": best["c"]})
     mlflow.log_metric("test_accuracy", best["accuracy"])
-    info = mlflow.sklearn.log_model(model, name="model", registered_model_name=args.name)
+    info = mlflow.sklearn.log_model(
+        model, name="model", registered_model_name=args.name, pip_requirements=["scikit-learn"]
+    )
 version = info.registered_model_version
 MlflowClient().set_registered_model_alias(args.name, args.alias, version)
 print(
