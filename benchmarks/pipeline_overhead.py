@@ -44,7 +44,7 @@ def chain(steps: int) -> dict[str, Any]:
         "params": {"salt": "x"},
         "steps": {
             name: {
-                "command": "true ${{ params.salt }}",
+                "command": f"true {name} ${{{{ params.salt }}}}",  # steps alike would hit each other
                 "resources": {"cpu": 0.1},
                 **({"needs": [names[i - 1]]} if i else {}),
             }
