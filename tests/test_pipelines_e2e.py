@@ -258,3 +258,25 @@ def test_a_run_goes_on_after_the_server_is_killed_9(tmp_path: Path) -> None:
     finally:
         stop(process)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_step_waiting_for_gpus_says_what_corral_why_says(client: Client) -> None:
+    blocker = client.submit({"name": "blocker", "command": "sleep 60", "resources": {"gpus": 2}})
+    spec = {
+        "type": "pipeline",
+        "name": "waits",
+        "steps": {"gpu": {"command": "true", "resources": {"gpus": 1}}},
+    }
+    run = client.run_pipeline(spec)
+    try:
+        deadline = time.monotonic() + 20
+        while not (steps(run)["gpu"].status == "pending" and steps(run)["gpu"].reason):
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
+            run = client.pipeline(run.id)
+        step = steps(run)["gpu"]
+        assert step.reason == client.why(step.job_id).reason
+        assert "GPU" in step.reason
+    finally:
+        client.cancel_pipeline(run.id)
+        client.cancel(blocker.id)
