@@ -235,7 +235,11 @@ def test_a_member_sees_only_their_tenant_s_runs(client: Client, server: tuple[Pa
                 call(run.id)
             assert hidden.value.status == 404
         assert run.id not in {r.id for r in outsider.pipelines()}
-    wait_for_end(client, run)
+        digest = steps(wait_for_end(client, run))["make"].outputs["data"]
+        with pytest.raises(APIError) as refused:  # nor may its jobs mount what another tenant's made
+            outsider.submit({"name": "peek", "command": "ls", "mounts": [{"digest": digest}]})
+        assert refused.value.status == 422
+        assert refused.value.detail == f"mounts: tenant other has no stored output {digest}"
 
 
 def test_a_run_goes_on_after_the_server_is_killed_9(tmp_path: Path) -> None:
