@@ -5,8 +5,12 @@ another tenant's runs are 404s. One server for the module; each test runs pipeli
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -284,3 +288,40 @@ def test_a_step_waiting_for_gpus_says_what_corral_why_says(client: Client) -> No
     finally:
         client.cancel_pipeline(run.id)
         client.cancel(blocker.id)
+
+
+def test_the_cli_runs_a_spec_file_shipping_its_workdir_and_prints_json(
+    client: Client, server: tuple[Path, int], tmp_path: Path
+) -> None:
+    data, port = server
+    (tmp_path / "hello.sh").write_text("echo hello from $CORRAL_PIPELINE_STEP > greeting.txt\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "type: pipeline\nname: cli\nsteps:\n"
+        "  hello:\n    workdir: .\n    command: sh hello.sh\n    outputs: {greeting: greeting.txt}\n"
+        "  show:\n    needs: [hello]\n    inputs: {greeting: hello.greeting}\n    command: cat greeting.txt\n"
+    )
+    env = os.environ | {"CORRAL_URL": f"http://127.0.0.1:{port}", "CORRAL_TOKEN": read_token(data) or ""}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "pipeline",
+            "run",
+            str(tmp_path / "pipeline.yaml"),
+            "--wait",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert {"id", "status", "steps"} <= printed.keys() and printed["status"] == "succeeded"
+    assert [{k: s[k] for k in ("name", "status", "cached")} for s in printed["steps"]] == [
+        {"name": "hello", "status": "succeeded", "cached": False},
+        {"name": "show", "status": "succeeded", "cached": False},
+    ]
+    assert all({"job_id", "reason"} <= step.keys() for step in printed["steps"])
+    assert client.logs(printed["steps"][1]["job_id"]) == "hello from hello\n"
