@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,8 @@ def pack_output(work: Path, path: str, limit: int = MAX_CODE_BYTES) -> PackedFol
         for entry in _entries(target):
             info = _info(work, entry)
             if info.isfile():
-                with open(entry, "rb") as content:
+                with _open_regular(entry, path) as content:
+                    info.size = os.fstat(content.fileno()).st_size
                     archive.addfile(info, content)
                 files += 1
             else:
@@ -74,16 +76,29 @@ def store_outputs(
     return problems
 
 
+def _open_regular(entry: Path, output: str) -> io.BufferedReader:
+    """``entry`` opened for reading if it is a regular file: never a FIFO or device, which would block
+    or read forever (the node may be root, reading what an untrusted pod left), nor a link."""
+    try:
+        descriptor = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise OutputUnavailable(f"{output}: {entry.name} cannot be read: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OutputUnavailable(f"{output}: {entry.name} is not a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
 def _entries(target: Path) -> list[Path]:
     """The output and, for a folder, everything below it, sorted; links are entries, never entered."""
     if not target.is_dir():
-        return [target]
+        return [target]  # a FIFO or device is refused when it is opened
     found = [target]
     for current, folders, names in os.walk(target):
         here = Path(current)
         folders.sort()
         found += [here / name for name in folders]
-        found += [here / name for name in names if (here / name).is_symlink() or (here / name).is_file()]
+        found += [here / name for name in names]  # links kept as links; anything not a file refused
     return sorted(found, key=lambda p: p.parts)
 
 
@@ -95,6 +110,5 @@ def _info(work: Path, path: Path) -> tarfile.TarInfo:
     elif path.is_dir():
         info.type, info.mode = tarfile.DIRTYPE, 0o755
     else:
-        info.size = path.stat().st_size
-        info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+        info.mode = 0o755 if os.stat(path, follow_symlinks=False).st_mode & 0o100 else 0o644
     return info
