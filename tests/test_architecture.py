@@ -25,7 +25,11 @@ FORBIDDEN = {
     "botocore",
 }
 PURE_PACKAGES = ["core", "scheduling"]
-PURE_MODULES = [SRC / "federation" / "artifacts.py"]
+PURE_MODULES = [
+    SRC / "federation" / "artifacts.py",
+    SRC / "pipelines" / "plan.py",
+    SRC / "pipelines" / "cache.py",
+]
 """Pure rules that live beside the I/O that applies them."""
 
 

@@ -28,6 +28,7 @@ from corral.workdirs import digest_of
 
 LAB_POOLS = [make_pool("dgx", flavor="a100", count=1, gpus=8)]
 JOB = {"name": "train", "command": "true", "resources": {"gpus": 1}}
+PIPELINE = {"spec": {"type": "pipeline", "name": "p", "steps": {"a": {"command": "true"}}}}
 ARCHIVE = b"a working folder, as PUT /code/{digest} takes it"
 DIGEST = digest_of(ARCHIVE)
 S3_AT_HAND = all(importlib.util.find_spec(module) for module in ("boto3", "moto"))
@@ -44,6 +45,8 @@ class Lab:
     """tenant -> the id of a pending job of that tenant; ``running``: the admin's job, running as attempt
     1 with its one pod on dgx-0."""
     store: JobStore
+    run: str = ""
+    """A pipeline run of the vision tenant (alice's)."""
 
     def call(self, who: str | None, method: str, path: str, headers: dict | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
         auth = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
@@ -81,13 +84,15 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     for name, tenants in [("vision-q", ["vision"]), ("nlp-q", ["nlp"]), ("shared", None)]:
         body = {"name": name, "quota": None, "tenants": tenants}
         assert lab.call("admin", "PUT", f"/queues/{name}", json=body).status_code == 201
-    lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=JOB | {"code": DIGEST}).json()["id"]
+    running = JOB | {"code": DIGEST, "outputs": {"model": "model.pt"}, "mounts": [{"digest": DIGEST}]}
+    lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=running).json()["id"]
     reconcile(store.engine, inventory, get_policy("default"), now=time.time())
     assert lab.call("admin", "PUT", "/nodes/laptop", json=LAPTOP).status_code == 200
     for user, tenant in [("alice", "vision"), ("bob", "nlp")]:
         created = lab.call(user, "POST", "/jobs", json=JOB | {"queue": f"{tenant}-q"})
         assert created.status_code == 201, created.text
         lab.jobs[tenant] = created.json()["id"]
+    lab.run = lab.call("alice", "POST", "/pipelines", json=PIPELINE).json()["id"]
     (runs / lab.jobs["vision"]).mkdir(parents=True)
     (runs / lab.jobs["vision"] / "model.pt").write_bytes(b"weights")
     yield lab
@@ -115,7 +120,7 @@ class Route:
     def url(self, lab: Lab, who: str) -> str:
         token_id = lab.tokens[who].split("_")[1]
         return self.path.format(
-            job_id=lab.jobs[self.job], token_id=token_id, name=self.name, pod=0, digest=DIGEST
+            job_id=lab.jobs[self.job], token_id=token_id, name=self.name, pod=0, digest=DIGEST, run_id=lab.run
         )
 
     def send(self) -> dict:
@@ -172,6 +177,26 @@ ROUTES = [
         job="running",
         params={"attempt": 1},
     ),
+    Route(
+        "PUT",
+        "/jobs/{job_id}/pods/{pod}/outputs/{name}",
+        frozenset({"admin", "agent"}),
+        name="model",
+        job="running",
+        content=ARCHIVE,
+        params={"attempt": 1},
+    ),
+    Route(
+        "GET",
+        "/jobs/{job_id}/pods/{pod}/mounts/{digest}",
+        frozenset({"admin", "agent"}),
+        job="running",
+        params={"attempt": 1},
+    ),
+    Route("POST", "/pipelines", SUBMITTERS, body=PIPELINE),
+    Route("GET", "/pipelines", PEOPLE),
+    Route("GET", "/pipelines/{run_id}", PEOPLE),
+    Route("POST", "/pipelines/{run_id}/cancel", SUBMITTERS),
     Route("PUT", "/code/{digest}", SUBMITTERS, content=ARCHIVE),
     Route("GET", "/code/{digest}", PEOPLE),
     Route("GET", "/queues", PEOPLE),
@@ -255,6 +280,13 @@ def test_another_tenants_job_is_not_there(lab: Lab, method: str, path: str) -> N
     response = lab.call("bob", method, f"/jobs/{lab.jobs['vision']}{path}")
     assert response.status_code == 404 and lab.jobs["vision"] in response.json()["detail"]
     assert lab.store.get(lab.jobs["vision"]).status == "pending"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", ""), ("POST", "/cancel")])
+def test_another_tenants_pipeline_run_is_not_there(lab: Lab, method: str, path: str) -> None:
+    response = lab.call("bob", method, f"/pipelines/{lab.run}{path}")
+    assert response.status_code == 404 and lab.run in response.json()["detail"]
+    assert lab.call("bob", "GET", "/pipelines").json() == []
 
 
 def test_lists_show_only_the_callers_tenant_and_admins_see_all(lab: Lab) -> None:

@@ -43,7 +43,9 @@ def main() -> None:
     try:
         token = read_token(DATA) or ""
         with Client(url, token=token) as client:
-            print(f"corral up at {url} (store, pod output and code in {DATA}; admin token in {DATA / 'token'})")
+            print(
+                f"corral up at {url} (store, pod output and code in {DATA}; admin token in {DATA / 'token'})"
+            )
             jobs = [client.submit(path) for path in sorted(HERE.glob("*.yaml"))]
             for job in jobs:
                 print(f"submitted {job.id} ({job.name})")
@@ -69,7 +71,9 @@ def _preemption(client: Client) -> list[Job]:
     checkpoints.chmod(0o1777)
     spec = client.ship_workdir(load_job_spec(PREEMPTION / "train.yaml"), PREEMPTION)  # uploads train.py
     train = client.submit(in_folder(spec, checkpoints))
-    print(f"submitted {train.id} (train, priority 0, code {spec.code}, checkpoints every step in {checkpoints})")
+    print(
+        f"submitted {train.id} (train, priority 0, code {spec.code}, checkpoints every step in {checkpoints})"
+    )
     deadline = time.monotonic() + 120
     while not any(int(path.read_text() or 0) >= 3 for path in checkpoints.glob("*.step")):
         if client.job(train.id).status not in ("pending", "running") or time.monotonic() > deadline:
@@ -84,7 +88,9 @@ def _preemption(client: Client) -> list[Job]:
 
 def in_folder(spec: JobSpec, checkpoints: Path) -> JobSpec:
     assert spec.checkpoint is not None
-    return spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(update={"dir": str(checkpoints)})})
+    return spec.model_copy(
+        update={"checkpoint": spec.checkpoint.model_copy(update={"dir": str(checkpoints)})}
+    )
 
 
 def _wait(client: Client, jobs: list[Job]) -> None:

@@ -37,7 +37,9 @@ from corral.api_models import (
 from corral.backends.pods import DesiredPod
 from corral.errors import CorralError
 from corral.paths import read_token
+from corral.pipelines.status import PipelineRun
 from corral.spec.job import JobSpec, load_job_spec
+from corral.spec.pipeline import PipelineSpec, load_pipeline_spec
 from corral.workdirs import PackedFolder, pack
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -188,6 +190,45 @@ class Client:
         """What an agent calls for the uploaded code of a pod on its node: the archive's bytes."""
         response = self._response("GET", f"/jobs/{job_id}/pods/{pod}/code", params={"attempt": attempt})
         return response.content
+
+    def pod_mount(self, job_id: str, attempt: int, pod: int, digest: str) -> bytes:
+        """What an agent calls for a stored output a pod on its node mounts: the archive's bytes."""
+        path = f"/jobs/{job_id}/pods/{pod}/mounts/{digest}"
+        return self._response("GET", path, params={"attempt": attempt}).content
+
+    def put_output(self, job_id: str, attempt: int, pod: int, name: str, data: bytes) -> None:
+        """What an agent calls with a declared output of a pod on its node, packed (before its exit)."""
+        headers = {"Content-Type": "application/octet-stream"}
+        path = f"/jobs/{job_id}/pods/{pod}/outputs/{name}"
+        self._call("PUT", path, params={"attempt": attempt}, content=data, headers=headers)
+
+    def run_pipeline(
+        self, spec: PipelineSpec | dict[str, Any] | str | Path, params: dict[str, str] | None = None
+    ) -> PipelineRun:
+        """Start a pipeline run; a spec file's steps' relative ``workdir`` are uploaded as for ``submit``."""
+        if isinstance(spec, str | Path):
+            path = Path(spec)
+            loaded = load_pipeline_spec(path)
+            steps = {name: self.ship_workdir(step, path.parent) for name, step in loaded.steps.items()}
+            spec = loaded.model_copy(update={"steps": steps})
+        body = (
+            spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if isinstance(spec, PipelineSpec)
+            else spec
+        )
+        payload = {"spec": body, "params": params or {}}
+        return PipelineRun.model_validate(self._call("POST", "/pipelines", json=payload))
+
+    def pipeline(self, run_id: str) -> PipelineRun:
+        return PipelineRun.model_validate(self._call("GET", f"/pipelines/{run_id}"))
+
+    def pipelines(self, limit: int = 100) -> list[PipelineRun]:
+        return [
+            PipelineRun.model_validate(r) for r in self._call("GET", "/pipelines", params={"limit": limit})
+        ]
+
+    def cancel_pipeline(self, run_id: str) -> PipelineRun:
+        return PipelineRun.model_validate(self._call("POST", f"/pipelines/{run_id}/cancel"))
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/cancel"))

@@ -28,7 +28,7 @@ from corral.api_models import NodeRegistration, NodeState
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.client import APIError, Client, ServerUnreachable
 from corral.errors import CorralError
-from corral.workdirs import digest_of
+from corral.workdirs import PackedFolder, digest_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Agent:
         self.client = client
         self.node = node
         self.code_cache = data_dir / "code"
-        self.runner = PodRunner(data_dir / "runs", identities, self._fetch_code)
+        self.runner = PodRunner(data_dir / "runs", identities, self._fetch_code, self._fetch_mount)
         self.machine = machine
         self.node_lost = node_lost
         self._contact = time.monotonic()
@@ -99,6 +99,8 @@ class Agent:
             if pod.key in self._reported:
                 continue
             try:
+                if code == 0 and pod.pod == 0 and pod.spec.outputs:
+                    self._upload_outputs(pod)
                 self._ship_output(pod, ended=code is not None)
                 if code is not None:
                     self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
@@ -127,6 +129,29 @@ class Agent:
         partial.write_bytes(data)
         partial.replace(path)
         return path
+
+    def _fetch_mount(self, pod: DesiredPod, digest: str) -> Path:
+        """A stored output the pod mounts, downloaded once per digest (as code is) and kept."""
+        path = self.code_cache / (digest.removeprefix("sha256:") + ".tar.gz")
+        if path.is_file():
+            return path
+        data = self.client.pod_mount(pod.job_id, pod.attempt, pod.pod, digest)
+        if digest_of(data) != digest:
+            raise CorralError(f"the server sent an archive that is not {digest}")
+        self.code_cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return path
+
+    def _upload_outputs(self, pod: DesiredPod) -> None:
+        """Send pod 0's declared outputs to the server before reporting its exit, so the job has them
+        when it ends; what is missing is said in its output (shipped next)."""
+
+        def keep(name: str, packed: PackedFolder) -> None:
+            self.client.put_output(pod.job_id, pod.attempt, pod.pod, name, packed.data)
+
+        self.runner.store_outputs(pod, keep)
 
     def fence(self, margin: float = 0.0) -> bool:
         """Stop every pod here when the server has not been reached for the node-lost timeout, less

@@ -26,7 +26,9 @@ from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
 from corral.store.jobs import JobAlreadyEnded, JobStore, exit_outcome
+from corral.store.pipelines import PipelineStore
 from corral.store.schema import JobRow, PlacementRow
+from corral.workdirs import PackedFolder
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,11 @@ class LocalBackend:
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
         working folders, which pods of jobs with ``code`` start in a copy of."""
         self.store = store
+        self.code = code
+        self.outputs = PipelineStore(store.engine, store.clock)
         source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
-        self.runner = PodRunner(data_dir / "runs", identities, source)
+        mounts = (lambda pod, digest: code.path(pod.tenant, digest)) if code is not None else None
+        self.runner = PodRunner(data_dir / "runs", identities, source, mounts)
         self.nodes = set(nodes) if nodes is not None else None
 
     def sync(self) -> None:
@@ -89,7 +94,21 @@ class LocalBackend:
             exits.append(code)
         if all(code is not None for code in exits):
             succeeded, reason = exit_outcome([code for code in exits if code is not None])
+            if succeeded and pods[0].spec.outputs:
+                self._store_outputs(pods[0])
             self.store.finish(job_id, succeeded=succeeded, reason=reason)
+
+    def _store_outputs(self, pod: DesiredPod) -> None:
+        """Keep pod 0's declared outputs in the server's archive store, as its tenant's."""
+        code = self.code
+        if code is None:
+            return
+
+        def keep(name: str, packed: PackedFolder) -> None:
+            code.keep(pod.tenant, packed.digest, packed.data, lambda: self.store.codes_in_use(pod.tenant))
+            self.outputs.record_output(pod.job_id, name, packed.digest, len(packed.data))
+
+        self.runner.store_outputs(pod, keep)
 
 
 def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:

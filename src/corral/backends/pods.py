@@ -45,8 +45,9 @@ from pydantic import BaseModel, ConfigDict
 from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
 from corral.errors import CorralError
+from corral.pipelines.artifacts import store_outputs
 from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
-from corral.workdirs import unpack
+from corral.workdirs import PackedFolder, unpack
 
 
 class DesiredPod(BaseModel):
@@ -100,10 +101,11 @@ class DesiredPod(BaseModel):
     @property
     def setup_key(self) -> str:
         """What a cached setup's result depends on: its commands, the code it runs in (the upload's
-        digest or the node's workdir), the image and the spec's environment. Pods agreeing on all of
+        digest or the node's workdir, and the outputs it mounts), the image and the spec's environment. Pods agreeing on all of
         these on one node, of one tenant, share one setup run."""
         spec = self.spec
-        parts = [spec.setup, spec.code, spec.workdir, spec.image, sorted(spec.env.items())]
+        mounts = [(mount.digest, mount.path) for mount in spec.mounts]  # they are in the folder it keeps
+        parts = [spec.setup, spec.code, spec.workdir, spec.image, sorted(spec.env.items()), mounts]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     @property
@@ -214,6 +216,8 @@ PodIdentities = Callable[[str], PodIdentity | None]
 CodeSource = Callable[["DesiredPod"], Path]
 """Where the archive of a pod's uploaded code (its spec's ``code``) is on this machine, fetched first if
 need be (the agent downloads it through the API)."""
+MountSource = Callable[["DesiredPod", str], Path]
+"""Where the archive of one of a pod's mounts (by digest) is on this machine, fetched first if need be."""
 
 
 class PodStartError(Exception):
@@ -222,16 +226,22 @@ class PodStartError(Exception):
 
 class PodRunner:
     def __init__(
-        self, runs: Path, identities: PodIdentities | None = None, code: CodeSource | None = None
+        self,
+        runs: Path,
+        identities: PodIdentities | None = None,
+        code: CodeSource | None = None,
+        mounts: MountSource | None = None,
     ) -> None:
         """``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
         user, nobody; as the runner itself when it is not root). ``code``: the archives of uploaded
-        working folders (None: a pod whose job has one cannot start here). Setups are cached beside
+        working folders (None: a pod whose job has one cannot start here); ``mounts``: the archives of
+        stored outputs a pod's spec mounts (None: such a pod cannot start here). Setups are cached beside
         ``runs``, in ``setups/<tenant>/<key>``."""
         self.runs = runs.resolve()  # pods run in their own folder: relative paths would break there
         self.setups = self.runs.with_name("setups")
         self.identities = identities or PodUsers()
         self.code = code
+        self.mounts = mounts
         self.on_exit: Callable[[], None] | None = None
         """Called (from a watcher thread) as soon as a pod this runner started exits, so its supervisor
         can look now rather than at its next tick; adopted pods are seen at the next look."""
@@ -381,6 +391,8 @@ class PodRunner:
             self._make_folders(files, identity)
             if spec.code is not None:
                 self._unpack_code(desired, files, identity)
+            if spec.mounts:
+                self._unpack_mounts(desired, files, identity)
             env = pod_environment(desired, files.work, identity)
             command_line = desired.command_line
             if spec.setup is not None and shutil.which("flock", path=SAFE_PATH) is not None:
@@ -459,6 +471,31 @@ class PodRunner:
         if identity is not None:
             os.chown(folder, identity.uid, identity.gid)
         return folder
+
+    def _unpack_mounts(self, desired: DesiredPod, files: PodFiles, identity: PodIdentity | None) -> None:
+        """The outputs of earlier jobs the spec mounts, each unpacked at its path in the pod's folder."""
+        for mount in desired.spec.mounts:
+            if self.mounts is None:
+                raise PodStartError(f"mount {mount.digest}: this machine has no way to fetch stored outputs")
+            try:
+                target = files.work / mount.path
+                target.mkdir(parents=True, exist_ok=True)
+                unpack(self.mounts(desired, mount.digest), target)
+            except (OSError, tarfile.TarError, CorralError) as error:
+                raise PodStartError(f"mount {mount.digest} could not be unpacked: {error}") from None
+        if identity is not None:
+            for path in [files.work, *files.work.rglob("*")]:
+                os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
+
+    def store_outputs(self, desired: DesiredPod, keep: Callable[[str, PackedFolder], None]) -> None:
+        """Pack the declared outputs from the pod's folder and ``keep`` each; what cannot be (missing,
+        behind a link, too large) is said in the pod's output, and the step that needed it fails."""
+        files = self.files(desired.job_id, desired.attempt, desired.pod)
+        problems = store_outputs(files.work, desired.spec.outputs, keep)
+        if problems:
+            with open(files.log, "a") as log:
+                for name, problem in problems.items():
+                    log.write(f"corral: output {name} was not stored: {problem}\n")
 
     def _make_folders(self, files: PodFiles, identity: PodIdentity | None) -> None:
         """The runner's folders may be passed through (0711) but not listed or read by pods; ``work`` is

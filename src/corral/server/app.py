@@ -23,7 +23,7 @@ from corral.control.reconcile import Inventory
 from corral.logs import DEFAULT_LOG_CAP, LogOpener
 from corral.server import problems
 from corral.server.auth import allow
-from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
+from corral.server.routes import accounts, artifacts, costs, jobs, nodes, pipelines, queues
 from corral.server.routes import code as code_routes
 from corral.server.services import ControlPlane
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
@@ -76,7 +76,7 @@ def create_app(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
-    for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts):
+    for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts, pipelines):
         app.include_router(module.router, prefix=API)
 
     problems.install(app)

@@ -33,12 +33,14 @@ from corral.core.queues import QueueSpec
 from corral.errors import CorralError
 from corral.logs import DEFAULT_LOG_CAP, LogOpener, pod_log_files
 from corral.paths import write_token
+from corral.pipelines.controller import PipelineController
 from corral.scheduling import get_policy
 from corral.store.accounts import AccountStore
 from corral.store.code import CodeStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
 from corral.store.notifications import EventListener, notifies
+from corral.store.pipelines import PipelineStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -187,6 +189,11 @@ def _loop(
 
     if backend is not None:
         backend.runner.on_exit = poke
+    exits = [backend.record_exits] if backend is not None else []
+    # After the exits are recorded: a step whose needs just ended is submitted for this very round.
+    pipelines = PipelineController(
+        PipelineStore(store.engine, store.clock), store, code_store(settings.data_dir)
+    )
     loop = ReconcileLoop(
         store.engine,
         inventory,
@@ -195,7 +202,7 @@ def _loop(
         _each(_backends(settings, store, backend, poke)),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
-        before_round=_each([backend.record_exits]) if backend is not None else None,
+        before_round=_each([*exits, pipelines.advance]),
         replay=replay_first_starts,
     )
     return loop

@@ -235,6 +235,35 @@ class Checkpoint(BaseModel):
         return _path(value, "checkpoint.dir")
 
 
+OUTPUT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""How a job names a declared output (and a pipeline step names an input)."""
+MAX_OUTPUTS = 64
+
+
+def relative_path(value: str, field: str) -> str:
+    """A path inside the pod's own folder: relative, normalised, never above it (no ``..``)."""
+    _path(value, field)
+    parts = Path(value).parts
+    if not value or Path(value).is_absolute() or ".." in parts:
+        raise ValueError(f"{field} {value!r} must be a path inside the pod's folder: relative, without ..")
+    return Path(value).as_posix()
+
+
+class Mount(BaseModel):
+    """A stored archive (an earlier job's output, see ``JobSpec.outputs``) unpacked into every pod's own
+    folder, at ``path``, before its command starts: how a pipeline step gets what the steps it needs made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    digest: str = Field(pattern=CODE_DIGEST, description="sha256:<hex> of the archive, in the job's tenant.")
+    path: str = Field(default=".", description="Where in the pod's folder (relative) it is unpacked.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_pod(cls, value: str) -> str:
+        return "." if value in ("", ".") else relative_path(value, "path")
+
+
 class JobSpec(BaseModel):
     """One job as a user writes it (YAML or JSON)."""
 
@@ -283,6 +312,17 @@ class JobSpec(BaseModel):
         default=DEFAULT_STOP_GRACE,
         description="A stopped pod gets SIGTERM, then SIGKILL this long after (at most 1h).",
     )
+    outputs: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_OUTPUTS,
+        description="Declared outputs, name: path relative to the pod's folder (a file or a folder): when "
+        "pod 0 exits 0 they are stored in the server, one archive each, for the steps that need them.",
+    )
+    mounts: list[Mount] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUTS,
+        description="Stored outputs (of the job's tenant) unpacked into each pod's folder before it starts.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -299,6 +339,15 @@ class JobSpec(BaseModel):
         line = value if isinstance(value, str) else shlex.join(value)
         if len(line.encode()) > MAX_COMMAND_BYTES:
             raise ValueError(f"command is {len(line.encode())} bytes; at most {MAX_COMMAND_BYTES} (64 KiB)")
+        return value
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_inside_the_pod(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
+            if re.fullmatch(OUTPUT_NAME, name) is None:
+                raise ValueError(f"output name {name!r}: letters, digits, _ . - (at most 63)")
+            value[name] = relative_path(path, f"output {name}")
         return value
 
     @field_validator("workdir")

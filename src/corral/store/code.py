@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CorralError
@@ -47,6 +48,13 @@ class CodeStore:
         """Mark ``digest`` as just used (a job named it): the last archive to be removed for room."""
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.path(tenant, digest))
+
+    def keep(self, tenant: str, digest: str, data: bytes, needed: Callable[[], set[str]]) -> bool:
+        """``put`` within the tenant's limit: room is made first (``make_room``, sparing the digests
+        ``needed`` returns, asked only when room must be made); False when it was there already."""
+        if not self.has(tenant, digest):
+            self.make_room(tenant, len(data), needed())
+        return self.put(tenant, digest, data)
 
     def make_room(self, tenant: str, size: int, needed: set[str]) -> list[str]:
         """Remove ``tenant``'s least recently used archives, none of ``needed`` (digests that pending or

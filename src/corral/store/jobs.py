@@ -200,11 +200,13 @@ class JobStore:
             return [JobRecord.of(row, nodes.get(row.id, ())) for row in rows]
 
     def codes_in_use(self, tenant: str) -> set[str]:
-        """The uploaded code (``code`` digests) that ``tenant``'s pending and running jobs name: what its
-        pods may still need to start."""
+        """The archives (uploaded ``code`` and mounted outputs, by digest) that ``tenant``'s pending and
+        running jobs name: what its pods may still need to start."""
         query = select(JobRow.spec).where(JobRow.tenant == tenant, JobRow.status.in_(("pending", "running")))
         with Session(self.engine) as session:
-            return {spec["code"] for spec in session.scalars(query) if spec.get("code")}
+            specs = list(session.scalars(query))
+        used = {spec["code"] for spec in specs if spec.get("code")}
+        return used | {mount["digest"] for spec in specs for mount in spec.get("mounts") or ()}
 
     def cancel(self, job_id: str, reason: str = "cancelled by user") -> JobRecord:
         now = self.clock()

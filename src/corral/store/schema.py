@@ -163,3 +163,57 @@ class ChargeRow(Base):
     gpu_hour_cost: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class PipelineRunRow(Base):
+    """One run of a pipeline: its spec and resolved parameters as submitted, and how it stands."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    """running, succeeded, failed or cancelled."""
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Which step failed and why, or who cancelled it."""
+
+    __table_args__ = (Index("ix_pipeline_runs_status", "status"), Index("ix_pipeline_runs_tenant", "tenant"))
+
+
+class PipelineStepRow(Base):
+    """One step instance of a run (``train[c=0.1]``): its job, its cache key and why it hit or missed."""
+
+    __tablename__ = "pipeline_steps"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    step: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    """waiting, submitted (its job runs), succeeded, failed, upstream_failed or cancelled."""
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    cached: Mapped[bool] = mapped_column(default=False)
+    cache_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    key_parts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why it failed or was stopped (None while it waits or runs, and once it succeeded)."""
+    cache_reason: Mapped[str | None] = mapped_column(Text)
+    """Why it hit or missed the cache, against which earlier run."""
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    """Output name -> archive digest, once it succeeded (its own or, on a hit, the earlier run's)."""
+
+
+class JobOutputRow(Base):
+    """A declared output a job's pod 0 left when it exited 0, stored as an archive of the job's tenant."""
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)

@@ -36,9 +36,7 @@ async def upload(request: Request, digest: Digest, plane: Plane, principal: Subm
     data = await request.body()
     store = _store(request, plane, principal)
     try:
-        if not store.has(principal.tenant, digest):
-            store.make_room(principal.tenant, len(data), plane.jobs.codes_in_use(principal.tenant))
-        stored = store.put(principal.tenant, digest, data)
+        stored = store.keep(principal.tenant, digest, data, lambda: plane.jobs.codes_in_use(principal.tenant))
     except CodeMismatch as error:
         refuse(request, 422, str(error), principal)
     except CodeQuotaExceeded as error:

@@ -58,6 +58,13 @@ def submit(
             "the CLI uploads a spec's local workdir by itself)",
             principal,
         )
+    unknown = [
+        m.digest for m in spec.mounts if plane.code is None or not plane.code.has(principal.tenant, m.digest)
+    ]
+    if unknown:
+        refuse(
+            request, 422, f"mounts: tenant {principal.tenant} has no stored output {unknown[0]}", principal
+        )
     if spec.code is not None and plane.code is not None:
         plane.code.use(principal.tenant, spec.code)  # the last of the tenant's uploads to make room
     workload = spec.to_workload("check", submit=0.0)

@@ -1,0 +1,1 @@
+"""Pipelines: steps that are corral jobs, artifacts passed between them, and caching that says why."""
