@@ -1,0 +1,80 @@
+"""``/mlflow``: MLflow's REST API (tracking, registry, proxied artifacts) behind corral's tokens.
+
+The stock client works with ``MLFLOW_TRACKING_URI=<server>/mlflow`` and ``MLFLOW_TRACKING_TOKEN`` set to a
+corral API token or a job's token; tenancy is the gate's (``corral.mlops.gate``). Without MLflow
+installed every request is a 501 that says to install ``corral[mlops]``; with MLflow failing to open, a
+503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from corral.backends.pods import DesiredPod
+from corral.mlops import INSTALL_HINT, available
+from corral.mlops.tracking import MOUNT
+from corral.server.problems import problem
+from corral.server.services import ControlPlane
+
+if TYPE_CHECKING:
+    from corral.mlops.service import Mlops
+
+
+def mount(app: FastAPI, plane: ControlPlane, mlops: Mlops | None) -> None:
+    """Answer MLflow's API at ``/mlflow`` (or say why it is not there)."""
+    app.state.mlops = mlops
+    if mlops is None:
+        status, detail = (503, "MLflow could not be opened on this server (see its log)")
+        if not available():
+            status, detail = 501, INSTALL_HINT
+        app.mount(MOUNT, _Unavailable(status, detail))
+        return
+    from corral.mlops.gate import Gate, mlflow_app
+
+    app.mount(MOUNT, Gate(mlflow_app(), mlops.owners, _authenticator(plane, mlops)))
+
+
+def _authenticator(plane: ControlPlane, mlops: Mlops) -> Any:
+    from corral.mlops.gate import Caller, Refused
+    from corral.mlops.tokens import is_job_token
+
+    def authenticate(token: str) -> Caller:
+        if is_job_token(token):
+            job = mlops.tracking.authenticate(token)
+            if job is None:
+                raise Refused(401, "job token not valid: it works only while its job attempt runs")
+            return Caller(f"job {job.job_id}", job.tenant)
+        principal = plane.authenticate(token)
+        if principal is None:
+            raise Refused(401, "API token not recognised: it was revoked, mistyped, or is another server's")
+        if principal.expires_at is not None and principal.expires_at <= plane.jobs.clock():
+            raise Refused(401, "token expired: make a new one (corral tokens new)")
+        if principal.role == "agent":
+            raise Refused(403, f"{principal.user} is an agent; tracking needs a person's or a job's token")
+        return Caller(principal.user, principal.tenant, principal.is_admin, principal.role != "viewer")
+
+    return authenticate
+
+
+async def attach_tracking(request: Request, pods: Sequence[DesiredPod]) -> list[DesiredPod]:
+    """An agent's pods with their jobs' MLflow variables; the tracking URI is the URL the agent used
+    to reach this server (its ``--server``), so it is one the agent's node reaches."""
+    mlops: Mlops | None = getattr(request.app.state, "mlops", None)
+    if mlops is None or not pods:
+        return list(pods)
+    server = str(request.base_url).rstrip("/")
+    return await run_in_threadpool(mlops.tracking.attach, pods, server)
+
+
+class _Unavailable:
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await problem(self.status, self.detail)(scope, receive, send)
