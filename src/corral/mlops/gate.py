@@ -69,21 +69,21 @@ class Refused(Exception):
 
 @dataclass
 class Call:
-    """One request's parameters: the query of a GET, the JSON body of anything else."""
+    """One request's parameters: its query (a GET's, an artifact's), else its JSON body."""
 
-    method: str
+    in_query: bool
     path: str
     params: dict[str, Any]
     path_args: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> Any:
         value = self.params.get(name)
-        if self.method == "GET" and isinstance(value, list):
+        if self.in_query and isinstance(value, list):
             return value[0] if value else None
         return value
 
     def set(self, name: str, value: Any) -> None:
-        self.params[name] = [value] if self.method == "GET" else value
+        self.params[name] = [value] if self.in_query else value
 
 
 Rule = Callable[["Gate", Caller, Call], None]
@@ -97,6 +97,9 @@ class Route:
     writes: bool
     family: str = ""
     """``experiment`` or ``model``: names in the answer lose the caller's prefix."""
+    json_body: bool = True
+    """Its parameters are a JSON body (unless it is a GET); False: the body is an artifact's bytes,
+    passed on as they came, and the parameters are in the query."""
 
 
 def _experiment_name(gate: Gate, caller: Caller, call: Call, param: str = "name") -> None:
@@ -197,8 +200,10 @@ ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MODEL_ID = r"(?P<model_id>[^/]+)"
 
 
-def _route(method: str, path: str, rule: Rule, *, writes: bool, family: str = "") -> Route:
-    return Route(method, re.compile(f"^{path}$"), rule, writes, family)
+def _route(
+    method: str, path: str, rule: Rule, *, writes: bool, family: str = "", json_body: bool = True
+) -> Route:
+    return Route(method, re.compile(f"^{path}$"), rule, writes, family, json_body)
 
 
 def _routes() -> list[Route]:
@@ -228,8 +233,8 @@ def _routes() -> list[Route]:
         _route("POST", f"{API}/model-versions/create", _model_version_create, **write, **model),
         _route("GET", ARTIFACTS, _artifact_listing, **read),
         _route("GET", f"{ARTIFACTS}/(?P<path>.+)", _artifact_path, **read),
-        _route("PUT", f"{ARTIFACTS}/(?P<path>.+)", _artifact_path, **write),
-        _route("DELETE", f"{ARTIFACTS}/(?P<path>.+)", _artifact_path, **write),
+        _route("PUT", f"{ARTIFACTS}/(?P<path>.+)", _artifact_path, **write, json_body=False),
+        _route("DELETE", f"{ARTIFACTS}/(?P<path>.+)", _artifact_path, **write, json_body=False),
         _route("GET", "/api/3.0/mlflow/server-info", _anyone, **read),
     ]
     for name in ("delete", "restore", "set-experiment-tag", "delete-experiment-tag"):
@@ -351,12 +356,11 @@ class Gate:
             if caller.admin:
                 await self._forward(scope, path, body, send, None, route)
                 return
-            call = Call(method, path, _params(method, scope, body), path_args)
+            in_query = method == "GET" or not route.json_body
+            call = Call(in_query, path, _params(in_query, scope, body), path_args)
             await anyio.to_thread.run_sync(route.rule, self, caller, call)
-            if method == "GET":
+            if in_query:
                 scope = dict(scope, query_string=urlencode(call.params, doseq=True).encode())
-            elif route.pattern.pattern.startswith(f"^{ARTIFACTS}"):
-                pass  # an artifact's bytes pass as they came
             else:
                 body = json.dumps(call.params).encode()
             await self._forward(scope, path, body, send, caller, route)
@@ -428,8 +432,8 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(parts)
 
 
-def _params(method: str, scope: Scope, body: bytes) -> dict[str, Any]:
-    if method == "GET":
+def _params(in_query: bool, scope: Scope, body: bytes) -> dict[str, Any]:
+    if in_query:
         return parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
     if not body.strip():
         return {}

@@ -15,7 +15,7 @@ there, and always the ``mlflow-artifacts:/`` URI a client downloads through the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +137,18 @@ class Registry:
     def show(self, tenant: str, name: str) -> ModelInfo:
         stored = names.stored_model(tenant, name)
         model = self._model(stored, name)
-        versions = self.stores.registry.search_model_versions(
+        found = self.stores.registry.search_model_versions(
             filter_string=f"name = '{stored}'", max_results=1000
         )
+        aliases = {alias: int(version) for alias, version in dict(model.aliases or {}).items()}
+        versions = [
+            replace(info, aliases=sorted(a for a, v in aliases.items() if v == info.version))
+            for info in sorted((self._version(tenant, v) for v in found), key=lambda v: v.version)
+        ]
         return ModelInfo(
             name=name,
-            aliases={alias.alias: int(alias.version) for alias in model.aliases},
-            versions=sorted((self._version(tenant, v) for v in versions), key=lambda v: v.version),
+            aliases=aliases,
+            versions=versions,
             created_at=model.creation_timestamp / 1000,
             updated_at=model.last_updated_timestamp / 1000,
         )

@@ -1,0 +1,335 @@
+"""Experiment tracking and the model registry through a real corral server with a real MLflow behind it
+(local backend, pods running the stock ``mlflow`` client), on SQLite and on PostgreSQL.
+
+One server per database for the whole module: MLflow's first migrations take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import free_port, start_server, stop, wait_for
+
+from corral.client import APIError, Client
+from corral.paths import read_token
+from corral.store.local_postgres import fresh_database
+
+pytest.importorskip("mlflow")
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+CLUSTER = """
+clusters:
+  - name: lab
+    pools:
+      - name: cpu
+        flavor: t4
+        count: 1
+        node: {cpu: 16, memory_gib: 32, gpus: 2, gpu_model: T4, gpu_memory_gib: 16}
+"""
+
+TRAIN = """
+import os, sys, mlflow
+attempt = int(os.environ["CORRAL_ATTEMPT"])
+mlflow.log_metric("loss", 1.0 / attempt, step=attempt)
+mlflow.log_param("lr", "0.1") if attempt == 1 else None
+if os.environ.get("LOG_MODEL") and attempt >= int(os.environ.get("FAIL_UNTIL", "0")):
+    from sklearn.linear_model import LogisticRegression
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+    version = mlflow.register_model(f"runs:/{mlflow.active_run().info.run_id}/model", "inside")
+    mlflow.MlflowClient().set_registered_model_alias("inside", "staging", version.version)
+if attempt < int(os.environ.get("FAIL_UNTIL", "0")):
+    sys.exit(3)
+"""
+
+HOLD = """
+import os, time, pathlib
+print("TOKEN", os.environ["MLFLOW_TRACKING_TOKEN"], flush=True)
+time.sleep(120)
+"""
+
+
+def pod_python() -> tuple[str, dict[str, str]]:
+    """A Python with MLflow that the pod's user may run. This interpreter, when others may run it; else
+    (a root's pyenv under /root) the system's of the same version with this one's packages."""
+    executable = os.path.realpath(sys.executable)
+    if os.geteuid() != 0 or _others_may_run(executable):
+        return sys.executable, {}
+    system = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if system is None or not os.path.realpath(system).endswith(version):
+        pytest.skip("no Python with MLflow that a pod's user may run")
+    return system, {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
+
+
+def _others_may_run(path: str) -> bool:
+    folder = Path(path)
+    return all(os.stat(p).st_mode & 0o001 for p in [*folder.parents, folder] if p != Path("/"))
+
+
+@dataclass
+class Deployment:
+    url: str
+    data_dir: Path
+    database: str
+    admin: Client
+    lab: Client
+    """A member of tenant ``lab``."""
+    lab_token: str
+    other_token: str
+    """A member of tenant ``other``."""
+    python: str
+    python_env: dict[str, str]
+
+    def submit(self, client: Client, script: str, name: str, **spec: object) -> str:
+        folder = self.data_dir.parent / f"{self.data_dir.name}-scripts"
+        folder.mkdir(exist_ok=True, mode=0o755)
+        path = folder / f"{name}.py"
+        path.write_text(script)
+        path.chmod(0o644)
+        env = self.python_env | dict(spec.pop("env", {}))  # type: ignore[call-overload]
+        body = {"name": name, "command": [self.python, str(path)], "env": env, **spec}
+        return client.submit(body).id
+
+
+class Tracking:
+    """MLflow's stock client for one token. MLflow reads the token from the environment on every request,
+    so each call sets it first (the tests' clients of several tenants take turns in one process)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=f"{url}/mlflow", registry_uri=f"{url}/mlflow")
+        self.token = token
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = self.token
+            return method(*args, **kwargs)
+
+        return call
+
+
+def mlflow_client(url: str, token: str) -> Tracking:
+    return Tracking(url, token)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    data_dir = Path(tempfile.mkdtemp(prefix="corral-mlops-"))  # pods pass through it: not pytest's folder
+    data_dir.chmod(0o711)
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_TOKEN": ""}
+    database = "sqlite"
+    if request.param == "postgresql":
+        env["CORRAL_DATABASE_URL"] = fresh_database(request.getfixturevalue("postgres"))
+        database = "postgresql"
+    cluster = data_dir.parent / f"{data_dir.name}-cluster.yaml"
+    cluster.write_text(CLUSTER)
+    port = free_port()
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    server = start_server(data_dir, port, cluster)
+    url = f"http://127.0.0.1:{port}"
+    admin = Client(url, token=read_token(data_dir))
+    tokens = {}
+    for tenant in ("lab", "other"):
+        admin.create_tenant(tenant)
+        tokens[tenant] = admin.create_user(f"{tenant}-member", tenant, "member").token
+    python, python_env = pod_python()
+    try:
+        yield Deployment(
+            url,
+            data_dir,
+            database,
+            admin,
+            Client(url, token=tokens["lab"]),
+            tokens["lab"],
+            tokens["other"],
+            python,
+            python_env,
+        )
+    finally:
+        stop(server)
+        for name, value in previous.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def trained(deployment: Deployment) -> str:
+    """A job of tenant ``lab`` that failed once and was retried, logging a metric each attempt, a model
+    on its second, and registering it from inside the job."""
+    job_id = deployment.submit(
+        deployment.lab,
+        TRAIN,
+        "train",
+        retries=1,
+        env={"FAIL_UNTIL": "2", "LOG_MODEL": "1"},
+        resources={"gpus": 1},
+    )
+    wait_for(deployment.lab, job_id, "finished", timeout=120)
+    return job_id
+
+
+def _run_of(client: Tracking, job_id: str) -> Any:
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`corral.job_id` = '{job_id}'")
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_a_job_s_metrics_land_in_its_run_and_a_retry_continues_it(
+    deployment: Deployment, trained: str
+) -> None:
+    member = mlflow_client(deployment.url, deployment.lab_token)
+    run = _run_of(member, trained)
+    assert [m.value for m in member.get_metric_history(run.info.run_id, "loss")] == [1.0, 0.5]
+    assert run.data.params == {"lr": "0.1"}
+    tags = run.data.tags
+    assert tags["corral.job_id"] == trained and tags["corral.attempt"] == "2"
+    assert (tags["corral.tenant"], tags["corral.queue"], tags["corral.gpus"]) == ("lab", "default", "1")
+    assert tags["corral.node"] == "cpu-0"
+    assert run.info.status == "FINISHED"
+    assert member.get_experiment(run.info.experiment_id).name == "default"  # the member's own name
+    admin = mlflow_client(deployment.url, read_token(deployment.data_dir))
+    assert admin.get_experiment(run.info.experiment_id).name == "lab/default"  # stored per tenant
+    assert admin.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+
+
+def test_a_tenant_sees_and_writes_only_its_own_experiments_runs_artifacts_and_models(
+    deployment: Deployment, trained: str
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    lab = mlflow_client(deployment.url, deployment.lab_token)
+    run = _run_of(lab, trained)
+    other = mlflow_client(deployment.url, deployment.other_token)
+    assert [e.name for e in other.search_experiments()] == []
+    for attempt in (
+        lambda: other.get_run(run.info.run_id),
+        lambda: other.log_metric(run.info.run_id, "stolen", 1.0),
+        lambda: other.get_experiment(run.info.experiment_id),
+        lambda: other.search_runs([run.info.experiment_id]),
+        lambda: other.get_registered_model("inside"),
+        lambda: other.create_model_version("mine", f"runs:/{run.info.run_id}/model", run.info.run_id),
+    ):
+        with pytest.raises(MlflowException) as refused:
+            attempt()
+        assert refused.value.get_http_status_code() == 404, refused.value
+    with pytest.raises(MlflowException) as refused:
+        other.download_artifacts(run.info.run_id, "", tempfile.mkdtemp())
+    assert refused.value.get_http_status_code() == 404
+    artifact_path = run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    headers = {"Authorization": f"Bearer {deployment.other_token}"}
+    stolen = httpx.get(
+        f"{deployment.url}/mlflow/api/2.0/mlflow-artifacts/artifacts/{artifact_path}", headers=headers
+    )
+    assert stolen.status_code == 404 and stolen.json()["detail"]
+    # Both tenants may have a model called the same: each sees its own.
+    other_experiment = other.create_experiment("default")
+    other_run = other.create_run(other_experiment)
+    other.create_registered_model("inside")
+    assert [m.name for m in other.search_registered_models()] == ["inside"]
+    assert lab.get_registered_model("inside").aliases == {"staging": "1"}
+    assert other.get_registered_model("inside").aliases == {}
+    assert [e.name for e in lab.search_experiments()] == ["default"]
+    assert other.get_run(other_run.info.run_id).info.experiment_id == other_experiment
+    listed = httpx.get(f"{deployment.url}/mlflow/api/2.0/mlflow/not-a-route", headers=headers)
+    assert listed.status_code == 404  # what is not allowed is refused, not passed through
+
+
+def test_a_job_token_is_for_tracking_only_and_only_while_its_job_runs(deployment: Deployment) -> None:
+    job_id = deployment.submit(deployment.lab, HOLD, "hold")
+    wait_for(deployment.lab, job_id, "running", timeout=30)
+    token = _token_from_output(deployment.lab, job_id)
+    assert token.startswith("corral_j")
+    as_job = Client(deployment.url, token=token)
+    for call in (
+        as_job.jobs,
+        lambda: as_job.cancel(job_id),
+        lambda: as_job.submit({"name": "x", "command": "true"}),
+    ):
+        with pytest.raises(APIError) as refused:
+            call()
+        assert refused.value.status == 403
+    headers = {"Authorization": f"Bearer {token}"}
+    tokens = httpx.post(f"{deployment.url}/api/v1/tokens", json={}, headers=headers)
+    assert tokens.status_code == 403
+    tracking = mlflow_client(deployment.url, token)
+    run = _run_of(tracking, job_id)
+    tracking.log_metric(run.info.run_id, "seen", 1.0)
+    deployment.lab.cancel(job_id)
+    wait_for(deployment.lab, job_id, "cancelled")
+    deadline = time.monotonic() + 30
+    search = f"{deployment.url}/mlflow/api/2.0/mlflow/experiments/search"
+    while httpx.post(search, json={"max_results": 1}, headers=headers).status_code != 401:
+        assert time.monotonic() < deadline, "the job's token still works after the job ended"
+        time.sleep(0.2)
+    member = mlflow_client(deployment.url, deployment.lab_token)
+    while member.get_run(run.info.run_id).info.status != "KILLED":
+        assert time.monotonic() < deadline, "the cancelled job's run was never ended"
+        time.sleep(0.2)
+
+
+def _token_from_output(client: Client, job_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            output = client.logs(job_id)
+        except APIError:  # its pod has not started yet
+            output = ""
+        for line in output.splitlines():
+            if line.startswith("TOKEN "):
+                return line.split()[1]
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never printed its token")
+
+
+def _corral(deployment: Deployment, *arguments: str) -> dict:
+    env = os.environ | {"CORRAL_URL": deployment.url, "CORRAL_TOKEN": deployment.lab_token}
+    done = subprocess.run(
+        [sys.executable, "-m", "corral", *arguments], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_register_alias_and_show_through_the_cli(deployment: Deployment, trained: str) -> None:
+    version = _corral(deployment, "models", "register", trained, "model", "--name", "iris", "--json")
+    assert (version["name"], version["version"]) == ("iris", 1)
+    assert version["lineage"]["job"] == trained
+    again = _corral(deployment, "models", "register", trained, "model", "--name", "iris", "--json")
+    assert again["version"] == 2
+    moved = _corral(deployment, "models", "alias", "iris@champion", "2", "--json")
+    assert moved["aliases"] == {"champion": 2}
+    shown = _corral(deployment, "models", "show", "iris", "--json")
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    assert shown["versions"][1]["aliases"] == ["champion"]
+    assert shown["versions"][0]["lineage"]["attempt"] == "2"
+    listed = _corral(deployment, "models", "ls", "--json")
+    assert sorted(m["name"] for m in listed) == ["iris", "inside"] or sorted(m["name"] for m in listed) == [
+        "inside",
+        "iris",
+    ]
+    with pytest.raises(APIError) as refused:
+        Client(deployment.url, token=deployment.other_token).model("iris")
+    assert refused.value.status == 404
+    with pytest.raises(APIError) as refused:
+        deployment.lab.register_model(trained, "no-such-artifact", "iris")
+    assert refused.value.status == 422
