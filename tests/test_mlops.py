@@ -6,6 +6,7 @@ One server per database for the whole module: MLflow's first migrations take sec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,10 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import free_port, start_server, stop, wait_for
+from servers import free_port, stop, wait_for
 
 from corral.client import APIError, Client
 from corral.paths import read_token
+from corral.server.process import start
 from corral.store.local_postgres import fresh_database
 
 pytest.importorskip("mlflow")
@@ -47,9 +49,15 @@ attempt = int(os.environ["CORRAL_ATTEMPT"])
 mlflow.log_metric("loss", 1.0 / attempt, step=attempt)
 mlflow.log_param("lr", "0.1") if attempt == 1 else None
 if os.environ.get("LOG_MODEL") and attempt >= int(os.environ.get("FAIL_UNTIL", "0")):
-    from sklearn.linear_model import LogisticRegression
-    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
-    mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+    if os.environ["LOG_MODEL"] == "sklearn":  # an MLflow 3 logged model
+        from sklearn.linear_model import LogisticRegression
+        model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+    else:  # a folder of the run's artifacts
+        os.makedirs("model", exist_ok=True)
+        with open("model/weights.txt", "w") as weights:
+            weights.write("0.5")
+        mlflow.log_artifacts("model", "model")
     version = mlflow.register_model(f"runs:/{mlflow.active_run().info.run_id}/model", "inside")
     mlflow.MlflowClient().set_registered_model_alias("inside", "staging", version.version)
 if attempt < int(os.environ.get("FAIL_UNTIL", "0")):
@@ -96,8 +104,9 @@ class Deployment:
     python_env: dict[str, str]
 
     def submit(self, client: Client, script: str, name: str, **spec: object) -> str:
-        folder = self.data_dir.parent / f"{self.data_dir.name}-scripts"
-        folder.mkdir(exist_ok=True, mode=0o755)
+        folder = self.data_dir.parent / "scripts"
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)
         path = folder / f"{name}.py"
         path.write_text(script)
         path.chmod(0o644)
@@ -132,19 +141,22 @@ def mlflow_client(url: str, token: str) -> Tracking:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    data_dir = Path(tempfile.mkdtemp(prefix="corral-mlops-"))  # pods pass through it: not pytest's folder
-    data_dir.chmod(0o711)
+    root = Path(tempfile.mkdtemp(prefix="corral-mlops-"))  # pods pass through it: not pytest's folder
+    root.chmod(0o711)
+    data_dir = root / "data"
     env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_TOKEN": ""}
     database = "sqlite"
     if request.param == "postgresql":
         env["CORRAL_DATABASE_URL"] = fresh_database(request.getfixturevalue("postgres"))
         database = "postgresql"
-    cluster = data_dir.parent / f"{data_dir.name}-cluster.yaml"
+    cluster = root / "cluster.yaml"
     cluster.write_text(CLUSTER)
     port = free_port()
     previous = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
-    server = start_server(data_dir, port, cluster)
+    arguments = ["server", "--data-dir", str(data_dir), "--port", str(port), "--cluster", str(cluster)]
+    # MLflow migrates its store at the first start: seconds on SQLite, more on PostgreSQL.
+    server = start([*arguments, "--interval", "0.2"], root / "server.log", port, timeout=180)
     url = f"http://127.0.0.1:{port}"
     admin = Client(url, token=read_token(data_dir))
     tokens = {}
@@ -152,23 +164,26 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         admin.create_tenant(tenant)
         tokens[tenant] = admin.create_user(f"{tenant}-member", tenant, "member").token
     python, python_env = pod_python()
+    lab = Client(url, token=tokens["lab"])
     try:
         yield Deployment(
             url,
             data_dir,
             database,
             admin,
-            Client(url, token=tokens["lab"]),
+            lab,
             tokens["lab"],
             tokens["other"],
             python,
             python_env,
         )
     finally:
+        admin.close()
+        lab.close()
         stop(server)
         for name, value in previous.items():
             os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +195,8 @@ def trained(deployment: Deployment) -> str:
         TRAIN,
         "train",
         retries=1,
-        env={"FAIL_UNTIL": "2", "LOG_MODEL": "1"},
+        # Both kinds of model, one per database (sklearn's import alone takes seconds).
+        env={"FAIL_UNTIL": "2", "LOG_MODEL": "sklearn" if deployment.database == "sqlite" else "files"},
         resources={"gpus": 1},
     )
     wait_for(deployment.lab, job_id, "finished", timeout=120)
@@ -255,11 +271,16 @@ def test_a_tenant_sees_and_writes_only_its_own_experiments_runs_artifacts_and_mo
 
 
 def test_a_job_token_is_for_tracking_only_and_only_while_its_job_runs(deployment: Deployment) -> None:
+    with contextlib.ExitStack() as stack:
+        _job_token_is_tracking_only(deployment, stack)
+
+
+def _job_token_is_tracking_only(deployment: Deployment, stack: contextlib.ExitStack) -> None:
     job_id = deployment.submit(deployment.lab, HOLD, "hold")
     wait_for(deployment.lab, job_id, "running", timeout=30)
     token = _token_from_output(deployment.lab, job_id)
     assert token.startswith("corral_j")
-    as_job = Client(deployment.url, token=token)
+    as_job = stack.enter_context(Client(deployment.url, token=token))
     for call in (
         as_job.jobs,
         lambda: as_job.cancel(job_id),
@@ -313,6 +334,8 @@ def _corral(deployment: Deployment, *arguments: str) -> dict:
 def test_register_alias_and_show_through_the_cli(deployment: Deployment, trained: str) -> None:
     version = _corral(deployment, "models", "register", trained, "model", "--name", "iris", "--json")
     assert (version["name"], version["version"]) == ("iris", 1)
+    logged = deployment.database == "sqlite"  # a logged model there, a folder of the run's artifacts else
+    assert version["source"].startswith("models:/m-" if logged else "mlflow-artifacts:/")
     assert version["lineage"]["job"] == trained
     again = _corral(deployment, "models", "register", trained, "model", "--name", "iris", "--json")
     assert again["version"] == 2
@@ -322,14 +345,35 @@ def test_register_alias_and_show_through_the_cli(deployment: Deployment, trained
     assert [v["version"] for v in shown["versions"]] == [1, 2]
     assert shown["versions"][1]["aliases"] == ["champion"]
     assert shown["versions"][0]["lineage"]["attempt"] == "2"
-    listed = _corral(deployment, "models", "ls", "--json")
-    assert sorted(m["name"] for m in listed) == ["iris", "inside"] or sorted(m["name"] for m in listed) == [
-        "inside",
-        "iris",
-    ]
+    assert sorted(m["name"] for m in deployment.lab.models()) == ["inside", "iris"]
     with pytest.raises(APIError) as refused:
-        Client(deployment.url, token=deployment.other_token).model("iris")
+        with Client(deployment.url, token=deployment.other_token) as other:
+            other.model("iris")
     assert refused.value.status == 404
     with pytest.raises(APIError) as refused:
         deployment.lab.register_model(trained, "no-such-artifact", "iris")
     assert refused.value.status == 422
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")  # MLflow's own SQLAlchemy use
+def test_serving_resolves_an_alias_to_its_version_and_files(deployment: Deployment, trained: str) -> None:
+    """What serving calls: ``models:/NAME@ALIAS`` of a tenant to a version and a folder to load."""
+    if deployment.database != "sqlite":
+        pytest.skip("reads the server's SQLite store from this process")
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    from corral.mlops.registry import Registry, RegistryError
+    from corral.mlops.stores import SERVED_ARTIFACTS_ROOT, MlflowStores, mlflow_location
+
+    location = mlflow_location(deployment.data_dir, "sqlite://")
+    tracking = TrackingStore(location.backend_uri, SERVED_ARTIFACTS_ROOT)
+    registry = Registry(MlflowStores(location, tracking, RegistryStore(location.backend_uri)), tracking=None)  # type: ignore[arg-type]
+    staging = registry.resolve("lab", "models:/inside@staging")
+    assert staging.version == 1 and staging.uri.startswith("mlflow-artifacts:/")
+    assert staging.path is not None and (staging.path / "MLmodel").is_file()
+    assert registry.resolve("lab", "models:/inside/1").path == staging.path
+    assert registry.alias_version("lab", "inside", "staging") == 1
+    assert registry.alias_version("other", "inside", "staging") is None  # per tenant
+    with pytest.raises(RegistryError):
+        registry.resolve("other", "models:/inside@staging")
