@@ -55,8 +55,8 @@ if os.environ.get("LOG_MODEL") and attempt >= int(os.environ.get("FAIL_UNTIL", "
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     else:  # a folder of the run's artifacts
         os.makedirs("model", exist_ok=True)
-        with open("model/weights.txt", "w") as weights:
-            weights.write("0.5")
+        with open("model/MLmodel", "w") as description:  # what makes MLflow take the folder for a model
+            description.write("flavors: {}")
         mlflow.log_artifacts("model", "model")
     version = mlflow.register_model(f"runs:/{mlflow.active_run().info.run_id}/model", "inside")
     mlflow.MlflowClient().set_registered_model_alias("inside", "staging", version.version)
@@ -155,10 +155,10 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     previous = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     arguments = ["server", "--data-dir", str(data_dir), "--port", str(port), "--cluster", str(cluster)]
-    # MLflow migrates its store at the first start: seconds on SQLite, more on PostgreSQL.
-    server = start([*arguments, "--interval", "0.2"], root / "server.log", port, timeout=180)
+    server = start([*arguments, "--interval", "0.2"], root / "server.log", port, timeout=120)
     url = f"http://127.0.0.1:{port}"
     admin = Client(url, token=read_token(data_dir))
+    _wait_for_mlflow(url, read_token(data_dir))
     tokens = {}
     for tenant in ("lab", "other"):
         admin.create_tenant(tenant)
@@ -186,6 +186,15 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _wait_for_mlflow(url: str, token: str) -> None:
+    """MLflow opens in the background after the server starts (/mlflow answers 503 until then)."""
+    deadline = time.monotonic() + 180
+    headers = {"Authorization": f"Bearer {token}"}
+    while httpx.get(f"{url}/mlflow/api/3.0/mlflow/server-info", headers=headers).status_code == 503:
+        assert time.monotonic() < deadline, "MLflow never opened"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def trained(deployment: Deployment) -> str:
     """A job of tenant ``lab`` that failed once and was retried, logging a metric each attempt, a model
@@ -199,7 +208,11 @@ def trained(deployment: Deployment) -> str:
         env={"FAIL_UNTIL": "2", "LOG_MODEL": "sklearn" if deployment.database == "sqlite" else "files"},
         resources={"gpus": 1},
     )
-    wait_for(deployment.lab, job_id, "finished", timeout=120)
+    deadline = time.monotonic() + 180
+    while deployment.lab.job(job_id).status not in ("finished", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job {job_id} never ended"
+        time.sleep(0.1)
+    assert deployment.lab.job(job_id).status == "finished", deployment.lab.logs(job_id)
     return job_id
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from corral.control.reconcile import Inventory
@@ -12,7 +11,6 @@ from corral.mlops import INSTALL_HINT, names
 from corral.mlops.gate import find_route
 from corral.mlops.tokens import is_job_token, split_job_token, token_secret, token_text
 from corral.server.app import API, create_app
-from corral.server.routes import mlflow as mlflow_routes
 from corral.store.accounts import AccountStore
 from corral.store.database import open_store
 from corral.store.jobs import JobStore
@@ -54,11 +52,7 @@ def test_a_job_token_is_recognised_and_its_secret_follows_from_the_key() -> None
     assert token_secret(b"k" * 32, "jabc123") != token_secret(b"x" * 32, "jabc123")
 
 
-def test_without_mlflow_the_tracking_routes_say_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(mlflow_routes, "available", lambda: False)
-    monkeypatch.setattr("corral.server.routes.models.available", lambda: False)
+def test_without_mlflow_the_tracking_routes_say_what_to_install(tmp_path: Path) -> None:
     store = JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"))
     token = AccountStore(store.engine).bootstrap()
     http = TestClient(create_app(store, Inventory([])))

@@ -34,7 +34,7 @@ from corral.store.jobs import JobStore
 from corral.store.queues import QueueStore
 
 if TYPE_CHECKING:
-    from corral.mlops.service import Mlops
+    from corral.mlops.service import MlopsService
 
 API = "/api/v1"
 
@@ -54,7 +54,7 @@ def create_app(
     local_nodes: Collection[str] = (),
     log_cap: int = DEFAULT_LOG_CAP,
     code: CodeStore | None = None,
-    mlops: Mlops | None = None,
+    mlops: MlopsService | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;

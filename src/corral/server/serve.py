@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from corral.control.loop import ReconcileLoop
-    from corral.mlops.service import Mlops
+    from corral.mlops.service import MlopsService
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
     url = store.engine.url.render_as_string()
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
     if mlops is not None:
-        announce(f"MLflow tracking on http://{settings.host}:{settings.port}/mlflow (docs/mlops.md)")
+        announce(
+            f"MLflow tracking on http://{settings.host}:{settings.port}/mlflow once open (docs/mlops.md)"
+        )
     loop = _loop(settings, store, inventory, backend, mlops)
     if settings.workers == 1:
         pod_files = _pod_files(backend, settings.log_cap)
@@ -148,13 +150,13 @@ def _pod_files(
 
 def _open(
     settings: ServerSettings, migrate: bool = True
-) -> tuple[JobStore, Inventory, LocalBackend | None, Mlops | None]:
+) -> tuple[JobStore, Inventory, LocalBackend | None, MlopsService | None]:
     """The store, the inventory, the local backend for the clusters it runs (none with --no-local), and
     MLflow (None without the mlops extra)."""
-    from corral.mlops.service import open_mlops
+    from corral.mlops.service import mlops_service
 
     store = JobStore(open_store(settings.database_url, migrate=migrate))
-    mlops = open_mlops(store.engine, settings.data_dir, settings.mlflow_artifacts)
+    mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts)
     inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
@@ -162,7 +164,7 @@ def _open(
     tracking = None
     if mlops is not None:
         server = f"http://{loopback(settings.host)}:{settings.port}"
-        tracking = partial(mlops.tracking.attach, server_url=server)
+        tracking = partial(mlops.attach, server_url=server)
     code = code_store(settings.data_dir)
     backend = (
         LocalBackend(store, settings.data_dir, local_nodes, identities, code, tracking)
@@ -206,7 +208,7 @@ def _loop(
     store: JobStore,
     inventory: Inventory,
     backend: LocalBackend | None,
-    mlops: Mlops | None = None,
+    mlops: MlopsService | None = None,
 ) -> ReconcileLoop:
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
@@ -222,7 +224,7 @@ def _loop(
         inventory,
         get_policy(settings.policy),
         settings.interval,
-        _each(_backends(settings, store, backend, poke) + ([mlops.tracking.sweep] if mlops else [])),
+        _each(_backends(settings, store, backend, poke) + ([mlops.sweep] if mlops else [])),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
         before_round=_each([backend.record_exits]) if backend is not None else None,

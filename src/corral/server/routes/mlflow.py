@@ -2,8 +2,8 @@
 
 The stock client works with ``MLFLOW_TRACKING_URI=<server>/mlflow`` and ``MLFLOW_TRACKING_TOKEN`` set to a
 corral API token or a job's token; tenancy is the gate's (``corral.mlops.gate``). Without MLflow
-installed every request is a 501 that says to install ``corral[mlops]``; with MLflow failing to open, a
-503.
+installed every request is a 501 that says to install ``corral[mlops]``; while MLflow opens (seconds
+after the server starts), or if it failed to, a 503.
 """
 
 from __future__ import annotations
@@ -15,27 +15,54 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from corral.backends.pods import DesiredPod
-from corral.mlops import INSTALL_HINT, available
+from corral.mlops import INSTALL_HINT
 from corral.mlops.tracking import MOUNT
 from corral.server.problems import problem
 from corral.server.services import ControlPlane
 
 if TYPE_CHECKING:
-    from corral.mlops.service import Mlops
+    from corral.mlops.gate import Caller, Gate
+    from corral.mlops.service import Mlops, MlopsService
 
 
-def mount(app: FastAPI, plane: ControlPlane, mlops: Mlops | None) -> None:
+def mount(app: FastAPI, plane: ControlPlane, service: MlopsService | None) -> None:
     """Answer MLflow's API at ``/mlflow`` (or say why it is not there)."""
-    app.state.mlops = mlops
-    if mlops is None:
-        status, detail = (503, "MLflow could not be opened on this server (see its log)")
-        if not available():
-            status, detail = 501, INSTALL_HINT
-        app.mount(MOUNT, _Unavailable(status, detail))
-        return
-    from corral.mlops.gate import Gate, mlflow_app
+    app.state.mlops = service
+    app.mount(MOUNT, _Tracking(plane, service))
 
-    app.mount(MOUNT, Gate(mlflow_app(), mlops.owners, _authenticator(plane, mlops)))
+
+def unavailable(service: MlopsService | None) -> tuple[int, str] | None:
+    """Why MLflow cannot answer now (a status and a detail), or None when it can."""
+    if service is None:
+        return 501, INSTALL_HINT
+    if service.current is not None:
+        return None
+    if service.failed:
+        return 503, "MLflow could not be opened on this server (its log says why)"
+    return 503, "MLflow is starting (it opens a few seconds after the server); try again shortly"
+
+
+class _Tracking:
+    """The gate once MLflow is open; a problem (501, 503) until then."""
+
+    def __init__(self, plane: ControlPlane, service: MlopsService | None) -> None:
+        self.plane = plane
+        self.service = service
+        self._gate: Gate | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        refusal = unavailable(self.service)
+        if refusal is not None:
+            await problem(*refusal)(scope, receive, send)
+            return
+        if self._gate is None:
+            from corral.mlops.gate import Gate
+
+            mlops = self.service.current  # type: ignore[union-attr]
+            self._gate = Gate(mlops.wsgi_app, mlops.owners, _authenticator(self.plane, mlops))  # type: ignore[union-attr]
+        await self._gate(scope, receive, send)
 
 
 def _authenticator(plane: ControlPlane, mlops: Mlops) -> Any:
@@ -63,18 +90,8 @@ def _authenticator(plane: ControlPlane, mlops: Mlops) -> Any:
 async def attach_tracking(request: Request, pods: Sequence[DesiredPod]) -> list[DesiredPod]:
     """An agent's pods with their jobs' MLflow variables; the tracking URI is the URL the agent used
     to reach this server (its ``--server``), so it is one the agent's node reaches."""
-    mlops: Mlops | None = getattr(request.app.state, "mlops", None)
-    if mlops is None or not pods:
+    service: MlopsService | None = getattr(request.app.state, "mlops", None)
+    if service is None or service.current is None or not pods:
         return list(pods)
     server = str(request.base_url).rstrip("/")
-    return await run_in_threadpool(mlops.tracking.attach, pods, server)
-
-
-class _Unavailable:
-    def __init__(self, status: int, detail: str) -> None:
-        self.status = status
-        self.detail = detail
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await problem(self.status, self.detail)(scope, receive, send)
+    return await run_in_threadpool(service.attach, pods, server)

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from corral.mlops import INSTALL_HINT, available
 from corral.server.auth import EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
+from corral.server.routes.mlflow import unavailable
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
 
@@ -60,13 +60,11 @@ class AliasMove(BaseModel):
 
 
 def _registry(request: Request, principal: Principal) -> Any:
-    mlops = getattr(request.app.state, "mlops", None)
-    if mlops is None:
-        status = 501 if not available() else 503
-        refuse(
-            request, status, INSTALL_HINT if status == 501 else "MLflow could not be opened here", principal
-        )
-    return mlops.registry
+    service = getattr(request.app.state, "mlops", None)
+    refusal = unavailable(service)
+    if refusal is not None:
+        refuse(request, *refusal, principal)
+    return service.current.registry
 
 
 def _tenant(principal: Principal, tenant: str | None) -> str:
