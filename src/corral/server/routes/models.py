@@ -13,12 +13,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from corral.api_models import Problem
 from corral.server.auth import EVERYONE, REFUSALS, SUBMITTERS, allow, refuse, visible_job
 from corral.server.routes.mlflow import unavailable
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
 
-router = APIRouter(tags=["models"], responses=REFUSALS)
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    501: {"model": Problem, "description": "MLflow is not installed here (pip install 'corral[mlops]')."},
+    503: {"model": Problem, "description": "MLflow is starting, or could not be opened."},
+}
+router = APIRouter(tags=["models"], responses=REFUSALS | UNAVAILABLE)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
 Submitter = Annotated[Principal, Depends(allow(*SUBMITTERS))]
