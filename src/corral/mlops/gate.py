@@ -19,11 +19,14 @@ paging and the stores' calls.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -447,8 +450,6 @@ def _params(in_query: bool, scope: Scope, body: bytes) -> dict[str, Any]:
 
 
 async def _problem(send: Send, status: int, detail: str) -> None:
-    from http import HTTPStatus
-
     body = {
         "title": HTTPStatus(status).phrase,
         "status": status,
@@ -469,9 +470,6 @@ def _call_wsgi(
     app: Any, scope: Scope, path: str, body: bytes
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """Call a WSGI app (MLflow's Flask app) with one request; its answer's body as an iterator."""
-    import io
-    import sys
-
     host, port = scope.get("server") or ("127.0.0.1", 80)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
