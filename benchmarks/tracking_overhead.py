@@ -107,6 +107,16 @@ def stock_mlflow(folder: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit(f"mlflow server did not answer; see {folder / 'mlflow.log'}")
 
 
+def wait_for_mlflow(url: str, token: str) -> None:
+    """MLflow opens in the background after the server starts; jobs started before get no run."""
+    deadline = time.monotonic() + 180
+    headers = {"Authorization": f"Bearer {token}"}
+    while httpx.get(f"{url}/mlflow/api/3.0/mlflow/server-info", headers=headers).status_code == 503:
+        if time.monotonic() > deadline:
+            raise SystemExit("MLflow did not open behind corral within 180 s")
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=int, default=200, help="metrics logged per run per round")
@@ -136,7 +146,9 @@ def main() -> None:
             "BENCH_ROUNDS": str(args.rounds),
             "BENCH_STOCK_URI": f"http://127.0.0.1:{stock_port}",
         }
-        with Client(f"http://127.0.0.1:{port}", token=read_token(data) or "") as client:
+        token = read_token(data) or ""
+        wait_for_mlflow(f"http://127.0.0.1:{port}", token)
+        with Client(f"http://127.0.0.1:{port}", token=token) as client:
             job = client.submit({"name": "tracking", "command": [python, str(script)], "env": env})
             deadline = time.monotonic() + 1800
             while client.job(job.id).status not in ("finished", "failed", "cancelled"):

@@ -308,6 +308,10 @@ def _job_token_is_tracking_only(deployment: Deployment, stack: contextlib.ExitSt
     tracking = mlflow_client(deployment.url, token)
     run = _run_of(tracking, job_id)
     tracking.log_metric(run.info.run_id, "seen", 1.0)
+    # An agent asking for its node's pods gets the same run, reached at the URL it used for the server.
+    (pod,) = [p for p in deployment.admin.node_pods("cpu-0") if p.job_id == job_id]
+    assert pod.tracking["MLFLOW_TRACKING_URI"] == f"{deployment.url}/mlflow"
+    assert pod.tracking["MLFLOW_RUN_ID"] == run.info.run_id and pod.tracking["MLFLOW_TRACKING_TOKEN"] == token
     deployment.lab.cancel(job_id)
     wait_for(deployment.lab, job_id, "cancelled")
     deadline = time.monotonic() + 30
