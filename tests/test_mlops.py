@@ -354,8 +354,7 @@ def test_register_alias_and_show_through_the_cli(deployment: Deployment, trained
     logged = deployment.database == "sqlite"  # a logged model there, a folder of the run's artifacts else
     assert version["source"].startswith("models:/m-" if logged else "mlflow-artifacts:/")
     assert version["lineage"]["job"] == trained
-    again = _corral(deployment, "models", "register", trained, "model", "--name", "iris", "--json")
-    assert again["version"] == 2
+    assert deployment.lab.register_model(trained, "model", "iris")["version"] == 2
     moved = _corral(deployment, "models", "alias", "iris@champion", "2", "--json")
     assert moved["aliases"] == {"champion": 2}
     shown = _corral(deployment, "models", "show", "iris", "--json")
