@@ -61,5 +61,5 @@ def test_without_mlflow_the_tracking_routes_say_what_to_install(tmp_path: Path) 
         http.post("/mlflow/api/2.0/mlflow/experiments/search", json={}, headers=headers),
         http.get(f"{API}/models", headers=headers),
     ):
-        assert answer.status_code == 501
+        assert answer.status_code == 404
         assert answer.json()["detail"] == INSTALL_HINT

@@ -1,7 +1,7 @@
 """Experiment tracking and the model registry: MLflow behind corral's server and its tokens.
 
 MLflow is an optional dependency (the ``corral[mlops]`` extra): without it corral runs as before, the
-tracking routes answer a 501 that says what to install, and pods get no ``MLFLOW_*`` variables.
+tracking routes answer a 404 that says what to install, and pods get no ``MLFLOW_*`` variables.
 See docs/mlops.md.
 """
 

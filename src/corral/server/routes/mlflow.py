@@ -2,8 +2,8 @@
 
 The stock client works with ``MLFLOW_TRACKING_URI=<server>/mlflow`` and ``MLFLOW_TRACKING_TOKEN`` set to a
 corral API token or a job's token; tenancy is the gate's (``corral.mlops.gate``). Without MLflow
-installed every request is a 501 that says to install ``corral[mlops]``; while MLflow opens (seconds
-after the server starts), or if it failed to, a 503.
+installed every request is a 404 that says to install ``corral[mlops]`` (a refusal, like every other, is a
+4xx); while MLflow opens (seconds after the server starts), or if it failed to, a 503.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def mount(app: FastAPI, plane: ControlPlane, service: MlopsService | None) -> No
 def unavailable(service: MlopsService | None) -> tuple[int, str] | None:
     """Why MLflow cannot answer now (a status and a detail), or None when it can."""
     if service is None:
-        return 501, INSTALL_HINT
+        return 404, INSTALL_HINT
     if service.current is not None:
         return None
     if service.failed:
@@ -43,7 +43,7 @@ def unavailable(service: MlopsService | None) -> tuple[int, str] | None:
 
 
 class _Tracking:
-    """The gate once MLflow is open; a problem (501, 503) until then."""
+    """The gate once MLflow is open; a problem (404, 503) until then."""
 
     def __init__(self, plane: ControlPlane, service: MlopsService | None) -> None:
         self.plane = plane

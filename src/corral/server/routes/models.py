@@ -20,9 +20,9 @@ from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    501: {"model": Problem, "description": "MLflow is not installed here (pip install 'corral[mlops]')."},
     503: {"model": Problem, "description": "MLflow is starting, or could not be opened."},
 }
+"""Besides the refusals: a server without MLflow installed answers a 404 that says to install it."""
 router = APIRouter(tags=["models"], responses=REFUSALS | UNAVAILABLE)
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 Reader = Annotated[Principal, Depends(allow(*EVERYONE))]
