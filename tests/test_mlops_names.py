@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from corral.control.reconcile import Inventory
@@ -63,3 +64,16 @@ def test_without_mlflow_the_tracking_routes_say_what_to_install(tmp_path: Path) 
     ):
         assert answer.status_code == 404
         assert answer.json()["detail"] == INSTALL_HINT
+
+
+def test_a_spec_may_name_its_experiment_which_defaults_to_the_queue() -> None:
+    from pydantic import ValidationError
+
+    from corral.mlops.tracking import experiment_name
+    from corral.spec.job import JobSpec
+
+    named = JobSpec(name="train", command="true", experiment="llama sweep/2")
+    assert experiment_name("lab", named, "nlp") == "lab/llama sweep/2"
+    assert experiment_name("lab", JobSpec(name="train", command="true"), "nlp") == "lab/nlp"
+    with pytest.raises(ValidationError):
+        JobSpec(name="train", command="true", experiment="/absolute")
