@@ -239,6 +239,23 @@ class Client:
         body = {"path": path, "kind": kind, "cluster": cluster}
         return Artifact.model_validate(self._call("POST", f"/jobs/{job_id}/artifacts", json=body))
 
+    def register_model(self, job_id: str, path: str, name: str) -> dict[str, Any]:
+        """A new version of model ``name`` from artifact ``path`` of the job's MLflow run (docs/mlops.md)."""
+        body = {"job_id": job_id, "path": path, "name": name}
+        return self._call("POST", "/models", json=body)  # type: ignore[no-any-return]
+
+    def models(self) -> list[dict[str, Any]]:
+        """The tenant's registered models with their versions and aliases."""
+        return self._call("GET", "/models")  # type: ignore[no-any-return]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{name}")  # type: ignore[no-any-return]
+
+    def set_model_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``alias`` of model ``name`` at ``version`` (one transaction; serving follows it)."""
+        body = {"version": version}
+        return self._call("PUT", f"/models/{name}/aliases/{alias}", json=body)  # type: ignore[no-any-return]
+
     def queues(self) -> list[QueueState]:
         return [QueueState.model_validate(q) for q in self._call("GET", "/queues")]
 

@@ -41,10 +41,12 @@ class LocalBackend:
         nodes: Collection[str] | None = None,
         identities: PodIdentities | None = None,
         code: CodeStore | None = None,
+        tracking: Callable[[list[DesiredPod]], list[DesiredPod]] | None = None,
     ) -> None:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
-        working folders, which pods of jobs with ``code`` start in a copy of."""
+        working folders, which pods of jobs with ``code`` start in a copy of; ``tracking`` gives pods their
+        job's MLflow variables before they start (``corral.mlops.tracking``)."""
         self.store = store
         self.code = code
         self.outputs = PipelineStore(store.engine, store.clock)
@@ -52,10 +54,13 @@ class LocalBackend:
         mounts = (lambda pod, digest: code.path(pod.tenant, digest)) if code is not None else None
         self.runner = PodRunner(data_dir / "runs", identities, source, mounts)
         self.nodes = set(nodes) if nodes is not None else None
+        self.tracking = tracking
 
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         desired = self._desired()
+        if self.tracking is not None:
+            desired = self.tracking(desired)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         self._each_job(desired, self.runner.ensure)
 

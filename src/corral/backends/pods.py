@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
@@ -68,17 +68,25 @@ class DesiredPod(BaseModel):
     spec: JobSpec
     tenant: str = "default"
     """Whose job it is: on a node set up per tenant, the pod runs as that tenant's Unix user."""
+    tracking: dict[str, str] = Field(default_factory=dict)
+    """``MLFLOW_*`` variables for its job's run and job-scoped token (docs/mlops.md), set by the server
+    that hands the pod out; empty when tracking is off or MLflow could not be reached."""
 
     def environment(self) -> dict[str, str]:
-        """What the pod's process is told, beside the spec's ``env``: its GPUs, who it is, its share."""
-        env = self.spec.env | {
-            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in self.gpus),
-            "CORRAL_JOB_ID": self.job_id,
-            "CORRAL_POD_INDEX": str(self.pod),
-            "CORRAL_ATTEMPT": str(self.attempt),
-            "CORRAL_GPU_FRACTION": f"{self.gpu_milli / MILLI_PER_GPU:g}" if self.gpus else "0",
-            "CORRAL_GPU_MEMORY_GIB": f"{self.gpu_memory_gib:g}",
-        }
+        """What the pod's process is told, beside the spec's ``env`` (which may override its tracking
+        variables): its GPUs, who it is, its share, its MLflow run."""
+        env = (
+            self.tracking
+            | self.spec.env
+            | {
+                "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in self.gpus),
+                "CORRAL_JOB_ID": self.job_id,
+                "CORRAL_POD_INDEX": str(self.pod),
+                "CORRAL_ATTEMPT": str(self.attempt),
+                "CORRAL_GPU_FRACTION": f"{self.gpu_milli / MILLI_PER_GPU:g}" if self.gpus else "0",
+                "CORRAL_GPU_MEMORY_GIB": f"{self.gpu_memory_gib:g}",
+            }
+        )
         if self.spec.checkpoint is not None:
             env["CORRAL_CHECKPOINT_DIR"] = self.spec.checkpoint.dir
             env["CORRAL_CHECKPOINT_INTERVAL"] = f"{self.spec.checkpoint.interval:g}"

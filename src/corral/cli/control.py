@@ -101,6 +101,12 @@ def register(
             typer.Option(min=1, help="MiB of each pod's output kept and served; older output is dropped."),
         ] = DEFAULT_LOG_CAP >> 20,
         pod_user: PodUserOption = DEFAULT_POD_USER,
+        mlflow_artifacts: Annotated[
+            str | None,
+            typer.Option(
+                help="Where MLflow keeps artifacts (s3://bucket/path; default <data dir>/mlartifacts)."
+            ),
+        ] = None,
     ) -> None:
         """Run the API and the reconcile loop (SQLite in --data-dir unless CORRAL_DATABASE_URL is set)."""
         from corral.control.reconcile import Inventory
@@ -129,6 +135,7 @@ def register(
             workers=workers,
             log_cap=log_cap_mib << 20,
             pod_user=pod_user,
+            mlflow_artifacts=mlflow_artifacts,
         )
 
     @app.command()
@@ -484,6 +491,7 @@ def _serve(
     workers: int = 1,
     log_cap: int = DEFAULT_LOG_CAP,
     pod_user: str = DEFAULT_POD_USER,
+    mlflow_artifacts: str | None = None,
 ) -> None:
     from corral.backends.pod_users import can_switch_users
     from corral.server.serve import ServerSettings, serve
@@ -517,6 +525,7 @@ def _serve(
             workers=workers,
             log_cap=log_cap,
             pod_user=pod_user,
+            mlflow_artifacts=mlflow_artifacts,
         )
         serve(chosen, announce=console.print)
 

@@ -21,6 +21,7 @@ from corral.cli.accounts import register as register_accounts
 from corral.cli.artifacts import register as register_artifacts
 from corral.cli.connection import Connection
 from corral.cli.control import register as register_control
+from corral.cli.models import register as register_models
 from corral.cli.pipelines import register as register_pipelines
 from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
 from corral.errors import CorralError
@@ -434,6 +435,7 @@ register_control(app, console, _user_errors, connection.client)
 register_accounts(app, console, _user_errors, connection.client)
 register_artifacts(app, console, _user_errors, connection.client)
 register_pipelines(app, console, _user_errors, connection.client)
+register_models(app, console, _user_errors, connection.client)
 
 
 def main() -> None:

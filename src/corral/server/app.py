@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse, RedirectResponse
@@ -23,7 +24,7 @@ from corral.control.reconcile import Inventory
 from corral.logs import DEFAULT_LOG_CAP, LogOpener
 from corral.server import problems
 from corral.server.auth import allow
-from corral.server.routes import accounts, artifacts, costs, jobs, nodes, pipelines, queues
+from corral.server.routes import accounts, artifacts, costs, jobs, mlflow, models, nodes, pipelines, queues
 from corral.server.routes import code as code_routes
 from corral.server.services import ControlPlane
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
@@ -31,6 +32,9 @@ from corral.store.accounts import ROLES
 from corral.store.code import CodeStore
 from corral.store.jobs import JobStore
 from corral.store.queues import QueueStore
+
+if TYPE_CHECKING:
+    from corral.mlops.service import MlopsService
 
 API = "/api/v1"
 
@@ -50,11 +54,13 @@ def create_app(
     local_nodes: Collection[str] = (),
     log_cap: int = DEFAULT_LOG_CAP,
     code: CodeStore | None = None,
+    mlops: MlopsService | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
     ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
-    each pod's output kept and served; ``code`` the uploaded working folders.
+    each pod's output kept and served; ``code`` the uploaded working folders; ``mlops`` MLflow behind
+    ``/mlflow`` and the model registry (None: not installed or not opened).
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
     plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap, code=code)
@@ -76,8 +82,9 @@ def create_app(
         title="corral", version="0.1.0", description="One control plane for AI workloads.", lifespan=lifespan
     )
     app.state.control_plane = plane
-    for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts, pipelines):
+    for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts, pipelines, models):
         app.include_router(module.router, prefix=API)
+    mlflow.mount(app, plane, mlops)
 
     problems.install(app)
 

@@ -18,6 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral.api_models import Problem
+from corral.mlops.tokens import is_job_token
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal, Role
 from corral.store.jobs import JobNotFound, JobRecord
@@ -75,6 +76,8 @@ def authenticated(
     if credentials is None:
         refuse(request, 401, "no API token: set CORRAL_TOKEN (corral up writes one to <data dir>/token)")
     principal = plane.authenticate(credentials.credentials)
+    if principal is None and is_job_token(credentials.credentials):
+        refuse(request, 403, "a job's tracking token works only for MLflow's API under /mlflow")
     if principal is None:
         refuse(request, 401, "API token not recognised: it was revoked, mistyped, or is another server's")
     if principal.expires_at is not None and principal.expires_at <= plane.jobs.clock():

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from corral.control.loop import ReconcileLoop
+    from corral.mlops.service import MlopsService
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ class ServerSettings(BaseModel):
     """Bytes of each pod's output kept and served; older output is dropped."""
     pod_user: str = DEFAULT_POD_USER
     """Who the local backend's pods run as where no ``corral-<tenant>`` user exists (docs/security.md)."""
+    mlflow_artifacts: str | None = None
+    """Where MLflow keeps artifacts (an ``s3://`` URI); default ``<data dir>/mlartifacts`` (docs/mlops.md)."""
 
 
 def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> None:
@@ -80,7 +84,7 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         _share_metrics(settings.data_dir)
     from corral.server.app import create_app, prepare_store
 
-    store, inventory, backend = _open(settings)
+    store, inventory, backend, mlops = _open(settings)
     token = AccountStore(store.engine).bootstrap()
     if token is not None:
         announce(f"first admin token written to {write_token(settings.data_dir, token)}")
@@ -88,10 +92,15 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         announce(prepare_pod_user(settings.pod_user))
     url = store.engine.url.render_as_string()
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
-    loop = _loop(settings, store, inventory, backend)
+    if mlops is not None:
+        announce(
+            f"MLflow tracking on http://{settings.host}:{settings.port}/mlflow once open (docs/mlops.md)"
+        )
+    loop = _loop(settings, store, inventory, backend, mlops)
     if settings.workers == 1:
         pod_files = _pod_files(backend, settings.log_cap)
-        app = create_app(store, inventory, loop, *pod_files, settings.log_cap, code_store(settings.data_dir))
+        code = code_store(settings.data_dir)
+        app = create_app(store, inventory, loop, *pod_files, settings.log_cap, code, mlops=mlops)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
         return
     prepare_store(store, inventory)
@@ -120,9 +129,10 @@ def worker_app() -> FastAPI:
     from corral.server.app import create_app
 
     settings = ServerSettings.model_validate_json(os.environ[SETTINGS_VARIABLE])
-    store, inventory, backend = _open(settings, migrate=False)
+    store, inventory, backend, mlops = _open(settings, migrate=False)
     pod_files = _pod_files(backend, settings.log_cap)
-    return create_app(store, inventory, None, *pod_files, settings.log_cap, code_store(settings.data_dir))
+    code = code_store(settings.data_dir)
+    return create_app(store, inventory, None, *pod_files, settings.log_cap, code, mlops=mlops)
 
 
 def code_store(data_dir: Path) -> CodeStore:
@@ -140,19 +150,37 @@ def _pod_files(
     return pod_log_files(backend.runner.runs, log_cap), backend.runner.runs, frozenset(backend.nodes or ())
 
 
-def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inventory, LocalBackend | None]:
-    """The store, the inventory, and the local backend for the clusters it runs (none with --no-local)."""
+def _open(
+    settings: ServerSettings, migrate: bool = True
+) -> tuple[JobStore, Inventory, LocalBackend | None, MlopsService | None]:
+    """The store, the inventory, the local backend for the clusters it runs (none with --no-local), and
+    MLflow (None without the mlops extra)."""
+    from corral.mlops.service import mlops_service
+
     store = JobStore(open_store(settings.database_url, migrate=migrate))
+    mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts)
     inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
     identities = PodUsers(settings.pod_user)
+    tracking = None
+    if mlops is not None:
+        server = f"http://{loopback(settings.host)}:{settings.port}"
+        tracking = partial(mlops.attach, server_url=server)
+    code = code_store(settings.data_dir)
     backend = (
-        LocalBackend(store, settings.data_dir, local_nodes, identities, code_store(settings.data_dir))
+        LocalBackend(store, settings.data_dir, local_nodes, identities, code, tracking)
         if settings.local
         else None
     )
-    return store, inventory, backend
+    return store, inventory, backend, mlops
+
+
+def loopback(host: str) -> str:
+    """How pods on the server's own machine reach it: its host, or loopback when it listens on all."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _backends(
@@ -178,7 +206,11 @@ def _backends(
 
 
 def _loop(
-    settings: ServerSettings, store: JobStore, inventory: Inventory, backend: LocalBackend | None
+    settings: ServerSettings,
+    store: JobStore,
+    inventory: Inventory,
+    backend: LocalBackend | None,
+    mlops: MlopsService | None = None,
 ) -> ReconcileLoop:
     from corral.control.loop import ReconcileLoop
     from corral.control.metrics import ControlPlaneMetrics
@@ -199,7 +231,7 @@ def _loop(
         inventory,
         get_policy(settings.policy),
         settings.interval,
-        _each(_backends(settings, store, backend, poke)),
+        _each(_backends(settings, store, backend, poke) + ([mlops.sweep] if mlops else [])),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
         before_round=_each([*exits, pipelines.advance]),

@@ -297,6 +297,14 @@ class JobSpec(BaseModel):
         description="Container image its pods run in; needed on Kubernetes clusters, unused elsewhere.",
     )
     env: dict[str, str] = Field(default_factory=dict)
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00/][^\x00]*$",
+        description="The MLflow experiment its run is logged in (per tenant; default: the queue's name). "
+        "See docs/mlops.md.",
+    )
     pods: int = Field(default=1, ge=1, le=MAX_PODS, description="Identical pods started together (a gang).")
     resources: Resources = Field(default_factory=Resources)
     priority: int = Field(default=0, ge=-INT32_MAX, le=INT32_MAX)

@@ -217,3 +217,24 @@ class JobOutputRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     digest: Mapped[str] = mapped_column(String(80))
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobTrackingRow(Base):
+    """A job's MLflow run and the job-scoped token its pods log with (``corral.mlops.tracking``).
+
+    One row per job: every attempt logs into the same run. The token's secret is derived from the
+    server's tracking key and never stored; only its SHA-256 digest is, like an API token's."""
+
+    __tablename__ = "job_tracking"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    experiment_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    """The attempt the run's ``corral.attempt`` tag names and the token is valid for."""
+    token_id: Mapped[str] = mapped_column(String(16), unique=True)
+    token_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    """FINISHED, FAILED or KILLED once the run was ended for the job's end; None while it may log."""

@@ -20,6 +20,7 @@ from corral.limits import INT32_MAX
 from corral.server.auth import AGENTS, CONFLICT, EVERYONE, REFUSALS, allow, audit, caller, refuse, speak_for
 from corral.server.params import JobId, NodeName, PodIndex
 from corral.server.routes.jobs import as_job
+from corral.server.routes.mlflow import attach_tracking
 from corral.server.services import ControlPlane, control_plane
 from corral.store.accounts import Principal
 from corral.store.jobs import JobNotFound, StaleAttempt
@@ -113,7 +114,7 @@ async def node_pods(
         left = deadline - time.monotonic()
         if tag != if_none_match or left <= 0:
             response.headers["ETag"] = tag
-            return pods
+            return await attach_tracking(request, pods)
         await plane.wait_for_decisions(seen, left)
 
 

@@ -1,0 +1,93 @@
+"""Everything MLflow-related one server process holds, opened in the background at its start.
+
+Opening MLflow takes seconds (importing it, and migrating its store on a new data dir), so the server
+does not wait for it: it answers at once, ``/mlflow`` answers 503 "starting" until MLflow is open, and
+pods handed out before then start without tracking, as when MLflow cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from corral.backends.pods import DesiredPod
+from corral.mlops import available
+from corral.mlops.registry import Registry
+from corral.mlops.tenancy import Owners
+from corral.mlops.tracking import JobTracking
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Mlops:
+    tracking: JobTracking
+    registry: Registry
+    owners: Owners
+    wsgi_app: Any
+    """MLflow's Flask app holding the gate's routes (``corral.mlops.gate.mlflow_app``)."""
+
+
+class MlopsService:
+    """MLflow for one server process: ``current`` once it is open, None while it opens or if it failed."""
+
+    def __init__(self, engine: Engine, data_dir: Path, artifacts: str | None = None) -> None:
+        self.engine = engine
+        self.data_dir = data_dir
+        self.artifacts = artifacts
+        self.failed = False
+        self._current: Mlops | None = None
+        self._opened = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._open, name="corral-mlflow", daemon=True).start()
+
+    @property
+    def current(self) -> Mlops | None:
+        return self._current
+
+    def _open(self) -> None:
+        try:
+            self._current = open_mlops(self.engine, self.data_dir, self.artifacts)
+        except Exception:
+            self.failed = True
+            log.exception("MLflow could not be opened: jobs run without tracking, /mlflow answers 503")
+        finally:
+            self._opened.set()
+
+    def attach(self, pods: Sequence[DesiredPod], server_url: str) -> list[DesiredPod]:
+        """``JobTracking.attach`` once MLflow is open; until then the pods as they are."""
+        mlops = self._current
+        return mlops.tracking.attach(pods, server_url) if mlops is not None else list(pods)
+
+    def sweep(self) -> None:
+        mlops = self._current
+        if mlops is not None:
+            mlops.tracking.sweep()
+
+
+def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None) -> Mlops:
+    """MLflow over the server's data dir and database (its stores migrated), with the gate's app."""
+    from corral.mlops.gate import mlflow_app
+    from corral.mlops.stores import mlflow_location, open_stores
+    from corral.mlops.tokens import tracking_key
+
+    location = mlflow_location(data_dir, engine.url.render_as_string(hide_password=False), artifacts)
+    stores = open_stores(location)
+    tracking = JobTracking(engine, stores, tracking_key(data_dir))
+    return Mlops(tracking, Registry(stores, tracking), Owners(stores.tracking), mlflow_app())
+
+
+def mlops_service(engine: Engine, data_dir: Path, artifacts: str | None = None) -> MlopsService | None:
+    """The server's MLflow, opening in the background; None without the ``mlops`` extra."""
+    if not available():
+        return None
+    service = MlopsService(engine, data_dir, artifacts)
+    service.start()
+    return service

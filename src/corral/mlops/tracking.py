@@ -1,0 +1,298 @@
+"""Tracking for every job: one MLflow run per job, its variables in each pod, its end with the job's.
+
+The first time a job's pods are handed out (to the local backend, or to an agent polling for its
+node's pods) the job gets a run in its tenant's experiment, tagged with what produced it, and a job
+token for that attempt. A later attempt (a retry, a preemption, a lost node) logs into the same run:
+its ``corral.attempt`` tag moves on and a new token replaces the last one. ``sweep`` (after every
+reconcile round) ends the runs of jobs that ended: FINISHED, FAILED or KILLED.
+
+MLflow being unreachable never stops a pod: the pod starts without the variables and the error is
+logged; the next hand-out tries again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from corral.backends.pods import DesiredPod
+from corral.mlops import names
+from corral.mlops.stores import MlflowStores
+from corral.mlops.tokens import new_token_id, secret_digest, split_job_token, token_secret, token_text
+from corral.spec.job import JobSpec
+from corral.store.schema import JobRow, JobTrackingRow
+
+log = logging.getLogger(__name__)
+
+PIPELINE_VARIABLES = {
+    "CORRAL_PIPELINE_RUN": "corral.pipeline_run",
+    "CORRAL_PIPELINE_STEP": "corral.pipeline_step",
+}
+"""Variables a pipeline step's spec carries (set by pipelines), copied to the run's tags for lineage."""
+RUN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+TOKEN_CACHE_SECONDS = 1.0
+"""As for API tokens: a job that ends stops its token within this time."""
+MOUNT = "/mlflow"
+"""Where the server answers MLflow's REST API; pods' ``MLFLOW_TRACKING_URI`` is the server's URL + this."""
+
+
+@dataclass(frozen=True)
+class JobCaller:
+    """Who holds a job token: one job attempt of one tenant."""
+
+    job_id: str
+    tenant: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobRun:
+    job_id: str
+    attempt: int
+    experiment: str
+    """The experiment's name as the tenant sees it."""
+    run_id: str
+    token_id: str
+
+
+def experiment_name(tenant: str, spec: JobSpec, queue: str) -> str:
+    """The stored name of a job's experiment: its spec's ``experiment``, else its queue's name."""
+    return names.stored_experiment(tenant, spec.experiment or queue)
+
+
+class JobTracking:
+    def __init__(
+        self, engine: Engine, stores: MlflowStores, key: bytes, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.engine = engine
+        self.stores = stores
+        self.key = key
+        self.clock = clock
+        self._runs: dict[tuple[str, int], JobRun] = {}
+        self._callers: dict[str, tuple[JobCaller | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, pods: Sequence[DesiredPod], server_url: str) -> list[DesiredPod]:
+        """``pods`` with their job's MLflow variables, ``MLFLOW_TRACKING_URI`` being ``server_url``
+        (the server as the pods' node reaches it) + ``/mlflow``. A job whose run cannot be made now keeps
+        its pods without them."""
+        uri = server_url.rstrip("/") + MOUNT
+        runs: dict[tuple[str, int], JobRun | None] = {}
+        attached = []
+        for pod in pods:
+            key = (pod.job_id, pod.attempt)
+            if key not in runs:
+                runs[key] = self._run_for(pod, [p.node for p in pods if p.job_id == pod.job_id])
+            run = runs[key]
+            if run is None:
+                attached.append(pod)
+                continue
+            env = {
+                "MLFLOW_TRACKING_URI": uri,
+                "MLFLOW_TRACKING_TOKEN": token_text(self.key, run.token_id),
+                "MLFLOW_EXPERIMENT_NAME": run.experiment,
+                "MLFLOW_RUN_ID": run.run_id,
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+            }
+            attached.append(pod.model_copy(update={"tracking": env}))
+        return attached
+
+    def _run_for(self, pod: DesiredPod, nodes: list[str]) -> JobRun | None:
+        key = (pod.job_id, pod.attempt)
+        with self._lock:
+            known = self._runs.get(key)
+        if known is not None:
+            return known
+        try:
+            run = self._ensure_run(pod, sorted(set(nodes)))
+        except Exception:
+            log.exception("job %s: no MLflow run (its pods start without tracking)", pod.job_id)
+            return None
+        with self._lock:
+            if len(self._runs) > 10_000:
+                self._runs.clear()
+            self._runs[key] = run
+        return run
+
+    def _ensure_run(self, pod: DesiredPod, nodes: list[str]) -> JobRun:
+        with Session(self.engine) as session:
+            row = session.get(JobTrackingRow, pod.job_id)
+            job = session.get(JobRow, pod.job_id)
+            queue = job.queue if job is not None else "default"
+        stored = experiment_name(pod.tenant, pod.spec, queue)
+        shown = names.shown(stored, pod.tenant, names.EXPERIMENT_SEPARATOR)
+        if row is None:
+            return self._create_run(pod, nodes, queue, stored, shown)
+        if row.attempt != pod.attempt:
+            return self._next_attempt(row, pod, nodes, shown)
+        return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
+
+    def _create_run(self, pod: DesiredPod, nodes: list[str], queue: str, stored: str, shown: str) -> JobRun:
+        from mlflow.entities import RunTag
+
+        experiment_id = self._experiment(stored, pod.tenant)
+        tags = run_tags(pod, queue, nodes)
+        run = self.stores.tracking.create_run(
+            experiment_id=experiment_id,
+            user_id=pod.tenant,
+            start_time=int(self.clock() * 1000),
+            tags=[RunTag(k, v) for k, v in tags.items()],
+            run_name=f"{pod.spec.name}-{pod.job_id}",
+        )
+        token_id = new_token_id()
+        row = JobTrackingRow(
+            job_id=pod.job_id,
+            tenant=pod.tenant,
+            experiment_id=experiment_id,
+            run_id=run.info.run_id,
+            attempt=pod.attempt,
+            token_id=token_id,
+            token_digest=secret_digest(token_secret(self.key, token_id)),
+            created_at=self.clock(),
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+        except IntegrityError:  # another server process made the job's run first: use that one
+            self.stores.tracking.delete_run(run.info.run_id)
+            with Session(self.engine) as session:
+                found = session.get(JobTrackingRow, pod.job_id)
+            if found is None:
+                raise
+            return JobRun(pod.job_id, found.attempt, shown, found.run_id, found.token_id)
+        return JobRun(pod.job_id, pod.attempt, shown, run.info.run_id, token_id)
+
+    def _next_attempt(self, row: JobTrackingRow, pod: DesiredPod, nodes: list[str], shown: str) -> JobRun:
+        from mlflow.entities import RunTag
+
+        token_id = new_token_id()
+        for tag, value in {"corral.attempt": str(pod.attempt), "corral.node": ",".join(nodes)}.items():
+            self.stores.tracking.set_tag(row.run_id, RunTag(tag, value))
+        with Session(self.engine) as session, session.begin():
+            stored = session.get(JobTrackingRow, pod.job_id, with_for_update=True)
+            if stored is not None and stored.attempt < pod.attempt:
+                stored.attempt, stored.token_id = pod.attempt, token_id
+                stored.token_digest = secret_digest(token_secret(self.key, token_id))
+            elif stored is not None:
+                token_id = stored.token_id
+        return JobRun(pod.job_id, pod.attempt, shown, row.run_id, token_id)
+
+    def _experiment(self, stored: str, tenant: str) -> str:
+        from mlflow.entities import ExperimentTag
+        from mlflow.exceptions import MlflowException
+
+        found = self.stores.tracking.get_experiment_by_name(stored)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(
+                self.stores.tracking.create_experiment(stored, tags=[ExperimentTag("corral.tenant", tenant)])
+            )
+        except MlflowException:  # made meanwhile by a job of the same queue
+            again = self.stores.tracking.get_experiment_by_name(stored)
+            if again is None:
+                raise
+            return str(again.experiment_id)
+
+    def authenticate(self, token: str) -> JobCaller | None:
+        """The job attempt a job token belongs to, while that attempt runs; None otherwise."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._callers.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        caller = self._lookup(token)
+        with self._lock:
+            if len(self._callers) > 10_000:
+                self._callers.clear()
+            self._callers[token] = (caller, now + TOKEN_CACHE_SECONDS)
+        return caller
+
+    def _lookup(self, token: str) -> JobCaller | None:
+        parts = split_job_token(token)
+        if parts is None:
+            return None
+        token_id, secret = parts
+        with Session(self.engine) as session:
+            found = session.execute(
+                select(JobTrackingRow.token_digest, JobRow.id, JobRow.tenant, JobRow.attempt, JobRow.status)
+                .join(JobRow, JobRow.id == JobTrackingRow.job_id)
+                .where(JobTrackingRow.token_id == token_id)
+            ).first()
+        if found is None or not hmac.compare_digest(found.token_digest, secret_digest(secret)):
+            return None
+        if found.status != "running":
+            return None
+        return JobCaller(found.id, found.tenant, found.attempt)
+
+    def sweep(self) -> None:
+        """End the runs of jobs that ended (FINISHED, FAILED or KILLED); a run MLflow cannot end now is
+        ended after a later round."""
+        from mlflow.entities import RunStatus
+
+        with Session(self.engine) as session:
+            ended = session.execute(
+                select(JobTrackingRow.job_id, JobTrackingRow.run_id, JobRow.status, JobRow.ended_at)
+                .join(JobRow, JobRow.id == JobTrackingRow.job_id)
+                .where(JobTrackingRow.ended_status.is_(None), JobRow.status.in_(RUN_STATUS))
+            ).all()
+        for job_id, run_id, status, ended_at in ended:
+            final = RUN_STATUS[status]
+            try:
+                end = int((ended_at or self.clock()) * 1000)
+                self.stores.tracking.update_run_info(run_id, RunStatus.from_string(final), end, None)
+            except Exception:
+                log.exception("job %s: its MLflow run could not be ended; trying again", job_id)
+                continue
+            with Session(self.engine) as session, session.begin():
+                row = session.get(JobTrackingRow, job_id)
+                if row is not None:
+                    row.ended_status = final
+
+    def job_run(self, job_id: str) -> JobTrackingRow | None:
+        with Session(self.engine) as session:
+            return session.get(JobTrackingRow, job_id)
+
+
+def gpu_request(spec: JobSpec) -> str:
+    """A pod's GPUs as a spec writes them: ``0``, ``2``, ``0.5``, ``A100|H100:4``."""
+    gpus: dict[str, Any] = spec.resources.model_dump(mode="json")["gpus"]
+    count = gpus["count"] if gpus["milli"] >= 1000 else gpus["milli"] / 1000
+    models = "|".join(gpus["models"] or ())
+    return f"{models}:{count:g}" if models else f"{count:g}"
+
+
+def run_tags(pod: DesiredPod, queue: str, nodes: list[str]) -> dict[str, str]:
+    """What a job's run is tagged with: which job, attempt, tenant, queue, GPUs, nodes, code and
+    pipeline step produced what it logs."""
+    spec = pod.spec
+    command = spec.command if isinstance(spec.command, str) else "\0".join(spec.command)
+    tags = {
+        "corral.job_id": pod.job_id,
+        "corral.job_name": spec.name,
+        "corral.attempt": str(pod.attempt),
+        "corral.tenant": pod.tenant,
+        "corral.queue": queue,
+        "corral.pods": str(spec.pods),
+        "corral.gpus": gpu_request(spec),
+        "corral.node": ",".join(nodes),
+        "corral.command_sha256": hashlib.sha256(command.encode()).hexdigest(),
+        "mlflow.source.name": spec.name,
+        "mlflow.source.type": "JOB",
+    }
+    if spec.code is not None:
+        tags["corral.code"] = spec.code
+    for variable, tag in PIPELINE_VARIABLES.items():
+        if variable in spec.env:
+            tags[tag] = spec.env[variable]
+    return tags
