@@ -1,7 +1,7 @@
 """Register the best model of report.json in MLflow's registry and point an alias (champion) at it.
 
 Uses MLflow's own API through the tracking server pods are given (MLFLOW_TRACKING_URI); without one it
-exits 2 saying so, rather than writing a registry nobody can find into the pod's folder.
+exits 1 saying so, rather than writing a registry nobody can find into the pod's folder.
 """
 
 from __future__ import annotations

@@ -73,10 +73,12 @@ class DesiredPod(BaseModel):
     that hands the pod out; empty when tracking is off or MLflow could not be reached."""
 
     def environment(self) -> dict[str, str]:
-        """What the pod's process is told, beside the spec's ``env`` (which may override its tracking
-        variables): its GPUs, who it is, its share, its MLflow run."""
+        """What the pod's process is told, beside the spec's ``env``: its GPUs, who it is, its share, its
+        MLflow run. A spec naming its own ``MLFLOW_TRACKING_URI`` logs there and gets none of corral's
+        tracking variables (a run id or token of corral's would mean nothing to that server)."""
+        tracking = {} if "MLFLOW_TRACKING_URI" in self.spec.env else self.tracking
         env = (
-            self.tracking
+            tracking
             | self.spec.env
             | {
                 "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in self.gpus),
