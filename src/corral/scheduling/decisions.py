@@ -142,9 +142,9 @@ class Describable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A job that waits, and why."""
+    """Why a job waits (``SchedulingResult.pending`` says which job): alike jobs that the round told the
+    same share one object, so a deep queue of one kind is explained once, not once per job."""
 
-    job: str
     reason: PendingReason
     note: str = ""
     causes: tuple[tuple[tuple[str, str], str | Describable], ...] = ()

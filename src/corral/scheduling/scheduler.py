@@ -43,7 +43,7 @@ from corral.scheduling.decisions import (
     Start,
 )
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
-from corral.scheduling.feasibility import feasibility, rejection_of
+from corral.scheduling.feasibility import Feasibility, feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
 from corral.scheduling.placement import (
@@ -117,24 +117,29 @@ class _Round:
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
     placed_and_refused: bool = False
     """Whether the job ``_try`` tries found room but was refused it (a reservation, a hard budget)."""
-    waiting_kinds: dict[tuple[object, ...], Pending] = field(default_factory=dict)
-    """Per job kind (a workload's fields but its id and submit time), the explanation of one that found
-    nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
+    waiting_kinds: dict[str, Pending] = field(default_factory=dict)
+    """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
+    that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
     thousands of jobs of one kind, and trying each again cost a round time in proportion to the queue."""
 
     def run(self, pending: Sequence[Workload]) -> None:
         self._enforce_hard_budgets()
         queues: dict[str, list[Workload]] = {}
+        # Feasibility depends on fields of the kind only: asked once per kind, not once per job.
+        verdicts: dict[str, tuple[Feasibility, Pending | None]] = {}
         for job in pending:
-            verdict = feasibility(self.snapshot, job, job.pod)
-            rejection = rejection_of(job, verdict)
-            if rejection is not None:
-                self.result.rejections.append(rejection)
+            known = verdicts.get(job.kind)
+            if known is None:
+                verdict = feasibility(self.snapshot, job, job.pod)
+                awaiting = verdict.awaiting_nodes
+                told = Pending(PendingReason.NO_NODE_YET, note=awaiting) if awaiting is not None else None
+                known = verdicts[job.kind] = (verdict, told)
+            verdict, awaiting_nodes = known
+            if verdict.rejection is not None:
+                self.result.rejections.append(rejection_of(job, verdict))
                 continue
-            if verdict.awaiting_nodes is not None:
-                self.result.pending[job.id] = Pending(
-                    job.id, PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes
-                )
+            if awaiting_nodes is not None:
+                self.result.pending[job.id] = awaiting_nodes
                 continue
             key = job.queue if self.policy.fair_share else ""
             queues.setdefault(key, []).append(job)
@@ -169,15 +174,19 @@ class _Round:
             started = self._try(job)
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 blocked_queues.add(key)
-                for blocked in jobs[cursor[key] :]:
-                    self.result.pending[blocked.id] = Pending(
-                        blocked.id,
-                        PendingReason.BLOCKED,
-                        note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
-                    )
+                behind = Pending(
+                    PendingReason.BLOCKED, note=f"StrictFIFO: waiting behind {job.id}, head of its queue"
+                )
+                self.result.pending.update((blocked.id, behind) for blocked in jobs[cursor[key] :])
                 continue
             if not started:
                 passed_over[key].append(job)
+            if not started and len(self.result.preemptions) == preempted_before:
+                # A job that waits changes nothing, so this queue stays first: its next jobs of kinds
+                # already told to wait are told so at once, without a turn each through the heap.
+                told = self._tell_alike(jobs, cursor[key])
+                passed_over[key] += jobs[cursor[key] : told]
+                cursor[key] = told
             changed = {key} if started else set()
             preemptions = self.result.preemptions[preempted_before:]
             for preempt in preemptions:
@@ -204,25 +213,41 @@ class _Round:
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
 
+    def _tell_alike(self, jobs: Sequence[Workload], first: int) -> int:
+        """Tell the jobs from ``first`` on whose kind the round already told to wait the same, up to the
+        first of another kind; returns its index."""
+        waiting_kinds, pending = self.waiting_kinds, self.result.pending
+        end = len(jobs)
+        index = first
+        while index < end:
+            job = jobs[index]
+            known = waiting_kinds.get(job.kind)
+            if known is None:
+                break
+            pending[job.id] = known
+            index += 1
+        return index
+
     def _describe_final_state(self) -> None:
         """Stamp each explanation with the round's time and, where no node had room, the largest free
         block each domain has now that every start and preemption of the round is made: an answer read
-        later must not describe a state the round itself changed."""
+        later must not describe a state the round itself changed. Alike jobs keep sharing theirs."""
         blocks: dict[Domain, str] = {}
-        shared: dict[int, dict[Domain, str]] = {}  # by the causes' identity: alike jobs share theirs
-        for job_id, pending in self.result.pending.items():
-            free = shared.get(id(pending.causes))
-            if free is None:
-                free = shared[id(pending.causes)] = {}
-                for domain, cause in pending.causes:
+        stamped: dict[int, Pending] = {}  # by the explanation's identity
+        pending = self.result.pending
+        for job_id, waiting in pending.items():
+            final = stamped.get(id(waiting))
+            if final is None:
+                free = {}
+                for domain, cause in waiting.causes:
                     if isinstance(cause, FitFailure):
                         block = blocks.get(domain)
                         if block is None:
                             block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
                         free[domain] = block
-            self.result.pending[job_id] = Pending(
-                job_id, pending.reason, pending.note, pending.causes, self.now, free
-            )
+                final = Pending(waiting.reason, waiting.note, waiting.causes, self.now, free)
+                stamped[id(waiting)] = final
+            pending[job_id] = final
         held = self.result.held_by_limits
         self.result.held_by_limits = {
             job: domains for job, domains in held.items() if job in self.result.pending
@@ -264,10 +289,10 @@ class _Round:
         return (borrowed / weight, own / weight, dominant / weight)
 
     def _try(self, job: Workload) -> bool:
-        kind = _kind(job)
+        kind = job.kind
         known = self.waiting_kinds.get(kind)
         if known is not None:
-            self.result.pending[job.id] = known  # made this job's own by _describe_final_state
+            self.result.pending[job.id] = known
             return False
         pod = job.pod
         feasible = feasibility(self.snapshot, job, pod)
@@ -395,7 +420,6 @@ class _Round:
             pool = scale_up.pool
         delay = self.snapshot.pools[pool].provision_seconds
         return Pending(
-            job.id,
             PendingReason.PROVISIONING,
             note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)",
         )
@@ -706,9 +730,6 @@ _submit_order = attrgetter("submit", "id")
 _priority = attrgetter("priority")
 """Sort keys read in C: with 10,000 jobs waiting, a Python key function was a tenth of the round."""
 
-_kind = attrgetter(*(name for name in Workload.model_fields if name not in ("id", "submit")))
-"""A workload's kind: every field the scheduler reads but its id and submit time."""
-
 
 def _usd_per_second(snapshot: Snapshot, placements: Sequence[Placement]) -> float:
     return (
@@ -744,4 +765,4 @@ def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
         reason = PendingReason.RESERVED
     else:
         reason = PendingReason.QUOTA
-    return Pending(job.id, reason, causes=tuple(failures))
+    return Pending(reason, causes=tuple(failures))
