@@ -151,3 +151,24 @@ def test_a_job_cancelled_before_its_exit_is_recorded_stays_cancelled(store: JobS
     recorded = store.finish_many([JobEnd(job, succeeded=True) for job in jobs])
     assert [end.job_id for end in recorded] == [jobs[1]]
     assert [store.get(job).status for job in jobs] == ["cancelled", "finished"]
+
+
+def test_pods_started_in_the_background_start_once_and_their_exits_are_recorded(
+    store: JobStore, tmp_path: Path
+) -> None:
+    backend = LocalBackend(store, tmp_path, background_starts=True)
+    assert backend.starts is not None
+    jobs = [submit(store, "echo started >> runs.log") for _ in range(4)]
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    backend.sync()
+    backend.sync()  # while the starts may still be in flight: none is handed over twice
+    backend.starts.wait()
+    for _ in range(200):
+        backend.record_exits()
+        if all(store.get(job).status == "finished" for job in jobs):
+            break
+        time.sleep(0.05)
+    assert [store.get(job).status for job in jobs] == ["finished"] * 4
+    for job in jobs:
+        assert backend.runner.files(job, 1, 0).log.read_text() == ""
+        assert (backend.runner.files(job, 1, 0).work / "runs.log").read_text() == "started\n"

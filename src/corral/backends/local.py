@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corral.backends.pod_starts import BackgroundStarts
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
@@ -39,20 +40,24 @@ class LocalBackend:
         nodes: Collection[str] | None = None,
         identities: PodIdentities | None = None,
         code: CodeStore | None = None,
+        background_starts: bool = False,
     ) -> None:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
-        working folders, which pods of jobs with ``code`` start in a copy of."""
+        working folders, which pods of jobs with ``code`` start in a copy of. ``background_starts``:
+        ``sync`` hands pod starts to worker threads and returns (``BackgroundStarts``), as the server
+        does; otherwise every pod has started when it returns."""
         self.store = store
         source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
         self.runner = PodRunner(data_dir / "runs", identities, source)
+        self.starts = BackgroundStarts(self.runner) if background_starts else None
         self.nodes = set(nodes) if nodes is not None else None
 
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         desired = self._desired()
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
-        self._each_job(desired, self.runner.ensure)
+        self._each_job(desired, self.starts.ensure if self.starts is not None else self.runner.ensure)
 
     def record_exits(self) -> None:
         """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""

@@ -146,7 +146,14 @@ def _open(settings: ServerSettings, migrate: bool = True) -> tuple[JobStore, Inv
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
     identities = PodUsers(settings.pod_user)
     backend = (
-        LocalBackend(store, settings.data_dir, local_nodes, identities, code_store(settings.data_dir))
+        LocalBackend(
+            store,
+            settings.data_dir,
+            local_nodes,
+            identities,
+            code_store(settings.data_dir),
+            background_starts=True,
+        )
         if settings.local
         else None
     )
