@@ -124,8 +124,9 @@ def _round(
         else:
             snapshot.allocate(allocation)
     snapshot.commit()
-    pending = [job.workload for job in view.values() if job.status == "pending"]
-    progress = {job.id: job.checkpointed_seconds for job in view.values() if job.status == "pending"}
+    waiting = [job for job in view.values() if job.status == "pending"]
+    pending = [job.workload for job in waiting]
+    progress = {job.id: job.checkpointed_seconds for job in waiting if job.checkpointed_seconds}
     ready = policy.for_workload(job.workload.pod for job in view.values())
     snapshot.public_spend = _public_spend(session, snapshot, queues, now)
     if forecasting is not None:
@@ -270,13 +271,17 @@ def _record(
     messages: dict[int, str] = {}
     for job_id, waiting in result.pending.items():
         job = jobs[job_id]
-        start = private_start.get(job_id)
-        cost = None
-        if start is not None and not job.workload.must_stay_private:
-            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
         message = messages.get(id(waiting))
         if message is None:
             message = messages[id(waiting)] = waiting.message
+        start = private_start.get(job_id)
+        if start is None:  # most of a deep queue: no forecast of its own, so no cost either
+            if message != job.reason or job.forecast_start is not None or job.burst_cost_usd is not None:
+                notes[job_id] = WaitingNote(message, None, None)
+            continue
+        cost = None
+        if not job.workload.must_stay_private:
+            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
         if message != job.reason or start != job.forecast_start or cost != job.burst_cost_usd:
             notes[job_id] = WaitingNote(message, start, cost)
     if notes:

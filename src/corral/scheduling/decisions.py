@@ -152,7 +152,8 @@ class Pending:
     at: float | None = None
     """The time of the round whose final state the explanation describes."""
     free: dict[tuple[str, str], str] = field(default_factory=dict)
-    """Per domain without room, its largest free block when the round ended (``largest_free_block``)."""
+    """Per domain without room, its largest free block when the round ended (``largest_free_block``),
+    filled in as the round ends."""
 
     @property
     def message(self) -> str:

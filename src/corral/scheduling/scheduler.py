@@ -125,24 +125,20 @@ class _Round:
     def run(self, pending: Sequence[Workload]) -> None:
         self._enforce_hard_budgets()
         queues: dict[str, list[Workload]] = {}
-        # Feasibility depends on fields of the kind only: asked once per kind, not once per job.
-        verdicts: dict[str, tuple[Feasibility, Pending | None]] = {}
+        # Feasibility depends on fields of the kind only: asked once per kind, not once per job; a kind
+        # that may be tried has its queue's list, the others what each of their jobs is told.
+        kinds: dict[str, tuple[list[Workload] | None, Feasibility, Pending | None]] = {}
         for job in pending:
-            known = verdicts.get(job.kind)
+            known = kinds.get(job.kind)
             if known is None:
-                verdict = feasibility(self.snapshot, job, job.pod)
-                awaiting = verdict.awaiting_nodes
-                told = Pending(PendingReason.NO_NODE_YET, note=awaiting) if awaiting is not None else None
-                known = verdicts[job.kind] = (verdict, told)
-            verdict, awaiting_nodes = known
-            if verdict.rejection is not None:
+                known = kinds[job.kind] = self._sort_kind(job, queues)
+            into, verdict, told = known
+            if into is not None:
+                into.append(job)
+            elif told is not None:
+                self.result.pending[job.id] = told
+            else:
                 self.result.rejections.append(rejection_of(job, verdict))
-                continue
-            if awaiting_nodes is not None:
-                self.result.pending[job.id] = awaiting_nodes
-                continue
-            key = job.queue if self.policy.fair_share else ""
-            queues.setdefault(key, []).append(job)
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
         for jobs in queues.values():  # by priority (if the policy says so), then submit time, then id
             jobs.sort(key=_submit_order)
@@ -150,7 +146,7 @@ class _Round:
                 jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
-        for jobs in queues.values():
+        for jobs in queues.values() if held else ():
             for holder in [j for j in jobs if j.id in held]:
                 jobs.remove(holder)
                 self._try(holder)
@@ -175,7 +171,9 @@ class _Round:
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 blocked_queues.add(key)
                 behind = Pending(
-                    PendingReason.BLOCKED, note=f"StrictFIFO: waiting behind {job.id}, head of its queue"
+                    PendingReason.BLOCKED,
+                    note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
+                    at=self.now,
                 )
                 self.result.pending.update((blocked.id, behind) for blocked in jobs[cursor[key] :])
                 continue
@@ -213,6 +211,18 @@ class _Round:
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
 
+    def _sort_kind(
+        self, job: Workload, queues: dict[str, list[Workload]]
+    ) -> tuple[list[Workload] | None, Feasibility, Pending | None]:
+        """What becomes of jobs of ``job``'s kind: their queue's list (they are tried), else the
+        explanation they wait with (no node holds them yet), else neither (they are rejected)."""
+        verdict = feasibility(self.snapshot, job, job.pod)
+        if verdict.rejection is not None:
+            return None, verdict, None
+        if verdict.awaiting_nodes is not None:
+            return None, verdict, Pending(PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes, at=self.now)
+        return queues.setdefault(job.queue if self.policy.fair_share else "", []), verdict, None
+
     def _tell_alike(self, jobs: Sequence[Workload], first: int) -> int:
         """Tell the jobs from ``first`` on whose kind the round already told to wait the same, up to the
         first of another kind; returns its index."""
@@ -229,25 +239,17 @@ class _Round:
         return index
 
     def _describe_final_state(self) -> None:
-        """Stamp each explanation with the round's time and, where no node had room, the largest free
-        block each domain has now that every start and preemption of the round is made: an answer read
-        later must not describe a state the round itself changed. Alike jobs keep sharing theirs."""
+        """Where no node had room, add to each explanation the largest free block each domain has now
+        that every start and preemption of the round is made: an answer read later must not describe a
+        state the round itself changed. Once per explanation: alike jobs share theirs."""
         blocks: dict[Domain, str] = {}
-        stamped: dict[int, Pending] = {}  # by the explanation's identity
-        pending = self.result.pending
-        for job_id, waiting in pending.items():
-            final = stamped.get(id(waiting))
-            if final is None:
-                free = {}
-                for domain, cause in waiting.causes:
-                    if isinstance(cause, FitFailure):
-                        block = blocks.get(domain)
-                        if block is None:
-                            block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
-                        free[domain] = block
-                final = Pending(waiting.reason, waiting.note, waiting.causes, self.now, free)
-                stamped[id(waiting)] = final
-            pending[job_id] = final
+        for waiting in {id(p): p for p in self.result.pending.values()}.values():
+            for domain, cause in waiting.causes:
+                if isinstance(cause, FitFailure):
+                    block = blocks.get(domain)
+                    if block is None:
+                        block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
+                    waiting.free[domain] = block
         held = self.result.held_by_limits
         self.result.held_by_limits = {
             job: domains for job, domains in held.items() if job in self.result.pending
@@ -318,7 +320,7 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         provisioning = self._wait_for_nodes(job, domains)
-        pending = provisioning or _explain(job, failures)
+        pending = provisioning or _explain(job, failures, self.now)
         refused = self.unprofitable.get(job.id)
         reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
@@ -422,6 +424,7 @@ class _Round:
         return Pending(
             PendingReason.PROVISIONING,
             note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)",
+            at=self.now,
         )
 
     def _may_preempt(self, job: Workload, domains: tuple[Domain, ...]) -> bool:
@@ -756,7 +759,7 @@ def _noted(pending: Pending, note: str) -> Pending:
     return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
-def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
+def _explain(job: Workload, failures: list[tuple[Domain, Cause]], now: float) -> Pending:
     """The reason code says what would have to change: room (``no_fit``) if any domain lacked it, else
     a reservation ending if any domain's room is reserved, else quota."""
     if not failures or any(isinstance(f, FitFailure) for _, f in failures):
@@ -765,4 +768,4 @@ def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
         reason = PendingReason.RESERVED
     else:
         reason = PendingReason.QUOTA
-    return Pending(reason, causes=tuple(failures))
+    return Pending(reason, causes=tuple(failures), at=now)
