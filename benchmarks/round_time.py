@@ -9,8 +9,9 @@ exits: the 8 running jobs finish (not timed), then ``reconcile`` reads what chan
 writes 8 starts and why the others wait (timed), with the loop's kept jobs and forecasting. "kept" is the
 loop as it runs; "full read" reads every pending and running row each round (``full_read_seconds=0``:
 what every round did before the loop kept its jobs). Reported: the median and the slowest round, and the
-median as a ratio to the median with the fewest jobs waiting. Writes the JSON and the table between the
-``round_time`` markers of docs/benchmarks.md.
+median as a ratio to the median with the fewest jobs waiting. The rounds of the queue lengths are taken
+in turn (one of each, then again), so the machine's changing load touches them alike. Writes the JSON
+and the table between the ``round_time`` markers of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from corral.control.active import ActiveJobs
 from corral.control.forecasting import Forecasting
 from corral.control.inventory import local_cluster
 from corral.control.reconcile import Inventory, reconcile
-from corral.scheduling import get_policy
+from corral.scheduling import SchedulingResult, get_policy
 from corral.sim.engine import replay_first_starts
 from corral.spec.job import JobSpec
 from corral.store.database import open_store
@@ -70,27 +72,49 @@ def fill(store: JobStore, jobs: int) -> None:
         connection.execute(insert(EventRow), [{"t": now, "job_id": i, "kind": "submitted"} for i in ids])
 
 
-def measure(pending: int, rounds: int, full_read: bool) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder:
-        store = JobStore(open_store(f"sqlite:///{folder}/corral.db"))
-        fill(store, pending + GPUS * (rounds + 1))
-        inventory = Inventory(clusters=[local_cluster(GPUS)])
-        policy = get_policy("default")
-        jobs = ActiveJobs(full_read_seconds=0.0 if full_read else float("inf"))
-        forecasting = Forecasting(replay_first_starts)
-        first = time.perf_counter()
-        result = reconcile(store.engine, inventory, policy, time.time(), jobs, forecasting)
-        first = time.perf_counter() - first
-        took = []
+class Queue:
+    """One store of ``pending`` waiting jobs (and the jobs that will run), with the loop's kept state."""
+
+    def __init__(self, folder: str, pending: int, rounds: int, full_read: bool) -> None:
+        self.store = JobStore(open_store(f"sqlite:///{folder}/corral.db"))
+        fill(self.store, pending + GPUS * (rounds + 1))
+        self.inventory = Inventory(clusters=[local_cluster(GPUS)])
+        self.policy = get_policy("default")
+        self.jobs = ActiveJobs(full_read_seconds=0.0 if full_read else float("inf"))
+        self.forecasting = Forecasting(replay_first_starts)
+        self.result: SchedulingResult | None = None
+        self.first = self.round()
+
+    def round(self) -> float:
+        """The 8 running jobs finish (not timed), then one timed round."""
+        for start in self.result.starts if self.result is not None else ():
+            self.store.finish(start.job, succeeded=True)
+        started = time.perf_counter()
+        self.result = reconcile(
+            self.store.engine, self.inventory, self.policy, time.time(), self.jobs, self.forecasting
+        )
+        took = time.perf_counter() - started
+        assert len(self.result.starts) == GPUS, f"a round started {len(self.result.starts)} jobs, not {GPUS}"
+        return took
+
+
+def measure(sizes: list[int], rounds: int, full_read: bool) -> list[dict[str, float]]:
+    """Rounds of every queue length taken in turn, so a change in the machine's load (it is shared)
+    touches every length alike and the ratios between them hold."""
+    with ExitStack() as stack:
+        queues = [
+            Queue(stack.enter_context(tempfile.TemporaryDirectory()), n, rounds, full_read) for n in sizes
+        ]
+        took: list[list[float]] = [[] for _ in sizes]
         for _ in range(rounds):
-            for start in result.starts:
-                store.finish(start.job, succeeded=True)
-            started = time.perf_counter()
-            result = reconcile(store.engine, inventory, policy, time.time(), jobs, forecasting)
-            took.append(time.perf_counter() - started)
-            assert len(result.starts) == GPUS, f"a round started {len(result.starts)} jobs, not {GPUS}"
-        store.engine.dispose()
-    return {"first": first, "median": statistics.median(took), "max": max(took)}
+            for queue, times in zip(queues, took, strict=True):
+                times.append(queue.round())
+        for queue in queues:
+            queue.store.engine.dispose()
+    return [
+        {"pending": n, "first": queue.first, "median": statistics.median(times), "max": max(times)}
+        for n, queue, times in zip(sizes, queues, took, strict=True)
+    ]
 
 
 def table(result: dict[str, object]) -> list[str]:
@@ -121,10 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"kept": [], "full read": []}
     for mode, runs_of_mode in runs.items():
-        for pending in args.pending:
-            run = {"pending": pending} | measure(pending, args.rounds, full_read=mode == "full read")
-            runs_of_mode.append(run)
-            print(mode, run, file=sys.stderr)
+        runs_of_mode += measure(args.pending, args.rounds, full_read=mode == "full read")
+        print(mode, runs_of_mode, file=sys.stderr)
     result = {
         "command": "python benchmarks/round_time.py " + " ".join(sys.argv[1:]),
         "date": date.today().isoformat(),

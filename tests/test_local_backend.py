@@ -7,14 +7,15 @@ import os
 import signal
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 from builders import make_cluster, make_pool
 
-from corral.backends.local import LocalBackend
+from corral.backends.local import LocalBackend, desired_pods
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
-from corral.store.jobs import JobStore
+from corral.store.jobs import JobEnd, JobStore
 
 INVENTORY = Inventory(clusters=[make_cluster("lab", [make_pool("n", flavor="gpu", count=2, gpus=2)])])
 POLICY = get_policy("default")
@@ -117,3 +118,57 @@ def test_a_pod_whose_process_vanished_fails_once_and_is_not_started_again(
     backend.sync()
     assert store.get(job).status == "failed" and store.get(job).reason == "pod 0 exited with code 137"
     assert int(files.pid.read_text()) == pid
+
+
+def test_exits_found_in_one_look_are_recorded_together_and_the_next_round_hands_their_gpus_on(
+    store: JobStore, tmp_path: Path
+) -> None:
+    backend = LocalBackend(store, tmp_path)
+    first = [submit(store, "exit 0") for _ in range(3)] + [submit(store, "exit 3")]  # every GPU
+    waiting = [submit(store, "sleep 30") for _ in range(4)]
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    backend.sync()
+    for _ in range(200):  # until every pod of the first four has exited (none is recorded yet)
+        if all(backend.runner.exit_code(pod) is not None for pod in desired_pods(store)):
+            break
+        time.sleep(0.05)
+    assert {store.get(job).status for job in first} == {"running"}
+    with patch.object(store, "finish", side_effect=AssertionError("one transaction per job")):
+        backend.record_exits()
+    assert [store.get(job).status for job in first] == ["finished"] * 3 + ["failed"]
+    assert store.get(first[3]).reason == "pod 0 exited with code 3"
+    result = reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    assert sorted(start.job for start in result.starts) == sorted(waiting)
+    for job in waiting:
+        store.cancel(job)
+    backend.sync()
+
+
+def test_a_job_cancelled_before_its_exit_is_recorded_stays_cancelled(store: JobStore) -> None:
+    jobs = [submit(store, "true") for _ in range(2)]
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    store.cancel(jobs[0])
+    recorded = store.finish_many([JobEnd(job, succeeded=True) for job in jobs])
+    assert [end.job_id for end in recorded] == [jobs[1]]
+    assert [store.get(job).status for job in jobs] == ["cancelled", "finished"]
+
+
+def test_pods_started_in_the_background_start_once_and_their_exits_are_recorded(
+    store: JobStore, tmp_path: Path
+) -> None:
+    backend = LocalBackend(store, tmp_path, background_starts=True)
+    assert backend.starts is not None
+    jobs = [submit(store, "echo started >> runs.log") for _ in range(4)]
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    backend.sync()
+    backend.sync()  # while the starts may still be in flight: none is handed over twice
+    backend.starts.wait()
+    for _ in range(200):
+        backend.record_exits()
+        if all(store.get(job).status == "finished" for job in jobs):
+            break
+        time.sleep(0.05)
+    assert [store.get(job).status for job in jobs] == ["finished"] * 4
+    for job in jobs:
+        assert backend.runner.files(job, 1, 0).log.read_text() == ""
+        assert (backend.runner.files(job, 1, 0).work / "runs.log").read_text() == "started\n"

@@ -3,8 +3,8 @@
 After each reconcile round ``sync`` makes the processes match the store: it starts pods that should run
 (``CUDA_VISIBLE_DEVICES`` set to their GPUs, a share's size in ``CORRAL_GPU_FRACTION`` and
 ``CORRAL_GPU_MEMORY_GIB``), stops pods of jobs that no longer should (cancelled, preempted), and records
-jobs whose pods have all exited: finished when every pod exited 0, failed otherwise. Processes are run by
-``PodRunner``, which adopts pods that kept running across a restart, runs them as an unprivileged user
+jobs whose pods have all exited (one transaction for all that a look finds): finished when every pod
+exited 0, failed otherwise. Processes are run by ``PodRunner``, which adopts pods that kept running across a restart, runs them as an unprivileged user
 with a scrubbed environment, and kills a stopped pod's processes after its grace period.
 
 The store frees a cancelled job's GPUs at once, so the next round may place a new pod on GPUs whose old
@@ -22,10 +22,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corral.backends.pod_starts import BackgroundStarts
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
-from corral.store.jobs import JobAlreadyEnded, JobStore, exit_outcome
+from corral.store.jobs import JobAlreadyEnded, JobEnd, JobStore, exit_outcome
 from corral.store.pipelines import PipelineStore
 from corral.store.schema import JobRow, PlacementRow
 from corral.workdirs import PackedFolder
@@ -42,17 +43,21 @@ class LocalBackend:
         identities: PodIdentities | None = None,
         code: CodeStore | None = None,
         tracking: Callable[[list[DesiredPod]], list[DesiredPod]] | None = None,
+        background_starts: bool = False,
     ) -> None:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
         working folders, which pods of jobs with ``code`` start in a copy of; ``tracking`` gives pods their
-        job's MLflow variables before they start (``corral.mlops.tracking``)."""
+        job's MLflow variables before they start (``corral.mlops.tracking``). ``background_starts``:
+        ``sync`` hands pod starts to worker threads and returns (``BackgroundStarts``), as the server
+        does; otherwise every pod has started when it returns."""
         self.store = store
         self.code = code
         self.outputs = PipelineStore(store.engine, store.clock)
         source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
         mounts = (lambda pod, digest: code.path(pod.tenant, digest)) if code is not None else None
         self.runner = PodRunner(data_dir / "runs", identities, source, mounts)
+        self.starts = BackgroundStarts(self.runner) if background_starts else None
         self.nodes = set(nodes) if nodes is not None else None
         self.tracking = tracking
 
@@ -62,7 +67,7 @@ class LocalBackend:
         if self.tracking is not None:
             desired = self.tracking(desired)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
-        self._each_job(desired, self.runner.ensure)
+        self._each_job(desired, self.starts.ensure if self.starts is not None else self.runner.ensure)
 
     def record_exits(self) -> None:
         """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""
@@ -72,36 +77,57 @@ class LocalBackend:
         return [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]
 
     def _each_job(self, desired: list[DesiredPod], look: Callable[[DesiredPod], int | None]) -> None:
-        """``look`` at each job's pods and record the jobs that ended; one job's error never stops the rest."""
+        """``look`` at each job's pods and record the jobs that ended, all in one transaction; one job's
+        error never stops the rest."""
         by_job: dict[str, list[DesiredPod]] = {}
         for pod in sorted(desired, key=lambda p: (p.job_id, p.pod)):
             by_job.setdefault(pod.job_id, []).append(pod)
+        ends: list[JobEnd] = []
         for job_id, pods in by_job.items():
             try:
-                self._record_job(job_id, pods, look)
-            except JobAlreadyEnded:
-                pass  # cancelled meanwhile: its pods stop on the next sync
+                end = self._end_of(job_id, pods, look)
             except Exception:
                 log.exception(
                     "job %s: its pods could not be synced; trying again after the next round", job_id
                 )
+                continue
+            if end is not None:
+                ends.append(end)
+        if ends:
+            self._record(ends)
 
-    def _record_job(
+    def _record(self, ends: list[JobEnd]) -> None:
+        try:
+            self.store.finish_many(ends)  # a job cancelled meanwhile is left out: its pods stop next sync
+        except Exception:  # one job's trouble must not hold back the others': each on its own
+            for end in ends:
+                try:
+                    self.store.finish(end.job_id, succeeded=end.succeeded, reason=end.reason)
+                except JobAlreadyEnded:
+                    pass
+                except Exception:
+                    log.exception(
+                        "job %s: its end could not be recorded; looking again after the next round",
+                        end.job_id,
+                    )
+
+    def _end_of(
         self, job_id: str, pods: list[DesiredPod], look: Callable[[DesiredPod], int | None]
-    ) -> None:
+    ) -> JobEnd | None:
+        """How the job ended, if all its pods have (or one could not start); None while any runs."""
         exits: list[int | None] = []
         for pod in pods:
             code = look(pod)
             if code is not None and (error := self.runner.start_error(pod)) is not None:
                 # Its other pods are no longer desired once it fails, so they are stopped next sync.
-                self.store.finish(job_id, succeeded=False, reason=f"pod {pod.pod} did not start: {error}")
-                return
+                return JobEnd(job_id, succeeded=False, reason=f"pod {pod.pod} did not start: {error}")
             exits.append(code)
-        if all(code is not None for code in exits):
-            succeeded, reason = exit_outcome([code for code in exits if code is not None])
-            if succeeded and pods[0].spec.outputs:
-                self._store_outputs(pods[0])
-            self.store.finish(job_id, succeeded=succeeded, reason=reason)
+        if any(code is None for code in exits):
+            return None
+        succeeded, reason = exit_outcome([code for code in exits if code is not None])
+        if succeeded and pods[0].spec.outputs:
+            self._store_outputs(pods[0])  # before the end is recorded: a dependent step mounts them
+        return JobEnd(job_id, succeeded=succeeded, reason=reason)
 
     def _store_outputs(self, pod: DesiredPod) -> None:
         """Keep pod 0's declared outputs in the server's archive store, as its tenant's."""

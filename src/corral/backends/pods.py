@@ -260,6 +260,8 @@ class PodRunner:
         self._held: set[tuple[str, int]] = set()
         """(node, GPU) of pods being stopped whose processes are not all gone yet, as of the last
         ``stop_others``: no pod starts there until they are."""
+        self._lock = threading.Lock()
+        """Guards ``_not_gone``, which pods started on other threads (``start``) add to."""
         self._not_gone: set[Path] | None = None
         """The pid files of pods not yet found gone: what ``stop_others`` looks through. Filled by one
         look through every pod folder on its first call (pods an earlier runner left), then kept as pods
@@ -275,8 +277,19 @@ class PodRunner:
         files = self.files(desired.job_id, desired.attempt, desired.pod)
         if code is not None or files.pid.exists():
             return code
-        if any((desired.node, gpu) in self._held for gpu in desired.gpus):
+        if self.held(desired):
             return None  # a stopped pod's processes still run there: start once they are gone
+        return self.start(desired)
+
+    def held(self, desired: DesiredPod) -> bool:
+        """Whether a stopped pod's processes still run on one of the pod's GPUs (as of ``stop_others``)."""
+        return any((desired.node, gpu) in self._held for gpu in desired.gpus)
+
+    def start(self, desired: DesiredPod) -> int | None:
+        """Start the pod, which the caller found neither started nor held (``ensure`` is what checks):
+        None, or ``START_FAILED_EXIT_CODE`` when it could not start (``start_error`` says why). Safe
+        from another thread than the one calling ``stop_others``."""
+        files = self.files(desired.job_id, desired.attempt, desired.pod)
         try:
             self._start(desired, files)
         except PodStartError as error:
@@ -317,20 +330,22 @@ class PodRunner:
         """Stop every pod here that is not in ``wanted`` (cancelled, preempted, moved, ended with children
         left): SIGTERM to its processes now, SIGKILL on a later call once its grace period has passed.
         Until they are gone their GPUs are held (``ensure`` starts nothing there)."""
-        self._held = set()
-        if self._not_gone is None:
-            found = self.runs.glob("*/attempt-*/pod-*/pid") if self.runs.exists() else ()
-            self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
+        held: set[tuple[str, int]] = set()
+        with self._lock:
+            if self._not_gone is None:
+                found = self.runs.glob("*/attempt-*/pod-*/pid") if self.runs.exists() else ()
+                self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
+            looked_at = sorted(self._not_gone)
         sessions: dict[int, list[psutil.Process]] | None = None
         now = time.time()
-        for pid_file in sorted(self._not_gone):
+        for pid_file in looked_at:
             files = PodFiles(pid_file.parent)
             job_id, attempt, pod = pid_file.parts[-4], pid_file.parts[-3], pid_file.parts[-2]
             key = (job_id, int(attempt.removeprefix("attempt-")), int(pod.removeprefix("pod-")))
             if key in wanted:
                 continue
             if files.gone.exists():
-                self._not_gone.discard(pid_file)
+                self._gone(pid_file)
                 continue
             record = _record(files) or PodProcess(pid=int(pid_file.read_text()), created=-1, node="", gpus=())
             if sessions is None:
@@ -338,12 +353,12 @@ class PodRunner:
             processes = _pod_processes(record, sessions)
             if not processes:
                 files.gone.touch()
-                self._not_gone.discard(pid_file)
+                self._gone(pid_file)
                 child = self._children.pop(int(pid_file.read_text()), None)
                 if child is not None:
                     child.poll()  # reap the wrapper
                 continue
-            self._held |= {(record.node, gpu) for gpu in record.gpus}
+            held |= {(record.node, gpu) for gpu in record.gpus}
             if not files.stopping.exists():
                 files.stopping.write_text(f"{now}\n")
                 _signal(processes, signal.SIGTERM)
@@ -352,6 +367,12 @@ class PodRunner:
             child = self._children.get(record.pid)
             if child is not None and child.poll() is not None:
                 del self._children[record.pid]
+        self._held = held
+
+    def _gone(self, pid_file: Path) -> None:
+        with self._lock:
+            assert self._not_gone is not None
+            self._not_gone.discard(pid_file)
 
     def alive(self, pid: int) -> bool:
         """Whether the pod whose wrapper has ``pid`` still runs (pid reuse aside: see ``_running``)."""
@@ -445,8 +466,9 @@ class PodRunner:
         )
         _write_atomically(files.process, record.model_dump_json())
         files.pid.write_text(str(process.pid))
-        if self._not_gone is not None:
-            self._not_gone.add(files.pid)
+        with self._lock:
+            if self._not_gone is not None:
+                self._not_gone.add(files.pid)
         if self.on_exit is not None:
             threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
 

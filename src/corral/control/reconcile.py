@@ -124,8 +124,9 @@ def _round(
         else:
             snapshot.allocate(allocation)
     snapshot.commit()
-    pending = [job.workload for job in view.values() if job.status == "pending"]
-    progress = {job.id: job.checkpointed_seconds for job in view.values() if job.status == "pending"}
+    waiting = [job for job in view.values() if job.status == "pending"]
+    pending = [job.workload for job in waiting]
+    progress = {job.id: job.checkpointed_seconds for job in waiting if job.checkpointed_seconds}
     ready = policy.for_workload(job.workload.pod for job in view.values())
     snapshot.public_spend = _public_spend(session, snapshot, queues, now)
     if forecasting is not None:
@@ -263,21 +264,25 @@ def _record(
         _update(session, jobs[rejection.job], status="failed", ended_at=now, reason=rejection.message)
         session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
     forecast = snapshot.forecast
+    private_start = forecast.private_start if forecast is not None else {}
     notes: dict[str, WaitingNote] = {}
-    # Messages by note and the causes' identity (the free blocks follow from the causes within a round):
-    # alike jobs the scheduler told the same share them, so a deep queue's are not spelled out each.
-    messages: dict[tuple[str, int], str] = {}
+    # Messages by the explanation's identity: alike jobs the scheduler told the same share one, so a
+    # deep queue's are not spelled out each.
+    messages: dict[int, str] = {}
     for job_id, waiting in result.pending.items():
         job = jobs[job_id]
-        start = forecast.private_start.get(job_id) if forecast is not None else None
-        cost = None
-        if start is not None and not job.workload.must_stay_private:
-            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
-        said = (waiting.note, id(waiting.causes))
-        message = messages.get(said)
+        message = messages.get(id(waiting))
         if message is None:
-            message = messages[said] = waiting.message
-        if (message, start, cost) != (job.reason, job.forecast_start, job.burst_cost_usd):
+            message = messages[id(waiting)] = waiting.message
+        start = private_start.get(job_id)
+        if start is None:  # most of a deep queue: no forecast of its own, so no cost either
+            if message != job.reason or job.forecast_start is not None or job.burst_cost_usd is not None:
+                notes[job_id] = WaitingNote(message, None, None)
+            continue
+        cost = None
+        if not job.workload.must_stay_private:
+            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
+        if message != job.reason or start != job.forecast_start or cost != job.burst_cost_usd:
             notes[job_id] = WaitingNote(message, start, cost)
     if notes:
         rows = [

@@ -8,8 +8,10 @@ workload line maps one to one; the control plane's richer job spec compiles down
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,6 +74,15 @@ class Workload(BaseModel):
             raise ValueError("gpus_per_pod > 0 needs gpu_milli > 0 (1000 for whole GPUs)")
         return self
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Workload:
+        """A copy; with ``update``, one that works out its pod, kind and GPU demand afresh (pydantic
+        copies what the original had cached, which would describe the original's fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in _CACHED:
+                copy.__dict__.pop(name, None)
+        return copy
+
     @property
     def allowed_models(self) -> frozenset[str] | None:
         """GPU models the job accepts, or None for any."""
@@ -94,6 +105,14 @@ class Workload(BaseModel):
         )
 
     @cached_property
+    def kind(self) -> str:
+        """Every field but the id and submit time, spelled out: alike jobs get the same answers from the
+        scheduler, which so decides a deep queue of them once a round. A string, computed once, because
+        every round looks it up for every waiting job and a string keeps its hash (a tuple of the
+        fields is hashed again each time)."""
+        return repr(tuple(getattr(self, name) for name in _KIND_FIELDS))
+
+    @cached_property
     def gpu_demand_milli(self) -> int:
         """Milli-GPUs the whole job holds while running: what it counts against quota."""
         return self.pods * self.gpus_per_pod * (self.gpu_milli if self.gpus_per_pod else 0)
@@ -101,6 +120,11 @@ class Workload(BaseModel):
     @property
     def must_stay_private(self) -> bool:
         return self.sensitive or not self.burstable
+
+
+_KIND_FIELDS = tuple(name for name in Workload.model_fields if name not in ("id", "submit"))
+_CACHED = ("pod", "kind", "gpu_demand_milli")
+"""``Workload``'s cached properties."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,9 +142,9 @@ class Describable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A job that waits, and why."""
+    """Why a job waits (``SchedulingResult.pending`` says which job): alike jobs that the round told the
+    same share one object, so a deep queue of one kind is explained once, not once per job."""
 
-    job: str
     reason: PendingReason
     note: str = ""
     causes: tuple[tuple[tuple[str, str], str | Describable], ...] = ()
@@ -152,7 +152,8 @@ class Pending:
     at: float | None = None
     """The time of the round whose final state the explanation describes."""
     free: dict[tuple[str, str], str] = field(default_factory=dict)
-    """Per domain without room, its largest free block when the round ended (``largest_free_block``)."""
+    """Per domain without room, its largest free block when the round ended (``largest_free_block``),
+    filled in as the round ends."""
 
     @property
     def message(self) -> str:

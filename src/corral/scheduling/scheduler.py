@@ -43,7 +43,7 @@ from corral.scheduling.decisions import (
     Start,
 )
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
-from corral.scheduling.feasibility import feasibility, rejection_of
+from corral.scheduling.feasibility import Feasibility, feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
 from corral.scheduling.placement import (
@@ -117,27 +117,28 @@ class _Round:
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
     placed_and_refused: bool = False
     """Whether the job ``_try`` tries found room but was refused it (a reservation, a hard budget)."""
-    waiting_kinds: dict[tuple[object, ...], Pending] = field(default_factory=dict)
-    """Per job kind (a workload's fields but its id and submit time), the explanation of one that found
-    nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
+    waiting_kinds: dict[str, Pending] = field(default_factory=dict)
+    """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
+    that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
     thousands of jobs of one kind, and trying each again cost a round time in proportion to the queue."""
 
     def run(self, pending: Sequence[Workload]) -> None:
         self._enforce_hard_budgets()
         queues: dict[str, list[Workload]] = {}
+        # Feasibility depends on fields of the kind only: asked once per kind, not once per job; a kind
+        # that may be tried has its queue's list, the others what each of their jobs is told.
+        kinds: dict[str, tuple[list[Workload] | None, Feasibility, Pending | None]] = {}
         for job in pending:
-            verdict = feasibility(self.snapshot, job, job.pod)
-            rejection = rejection_of(job, verdict)
-            if rejection is not None:
-                self.result.rejections.append(rejection)
-                continue
-            if verdict.awaiting_nodes is not None:
-                self.result.pending[job.id] = Pending(
-                    job.id, PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes
-                )
-                continue
-            key = job.queue if self.policy.fair_share else ""
-            queues.setdefault(key, []).append(job)
+            known = kinds.get(job.kind)
+            if known is None:
+                known = kinds[job.kind] = self._sort_kind(job, queues)
+            into, verdict, told = known
+            if into is not None:
+                into.append(job)
+            elif told is not None:
+                self.result.pending[job.id] = told
+            else:
+                self.result.rejections.append(rejection_of(job, verdict))
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
         for jobs in queues.values():  # by priority (if the policy says so), then submit time, then id
             jobs.sort(key=_submit_order)
@@ -145,7 +146,7 @@ class _Round:
                 jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
-        for jobs in queues.values():
+        for jobs in queues.values() if held else ():
             for holder in [j for j in jobs if j.id in held]:
                 jobs.remove(holder)
                 self._try(holder)
@@ -169,15 +170,21 @@ class _Round:
             started = self._try(job)
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 blocked_queues.add(key)
-                for blocked in jobs[cursor[key] :]:
-                    self.result.pending[blocked.id] = Pending(
-                        blocked.id,
-                        PendingReason.BLOCKED,
-                        note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
-                    )
+                behind = Pending(
+                    PendingReason.BLOCKED,
+                    note=f"StrictFIFO: waiting behind {job.id}, head of its queue",
+                    at=self.now,
+                )
+                self.result.pending.update((blocked.id, behind) for blocked in jobs[cursor[key] :])
                 continue
             if not started:
                 passed_over[key].append(job)
+            if not started and len(self.result.preemptions) == preempted_before:
+                # A job that waits changes nothing, so this queue stays first: its next jobs of kinds
+                # already told to wait are told so at once, without a turn each through the heap.
+                told = self._tell_alike(jobs, cursor[key])
+                passed_over[key] += jobs[cursor[key] : told]
+                cursor[key] = told
             changed = {key} if started else set()
             preemptions = self.result.preemptions[preempted_before:]
             for preempt in preemptions:
@@ -204,25 +211,45 @@ class _Round:
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
 
+    def _sort_kind(
+        self, job: Workload, queues: dict[str, list[Workload]]
+    ) -> tuple[list[Workload] | None, Feasibility, Pending | None]:
+        """What becomes of jobs of ``job``'s kind: their queue's list (they are tried), else the
+        explanation they wait with (no node holds them yet), else neither (they are rejected)."""
+        verdict = feasibility(self.snapshot, job, job.pod)
+        if verdict.rejection is not None:
+            return None, verdict, None
+        if verdict.awaiting_nodes is not None:
+            return None, verdict, Pending(PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes, at=self.now)
+        return queues.setdefault(job.queue if self.policy.fair_share else "", []), verdict, None
+
+    def _tell_alike(self, jobs: Sequence[Workload], first: int) -> int:
+        """Tell the jobs from ``first`` on whose kind the round already told to wait the same, up to the
+        first of another kind; returns its index."""
+        waiting_kinds, pending = self.waiting_kinds, self.result.pending
+        end = len(jobs)
+        index = first
+        while index < end:
+            job = jobs[index]
+            known = waiting_kinds.get(job.kind)
+            if known is None:
+                break
+            pending[job.id] = known
+            index += 1
+        return index
+
     def _describe_final_state(self) -> None:
-        """Stamp each explanation with the round's time and, where no node had room, the largest free
-        block each domain has now that every start and preemption of the round is made: an answer read
-        later must not describe a state the round itself changed."""
+        """Where no node had room, add to each explanation the largest free block each domain has now
+        that every start and preemption of the round is made: an answer read later must not describe a
+        state the round itself changed. Once per explanation: alike jobs share theirs."""
         blocks: dict[Domain, str] = {}
-        shared: dict[int, dict[Domain, str]] = {}  # by the causes' identity: alike jobs share theirs
-        for job_id, pending in self.result.pending.items():
-            free = shared.get(id(pending.causes))
-            if free is None:
-                free = shared[id(pending.causes)] = {}
-                for domain, cause in pending.causes:
-                    if isinstance(cause, FitFailure):
-                        block = blocks.get(domain)
-                        if block is None:
-                            block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
-                        free[domain] = block
-            self.result.pending[job_id] = Pending(
-                job_id, pending.reason, pending.note, pending.causes, self.now, free
-            )
+        for waiting in {id(p): p for p in self.result.pending.values()}.values():
+            for domain, cause in waiting.causes:
+                if isinstance(cause, FitFailure):
+                    block = blocks.get(domain)
+                    if block is None:
+                        block = blocks[domain] = largest_free_block(self.snapshot.domains.get(domain, ()))
+                    waiting.free[domain] = block
         held = self.result.held_by_limits
         self.result.held_by_limits = {
             job: domains for job, domains in held.items() if job in self.result.pending
@@ -264,10 +291,10 @@ class _Round:
         return (borrowed / weight, own / weight, dominant / weight)
 
     def _try(self, job: Workload) -> bool:
-        kind = _kind(job)
+        kind = job.kind
         known = self.waiting_kinds.get(kind)
         if known is not None:
-            self.result.pending[job.id] = known  # made this job's own by _describe_final_state
+            self.result.pending[job.id] = known
             return False
         pod = job.pod
         feasible = feasibility(self.snapshot, job, pod)
@@ -293,7 +320,7 @@ class _Round:
                 if self._preempt_for(job, pod, domain):
                     return True
         provisioning = self._wait_for_nodes(job, domains)
-        pending = provisioning or _explain(job, failures)
+        pending = provisioning or _explain(job, failures, self.now)
         refused = self.unprofitable.get(job.id)
         reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
@@ -395,9 +422,9 @@ class _Round:
             pool = scale_up.pool
         delay = self.snapshot.pools[pool].provision_seconds
         return Pending(
-            job.id,
             PendingReason.PROVISIONING,
             note=f"waiting for new nodes of pool {pool} (ready {delay:g} s after request)",
+            at=self.now,
         )
 
     def _may_preempt(self, job: Workload, domains: tuple[Domain, ...]) -> bool:
@@ -706,9 +733,6 @@ _submit_order = attrgetter("submit", "id")
 _priority = attrgetter("priority")
 """Sort keys read in C: with 10,000 jobs waiting, a Python key function was a tenth of the round."""
 
-_kind = attrgetter(*(name for name in Workload.model_fields if name not in ("id", "submit")))
-"""A workload's kind: every field the scheduler reads but its id and submit time."""
-
 
 def _usd_per_second(snapshot: Snapshot, placements: Sequence[Placement]) -> float:
     return (
@@ -735,7 +759,7 @@ def _noted(pending: Pending, note: str) -> Pending:
     return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
-def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
+def _explain(job: Workload, failures: list[tuple[Domain, Cause]], now: float) -> Pending:
     """The reason code says what would have to change: room (``no_fit``) if any domain lacked it, else
     a reservation ending if any domain's room is reserved, else quota."""
     if not failures or any(isinstance(f, FitFailure) for _, f in failures):
@@ -744,4 +768,4 @@ def _explain(job: Workload, failures: list[tuple[Domain, Cause]]) -> Pending:
         reason = PendingReason.RESERVED
     else:
         reason = PendingReason.QUOTA
-    return Pending(job.id, reason, causes=tuple(failures))
+    return Pending(reason, causes=tuple(failures), at=now)

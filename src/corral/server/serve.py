@@ -169,7 +169,9 @@ def _open(
         tracking = partial(mlops.attach, server_url=server)
     code = code_store(settings.data_dir)
     backend = (
-        LocalBackend(store, settings.data_dir, local_nodes, identities, code, tracking)
+        LocalBackend(
+            store, settings.data_dir, local_nodes, identities, code, tracking, background_starts=True
+        )
         if settings.local
         else None
     )

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,15 @@ from corral.store.costs import release
 from corral.store.schema import EventRow, JobRow, PlacementRow
 
 ENDED = ("finished", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a running job ended, as its backend saw it: what ``JobStore.finish_many`` records."""
+
+    job_id: str
+    succeeded: bool
+    reason: str | None = None
 
 
 class JobNotFound(CorralError):
@@ -225,25 +234,42 @@ class JobStore:
         """A running job ended (its backend says how); its resources are free for the next round.
 
         A failure with retries left (the spec's ``retries``) makes the job wait to run again instead."""
-        now = self.clock()
-        status = "finished" if succeeded else "failed"
         with Session(self.engine) as session, session.begin():
-            row = session.get(JobRow, job_id, with_for_update=True)
-            if row is None:
-                raise JobNotFound(f"no job {job_id!r}")
-            if row.status != "running":
-                raise JobAlreadyEnded(f"job {job_id} is {row.status}, not running")
-            release(session, job_id, now)
-            retried = 0 if succeeded else self._retries_used(session, job_id)
-            allowed = int(row.spec.get("retries", 0))
-            if not succeeded and retried < allowed:
-                row.status, row.started_at = "pending", None
-                row.reason = f"{reason}; retry {retried + 1} of {allowed}"
-                session.add(EventRow(t=now, job_id=job_id, kind="retried", reason=row.reason))
-                return JobRecord.of(row)
-            row.status, row.ended_at, row.reason = status, now, reason
-            session.add(EventRow(t=now, job_id=job_id, kind=status, reason=reason))
+            return self._finish(session, JobEnd(job_id, succeeded, reason), self.clock())
+
+    def finish_many(self, ends: Sequence[JobEnd]) -> list[JobEnd]:
+        """Several running jobs ended: recorded in one transaction (a round's exits, which one
+        transaction each made cost as much as the round). Returns those recorded; a job no longer
+        running (cancelled meanwhile) is left out, as ``finish`` would refuse it."""
+        now = self.clock()
+        recorded = []
+        with Session(self.engine) as session, session.begin():
+            for end in ends:
+                try:
+                    self._finish(session, end, now)
+                except (JobNotFound, JobAlreadyEnded):  # raised before it writes anything
+                    continue
+                recorded.append(end)
+        return recorded
+
+    def _finish(self, session: Session, end: JobEnd, now: float) -> JobRecord:
+        job_id, reason = end.job_id, end.reason
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        if row.status != "running":
+            raise JobAlreadyEnded(f"job {job_id} is {row.status}, not running")
+        release(session, job_id, now)
+        retried = 0 if end.succeeded else self._retries_used(session, job_id)
+        allowed = int(row.spec.get("retries", 0))
+        if not end.succeeded and retried < allowed:
+            row.status, row.started_at = "pending", None
+            row.reason = f"{reason}; retry {retried + 1} of {allowed}"
+            session.add(EventRow(t=now, job_id=job_id, kind="retried", reason=row.reason))
             return JobRecord.of(row)
+        row.status, row.ended_at, row.reason = "finished" if end.succeeded else "failed", now, reason
+        session.add(EventRow(t=now, job_id=job_id, kind=row.status, reason=reason))
+        return JobRecord.of(row)
 
     @staticmethod
     def _retries_used(session: Session, job_id: str) -> int:
