@@ -21,6 +21,7 @@ from corral.cli.artifacts import register as register_artifacts
 from corral.cli.connection import Connection
 from corral.cli.control import register as register_control
 from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
+from corral.cli.services import register as register_services
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
 from corral.scenario.models import Event
@@ -426,6 +427,7 @@ def _progress(target: Console) -> Progress:
 register_control(app, console, _user_errors, connection.client)
 register_accounts(app, console, _user_errors, connection.client)
 register_artifacts(app, console, _user_errors, connection.client)
+register_services(app, console, _user_errors, connection.client)
 
 
 def main() -> None:

@@ -25,7 +25,9 @@ from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, nodes, queues
 from corral.server.routes import code as code_routes
+from corral.server.routes import services as service_routes
 from corral.server.services import ControlPlane
+from corral.serving.models import ModelResolver
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import ROLES
 from corral.store.code import CodeStore
@@ -50,11 +52,13 @@ def create_app(
     local_nodes: Collection[str] = (),
     log_cap: int = DEFAULT_LOG_CAP,
     code: CodeStore | None = None,
+    model_resolver: ModelResolver | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
     ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
-    each pod's output kept and served; ``code`` the uploaded working folders.
+    each pod's output kept and served; ``code`` the uploaded working folders; ``model_resolver`` finds
+    services' ``models:/NAME@ALIAS`` (None: such services are refused).
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
     plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap, code=code)
@@ -64,9 +68,11 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if loop is not None:
             loop.start()
+        await service_routes.start(app)
         try:
             yield
         finally:
+            await service_routes.stop(app)
             if loop is not None:
                 loop.stop()
 
@@ -78,6 +84,7 @@ def create_app(
     app.state.control_plane = plane
     for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts):
         app.include_router(module.router, prefix=API)
+    service_routes.install(app, plane, API, model_resolver)
 
     problems.install(app)
 

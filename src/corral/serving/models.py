@@ -1,0 +1,65 @@
+"""What a ``model:`` service's replicas run: the built-in runtime (``corral.serving.runtime``) on a model
+found at a path, or in a model registry behind ``ModelResolver``.
+
+The registry lives elsewhere (``models:/NAME@ALIAS`` per tenant); a server configured without one refuses
+such services with a 422 that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import corral
+from corral.spec.service import ServiceSpec
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    version: str
+    """What the alias points at now: a new version makes a new revision."""
+    path: str
+    """A folder or file the runtime loads (an ONNX file or an MLflow model folder)."""
+
+
+class ModelResolver(Protocol):
+    def resolve(self, tenant: str, reference: str) -> ResolvedModel:
+        """``models:/NAME@ALIAS`` of ``tenant``, as it is now; raises ``LookupError`` with the reason if
+        there is no such model or alias."""
+
+
+class NoRegistry(LookupError):
+    pass
+
+
+def runtime_command(spec: ServiceSpec, tenant: str, resolver: ModelResolver | None) -> list[str]:
+    """The replica's argv: the built-in runtime with this interpreter, on the model's path."""
+    assert spec.model is not None
+    model = spec.model
+    if spec.from_registry:
+        if resolver is None:
+            raise NoRegistry(f"model {model}: this server has no model registry; give a path to the model")
+        model = resolver.resolve(tenant, model).path
+    command = [runtime_python(), "-m", "corral.serving.runtime", "--model", model]
+    return command + (["--tokenizer", spec.tokenizer] if spec.tokenizer else [])
+
+
+def runtime_python() -> str:
+    """This server's interpreter, when a pod's user may run it; else ``python3`` on the pod's PATH (an
+    interpreter under a 0700 home, as pyenv's under /root, is out of the pod user's reach)."""
+    executable = Path(sys.executable).resolve()
+    reachable = all(os.stat(folder).st_mode & stat.S_IXOTH for folder in executable.parents)
+    return str(executable) if reachable and os.stat(executable).st_mode & stat.S_IXOTH else "python3"
+
+
+def runtime_environment() -> dict[str, str]:
+    """What the runtime needs in its (scrubbed) environment: this server's corral and packages (onnxruntime,
+    tokenizers, mlflow), and MLflow kept offline."""
+    paths = [str(Path(corral.__file__).resolve().parents[1])]
+    paths += dict.fromkeys(sysconfig.get_paths()[kind] for kind in ("purelib", "platlib"))
+    return {"PYTHONPATH": os.pathsep.join(paths), "MLFLOW_DISABLE_TELEMETRY": "true"}
