@@ -80,8 +80,8 @@ def decide(
     panic = window_average(samples, now, config.panic_window)
     want_stable = replicas_for(stable, config.target_concurrency)
     want_panic = replicas_for(panic, config.target_concurrency)
-    busy = held > 0 or any(s.concurrency > 0 for s in samples if s.t > now - config.panic_window)
-    last_busy = now if busy else state.last_busy
+    busy = [s.t for s in samples if s.concurrency > 0] + ([now] if held else [])
+    last_busy = max([*busy, state.last_busy or -math.inf]) if busy else state.last_busy
 
     panic_until = state.panic_until
     if want_panic >= config.panic_threshold * max(ready, 1) and want_panic > ready:

@@ -177,6 +177,11 @@ class Gateway:
         if route.endpoints:
             route.changed.set()
 
+    def promote(self, key: ServiceKey, revision: int) -> None:
+        """Every request to ``revision`` from now on (the controller drains the old one next tick)."""
+        route = self.route(key)
+        route.stable, route.canary, route.canary_share = revision, None, 0.0
+
     def forget(self, key: ServiceKey) -> None:
         route = self.routes.pop(key, None)
         if route is not None:

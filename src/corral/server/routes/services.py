@@ -228,14 +228,21 @@ def get_service(
 
 
 @router.post("/services/{name}/promote", response_model=ServiceOut, responses=CONFLICT)
-def promote(
+async def promote(
     request: Request, name: str, serving: Services, principal: Submitter, tenant: str | None = None
 ) -> ServiceOut:
-    """Give the canary all the traffic now (409 without a canary)."""
-    record = _visible(request, serving, principal, name, tenant)
-    if serving.store.promote(record.id, f"promoted by {principal.user}") is None:
+    """Give the canary all the traffic now (409 without a canary): the answer comes once the gateway
+    sends it every request."""
+    record = await run_in_threadpool(_visible, request, serving, principal, name, tenant)
+    number = await run_in_threadpool(serving.store.promote, record.id, f"promoted by {principal.user}")
+    if number is None:
         refuse(request, 409, f"service {name} has no canary to promote", principal)
-    return _out(request, serving, serving.store.get_by_id(record.id))
+    serving.gateway.promote((record.tenant, record.name), number)
+    if serving.controller is not None:
+        serving.controller.wake()
+    return await run_in_threadpool(
+        _out, request, serving, await run_in_threadpool(serving.store.get_by_id, record.id)
+    )
 
 
 @router.delete("/services/{name}", status_code=204)
