@@ -42,7 +42,6 @@ from corral.serving.rollout import (
     split_replicas,
     traffic_split,
 )
-from corral.spec.service import ServiceSpec
 from corral.store.jobs import ENDED, JobAlreadyEnded, JobNotFound, JobStore
 from corral.store.services import Replica, ServiceRecord, ServiceStore
 
@@ -53,6 +52,8 @@ PROBE_TIMEOUT = 1.0
 DRAIN_SECONDS = 30.0
 """A draining replica is stopped when its last request is answered, or after this long."""
 REPLICA_HOST = "127.0.0.1"
+ALIAS_SECONDS = 10.0
+"""How often the registry is asked where each ``models:/NAME@ALIAS`` points now (``alias_moved``: at once)."""
 
 
 @dataclass
@@ -94,6 +95,7 @@ class ServiceController:
         self.probe = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._aliases_checked = -float("inf")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -110,6 +112,11 @@ class ServiceController:
     def wake(self, _: ServiceKey | None = None) -> None:
         """Run a tick now: a request is held, or a replica failed."""
         self._wake.set()
+
+    def alias_moved(self) -> None:
+        """A model alias moved (the registry says so): look at every registry service at once."""
+        self._aliases_checked = -float("inf")
+        self.wake()
 
     def replica_failed(self, key: ServiceKey, job_id: str) -> None:
         """The gateway could not connect: out of the ready set until a probe answers again."""
@@ -141,11 +148,40 @@ class ServiceController:
                 del self.states[service_id]
         for key in [k for k in self.gateway.routes if k not in {(s.tenant, s.name) for s in services}]:
             self.gateway.forget(key)
+        if self.resolver is not None and time.monotonic() - self._aliases_checked >= ALIAS_SECONDS:
+            self._aliases_checked = time.monotonic()
+            services = await asyncio.to_thread(self._follow_aliases, services)
         for service in services:
             state = self.states.setdefault(
                 service.id, ServiceState(scaler=ScalerState(last_busy=self.clock()))
             )
             await self._reconcile(service, by_service.get(service.id, []), state)
+
+    def _follow_aliases(self, services: list[ServiceRecord]) -> list[ServiceRecord]:
+        """A new revision (a canary, as for a changed spec) for each service whose alias moved."""
+        assert self.resolver is not None
+        followed = []
+        for service in services:
+            newest = service.revisions[-1]
+            if service.spec.from_registry and service.spec.model is not None:
+                try:
+                    model = self.resolver.resolve(service.tenant, service.spec.model)
+                except LookupError as error:
+                    log.warning("service %s/%s: %s", service.tenant, service.name, error)
+                else:
+                    if model.version != newest.model_version:
+                        log.info(
+                            "service %s/%s: %s is version %s now",
+                            service.tenant,
+                            service.name,
+                            service.spec.model,
+                            model.version,
+                        )
+                        service = self.services.apply(
+                            service.tenant, service.spec, (model.version, model.path)
+                        ).service
+            followed.append(service)
+        return followed
 
     async def _reconcile(self, service: ServiceRecord, replicas: list[Replica], state: ServiceState) -> None:
         now = self.clock()
@@ -292,22 +328,22 @@ class ServiceController:
             for job_id in choose_removals(views, count):
                 state.draining[job_id] = now
             return
-        spec = (service.revision(revision) or service.revisions[-1]).spec
         for _ in range(count - len(current)):
-            await asyncio.to_thread(self._submit, service, revision, spec)
+            await asyncio.to_thread(self._submit, service, revision)
         if count > len(current):
             self.poke()
 
-    def _submit(self, service: ServiceRecord, revision: int, spec: ServiceSpec) -> None:
-        used = {r.port for r in self.services.replicas()}
-        port = free_port(used)
+    def _submit(self, service: ServiceRecord, number: int) -> None:
+        revision = service.revision(number) or service.revisions[-1]
+        spec = revision.spec
+        port = free_port({r.port for r in self.services.replicas()})
         if spec.command is not None:
-            job = spec.replica_job(revision, port, spec.command)
+            job = spec.replica_job(number, port, spec.command)
         else:
-            job = spec.replica_job(revision, port, runtime_command(spec, service.tenant, self.resolver))
+            job = spec.replica_job(number, port, runtime_command(spec, revision.model_path))
             job = job.model_copy(update={"env": {**runtime_environment(), **job.env}})
         record = self.jobs.submit(job, tenant=service.tenant)
-        self.services.add_replica(service.id, revision, record.id, port)
+        self.services.add_replica(service.id, number, record.id, port)
         log.info(
             "service %s/%s revision %d: replica %s on port %d",
             service.tenant,

@@ -37,14 +37,13 @@ class NoRegistry(LookupError):
     pass
 
 
-def runtime_command(spec: ServiceSpec, tenant: str, resolver: ModelResolver | None) -> list[str]:
-    """The replica's argv: the built-in runtime with this interpreter, on the model's path."""
+def runtime_command(spec: ServiceSpec, model_path: str | None) -> list[str]:
+    """The replica's argv: the built-in runtime on the model's path (``model_path``: where the revision's
+    registry version is; else the spec's own path)."""
     assert spec.model is not None
-    model = spec.model
-    if spec.from_registry:
-        if resolver is None:
-            raise NoRegistry(f"model {model}: this server has no model registry; give a path to the model")
-        model = resolver.resolve(tenant, model).path
+    model = model_path if spec.from_registry and model_path is not None else spec.model
+    if spec.from_registry and model_path is None:
+        raise NoRegistry(f"model {spec.model}: no registry version was resolved for this revision")
     command = [runtime_python(), "-m", "corral.serving.runtime", "--model", model]
     return command + (["--tokenizer", spec.tokenizer] if spec.tokenizer else [])
 

@@ -194,6 +194,10 @@ class ServiceRevisionRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     """stable, canary, retired (replaced by a newer one), rolled_back or superseded (a newer canary came)."""
     reason: Mapped[str | None] = mapped_column(Text, default=None)
+    model_version: Mapped[str | None] = mapped_column(String(128), default=None)
+    """For ``models:/NAME@ALIAS``: the version the alias named when this revision was made."""
+    model_path: Mapped[str | None] = mapped_column(Text, default=None)
+    """... and where that version is: its replicas load it, even after the alias moved on."""
     created_at: Mapped[float] = mapped_column(Float)
 
 

@@ -37,6 +37,8 @@ class Revision:
     state: str
     reason: str | None
     created_at: float
+    model_version: str | None = None
+    model_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,11 @@ class ServiceStore:
         self.engine = engine
         self.clock = clock
 
-    def apply(self, tenant: str, spec: ServiceSpec) -> Applied:
-        """Create the service, or update it: a spec that runs differently from its newest revision adds a
-        revision (the canary, replacing a canary not yet promoted)."""
+    def apply(self, tenant: str, spec: ServiceSpec, model: tuple[str, str] | None = None) -> Applied:
+        """Create the service, or update it: a spec that runs differently from its newest revision, or
+        whose registry ``model`` (version, path) is another version, adds a revision (the canary,
+        replacing a canary not yet promoted)."""
+        version, path = model if model is not None else (None, None)
         now = self.clock()
         token: str | None = None
         with Session(self.engine) as session, session.begin():
@@ -113,7 +117,15 @@ class ServiceStore:
                 session.add(row)
                 session.flush()
                 session.add(
-                    ServiceRevisionRow(service_id=row.id, number=1, spec=body, state="stable", created_at=now)
+                    ServiceRevisionRow(
+                        service_id=row.id,
+                        number=1,
+                        spec=body,
+                        state="stable",
+                        model_version=version,
+                        model_path=path,
+                        created_at=now,
+                    )
                 )
                 row.stable_revision = 1
                 new_revision = True
@@ -122,7 +134,10 @@ class ServiceStore:
                     select(ServiceRevisionRow).where(ServiceRevisionRow.service_id == row.id)
                 ).all()
                 newest = max(revisions, key=lambda r: r.number)
-                new_revision = ServiceSpec.model_validate(newest.spec).digest() != spec.digest()
+                new_revision = (
+                    ServiceSpec.model_validate(newest.spec).digest() != spec.digest()
+                    or newest.model_version != version
+                )
                 if new_revision:
                     for revision in revisions:
                         if revision.number == row.canary_revision:
@@ -133,7 +148,13 @@ class ServiceStore:
                     number = newest.number + 1
                     session.add(
                         ServiceRevisionRow(
-                            service_id=row.id, number=number, spec=body, state="canary", created_at=now
+                            service_id=row.id,
+                            number=number,
+                            spec=body,
+                            state="canary",
+                            model_version=version,
+                            model_path=path,
+                            created_at=now,
                         )
                     )
                     row.canary_revision = number
@@ -255,7 +276,15 @@ def _revisions(session: Session, service_id: str) -> list[ServiceRevisionRow]:
 
 def _record(session: Session, row: ServiceRow) -> ServiceRecord:
     revisions = tuple(
-        Revision(r.number, ServiceSpec.model_validate(r.spec), r.state, r.reason, r.created_at)
+        Revision(
+            r.number,
+            ServiceSpec.model_validate(r.spec),
+            r.state,
+            r.reason,
+            r.created_at,
+            r.model_version,
+            r.model_path,
+        )
         for r in _revisions(session, row.id)
     )
     return ServiceRecord(

@@ -183,16 +183,18 @@ def apply(
             f"model: {spec.model} needs a model registry, which this server has none of; give a path",
             principal,
         )
+    model = None
     if spec.from_registry and serving.resolver is not None:
         try:
-            serving.resolver.resolve(principal.tenant, spec.model or "")
+            resolved = serving.resolver.resolve(principal.tenant, spec.model or "")
         except LookupError as error:
             refuse(request, 422, f"model: {error}", principal)
+        model = (resolved.version, resolved.path)
     workload = spec.replica_job(1, 0, ["check"]).to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
         refuse(request, 422, f"a replica could never run: {verdict.rejection[1]}", principal)
-    applied = serving.store.apply(principal.tenant, spec)
+    applied = serving.store.apply(principal.tenant, spec, model)
     serving.forget(principal.tenant, spec.name)
     if serving.controller is not None:
         serving.controller.wake()

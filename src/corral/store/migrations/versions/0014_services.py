@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("model_version", sa.String(128), nullable=True),
+        sa.Column("model_path", sa.Text, nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
     )
     op.create_table(
