@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import admin_client, free_port, wait_for
+from servers import admin_client, free_port, stop_pods, wait_for
 from typer.testing import CliRunner
 
 from corral.cli.main import app
@@ -68,9 +68,13 @@ def corral() -> Iterator[tuple[Client, str, Path]]:
     try:
         with admin_client(folder / "up", port) as client:
             yield client, f"http://127.0.0.1:{port}", folder
+            for running in client.services():
+                client.remove_service(running["name"])  # their replicas' jobs are cancelled and stopped
+            until(lambda: not client.jobs(status="running"), 30, "replicas stopped")
     finally:
         HTTP.close()
         stop(process)
+        stop_pods(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -250,6 +254,7 @@ def test_another_tenant_cannot_reach_a_service_and_a_public_one_takes_its_own_to
         (service("extra", replicsa=2), "replicsa"),
         (service("Bad Name"), "name"),
         (service("port", env={"PORT": "80"}), "PORT"),
+        (service("env", env={"1bad": "x"}), "not a variable name"),
         ({"type": "service", "name": "reg", "model": "models:/embed@prod"}, "model registry"),
         (service("huge", resources={"gpus": 1, "memory": "100TiB"}), "could never run"),
     ],

@@ -21,7 +21,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from corral.limits import INT32_MAX, NAME_MAX
 from corral.spec.job import JobSpec, Resources, parse_seconds
@@ -137,6 +145,12 @@ class ServiceSpec(BaseModel):
             raise ValueError("env PORT is chosen by corral for each replica; remove it")
         if self.resources.gpus.count > 1:
             raise ValueError("a replica gets at most one GPU (or a share, e.g. 0.5): add replicas instead")
+        try:  # what a job could not be started with (command, env, workdir limits) is refused here
+            self.replica_job(1, 65535, self.command if self.command is not None else ["python3"])
+        except ValidationError as error:
+            raise ValueError(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+            ) from None
         return self
 
     @field_validator("model")
