@@ -25,7 +25,7 @@ from corral.serving.gateway import Gateway
 from corral.serving.models import ModelResolver
 from corral.spec.service import ServiceSpec
 from corral.store.accounts import Principal
-from corral.store.services import ServiceNotFound, ServiceRecord, ServiceStore
+from corral.store.services import TOKEN_PREFIX, ServiceNotFound, ServiceRecord, ServiceStore
 
 router = APIRouter(tags=["services"], responses=REFUSALS)
 gateway_router = APIRouter(tags=["services"])
@@ -46,6 +46,11 @@ class Serving:
     controller: ServiceController | None
     resolver: ModelResolver | None
     _lookups: dict[tuple[str, str], tuple[ServiceRecord | None, float]] = field(default_factory=dict)
+
+    def cached(self, tenant: str, name: str) -> ServiceRecord | None:
+        """The service as last read, if that was less than ``LOOKUP_SECONDS`` ago (no store read)."""
+        cached = self._lookups.get((tenant, name))
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
     def lookup(self, tenant: str, name: str) -> ServiceRecord | None:
         now = time.monotonic()
@@ -277,15 +282,23 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
     the service's ``hold_timeout``, never a 4xx for a service that is only starting."""
     serving = serving_of(request)
     plane = control_plane(request)
-    record = await run_in_threadpool(serving.lookup, tenant, name)
+    record = serving.cached(tenant, name)
+    if record is None:
+        record = await run_in_threadpool(serving.lookup, tenant, name)
     token = _bearer(request)
     if token is None:
         refuse(
             request, 401, "no token: send the service's tenant's API token, or a public service's own token"
         )
-    principal = (
-        await run_in_threadpool(plane.authenticate, token) if not token.startswith("corral_svc_") else None
-    )
+    principal = None
+    if not token.startswith(TOKEN_PREFIX):
+        principal = await run_in_threadpool(plane.authenticate, token)
+    if (
+        principal is not None
+        and principal.expires_at is not None
+        and principal.expires_at <= plane.jobs.clock()
+    ):
+        refuse(request, 401, "token expired: make a new one (corral tokens new)", principal)
     if principal is not None:
         allowed = principal.is_admin or (principal.tenant == tenant and principal.role == "member")
         if record is None or (not allowed and principal.tenant != tenant):
