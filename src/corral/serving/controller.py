@@ -222,8 +222,11 @@ class ServiceController:
                 await self._scale(
                     service, revision, count, [r for r in serving if r.revision == revision], state
                 )
+        stable_serves = any(r.revision == service.stable and r.job_id in state.ready for r in alive)
         for replica in alive:
-            if replica.revision not in (service.stable, service.canary):
+            # A promoted revision that is not ready yet: the old one's ready replicas keep answering.
+            retired = replica.revision not in (service.stable, service.canary)
+            if retired and (stable_serves or replica.job_id not in state.ready):
                 state.draining.setdefault(replica.job_id, now)
         await self._stop_drained(key, alive, state, now)
 
