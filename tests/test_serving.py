@@ -128,9 +128,14 @@ def test_scale_from_zero_holds_the_first_request_and_answers_it(corral, monkeypa
     assert answers[0].json()["authorization"] is None  # the caller's corral token never reaches a replica
     listed = CliRunner().invoke(app, ["services", "ls", "--json"])
     assert "cold" in [s["name"] for s in json.loads(listed.output)]
+    status = CliRunner().invoke(app, ["services", "status", "cold"])
+    assert status.exit_code == 0 and "revision 1: stable" in status.output and ": ready" in status.output
     metrics = client.metrics()
     assert 'corral_service_requests_total{code="200",revision="1",service="default/cold"} 5.0' in metrics
     assert 'corral_service_replicas{service="default/cold",state="ready"} 1.0' in metrics
+    removed = CliRunner().invoke(app, ["services", "rm", "cold", "--json"])
+    assert removed.exit_code == 0 and json.loads(removed.output) == {"removed": "cold"}
+    assert call(client, shown["url"]).status_code == 404  # gone, for its own tenant too
 
 
 def test_concurrency_above_target_adds_replicas_and_idle_removes_them_to_zero(corral) -> None:

@@ -10,6 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.serving.runtime import app, load, locate
+from corral.spec.service import load_service_spec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "serving"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -45,3 +48,11 @@ def test_package_references_find_the_files_packages_ship_and_bad_bodies_are_400(
     client = TestClient(app(kind, predict))
     assert client.post("/embed", json={"texts": "not a list"}).status_code == 400
     assert len(client.post("/embed", json={"texts": ["one sentence"]}).json()["embeddings"][0]) == 384
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
+def test_the_example_specs_are_valid_and_their_packaged_models_are_there(path: Path) -> None:
+    spec = load_service_spec(path)
+    for reference in (spec.model, spec.tokenizer):
+        if reference is not None and reference.startswith("package:"):
+            assert locate(reference).is_file()
