@@ -50,8 +50,10 @@ def wait_for(client: Client, job_id: str, status: str, timeout: float = 10.0) ->
 def stop_pods(folder: Path) -> None:
     """Kill what a killed server left running under ``folder`` (pods outlive their server, which adopts
     them when it starts again)."""
+    me = psutil.Process()
+    spared = {me.pid, *(parent.pid for parent in me.parents())}
     for process in psutil.process_iter(["cmdline"]):
-        if any(str(folder) in part for part in process.info["cmdline"] or ()):
+        if process.pid not in spared and any(str(folder) in part for part in process.info["cmdline"] or ()):
             with contextlib.suppress(psutil.Error):
                 for member in [process, *process.children(recursive=True)]:
                     member.kill()
