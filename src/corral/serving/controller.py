@@ -1,7 +1,7 @@
 """The service controller: makes each service's replicas (corral jobs) match what its traffic needs.
 
-Every tick (a quarter second, or at once when a request is held) it reads the services and their
-replicas' jobs from the store, and for each service:
+Every tick (a quarter second, or at once when a request is held or a spec applied; 5 s without any
+service) it reads the services and their replicas' jobs from the store, and for each service:
 
 1. forgets replicas whose jobs ended; one that ended without being stopped counts as a failure of its
    revision;
@@ -48,6 +48,8 @@ from corral.store.services import Replica, ServiceRecord, ServiceStore
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
+IDLE_SECONDS = 5.0
+"""Between ticks of a server without services (applying one wakes the controller at once)."""
 PROBE_TIMEOUT = 1.0
 DRAIN_SECONDS = 30.0
 """A draining replica is stopped when its last request is answered, or after this long."""
@@ -126,18 +128,19 @@ class ServiceController:
 
     async def _run(self) -> None:
         while True:
+            busy = True
             try:
-                await self.step()
+                busy = await self.step()
             except Exception:
                 log.exception("service controller tick failed; trying again")
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+                await asyncio.wait_for(self._wake.wait(), self.tick if busy else IDLE_SECONDS)
             except TimeoutError:
                 pass
             self._wake.clear()
 
-    async def step(self) -> None:
-        """One tick over every service (see the module docstring)."""
+    async def step(self) -> bool:
+        """One tick over every service (see the module docstring); False when there is none."""
         services, replicas = await asyncio.to_thread(lambda: (self.services.list(), self.services.replicas()))
         by_service: dict[str, list[Replica]] = {}
         for replica in replicas:
@@ -156,6 +159,7 @@ class ServiceController:
                 service.id, ServiceState(scaler=ScalerState(last_busy=self.clock()))
             )
             await self._reconcile(service, by_service.get(service.id, []), state)
+        return bool(services or replicas)
 
     def _follow_aliases(self, services: list[ServiceRecord]) -> list[ServiceRecord]:
         """A new revision (a canary, as for a changed spec) for each service whose alias moved."""

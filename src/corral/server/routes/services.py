@@ -269,6 +269,8 @@ def remove(
         except Exception:  # noqa: BLE001 - ended meanwhile: nothing left to stop
             pass
     serving.forget(record.tenant, name)
+    if serving.controller is not None:
+        serving.controller.wake()  # held requests get their 503 now
     plane.changed()
     return Response(status_code=204)
 
