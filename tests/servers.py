@@ -54,6 +54,9 @@ def stop_pods(folder: Path) -> None:
     spared = {me.pid, *(parent.pid for parent in me.parents())}
     for process in psutil.process_iter(["cmdline"]):
         if process.pid not in spared and any(str(folder) in part for part in process.info["cmdline"] or ()):
+            members = [process]
             with contextlib.suppress(psutil.Error):
-                for member in [process, *process.children(recursive=True)]:
+                members += process.children(recursive=True)
+            for member in members:
+                with contextlib.suppress(psutil.Error):  # one already gone must not spare the rest
                     member.kill()
