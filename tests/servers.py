@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from pathlib import Path
+
+import psutil
 
 from corral.client import Client
 from corral.paths import read_token
 from corral.server.process import free_port, start, stop
 
-__all__ = ["admin_client", "free_port", "start_server", "stop", "wait_for"]
+__all__ = ["admin_client", "free_port", "start_server", "stop", "stop_pods", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "demo" / "cluster.yaml"
@@ -42,3 +45,18 @@ def wait_for(client: Client, job_id: str, status: str, timeout: float = 10.0) ->
             return
         time.sleep(0.05)
     raise AssertionError(f"{job_id} is {client.job(job_id).status}, never {status}")
+
+
+def stop_pods(folder: Path) -> None:
+    """Kill what a killed server left running under ``folder`` (pods outlive their server, which adopts
+    them when it starts again)."""
+    me = psutil.Process()
+    spared = {me.pid, *(parent.pid for parent in me.parents())}
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid not in spared and any(str(folder) in part for part in process.info["cmdline"] or ()):
+            members = [process]
+            with contextlib.suppress(psutil.Error):
+                members += process.children(recursive=True)
+            for member in members:
+                with contextlib.suppress(psutil.Error):  # one already gone must not spare the rest
+                    member.kill()

@@ -29,6 +29,8 @@ PURE_MODULES = [
     SRC / "federation" / "artifacts.py",
     SRC / "pipelines" / "plan.py",
     SRC / "pipelines" / "cache.py",
+    SRC / "serving" / "autoscaler.py",
+    SRC / "serving" / "rollout.py",
 ]
 """Pure rules that live beside the I/O that applies them."""
 

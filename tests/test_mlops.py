@@ -393,3 +393,35 @@ def test_serving_resolves_an_alias_to_its_version_and_files(deployment: Deployme
     assert registry.alias_version("other", "inside", "staging") is None  # per tenant
     with pytest.raises(RegistryError):
         registry.resolve("other", "models:/inside@staging")
+
+
+def test_a_service_serves_a_registry_alias_from_a_copy_shipped_to_its_replica(
+    deployment: Deployment, trained: str
+) -> None:
+    """`model: models:/inside@staging` through corral's own registry: the version's artifacts are packed
+    into the tenant's uploads and the replica (a job of the tenant's pod user, who may not read the
+    server's artifact folder) starts in a copy of them and answers predictions through the gateway."""
+    if deployment.database != "sqlite":
+        pytest.skip("the logged scikit-learn model is made on the SQLite deployment")
+    spec = {
+        "type": "service",
+        "name": "inside",
+        "model": "models:/inside@staging",
+        "resources": {"cpu": 0.5, "memory": "1GiB"},
+        "replicas": {"min": 0, "max": 1},
+        "readiness": {"path": "/health", "timeout": "170s"},
+        "hold_timeout": "170s",
+    }
+    served = deployment.lab.apply_service(spec)
+    assert served["revision"] == 1
+    answer = httpx.post(
+        f"{deployment.url}/services/lab/inside/predict",
+        json={"inputs": [[0.0], [3.0]]},
+        headers={"Authorization": f"Bearer {deployment.lab_token}"},
+        timeout=180,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": [0, 1]}
+    replicas = [j for j in deployment.lab.jobs() if j.spec.get("name", "").startswith("inside-r1")]
+    assert replicas and all((j.spec.get("code") or "").startswith("sha256:") for j in replicas)
+    deployment.lab.remove_service("inside")

@@ -29,6 +29,7 @@ from corral.workdirs import digest_of
 LAB_POOLS = [make_pool("dgx", flavor="a100", count=1, gpus=8)]
 JOB = {"name": "train", "command": "true", "resources": {"gpus": 1}}
 PIPELINE = {"spec": {"type": "pipeline", "name": "p", "steps": {"a": {"command": "true"}}}}
+SERVICE = {"type": "service", "name": "web", "queue": "shared", "command": "true"}
 ARCHIVE = b"a working folder, as PUT /code/{digest} takes it"
 DIGEST = digest_of(ARCHIVE)
 S3_AT_HAND = all(importlib.util.find_spec(module) for module in ("boto3", "moto"))
@@ -84,6 +85,10 @@ def lab(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
     for name, tenants in [("vision-q", ["vision"]), ("nlp-q", ["nlp"]), ("shared", None)]:
         body = {"name": name, "quota": None, "tenants": tenants}
         assert lab.call("admin", "PUT", f"/queues/{name}", json=body).status_code == 201
+    for who in ("admin", "alice"):  # a service with a canary in the default tenant and in vision
+        for revision in ("1", "2"):
+            body = SERVICE | {"env": {"REVISION": revision}}
+            assert lab.call(who, "POST", "/services", json=body).status_code == 200
     running = JOB | {"code": DIGEST, "outputs": {"model": "model.pt"}, "mounts": [{"digest": DIGEST}]}
     lab.jobs["running"] = lab.call("admin", "POST", "/jobs", json=running).json()["id"]
     reconcile(store.engine, inventory, get_policy("default"), now=time.time())
@@ -225,6 +230,11 @@ ROUTES = [
     Route("GET", "/users", ADMIN),
     Route("POST", "/users", ADMIN, body={"name": "carol", "tenant": "vision"}),
     Route("GET", "/tokens", ANYONE),
+    Route("GET", "/services", PEOPLE),
+    Route("POST", "/services", SUBMITTERS, body=SERVICE | {"name": "api"}),
+    Route("GET", "/services/{name}", PEOPLE, name="web"),
+    Route("POST", "/services/{name}/promote", SUBMITTERS, name="web"),
+    Route("DELETE", "/services/{name}", SUBMITTERS, name="web"),
     Route("POST", "/tokens", ANYONE),
     Route("DELETE", "/tokens/{token_id}", ANYONE),
     Route("GET", "/models", PEOPLE, unavailable_here=True),

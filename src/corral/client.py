@@ -353,6 +353,24 @@ class Client:
         body = {"attempt": attempt, "code": code}
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/pods/{pod}/exit", json=body))
 
+    def apply_service(self, spec: Any) -> dict[str, Any]:
+        """Create or change a service (``ServiceSpec`` or its dict); a new revision when its replicas
+        would run differently. Answers its name, url, revision and, once, a public service's token."""
+        body = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec
+        return self._call("POST", "/services", json=body)  # type: ignore[no-any-return]
+
+    def services(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/services")  # type: ignore[no-any-return]
+
+    def service(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/services/{name}")  # type: ignore[no-any-return]
+
+    def promote_service(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/services/{name}/promote")  # type: ignore[no-any-return]
+
+    def remove_service(self, name: str) -> None:
+        self._call("DELETE", f"/services/{name}")
+
     def metrics(self) -> str:
         """The Prometheus text the server exposes at /metrics."""
         with self._reaching():

@@ -24,6 +24,7 @@ from corral.cli.control import register as register_control
 from corral.cli.models import register as register_models
 from corral.cli.pipelines import register as register_pipelines
 from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
+from corral.cli.services import register as register_services
 from corral.errors import CorralError
 from corral.scenario.io import EventWriter, load_cluster_file, load_workload, read_events, write_summary
 from corral.scenario.models import Event
@@ -436,6 +437,7 @@ register_accounts(app, console, _user_errors, connection.client)
 register_artifacts(app, console, _user_errors, connection.client)
 register_pipelines(app, console, _user_errors, connection.client)
 register_models(app, console, _user_errors, connection.client)
+register_services(app, console, _user_errors, connection.client)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from corral.mlops import available
 from corral.mlops.registry import Registry
 from corral.mlops.tenancy import Owners
 from corral.mlops.tracking import JobTracking
+from corral.serving.models import ResolvedModel as ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,38 @@ class MlopsService:
         """``JobTracking.attach`` once MLflow is open; until then the pods as they are."""
         mlops = self._current
         return mlops.tracking.attach(pods, server_url) if mlops is not None else list(pods)
+
+    def resolve(self, tenant: str, reference: str) -> ServedModel:
+        """Serving's ``ModelResolver``: ``models:/NAME@ALIAS`` of ``tenant`` as the version it names now,
+        its artifacts packed into the tenant's archive store (``code:`` of the replica jobs), so a
+        replica on any node, running as the tenant's pod user, starts in a copy of them: the server's
+        own artifact folder is no pod's to read. ``LookupError`` with the reason otherwise."""
+        from corral.mlops.registry import RegistryError
+        from corral.store.code import CodeQuotaExceeded, CodeStore
+        from corral.store.jobs import JobStore
+        from corral.workdirs import WorkdirTooLarge, pack
+
+        mlops = self._current
+        if mlops is None:
+            raise LookupError("the model registry is still starting (or failed to open): try again shortly")
+        try:
+            found = mlops.registry.resolve(tenant, reference)
+        except RegistryError as error:
+            raise LookupError(str(error)) from None
+        if found.path is None:
+            raise LookupError(
+                f"{reference}: its artifacts are in an object store, which serving cannot ship yet"
+            )
+        try:
+            packed = pack(found.path)
+            jobs = JobStore(self.engine)
+            archives = CodeStore(self.data_dir / "code")
+            archives.keep(tenant, packed.digest, packed.data, lambda: jobs.codes_in_use(tenant))
+        except (OSError, WorkdirTooLarge, CodeQuotaExceeded) as error:
+            raise LookupError(
+                f"{reference} version {found.version} cannot be shipped to replicas: {error}"
+            ) from None
+        return ServedModel(version=str(found.version), path=packed.digest)
 
     def sweep(self) -> None:
         mlops = self._current

@@ -26,7 +26,9 @@ from corral.server import problems
 from corral.server.auth import allow
 from corral.server.routes import accounts, artifacts, costs, jobs, mlflow, models, nodes, pipelines, queues
 from corral.server.routes import code as code_routes
+from corral.server.routes import services as service_routes
 from corral.server.services import ControlPlane
+from corral.serving.models import ModelResolver
 from corral.spec.queue import DEFAULT_QUEUE, QueueConfig
 from corral.store.accounts import ROLES
 from corral.store.code import CodeStore
@@ -55,12 +57,15 @@ def create_app(
     log_cap: int = DEFAULT_LOG_CAP,
     code: CodeStore | None = None,
     mlops: MlopsService | None = None,
+    model_resolver: ModelResolver | None = None,
 ) -> FastAPI:
     """The API over ``store``; with a ``loop``, it runs while the app does and wakes on every change.
     ``runs`` is the local backend's folder of jobs' pods, where artifacts to copy are found;
     ``local_nodes`` the nodes that backend runs, which no agent may speak for; ``log_cap`` the bytes of
     each pod's output kept and served; ``code`` the uploaded working folders; ``mlops`` MLflow behind
-    ``/mlflow`` and the model registry (None: not installed or not opened).
+    ``/mlflow`` and the model registry (None: not installed or not opened); ``model_resolver`` finds
+    services' ``models:/NAME@ALIAS`` (default: ``mlops``'s registry; None of either: such services are
+    refused).
 
     A new store gets the inventory's queues (or an open ``default`` queue) on the first start."""
     plane = ControlPlane(store, inventory, loop, logs, runs, frozenset(local_nodes), log_cap, code=code)
@@ -70,9 +75,11 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if loop is not None:
             loop.start()
+        await service_routes.start(app)
         try:
             yield
         finally:
+            await service_routes.stop(app)
             if loop is not None:
                 loop.stop()
 
@@ -85,6 +92,7 @@ def create_app(
     for module in (jobs, artifacts, code_routes, queues, nodes, costs, accounts, pipelines, models):
         app.include_router(module.router, prefix=API)
     mlflow.mount(app, plane, mlops)
+    service_routes.install(app, plane, API, model_resolver or mlops)
 
     problems.install(app)
 

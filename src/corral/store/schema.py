@@ -238,3 +238,51 @@ class JobTrackingRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     ended_status: Mapped[str | None] = mapped_column(String(16), default=None)
     """FINISHED, FAILED or KILLED once the run was ended for the job's end; None while it may log."""
+
+
+class ServiceRow(Base):
+    """A service (``spec/service.py``): its latest spec, and which revisions take traffic."""
+
+    __tablename__ = "services"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stable_revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    canary_revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    """SHA-256 of a public service's own token (None: callers need a token of its tenant)."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_services_tenant_name", "tenant", "name", unique=True),)
+
+
+class ServiceRevisionRow(Base):
+    """One revision of a service: the spec its replicas run, and where its rollout stands."""
+
+    __tablename__ = "service_revisions"
+
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    """stable, canary, retired (replaced by a newer one), rolled_back or superseded (a newer canary came)."""
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    model_version: Mapped[str | None] = mapped_column(String(128), default=None)
+    """For ``models:/NAME@ALIAS``: the version the alias named when this revision was made."""
+    model_path: Mapped[str | None] = mapped_column(Text, default=None)
+    """... and where that version is: its replicas load it, even after the alias moved on."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceReplicaRow(Base):
+    """A replica: the job that runs it and the port it was told to listen on."""
+
+    __tablename__ = "service_replicas"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    port: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,1 @@
+"""Model serving: services whose replicas are corral jobs, the gateway, the autoscaler and rollouts (docs/serving.md)."""

@@ -1,0 +1,79 @@
+"""The gateway on its own, against real loopback servers: a replica that refuses connections is retried
+once on another, a service without a ready replica holds and then answers 503 with Retry-After, and a
+held request is answered as soon as a replica becomes ready."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from servers import free_port
+
+from corral.serving.gateway import Endpoint, Gateway
+
+KEY = ("default", "svc")
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        body = f"{self.path} {self.headers.get('authorization')}".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *arguments: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_replica_that_refuses_is_retried_once_on_another(replica: str) -> None:
+    async def scenario() -> None:
+        failed: list[str] = []
+        gateway = Gateway(CollectorRegistry(), on_failure=lambda key, job_id: failed.append(job_id))
+        dead = Endpoint("j-dead", 1, f"http://127.0.0.1:{free_port()}")
+        gateway.update(KEY, [dead, Endpoint("j-alive", 1, replica)], 1, None, 0.0, 0)
+        gateway.route(KEY).busy["j-alive"] = 5  # the dead one has fewer outstanding: it is tried first
+        answer = await gateway.forward(KEY, "GET", "/x", b"a=1", [("authorization", "Bearer secret")], b"", 5)
+        assert (answer.status, answer.body) == (200, b"/x?a=1 None")  # the token stays at the gateway
+        assert failed == ["j-dead"] and list(gateway.route(KEY).endpoints) == ["j-alive"]
+        await gateway.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_ready_replica_holds_then_503_with_retry_after() -> None:
+    async def scenario() -> None:
+        held: list[tuple[str, str]] = []
+        gateway = Gateway(CollectorRegistry(), on_hold=held.append)
+        answer = await gateway.forward(KEY, "GET", "/", b"", [], b"", 0.2)
+        assert answer.status == 503 and ("retry-after", "5") in answer.headers and held == [KEY]
+        await gateway.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_held_request_is_answered_once_a_replica_is_ready(replica: str) -> None:
+    async def scenario() -> None:
+        gateway = Gateway(CollectorRegistry())
+        request = asyncio.create_task(gateway.forward(KEY, "GET", "/late", b"", [], b"", 30))
+        await asyncio.sleep(0.2)
+        assert gateway.route(KEY).held == 1 and gateway.sample(KEY) >= 1  # the autoscaler sees it
+        gateway.update(KEY, [Endpoint("j-1", 1, replica)], 1, None, 0.0, 0)
+        answer = await asyncio.wait_for(request, 10)
+        assert answer.status == 200 and gateway.route(KEY).held == 0
+        await gateway.close()
+
+    asyncio.run(scenario())
