@@ -6,9 +6,9 @@ jobs for as long as short ones keep arriving. Highest Response Ratio Next (HRRN,
 takes both into account: a job's ratio is ``(wait + expected run time) / expected run time``, so a short
 job overtakes a long one soon after it arrives, and every job's ratio grows with its wait, so a long job
 is not passed over forever (it overtakes any newcomer once it has waited as many multiples of its run
-time as the newcomer has of its own). Measured on the contended `mixed` and `gangs` scenarios, it cuts
-mean JCT and p95 wait by 15-50 % against submission order (docs/benchmarks.md, "Policies under
-contention").
+time as the newcomer has of its own). Measured on the contended `mixed` and `gangs` scenarios, it is most
+of what brings `default` under `fifo` in mean JCT and p95 wait; its price is the longest waits of long
+jobs and a later makespan (docs/benchmarks.md, "Policies under contention").
 
 Run times are estimated, never known: the run-time estimates learned from finished jobs, else the
 declared time limit, else an hour (``corral.scheduling.backfill.total_runtime``), less the checkpointed
