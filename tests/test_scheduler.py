@@ -416,6 +416,20 @@ def test_same_tier_prefers_lower_gpu_hour_cost() -> None:
     assert start.flavor == "fc"
 
 
+@pytest.mark.parametrize("policy", [DEFAULT, FIFO], ids=["default", "fifo"])
+def test_same_price_prefers_the_smaller_nodes_that_hold_the_pod(policy) -> None:
+    """Flavor dgx (8-GPU nodes, first by name) and ws (4-GPU nodes), same tier and price: 1- and 4-GPU
+    pods go to ws, so the 8-GPU nodes stay whole for the 8-GPU pod that only they can hold."""
+    snapshot = make_snapshot(
+        pools=[make_pool("dgx", "dgx", count=1), make_pool("ws", "ws", count=2, gpus=4)], queues=None
+    )
+    pending = [job("one", gpus=1), job("four", gpus=4, submit=1.0), job("eight", gpus=8, submit=2.0)]
+
+    result = schedule(snapshot, pending, policy, now=10.0)
+
+    assert {s.job: s.flavor for s in result.starts} == {"one": "ws", "four": "ws", "eight": "dgx"}
+
+
 # -- the round is pure: the snapshot comes back as it was ----------------------------------------------
 
 

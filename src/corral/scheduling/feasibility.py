@@ -83,6 +83,7 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     cost: dict[Domain, tuple[int, float]] = {}
     private: dict[Domain, bool] = {}
     has_gpus: dict[Domain, bool] = {}
+    largest: dict[Domain, int] = {}
     for pool_name, pool in snapshot.pools.items():
         cluster = snapshot.pool_cluster[pool_name]
         domain = (cluster.name, pool.flavor)
@@ -94,6 +95,7 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
             continue
         rank = (TIER_RANK.get(pool.tier.lower(), len(TIER_RANK)), pool.gpu_hour_cost)
         cost[domain] = min(cost.get(domain, rank), rank)
+        largest[domain] = max(largest.get(domain, 0), pool.node.gpus)
     fitting = [d for d, c in capacity.items() if c >= workload.pods]
     if not fitting:
         most = max(capacity.values(), default=0)
@@ -126,8 +128,11 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
                 f"in {flavors} (nominal quota plus everything its cohort could lend)",
             ),
         )
-    # Private first; a CPU-only pod then prefers nodes without GPUs, so it strands no GPU; then tier and price.
-    within_quota.sort(key=lambda d: (not private[d], pod.gpus == 0 and has_gpus[d], cost[d], d))
+    # Private first; a CPU-only pod then prefers nodes without GPUs, so it strands no GPU; then tier and
+    # price; then the domain whose biggest node that holds the pod has the fewest GPUs, so work that fits a
+    # workstation leaves the 8-GPU nodes to the pods only they can hold (a one-GPU job on a DGX node keeps
+    # an 8-GPU pod off it); then name.
+    within_quota.sort(key=lambda d: (not private[d], pod.gpus == 0 and has_gpus[d], cost[d], largest[d], d))
     public = sorted({cluster for cluster, flavor in fitting if not private[(cluster, flavor)]})
     kept_private = None
     if workload.must_stay_private and public:

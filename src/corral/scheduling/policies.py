@@ -20,6 +20,7 @@ from corral.scheduling.fragmentation import (
     typical_shapes,
 )
 from corral.scheduling.gpu_choice import RandomGpu, SpreadGpus
+from corral.scheduling.ordering import JobOrder
 from corral.scheduling.preemption import PreemptionCost
 from corral.scheduling.scorers import (
     BestFit,
@@ -46,6 +47,9 @@ class Policy:
     ordering: Ordering = Ordering.BEST_EFFORT_FIFO
     fair_share: bool = True  # order queues by weighted dominant resource share (DRF)
     priority: bool = True  # higher priority first inside a queue
+    job_order: JobOrder = JobOrder.SUBMISSION
+    """How jobs of one queue and priority are ordered: by submission (FIFO), or highest response ratio
+    first (``corral.scheduling.ordering``)."""
     preemption: bool = True
     backfill: bool = True
     """EASY backfill: the first job that finds no room in a domain gets a reservation there, and later
@@ -87,8 +91,9 @@ POLICIES: dict[str, Policy] = {
     for policy in (
         Policy(
             name="default",
-            description="DRF between queues, priority then FIFO inside a queue (best effort), preemption, "
-            "bin-packing with NVLink-aware GPU choice.",
+            description="Fair share between queues, priority then highest response ratio inside a queue "
+            "(best effort), backfill, preemption, bin-packing with NVLink-aware GPU choice.",
+            job_order=JobOrder.RESPONSE_RATIO,
         ),
         Policy(
             name="strict-fifo",

@@ -4,7 +4,8 @@ The round, step by step:
 1. Jobs that can never run (unknown queue, no node shape can hold them, over any quota they could ever
    get, sensitive with no private room) are rejected with the reason.
 2. The rest are ordered: queues by weighted dominant share (DRF), so the queue using least of its fair
-   share goes next; inside a queue by priority, then submission (FIFO).
+   share goes next; inside a queue by priority, then by the policy's job order (response ratio under
+   the default policy, ``corral.scheduling.ordering``; else submission, FIFO).
 3. Each job tries its placement domains (cluster, flavor), private and cheap first: quota, then a gang
    placement by filter and score plugins. If none works and the policy allows, the fewest lower-priority
    or borrowing jobs are preempted to make room.
@@ -46,6 +47,7 @@ from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import Feasibility, feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
+from corral.scheduling.ordering import JobOrder, order_by_response_ratio
 from corral.scheduling.placement import (
     FitFailure,
     largest_free_block,
@@ -117,6 +119,8 @@ class _Round:
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
     placed_and_refused: bool = False
     """Whether the job ``_try`` tries found room but was refused it (a reservation, a hard budget)."""
+    expected_left: dict[tuple[str, float], float] = field(default_factory=dict)
+    """Per job kind and checkpointed progress, the run time left by the estimates (``_expected_left``)."""
     waiting_kinds: dict[str, Pending] = field(default_factory=dict)
     """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
     that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
@@ -140,8 +144,10 @@ class _Round:
             else:
                 self.result.rejections.append(rejection_of(job, verdict))
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
-        for jobs in queues.values():  # by priority (if the policy says so), then submit time, then id
+        for jobs in queues.values():  # by priority (if the policy says so), then job order, then id
             jobs.sort(key=_submit_order)
+            if self.policy.job_order is JobOrder.RESPONSE_RATIO:
+                order_by_response_ratio(jobs, self.now, self._expected_left)
             if self.policy.priority:
                 jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
@@ -254,6 +260,17 @@ class _Round:
         self.result.held_by_limits = {
             job: domains for job, domains in held.items() if job in self.result.pending
         }
+
+    def _expected_left(self, job: Workload) -> float:
+        """Estimated seconds ``job`` still has to run once started, remembered per kind and progress for
+        the round: a deep queue holds thousands of jobs of a few kinds."""
+        progress = self.progress.get(job.id, 0.0)
+        key = (job.kind, progress)
+        left = self.expected_left.get(key)
+        if left is None:
+            total = total_runtime(job, progress, self.snapshot.runtime_estimate)
+            left = self.expected_left[key] = max(total - progress, 0.0)
+        return left
 
     def _share(self, key: str) -> tuple[float, float, float]:
         """How far a queue is into other queues' quota, smallest first (Kueue's fair sharing).
