@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import free_port, stop, wait_for
+from servers import free_port, stop, stop_pods, wait_for
 
 from corral.client import APIError, Client
 from corral.paths import read_token
@@ -181,6 +181,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         admin.close()
         lab.close()
         stop(server)
+        stop_pods(root)  # a replica the server had not stopped yet (pods outlive their server)
         for name, value in previous.items():
             os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
         shutil.rmtree(root, ignore_errors=True)
