@@ -5,6 +5,7 @@ errors that say what to type instead."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -200,3 +201,19 @@ def test_why_says_which_scheduling_round_its_reason_describes(up) -> None:
     client.cancel(waiting.id)
     client.cancel(blocker.id)
     assert client.why(waiting.id).explained_at is None
+
+
+def test_an_upload_reports_its_progress_chunk_by_chunk(up, tmp_path: Path) -> None:
+    from corral.workdirs import pack
+
+    client, _ = up
+    project = tmp_path / "big"
+    project.mkdir()
+    (project / "weights.bin").write_bytes(os.urandom(3 << 20))  # random: gzip leaves it 3 MiB
+    packed = pack(project)
+    sent: list[int] = []
+    uploaded = client.upload_code(packed, sent.append)
+    assert uploaded.stored and uploaded.size == len(packed.data)
+    assert len(sent) > 1 and sum(sent) == len(packed.data)
+    assert client.upload_code(packed, sent.append).stored is False  # already there: nothing sent
+    assert sum(sent) == len(packed.data)

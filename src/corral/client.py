@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,16 +174,18 @@ class Client:
                 _raise_for(response)
             yield from response.iter_text()
 
-    def upload_code(self, packed: PackedFolder) -> CodeUpload:
+    def upload_code(self, packed: PackedFolder, progress: Callable[[int], None] | None = None) -> CodeUpload:
         """Upload a packed working folder for the caller's tenant, unless it has it already (then
-        nothing is sent): a submit of unchanged code uploads nothing."""
+        nothing is sent): a submit of unchanged code uploads nothing. ``progress`` is told the bytes
+        of each chunk as it is sent."""
         try:
             return CodeUpload.model_validate(self._call("GET", f"/code/{packed.digest}"))
         except APIError as error:
             if error.status != 404:
                 raise
-        headers = {"Content-Type": "application/octet-stream"}
-        body = self._call("PUT", f"/code/{packed.digest}", content=packed.data, headers=headers)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(packed.data))}
+        content = _chunks(packed.data, progress) if progress is not None else packed.data
+        body = self._call("PUT", f"/code/{packed.digest}", content=content, headers=headers)
         return CodeUpload.model_validate(body)
 
     def pod_code(self, job_id: str, attempt: int, pod: int) -> bytes:
@@ -433,3 +435,14 @@ def _raise_for(response: httpx.Response, url: str | None = None) -> None:
     if response.status_code == 404 and detail == "Not Found" and url is not None:
         detail = f"{response.request.url.path} not found: is {url} a corral server's URL?"
     raise APIError(response.status_code, str(detail))
+
+
+UPLOAD_CHUNK_BYTES = 256 << 10
+
+
+def _chunks(data: bytes, progress: Callable[[int], None]) -> Iterator[bytes]:
+    """``data`` in chunks, telling ``progress`` of each as httpx takes it to send."""
+    for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+        chunk = data[start : start + UPLOAD_CHUNK_BYTES]
+        yield chunk
+        progress(len(chunk))

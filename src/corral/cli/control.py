@@ -12,7 +12,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, get_args
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Column, Table
 
 from corral.api_models import Job, JobStatus
@@ -574,7 +575,8 @@ def _upload(client: Client, folder: Path) -> str:
     from corral.workdirs import pack
 
     packed = pack(folder)
-    uploaded = client.upload_code(packed)
+    with _upload_progress(len(packed.data)) as advance:
+        uploaded = client.upload_code(packed, advance)
     state = "uploaded" if uploaded.stored else "already on the server"
     print(
         f"{folder.resolve()}: {packed.files} files, {len(packed.data) / 1024:.0f} KiB, {state}",
@@ -599,3 +601,21 @@ def _environment(pairs: list[str]) -> dict[str, str]:
             raise CorralError(f"--env {pair!r}: expected KEY=VALUE, e.g. --env WANDB_MODE=offline")
         env[key] = value
     return env
+
+
+PROGRESS_FROM_BYTES = 1 << 20
+"""Uploads from this size on show a progress bar (on a terminal): smaller ones take no time to watch."""
+
+
+@contextlib.contextmanager
+def _upload_progress(size: int) -> Iterator[Callable[[int], None] | None]:
+    """A transient bar on stderr for an upload of ``size`` bytes, when stderr is a terminal and the
+    upload is big enough to watch; else nothing (None: the client sends the bytes whole)."""
+    target = Console(stderr=True)
+    if size < PROGRESS_FROM_BYTES or not target.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=target, transient=True) as progress:
+        task = progress.add_task("upload", total=size)
+        yield lambda sent: progress.advance(task, sent)
