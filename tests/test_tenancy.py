@@ -291,6 +291,7 @@ def test_metrics_need_a_token_of_any_role(lab: Lab) -> None:
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
 @pytest.mark.parametrize("role", sorted(ROLE_USERS))
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # roles are the API's, not the store's
 def test_each_route_admits_only_its_roles(lab: Lab, route: Route, role: str, caplog) -> None:
     if route.needs is not None:
         pytest.importorskip(route.needs)

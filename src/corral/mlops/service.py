@@ -83,7 +83,7 @@ class MlopsService:
         try:
             found = mlops.registry.resolve(tenant, reference)
         except RegistryError as error:
-            raise LookupError(str(error)) from None
+            raise LookupError(f"model registry: {error}") from None
         if found.path is None:
             raise LookupError(
                 f"{reference}: its artifacts are in an object store, which serving cannot ship yet"
