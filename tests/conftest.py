@@ -95,3 +95,11 @@ def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> ObjectStoreSpec:
     client.create_bucket(Bucket=spec.bucket)
     client.close()
     return spec
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite leaves a heap of a few GB (replays, hypothesis, servers' clients): without this the
+    interpreter's last garbage collection walked it for minutes after the summary was printed."""
+    import gc
+
+    gc.freeze()
