@@ -241,10 +241,12 @@ def test_one_control_plane_drives_a_local_and_a_ray_cluster(ray_address: str, tm
 
 def test_a_restarted_server_adopts_its_running_ray_pods(lab) -> None:
     """A new backend (the server restarted) finds the pod's detached actor by name and keeps it: the
-    command ran once, and its output arrives whole."""
+    command ran once, and its output arrives whole, even when the pod ended while no server ran (its
+    first read then starts before what was stored)."""
     store, inventory, backend = lab
     job = _submit(store, command="echo begin; sleep 2; echo end", resources={"gpus": 1, "cpu": 1})
     _rounds(lab, lambda: store.get(job).status == "running" and bool(backend.read_log(job, 0)))
+    time.sleep(3)  # the command ends before the restarted backend first looks
     restarted = RayBackend(inventory.clusters[0], store)
     _rounds((store, inventory, restarted), lambda: store.get(job).status == "finished")
     assert restarted.read_log(job, 0) == "begin\nend\n" and store.get(job).attempt == 1

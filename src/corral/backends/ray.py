@@ -182,7 +182,12 @@ class RayBackend:
             log.warning("pod %s of %s attempt %s: %s", pod.pod, pod.job_id, pod.attempt, error)
             return
         if text or pod.key not in self._shipped:
-            self._shipped[pod.key] = self.logs.append(pod.job_id, pod.attempt, pod.pod, offset, text)
+            stored = self.logs.append(pod.job_id, pod.attempt, pod.pod, offset, text)
+            self._shipped[pod.key] = stored
+            if stored != offset + len(text.encode()):
+                # Read from before what is stored (a restarted server's first read): the end is recorded
+                # only once the output from there on is, else the rest of it would be lost.
+                return
         if code is not None:
             try:
                 self.store.record_exit(pod.job_id, pod.attempt, pod.pod, code)
