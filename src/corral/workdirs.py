@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def pack(folder: Path, limit: int = MAX_CODE_BYTES) -> PackedFolder:
         tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
     ):
         for path in _walk(root, ignored):
-            info = _entry(root, path)
+            info = tar_entry(root, path)
             if info.isfile():
                 with open(path, "rb") as content:
                     archive.addfile(info, content)
@@ -109,17 +110,20 @@ def _walk(root: Path, ignored: GitIgnoreSpec) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(root).parts)
 
 
-def _entry(root: Path, path: Path) -> tarfile.TarInfo:
-    """A tar entry that depends on the content alone: no owner, time or mode beyond executable."""
+def tar_entry(root: Path, path: Path) -> tarfile.TarInfo:
+    """A tar entry for ``path`` under ``root`` that depends on the content alone: no owner, time or mode
+    beyond executable, so the same folder always packs to the same digest (code uploads, pipeline
+    outputs and their cache keys rely on it). A link is an entry, never followed."""
     info = tarfile.TarInfo(path.relative_to(root).as_posix())
     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-    if path.is_symlink():
+    found = os.stat(path, follow_symlinks=False)
+    if stat.S_ISLNK(found.st_mode):
         info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
-    elif path.is_dir():
+    elif stat.S_ISDIR(found.st_mode):
         info.type, info.mode = tarfile.DIRTYPE, 0o755
     else:
-        info.size = path.stat().st_size
-        info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+        info.size = found.st_size
+        info.mode = 0o755 if found.st_mode & stat.S_IXUSR else 0o644
     return info
 
 

@@ -5,29 +5,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral.client import Client
+from corral.cli.options import AsJson, CommandContext
 from corral.errors import CorralError, SpecError
 from corral.spec.job import parse_seconds
 
 
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add the admin commands to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     queues_app = typer.Typer(help="Queues: quota per flavor, cohort, who may submit.")
     tenants_app = typer.Typer(help="Tenants (teams) that own jobs.", no_args_is_help=True)
     users_app = typer.Typer(help="Users, each in a tenant with a role.", no_args_is_help=True)
@@ -38,9 +31,7 @@ def register(
     app.add_typer(tokens_app, name="tokens")
 
     @queues_app.callback(invoke_without_command=True)
-    def queues(
-        context: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-    ) -> None:
+    def queues(context: typer.Context, as_json: AsJson = False) -> None:
         """List queues with their quota and how many jobs wait and run in each."""
         if context.invoked_subcommand is not None:
             return
@@ -166,7 +157,7 @@ def register(
     def cost(
         days: Annotated[float, typer.Option(help="Over the last this many days.")] = 30.0,
         by: Annotated[str, typer.Option(help="tenant, queue or cluster.")] = "tenant",
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """What GPUs cost: allocated GPU-hours x each pool's price (members: their tenant only)."""
         until = time.time()

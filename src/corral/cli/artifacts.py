@@ -7,26 +7,21 @@ message, as ``corral check`` does for a violated invariant; other errors exit 2 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from corral.cli.options import CommandContext
 from corral.cli.render import print_error
-from corral.client import APIError, Client
+from corral.client import APIError
 from corral.federation.artifacts import ArtifactKind
 
 
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add ``corral artifacts`` to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     artifacts_app = typer.Typer(help="A job's artifacts in clusters' object stores.", no_args_is_help=True)
     app.add_typer(artifacts_app, name="artifacts")
     errors = Console(stderr=True, soft_wrap=True)

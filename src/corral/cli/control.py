@@ -26,6 +26,7 @@ from rich.table import Column, Table
 
 from corral.api_models import Job, JobStatus
 from corral.backends.pod_users import DEFAULT_POD_USER
+from corral.cli.options import AsJson, CommandContext
 from corral.cli.render import format_age, gpus_of, nodes_of, print_error
 from corral.cli.watch import events_table, follow_logs, live_view, wait_for_end
 from corral.client import APIError
@@ -56,13 +57,9 @@ PodUserOption = Annotated[
 """``--pod-user`` of ``corral server``, ``up`` and ``agent``."""
 
 
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[..., Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add the control-plane commands to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     errors = Console(stderr=True, soft_wrap=True)
 
     @app.command()
@@ -275,7 +272,7 @@ def register(
         ] = None,
         queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
         limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """List jobs, newest first: GPUs (per pod x pods), where they run and how long ago they came."""
         with user_errors(), connect() as client:
@@ -403,9 +400,7 @@ def register(
         console.print(f"node {name} removed")
 
     @nodes_app.callback(invoke_without_command=True)
-    def nodes(
-        context: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-    ) -> None:
+    def nodes(context: typer.Context, as_json: AsJson = False) -> None:
         """The nodes this control plane schedules onto, and when each was last heard from."""
         if context.invoked_subcommand is not None:
             return

@@ -22,6 +22,7 @@ from corral.cli.artifacts import register as register_artifacts
 from corral.cli.connection import Connection
 from corral.cli.control import register as register_control
 from corral.cli.models import register as register_models
+from corral.cli.options import CommandContext
 from corral.cli.pipelines import register as register_pipelines
 from corral.cli.render import pending_table, print_error, queue_table, rejected_table, summary_table
 from corral.cli.services import register as register_services
@@ -432,12 +433,16 @@ def _progress(target: Console) -> Progress:
     )
 
 
-register_control(app, console, _user_errors, connection.client)
-register_accounts(app, console, _user_errors, connection.client)
-register_artifacts(app, console, _user_errors, connection.client)
-register_pipelines(app, console, _user_errors, connection.client)
-register_models(app, console, _user_errors, connection.client)
-register_services(app, console, _user_errors, connection.client)
+_context = CommandContext(console, _user_errors, connection.client)
+for _register in (
+    register_control,
+    register_accounts,
+    register_artifacts,
+    register_pipelines,
+    register_models,
+    register_services,
+):
+    _register(app, _context)
 
 
 def main() -> None:

@@ -7,27 +7,20 @@ lineage, ``alias NAME@ALIAS VERSION`` moves an alias (what serving follows). See
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral.client import Client
+from corral.cli.options import CommandContext
 from corral.errors import CorralError
 
 
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add ``corral models`` to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     models_app = typer.Typer(help="Registered models: versions, aliases, lineage.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
 

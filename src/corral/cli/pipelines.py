@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
@@ -18,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from corral.cli.options import AsJson, CommandContext
 from corral.cli.render import format_age
 from corral.client import Client
 from corral.errors import CorralError
@@ -26,13 +25,9 @@ from corral.pipelines.status import PipelineRun
 POLL_SECONDS = 0.5
 
 
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add ``corral pipeline`` to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     pipeline_app = typer.Typer(
         help="Pipelines: steps that are jobs, with artifacts and caching.", no_args_is_help=True
     )
@@ -62,7 +57,7 @@ def register(
     @pipeline_app.command("ls")
     def list_runs(
         limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """Pipeline runs, newest first: status, steps that ran and that were cache hits."""
         with user_errors(), connect() as client:
@@ -81,7 +76,7 @@ def register(
     @pipeline_app.command("status")
     def status(
         run_id: Annotated[str, typer.Argument(help="Pipeline run id (p-...).")],
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """Each step: status, cache hit or miss and why, its job, why it waits or failed."""
         with user_errors(), connect() as client:
@@ -91,7 +86,7 @@ def register(
     @pipeline_app.command("cancel")
     def cancel(
         run_id: Annotated[str, typer.Argument(help="Pipeline run id (p-...).")],
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """Cancel the run's running steps and start no more."""
         with user_errors(), connect() as client:

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from corral.client import Client
+from corral.cli.options import AsJson, CommandContext
 from corral.spec.service import load_service_spec
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
-
-def register(
-    app: typer.Typer,
-    console: Console,
-    user_errors: Callable[[], AbstractContextManager[None]],
-    connect: Callable[[], Client],
-) -> None:
+def register(app: typer.Typer, shared: CommandContext) -> None:
     """Add ``serve`` and the ``services`` group to ``app``."""
+    console, user_errors, connect = shared.console, shared.user_errors, shared.connect
     services_app = typer.Typer(help="Services: replicas that scale with traffic, revisions, canaries.")
     app.add_typer(services_app, name="services")
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CorralError
-from corral.workdirs import MAX_CODE_BYTES, PackedFolder, digest_of
+from corral.workdirs import MAX_CODE_BYTES, PackedFolder, digest_of, tar_entry
 
 
 class OutputUnavailable(CorralError):
@@ -46,7 +46,7 @@ def pack_output(work: Path, path: str, limit: int = MAX_CODE_BYTES) -> PackedFol
         tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
     ):
         for entry in _entries(target):
-            info = _info(work, entry)
+            info = tar_entry(work, entry)
             if info.isfile():
                 with _open_regular(entry, path) as content:
                     info.size = os.fstat(content.fileno()).st_size
@@ -100,15 +100,3 @@ def _entries(target: Path) -> list[Path]:
         found += [here / name for name in folders]
         found += [here / name for name in names]  # links kept as links; anything not a file refused
     return sorted(found, key=lambda p: p.parts)
-
-
-def _info(work: Path, path: Path) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(path.relative_to(work).as_posix())
-    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-    if path.is_symlink():
-        info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
-    elif path.is_dir():
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-    else:
-        info.mode = 0o755 if os.stat(path, follow_symlinks=False).st_mode & 0o100 else 0o644
-    return info
