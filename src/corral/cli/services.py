@@ -82,7 +82,8 @@ def register(
             console.print(f"  revision {revision['number']}: {revision['state']}  {revision['reason'] or ''}")
         for replica in service["replicas"]:
             ready = "ready" if replica["ready"] else replica["status"]
-            console.print(f"  replica {replica['job_id']} (revision {replica['revision']}): {ready}")
+            where = f" on {replica['node']} at {replica['url']}" if replica.get("node") else ""
+            console.print(f"  replica {replica['job_id']} (revision {replica['revision']}){where}: {ready}")
 
     @services_app.command("promote")
     def promote(name: str, as_json: AsJson = False) -> None:

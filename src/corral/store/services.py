@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
 from corral.spec.service import ServiceSpec
-from corral.store.schema import JobRow, ServiceReplicaRow, ServiceRevisionRow, ServiceRow
+from corral.store.schema import (
+    JobRow,
+    NodeRow,
+    PlacementRow,
+    ServiceReplicaRow,
+    ServiceRevisionRow,
+    ServiceRow,
+)
 
 TOKEN_PREFIX = "corral_svc_"
 
@@ -81,6 +88,12 @@ class Replica:
     """Its job's: pending, running, finished, failed or cancelled."""
     started_at: float | None
     reason: str | None
+    node: str | None = None
+    """Where its job is placed (None while it waits for capacity)."""
+    address: str | None = None
+    """Where that node is reached, as its agent reported (None: the server's own node, loopback)."""
+    secret: str | None = None
+    """What the gateway sends it in ``X-Corral-Replica-Token`` (its job's ``CORRAL_REPLICA_TOKEN``)."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +243,9 @@ class ServiceStore:
             row.canary_revision = None
             return number
 
-    def add_replica(self, service_id: str, revision: int, job_id: str, port: int) -> None:
+    def add_replica(
+        self, service_id: str, revision: int, job_id: str, port: int, secret: str | None = None
+    ) -> None:
         with Session(self.engine) as session, session.begin():
             session.add(
                 ServiceReplicaRow(
@@ -239,6 +254,7 @@ class ServiceStore:
                     revision=revision,
                     port=port,
                     created_at=self.clock(),
+                    secret=secret,
                 )
             )
 
@@ -247,9 +263,16 @@ class ServiceStore:
             session.execute(delete(ServiceReplicaRow).where(ServiceReplicaRow.job_id == job_id))
 
     def replicas(self) -> list[Replica]:
-        """Every service's replicas with their jobs' status, in one query."""
+        """Every service's replicas with their jobs' status and where they run, in one query."""
         with Session(self.engine) as session:
-            query = select(ServiceReplicaRow, JobRow).join(JobRow, JobRow.id == ServiceReplicaRow.job_id)
+            query = (
+                select(ServiceReplicaRow, JobRow, PlacementRow.node, NodeRow.address)
+                .join(JobRow, JobRow.id == ServiceReplicaRow.job_id)
+                .outerjoin(
+                    PlacementRow, (PlacementRow.job_id == ServiceReplicaRow.job_id) & (PlacementRow.pod == 0)
+                )
+                .outerjoin(NodeRow, NodeRow.name == PlacementRow.node)
+            )
             return [
                 Replica(
                     replica.job_id,
@@ -260,8 +283,11 @@ class ServiceStore:
                     job.status,
                     job.started_at,
                     job.reason,
+                    node,
+                    address,
+                    replica.secret,
                 )
-                for replica, job in session.execute(query)
+                for replica, job, node, address in session.execute(query)
             ]
 
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
-from corral.serving.controller import ServiceController
+from corral.serving.controller import ServiceController, replica_url
 from corral.serving.gateway import Gateway
 from corral.serving.models import ModelResolver
 from corral.spec.service import ServiceSpec
@@ -119,6 +119,10 @@ class ReplicaOut(BaseModel):
     status: str
     """The job's: pending (waiting for capacity), running, ...; see ``ready``."""
     ready: bool
+    node: str | None = None
+    """Where its job is placed; None while it waits for capacity."""
+    url: str | None = None
+    """Where the gateway reaches it (its node's address and its port), once placed."""
 
 
 class ServiceOut(BaseModel):
@@ -147,6 +151,8 @@ def _out(request: Request, serving: Serving, record: ServiceRecord, token: str |
             revision=r.revision,
             status=r.status,
             ready=state is not None and r.job_id in state.ready and r.job_id not in state.draining,
+            node=r.node,
+            url=replica_url(r) if r.node is not None else None,
         )
         for r in serving.store.replicas()
         if r.service_id == record.id
