@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -99,6 +99,12 @@ async def stop(app: FastAPI) -> None:
     await serving.gateway.close()
 
 
+ONE_PROCESS = (
+    "services run on a one-process server (corral server without --workers): the gateway and the "
+    "controller that starts replicas share its event loop (docs/serving.md)"
+)
+
+
 def serving_of(request: Request) -> Serving:
     return request.app.state.serving  # type: ignore[no-any-return]
 
@@ -181,7 +187,10 @@ def apply(
 ) -> ServiceOut:
     """Create the service or change it (a new revision when its replicas would run differently).
     Refused with the reason: a queue the tenant may not use (403); a queue that does not exist, a
-    replica no node could hold, or ``models:/`` without a model registry (422)."""
+    replica no node could hold, or ``models:/`` without a model registry (422); a server whose API runs
+    in several worker processes (409: its gateway and controller need one process)."""
+    if serving.controller is None:
+        refuse(request, 409, ONE_PROCESS, principal)
     queue = plane.queue(spec.queue)
     if queue is None:
         refuse(request, 422, f"queue: no queue {spec.queue!r}", principal)
@@ -321,6 +330,8 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
     elif record is None or not record.token_matches(token):
         refuse(request, 401, f"token not recognised for service {tenant}/{name}")
     assert record is not None
+    if serving.controller is None:
+        raise HTTPException(status_code=503, detail=ONE_PROCESS)  # nothing here would ever start a replica
     body = await request.body()
     answer = await serving.gateway.forward(
         (tenant, name),
