@@ -45,7 +45,7 @@ from corral.serving.rollout import (
     traffic_split,
 )
 from corral.store.jobs import ENDED, JobAlreadyEnded, JobNotFound, JobStore
-from corral.store.services import Replica, ServiceRecord, ServiceStore
+from corral.store.services import Replica, ServiceNotFound, ServiceRecord, ServiceStore
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,11 @@ class ServiceController:
                 job = job.model_copy(update={"code": revision.model_path, "workdir": None})
         job = job.model_copy(update={"env": {**job.env, "CORRAL_REPLICA_TOKEN": secret}})
         record = self.jobs.submit(job, tenant=service.tenant)
-        self.services.add_replica(service.id, number, record.id, port, secret)
+        try:
+            self.services.add_replica(service.id, number, record.id, port, secret)
+        except ServiceNotFound:  # removed while this tick ran: its replica must not run on forever
+            self.jobs.cancel(record.id, f"service {service.tenant}/{service.name} removed")
+            return
         log.info(
             "service %s/%s revision %d: replica %s on port %d",
             service.tenant,

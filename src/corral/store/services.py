@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
@@ -246,17 +247,22 @@ class ServiceStore:
     def add_replica(
         self, service_id: str, revision: int, job_id: str, port: int, secret: str | None = None
     ) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.add(
-                ServiceReplicaRow(
-                    job_id=job_id,
-                    service_id=service_id,
-                    revision=revision,
-                    port=port,
-                    created_at=self.clock(),
-                    secret=secret,
+        """Tie the job to the service; ``ServiceNotFound`` when the service was removed meanwhile (the
+        caller cancels the job, which nothing would stop otherwise)."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(
+                    ServiceReplicaRow(
+                        job_id=job_id,
+                        service_id=service_id,
+                        revision=revision,
+                        port=port,
+                        created_at=self.clock(),
+                        secret=secret,
+                    )
                 )
-            )
+        except IntegrityError as error:
+            raise ServiceNotFound(f"service {service_id} was removed") from error
 
     def forget_replica(self, job_id: str) -> None:
         with Session(self.engine) as session, session.begin():

@@ -45,6 +45,9 @@ class Serving:
     gateway: Gateway
     controller: ServiceController | None
     resolver: ModelResolver | None
+    api_worker: bool = False
+    """One of the API worker processes of ``corral server --workers N``: no controller is anywhere near,
+    so services are refused (``ONE_PROCESS``)."""
     _lookups: dict[tuple[str, str], tuple[ServiceRecord | None, float]] = field(default_factory=dict)
 
     def cached(self, tenant: str, name: str) -> ServiceRecord | None:
@@ -189,7 +192,7 @@ def apply(
     Refused with the reason: a queue the tenant may not use (403); a queue that does not exist, a
     replica no node could hold, or ``models:/`` without a model registry (422); a server whose API runs
     in several worker processes (409: its gateway and controller need one process)."""
-    if serving.controller is None:
+    if serving.api_worker:
         refuse(request, 409, ONE_PROCESS, principal)
     queue = plane.queue(spec.queue)
     if queue is None:
@@ -330,7 +333,7 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
     elif record is None or not record.token_matches(token):
         refuse(request, 401, f"token not recognised for service {tenant}/{name}")
     assert record is not None
-    if serving.controller is None:
+    if serving.api_worker:
         raise HTTPException(status_code=503, detail=ONE_PROCESS)  # nothing here would ever start a replica
     body = await request.body()
     answer = await serving.gateway.forward(
