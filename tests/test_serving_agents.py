@@ -14,9 +14,11 @@ import httpx
 import pytest
 from servers import admin_client, free_port, start_server, stop, stop_pods
 from test_serving import service, until
+from typer.testing import CliRunner
 
 from corral.api_models import NodeRegistration
-from corral.client import Client
+from corral.cli.main import app
+from corral.client import APIError, Client
 
 ADVERTISED = "127.0.0.2"
 """Loopback too (all of 127/8 is), but not where the server's own nodes are reached."""
@@ -51,8 +53,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Pa
         stop_pods(folder)
 
 
-def test_a_replica_on_an_agents_node_is_reached_at_the_address_its_agent_advertises(fleet) -> None:
+def test_a_replica_on_an_agents_node_is_reached_at_the_address_its_agent_advertises(
+    fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, _ = fleet
+    monkeypatch.setenv("CORRAL_TOKEN", client._http.headers["authorization"].removeprefix("Bearer "))
     assert client.nodes()[0].address == ADVERTISED
     url = client.apply_service(service("remote", replicas={"min": 0, "max": 1}))["url"]
     token = client._http.headers["authorization"]
@@ -62,6 +67,8 @@ def test_a_replica_on_an_agents_node_is_reached_at_the_address_its_agent_adverti
     assert answer.json()["gateway"]
     (replica,) = client.service("remote")["replicas"]
     assert replica["node"] == "m-0" and replica["url"].startswith(f"http://{ADVERTISED}:")
+    status = CliRunner().invoke(app, ["--url", client.url, "services", "status", "remote"])
+    assert status.exit_code == 0 and f"on m-0 at {replica['url']}: ready" in status.output
     with pytest.raises(httpx.HTTPError):  # nothing listens on the server's loopback for it
         httpx.get(replica["url"].replace(ADVERTISED, "127.0.0.1"), timeout=5)
 
@@ -69,7 +76,11 @@ def test_a_replica_on_an_agents_node_is_reached_at_the_address_its_agent_adverti
 def test_an_agent_that_advertises_nothing_is_reached_where_it_connects_from(fleet) -> None:
     client, _ = fleet
     registration = NodeRegistration(cluster="spare", cpu=1, memory_gib=1)
+    with pytest.raises(APIError) as refused:
+        client.register("m-9", registration, address="not a host")
+    assert refused.value.status == 422 and "address" in refused.value.detail
     try:
         assert client.register("m-9", registration).address == "127.0.0.1"
+        assert client.register("m-9", registration, address="::1").address == "::1"
     finally:
         client.remove_node("m-9")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from corral.client import Client
@@ -83,7 +84,8 @@ def register(
         for replica in service["replicas"]:
             ready = "ready" if replica["ready"] else replica["status"]
             where = f" on {replica['node']} at {replica['url']}" if replica.get("node") else ""
-            console.print(f"  replica {replica['job_id']} (revision {replica['revision']}){where}: {ready}")
+            line = f"  replica {replica['job_id']} (revision {replica['revision']}){where}: {ready}"
+            console.print(escape(line))  # an IPv6 address's brackets are not markup
 
     @services_app.command("promote")
     def promote(name: str, as_json: AsJson = False) -> None:

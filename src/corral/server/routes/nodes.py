@@ -36,7 +36,7 @@ NodeAddress = Annotated[
     str | None,
     Query(
         max_length=255,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$",
+        pattern=r"^[A-Za-z0-9:][A-Za-z0-9.:-]*$",
         description="Where the node's replicas are reached (an IP address or host name); default: the "
         "address the request comes from.",
     ),
