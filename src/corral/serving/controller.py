@@ -16,8 +16,8 @@ service) it reads the services and their replicas' jobs from the store, and for 
 It never places anything: a replica is a job like any other, which the reconcile loop schedules (and
 for which it may preempt lower-priority work). Each replica is told its port in ``PORT`` (chosen by the
 controller, given to no other replica) and its secret in ``CORRAL_REPLICA_TOKEN``; once placed, it is
-reached at its node's address: the one the node's agent reported, or loopback for the server's own
-nodes (the local backend), where pods are told ``CORRAL_NODE_ADDRESS`` to listen on.
+reached at its node's address: the one its agent (or the Ray backend) reported, or loopback for the
+server's own nodes (the local backend). Pods are told it in ``CORRAL_NODE_ADDRESS`` to listen on.
 """
 
 from __future__ import annotations

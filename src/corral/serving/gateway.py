@@ -281,9 +281,8 @@ class Gateway:
                 continue
             except httpx.HTTPError as error:
                 return _failed(f"replica failed: {error}"), endpoint.revision
-            if (
-                answer.status >= 500 and endpoint.revision != route.stable
-            ):  # a canary (or one just rolled back)
+            on_trial = endpoint.revision != route.stable  # a canary, or one rolled back meanwhile
+            if answer.status >= 500 and on_trial:
                 stable = route.pick(tried, 1.0, only=route.stable)
                 if stable is not None:
                     try:
