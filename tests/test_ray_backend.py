@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from servers import admin_client, start_server, stop, wait_for
+from test_serving import service
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs ray (pip install 'corral[ray]')")
 
@@ -242,6 +244,17 @@ def test_one_control_plane_drives_a_local_and_a_ray_cluster(ray_address: str, tm
                 wait_for(client, job.id, "finished", timeout=60)
             assert client.logs(here.id) == "on T4 0\n"
             assert client.logs(there.id).startswith("on ray ") and len(client.logs(there.id).split()) == 3
+            # A service whose replica Ray runs is reached at Ray's address of its node.
+            ray_gpu = service(
+                "on-ray", replicas={"min": 1, "max": 1}, resources={"gpus": "ray-gpu:1", "cpu": 0.1}
+            )
+            url = client.apply_service(ray_gpu)["url"]
+            token = client._http.headers["authorization"]
+            answer = httpx.get(url, headers={"Authorization": token}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            addresses = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+            assert answer.json()["host"] in addresses and answer.json()["gateway"]
+            client.remove_service("on-ray")
     finally:
         stop(server, kill=False)
 
