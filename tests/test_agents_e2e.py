@@ -233,7 +233,7 @@ class _ServerPastAttempt1:
         self.pod = pod
         self.reports = 0
 
-    def heartbeat(self, node: str) -> SimpleNamespace:
+    def heartbeat(self, node: str, address: str | None = None) -> SimpleNamespace:
         return SimpleNamespace(heartbeat_timeout=5.0)
 
     def node_pods(self, node: str) -> list[DesiredPod]:

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from servers import admin_client, start_server, stop, wait_for
+from test_serving import service
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs ray (pip install 'corral[ray]')")
 
@@ -119,11 +121,17 @@ def test_the_ray_cluster_s_nodes_become_corral_nodes(lab) -> None:
     assert all(
         len(registered[name].gpus) == 2 and registered[name].cluster == "ray" for name in ("ray-a", "ray-b")
     )
+    addresses = backend.nodes_store.addresses()  # where the gateway reaches their service replicas
+    assert {addresses[name] for name in ("ray-a", "ray-b")} == {
+        n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]
+    }
 
 
 def test_a_gang_lands_on_the_two_nodes_corral_chose(lab) -> None:
     store = lab[0]
-    command = 'echo "$CORRAL_POD_INDEX $CORRAL_RAY_NODE_ID $CUDA_VISIBLE_DEVICES"; sleep 2'
+    command = (
+        'echo "$CORRAL_POD_INDEX $CORRAL_RAY_NODE_ID $CUDA_VISIBLE_DEVICES $CORRAL_NODE_ADDRESS"; sleep 2'
+    )
     job = _submit(store, pods=2, command=command, resources={"gpus": 2, "cpu": 1})
     _rounds(lab, lambda: store.get(job).status == "running")
     chosen = {pod: node for pod, node, _ in store.placements(job)}
@@ -131,8 +139,9 @@ def test_a_gang_lands_on_the_two_nodes_corral_chose(lab) -> None:
     _rounds(lab, lambda: store.get(job).status == "finished")
     ids = _ray_ids()
     for pod in (0, 1):
-        index, ray_node, gpus = lab[2].read_log(job, pod).split()
+        index, ray_node, gpus, address = lab[2].read_log(job, pod).split()
         assert (int(index), ray_node, gpus) == (pod, ids[chosen[pod]], "0,1")
+        assert address == lab[2].nodes_store.addresses()[chosen[pod]]  # it listens where it is reached
 
 
 def test_two_shares_run_on_one_gpu_at_once(lab) -> None:
@@ -235,6 +244,17 @@ def test_one_control_plane_drives_a_local_and_a_ray_cluster(ray_address: str, tm
                 wait_for(client, job.id, "finished", timeout=60)
             assert client.logs(here.id) == "on T4 0\n"
             assert client.logs(there.id).startswith("on ray ") and len(client.logs(there.id).split()) == 3
+            # A service whose replica Ray runs is reached at Ray's address of its node.
+            ray_gpu = service(
+                "on-ray", replicas={"min": 1, "max": 1}, resources={"gpus": "ray-gpu:1", "cpu": 0.1}
+            )
+            url = client.apply_service(ray_gpu)["url"]
+            token = client._http.headers["authorization"]
+            answer = httpx.get(url, headers={"Authorization": token}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            addresses = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+            assert answer.json()["host"] in addresses and answer.json()["gateway"]
+            client.remove_service("on-ray")
     finally:
         stop(server, kill=False)
 

@@ -292,6 +292,9 @@ def test_with_two_api_workers_one_loop_runs_what_either_worker_accepted(tmp_path
             for job in jobs:
                 wait_for(client, job.id, "finished", timeout=30)
             assert [client.logs(job.id) for job in jobs] == [f"{i}\n" for i in range(6)]
+            with pytest.raises(APIError) as refused:  # services need the one-process server's event loop
+                client.apply_service({"type": "service", "name": "web", "command": "true"})
+            assert refused.value.status == 409 and "without --workers" in refused.value.detail
             metrics = client.metrics()
         rounds = [
             line for line in metrics.splitlines() if line.startswith("corral_reconcile_round_seconds_count")

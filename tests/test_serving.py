@@ -30,20 +30,36 @@ import http.server, json, os, time, urllib.parse
 time.sleep(float(os.environ.get("START_DELAY", "0")))
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        url = urllib.parse.urlparse(self.path)
+        query = urllib.parse.parse_qs(url.query)
         time.sleep(float(query.get("sleep", ["0"])[0]))
+        if "die" in query:
+            try:
+                marker = os.open(query["die"][0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                os.write(marker, os.environ["CORRAL_JOB_ID"].encode())
+                os._exit(1)
+        token = self.headers.get("x-corral-replica-token")
         body = json.dumps({"revision": os.environ.get("REVISION", "1"), "job": os.environ["CORRAL_JOB_ID"],
-                           "authorization": self.headers.get("authorization")}).encode()
-        self.send_response(200)
+                           "authorization": self.headers.get("authorization"),
+                           "gateway": token is not None and token == os.environ["CORRAL_REPLICA_TOKEN"],
+                           "host": self.server.server_address[0]}).encode()
+        failing = os.environ.get("FAIL") and url.path != "/health"
+        self.send_response(500 if failing else 200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
     def log_message(self, *arguments):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+address = (os.environ["CORRAL_NODE_ADDRESS"], int(os.environ["PORT"]))
+http.server.ThreadingHTTPServer(address, Handler).serve_forever()
 """
-"""A replica: answers its revision and job after ``?sleep=S`` seconds; listens after START_DELAY."""
+"""A replica: answers its revision and job after ``?sleep=S`` seconds (500 but on /health with FAIL
+set); listens after START_DELAY; the first replica asked ``?die=FILE`` writes its job to FILE and exits
+before answering."""
 SMALL = {"cpu": 0.1, "memory": "128Mi"}
 
 
@@ -70,7 +86,7 @@ def corral() -> Iterator[tuple[Client, str, Path]]:
             yield client, f"http://127.0.0.1:{port}", folder
             for running in client.services():
                 client.remove_service(running["name"])  # their replicas' jobs are cancelled and stopped
-            until(lambda: not client.jobs(status="running"), 30, "replicas stopped")
+            until(lambda: not client.jobs(status="running"), 60, "replicas stopped")
     finally:
         HTTP.close()
         stop(process)
@@ -126,6 +142,7 @@ def test_scale_from_zero_holds_the_first_request_and_answers_it(corral, monkeypa
         caller.join()
     assert [a.status_code for a in answers] == [200] * 5  # held while the replica started, none refused
     assert answers[0].json()["authorization"] is None  # the caller's corral token never reaches a replica
+    assert answers[0].json()["gateway"]  # but the replica's own secret does: it can refuse anyone else
     listed = CliRunner().invoke(app, ["services", "ls", "--json"])
     assert "cold" in [s["name"] for s in json.loads(listed.output)]
     status = CliRunner().invoke(app, ["services", "status", "cold"])
@@ -232,6 +249,40 @@ def test_a_broken_revision_is_rolled_back_and_no_request_fails_meanwhile(corral)
     assert status["stable"] == 1
     assert [(r["number"], r["state"]) for r in status["revisions"]] == [(1, "stable"), (2, "rolled_back")]
     assert statuses[200] > 0 and set(statuses) == {200}
+
+
+def test_a_canary_whose_error_rate_exceeds_the_stable_ones_is_rolled_back_costing_no_request(corral) -> None:
+    """Its 5xx answers count against it, and the stable revision answers each of those requests again."""
+    client, _, _ = corral
+    fields = {"replicas": {"min": 1, "max": 2}, "readiness": {"path": "/health"}}
+    url = client.apply_service(service("flaky", **fields))["url"]
+    until(lambda: ready_replicas(client, "flaky", 1) >= 1, 20, "revision 1 ready")
+    client.apply_service(service("flaky", **fields, env={"REVISION": "2", "FAIL": "1"}, canary=50))
+    until(lambda: ready_replicas(client, "flaky", 2) >= 1, 20, "the failing canary passed readiness")
+    answers = []
+    while client.service("flaky")["canary"] is not None and len(answers) < 400:
+        answers += [call(client, url) for _ in range(10)]
+    status = client.service("flaky")
+    assert [(r["number"], r["state"]) for r in status["revisions"]] == [(1, "stable"), (2, "rolled_back")]
+    assert "error rate 100%" in status["revisions"][1]["reason"]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["revision"] for a in answers} == {"1"}
+    metrics = client.metrics()
+    assert 'corral_service_requests_total{code="500"' not in metrics  # no caller saw the canary's 500s
+
+
+def test_a_replica_that_dies_before_answering_has_its_request_sent_to_another(corral) -> None:
+    client, _, folder = corral
+    url = client.apply_service(service("sturdy", replicas={"min": 2, "max": 2}))["url"]
+    until(lambda: ready_replicas(client, "sturdy") >= 2, 30, "two replicas ready")
+    marker = folder / "sturdy-died"
+    answer = call(client, url, die=str(marker))
+    assert answer.status_code == 200
+    dead = marker.read_text()
+    assert answer.json()["job"] != dead  # the other replica answered the request the dead one never did
+    until(lambda: client.job(dead).status == "failed", 20, "the dead replica's job failed")
+    until(lambda: ready_replicas(client, "sturdy") >= 2, 30, "a new replica in its place")
+    assert call(client, url).status_code == 200
 
 
 def test_another_tenant_cannot_reach_a_service_and_a_public_one_takes_its_own_token(corral) -> None:

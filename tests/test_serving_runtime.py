@@ -48,6 +48,14 @@ def test_package_references_find_the_files_packages_ship_and_bad_bodies_are_400(
     client = TestClient(app(kind, predict))
     assert client.post("/embed", json={"texts": "not a list"}).status_code == 400
     assert len(client.post("/embed", json={"texts": ["one sentence"]}).json()["embeddings"][0]) == 384
+    guarded = TestClient(app(kind, predict, token="replica-secret"))
+    assert guarded.get("/health").status_code == 401  # a local process that found the port: refused
+    assert (
+        guarded.post("/embed", json={"texts": ["x"]}, headers={"X-Corral-Replica-Token": "guess"}).status_code
+        == 401
+    )
+    admitted = guarded.get("/health", headers={"X-Corral-Replica-Token": "replica-secret"})
+    assert admitted.status_code == 200
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)

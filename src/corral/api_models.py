@@ -111,6 +111,9 @@ class NodeState(BaseModel):
     heartbeat_timeout: float | None = None
     """Seconds of silence after which the node is down and its work requeued (None: never). Its agent
     stops its pods once it has not reached the server for this long."""
+    address: str | None = None
+    """Where the node's service replicas are reached: its agent's advertised address, else the one it
+    last connected from; None for the server's own nodes (loopback) and nodes no agent speaks for."""
 
 
 class LogChunk(BaseModel):

@@ -317,18 +317,21 @@ class Client:
     def nodes(self) -> list[NodeState]:
         return [NodeState.model_validate(n) for n in self._call("GET", "/nodes")]
 
-    def register(self, node: str, registration: NodeRegistration) -> NodeState:
-        """What an agent calls with its machine's inventory (at start, and when a GPU's health changes)."""
+    def register(self, node: str, registration: NodeRegistration, address: str | None = None) -> NodeState:
+        """What an agent calls with its machine's inventory (at start, and when a GPU's health changes);
+        ``address``: where its replicas are reached (default: where the server sees it connect from)."""
         body = registration.model_dump(mode="json")
-        return NodeState.model_validate(self._call("PUT", f"/nodes/{node}", json=body))
+        params = {"address": address} if address else None
+        return NodeState.model_validate(self._call("PUT", f"/nodes/{node}", json=body, params=params))
 
     def remove_node(self, node: str) -> None:
         """Forget a node's registration (admins); its running work is requeued."""
         self._call("DELETE", f"/nodes/{node}")
 
-    def heartbeat(self, node: str) -> NodeState:
-        """What an agent calls to say its node is alive."""
-        return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat"))
+    def heartbeat(self, node: str, address: str | None = None) -> NodeState:
+        """What an agent calls to say its node is alive (``address``: as for ``register``)."""
+        params = {"address": address} if address else None
+        return NodeState.model_validate(self._call("POST", f"/nodes/{node}/heartbeat", params=params))
 
     def node_pods(self, node: str) -> list[DesiredPod]:
         """The pods an agent should be running on ``node``."""

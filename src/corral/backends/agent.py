@@ -53,16 +53,22 @@ class Agent:
         machine: Callable[[], NodeRegistration] | None = None,
         node_lost: float | None = None,
         identities: PodIdentities | None = None,
+        address: str | None = None,
     ) -> None:
         """``machine`` says what this machine has now (NVML or declared); None: the node is declared in
         the server's cluster file and the agent only heartbeats. ``node_lost``: seconds without
         reaching the server after which the agent stops its pods, until the server says its timeout
         (``corral agent`` passes the server's default; None: none until the server says).
-        ``identities``: who each tenant's pods run as (see ``PodRunner``)."""
+        ``identities``: who each tenant's pods run as (see ``PodRunner``). ``address``: where the gateway
+        reaches this node's service replicas, told to the server and to pods (``CORRAL_NODE_ADDRESS``);
+        None: the address the server sees the agent connect from, and pods listen on every interface."""
         self.client = client
         self.node = node
+        self.address = address
         self.code_cache = data_dir / "code"
-        self.runner = PodRunner(data_dir / "runs", identities, self._fetch_code, self._fetch_mount)
+        self.runner = PodRunner(
+            data_dir / "runs", identities, self._fetch_code, self._fetch_mount, address or "0.0.0.0"
+        )
         self.machine = machine
         self.node_lost = node_lost
         self._contact = time.monotonic()
@@ -189,11 +195,11 @@ class Agent:
             self._probed_at = now
             found = self.machine()
             if found != self._registered:
-                self._heard(now, self.client.register(self.node, found))
+                self._heard(now, self.client.register(self.node, found, self.address))
                 self._registered = found
                 return
         try:
-            self._heard(now, self.client.heartbeat(self.node))
+            self._heard(now, self.client.heartbeat(self.node, self.address))
         except APIError as error:
             if error.status == 404 and self.machine is not None:  # the server forgot us: register again
                 self._registered, self._probed_at = None, float("-inf")

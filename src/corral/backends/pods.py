@@ -241,8 +241,10 @@ class PodRunner:
         identities: PodIdentities | None = None,
         code: CodeSource | None = None,
         mounts: MountSource | None = None,
+        node_address: str = "127.0.0.1",
     ) -> None:
-        """``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
+        """``node_address``: what pods are told to listen on (``CORRAL_NODE_ADDRESS``) to be reached
+        from corral's server, a service's replica by the gateway. ``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
         user, nobody; as the runner itself when it is not root). ``code``: the archives of uploaded
         working folders (None: a pod whose job has one cannot start here); ``mounts``: the archives of
         stored outputs a pod's spec mounts (None: such a pod cannot start here). Setups are cached beside
@@ -252,6 +254,7 @@ class PodRunner:
         self.identities = identities or PodUsers()
         self.code = code
         self.mounts = mounts
+        self.node_address = node_address
         self.on_exit: Callable[[], None] | None = None
         """Called (from a watcher thread) as soon as a pod this runner started exits, so its supervisor
         can look now rather than at its next tick; adopted pods are seen at the next look."""
@@ -424,7 +427,7 @@ class PodRunner:
                 self._unpack_code(desired, files, identity)
             if spec.mounts:
                 self._unpack_mounts(desired, files, identity)
-            env = pod_environment(desired, files.work, identity)
+            env = pod_environment(desired, files.work, identity) | {"CORRAL_NODE_ADDRESS": self.node_address}
             command_line = desired.command_line
             if spec.setup is not None and shutil.which("flock", path=SAFE_PATH) is not None:
                 env["CORRAL_SETUP_DIR"] = str(self._setup_folder(desired, identity))

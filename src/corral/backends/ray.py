@@ -79,6 +79,9 @@ class RayNode:
     resource: str
     """The resource only this node has, to pin bundles to it."""
     registration: NodeRegistration
+    address: str | None = None
+    """Ray's address of the node (``NodeManagerAddress``): where the gateway reaches its service
+    replicas, which are told it in ``CORRAL_NODE_ADDRESS``."""
 
 
 class RayBackend:
@@ -146,9 +149,9 @@ class RayBackend:
             alive[node.name] = node
             known = self._nodes.get(node.name)
             if known is None or known.registration != node.registration:
-                self.nodes_store.register(node.name, node.registration)
+                self.nodes_store.register(node.name, node.registration, node.address)
             else:
-                self.nodes_store.heartbeat(node.name)
+                self.nodes_store.heartbeat(node.name, node.address)
         for name in set(self._nodes) - set(alive):
             self.nodes_store.mark_down(name)
         self._nodes = alive
@@ -160,7 +163,9 @@ class RayBackend:
             group = self._group(pods)
             for pod in pods:
                 if actors[pod.pod] is None:
-                    actors[pod.pod] = _start(pod, group, self._archive(pod))
+                    node = self._nodes.get(pod.node)
+                    address = node.address if node is not None else None
+                    actors[pod.pod] = _start(pod, group, self._archive(pod), address)
         return [(pod, actors[pod.pod]) for pod in pods if pod.key not in self._reported]
 
     def _archive(self, pod: DesiredPod) -> bytes | str | None:
@@ -312,7 +317,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start(pod: DesiredPod, group: Any, code: bytes | str | None) -> Any:
+def _start(pod: DesiredPod, group: Any, code: bytes | str | None, address: str | None) -> Any:
     strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=pod.pod)
     options: dict[str, Any] = {
         "name": _actor_name(pod.key),
@@ -322,7 +327,8 @@ def _start(pod: DesiredPod, group: Any, code: bytes | str | None) -> Any:
     }
     if pod.gpus:
         options["num_gpus"] = _ray_gpus(pod)
-    return PodActor.options(**options).remote(pod.command_line, pod.environment(), pod.spec.workdir, code)
+    env = pod.environment() | ({"CORRAL_NODE_ADDRESS": address} if address else {})
+    return PodActor.options(**options).remote(pod.command_line, env, pod.spec.workdir, code)
 
 
 def _ray_gpus(pod: DesiredPod) -> float:
@@ -356,7 +362,13 @@ def _ray_node(info: dict[str, Any], cluster: ClusterSpec) -> RayNode:
         memory_gib=round(resources.get("memory", 2**30) / 2**30, 1),
         gpus=gpus,
     )
-    return RayNode(name=name, node_id=info["NodeID"], resource=resource, registration=registration)
+    return RayNode(
+        name=name,
+        node_id=info["NodeID"],
+        resource=resource,
+        registration=registration,
+        address=info.get("NodeManagerAddress"),
+    )
 
 
 def _nvlink_groups(resources: dict[str, float]) -> dict[int, int]:

@@ -205,6 +205,14 @@ def register(app: typer.Typer, shared: CommandContext) -> None:
             bool, typer.Option(help="Register this machine's inventory (off: the cluster file declares it).")
         ] = True,
         pod_user: PodUserOption = DEFAULT_POD_USER,
+        advertise_address: Annotated[
+            str | None,
+            typer.Option(
+                help="Where the server's gateway reaches this node's service replicas, which listen "
+                "there (default: the address the server sees this agent connect from; replicas then "
+                "listen on every interface)."
+            ),
+        ] = None,
     ) -> None:
         """Register this machine's GPUs (NVML, or --gpus N), heartbeat, and run the pods the server
         assigns to this node."""
@@ -234,6 +242,7 @@ def register(app: typer.Typer, shared: CommandContext) -> None:
                 machine if register else None,
                 DEFAULT_HEARTBEAT_TIMEOUT,
                 PodUsers(pod_user),
+                advertise_address,
             ).run(interval)
 
     @app.command()

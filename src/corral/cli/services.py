@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from corral.cli.options import AsJson, CommandContext
@@ -73,7 +74,9 @@ def register(app: typer.Typer, shared: CommandContext) -> None:
             console.print(f"  revision {revision['number']}: {revision['state']}  {revision['reason'] or ''}")
         for replica in service["replicas"]:
             ready = "ready" if replica["ready"] else replica["status"]
-            console.print(f"  replica {replica['job_id']} (revision {replica['revision']}): {ready}")
+            where = f" on {replica['node']} at {replica['url']}" if replica.get("node") else ""
+            line = f"  replica {replica['job_id']} (revision {replica['revision']}){where}: {ready}"
+            console.print(escape(line))  # an IPv6 address's brackets are not markup
 
     @services_app.command("promote")
     def promote(name: str, as_json: AsJson = False) -> None:

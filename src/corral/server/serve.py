@@ -132,7 +132,9 @@ def worker_app() -> FastAPI:
     store, inventory, backend, mlops = _open(settings, migrate=False)
     pod_files = _pod_files(backend, settings.log_cap)
     code = code_store(settings.data_dir)
-    return create_app(store, inventory, None, *pod_files, settings.log_cap, code, mlops=mlops)
+    app = create_app(store, inventory, None, *pod_files, settings.log_cap, code, mlops=mlops)
+    app.state.serving.api_worker = True  # the main process runs the loop but serves no HTTP
+    return app
 
 
 def code_store(data_dir: Path) -> CodeStore:

@@ -14,15 +14,17 @@ service) it reads the services and their replicas' jobs from the store, and for 
 5. gives the gateway the ready replicas and the traffic split.
 
 It never places anything: a replica is a job like any other, which the reconcile loop schedules (and
-for which it may preempt lower-priority work). Each replica is told its port in ``PORT``; the controller
-picks it free on this machine, since the gateway reaches replicas at ``127.0.0.1`` (pods of the local
-backend).
+for which it may preempt lower-priority work). Each replica is told its port in ``PORT`` (chosen by the
+controller, given to no other replica) and its secret in ``CORRAL_REPLICA_TOKEN``; once placed, it is
+reached at its node's address: the one its agent (or the Ray backend) reported, or loopback for the
+server's own nodes (the local backend). Pods are told it in ``CORRAL_NODE_ADDRESS`` to listen on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import time
 from collections import deque
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from corral.serving.autoscaler import Sample, ScalerState, decide
-from corral.serving.gateway import Endpoint, Gateway, ServiceKey
+from corral.serving.gateway import REPLICA_TOKEN_HEADER, Endpoint, Gateway, ServiceKey
 from corral.serving.models import ModelResolver, runtime_command, runtime_environment, shipped
 from corral.serving.rollout import (
     ReplicaView,
@@ -43,7 +45,7 @@ from corral.serving.rollout import (
     traffic_split,
 )
 from corral.store.jobs import ENDED, JobAlreadyEnded, JobNotFound, JobStore
-from corral.store.services import Replica, ServiceRecord, ServiceStore
+from corral.store.services import Replica, ServiceNotFound, ServiceRecord, ServiceStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ IDLE_SECONDS = 5.0
 PROBE_TIMEOUT = 1.0
 DRAIN_SECONDS = 30.0
 """A draining replica is stopped when its last request is answered, or after this long."""
-REPLICA_HOST = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
+"""Where replicas on the server's own nodes (and nodes without an agent's address) are reached."""
 ALIAS_SECONDS = 10.0
 """How often the registry is asked where each ``models:/NAME@ALIAS`` points now (``alias_moved``: at once)."""
 
@@ -238,7 +241,7 @@ class ServiceController:
         stable_ready = sum(1 for r in ready if r.revision == service.stable)
         canary_ready = sum(1 for r in ready if r.revision == service.canary)
         _, canary_share = traffic_split(stable_ready, canary_ready, spec.canary)
-        endpoints = [Endpoint(r.job_id, r.revision, f"http://{REPLICA_HOST}:{r.port}") for r in ready]
+        endpoints = [Endpoint(r.job_id, r.revision, replica_url(r), r.secret) for r in ready]
         starting = sum(1 for r in alive if r.job_id not in state.ready and r.job_id not in state.draining)
         self.gateway.update(key, endpoints, service.stable, service.canary, canary_share, starting)
 
@@ -282,8 +285,9 @@ class ServiceController:
     async def _ready(self, service: ServiceRecord, replica: Replica) -> bool:
         revision = service.revision(replica.revision)
         path = (revision.spec if revision else service.spec).readiness.path
+        headers = {REPLICA_TOKEN_HEADER: replica.secret} if replica.secret else None
         try:
-            response = await self.probe.get(f"http://{REPLICA_HOST}:{replica.port}{path}")
+            response = await self.probe.get(replica_url(replica) + path, headers=headers)
         except httpx.HTTPError:
             return False
         return 200 <= response.status_code < 400
@@ -344,16 +348,21 @@ class ServiceController:
         revision = service.revision(number) or service.revisions[-1]
         spec = revision.spec
         port = free_port({r.port for r in self.services.replicas()})
+        secret = secrets.token_urlsafe(32)
         if spec.command is not None:
             job = spec.replica_job(number, port, spec.command)
         else:
             job = spec.replica_job(number, port, runtime_command(spec, revision.model_path))
-            update: dict[str, object] = {"env": {**runtime_environment(), **job.env}}
+            job = job.model_copy(update={"env": {**runtime_environment(), **job.env}})
             if spec.from_registry and shipped(revision.model_path):
-                update |= {"code": revision.model_path, "workdir": None}
-            job = job.model_copy(update=update)
+                job = job.model_copy(update={"code": revision.model_path, "workdir": None})
+        job = job.model_copy(update={"env": {**job.env, "CORRAL_REPLICA_TOKEN": secret}})
         record = self.jobs.submit(job, tenant=service.tenant)
-        self.services.add_replica(service.id, number, record.id, port)
+        try:
+            self.services.add_replica(service.id, number, record.id, port, secret)
+        except ServiceNotFound:  # removed while this tick ran: its replica must not run on forever
+            self.jobs.cancel(record.id, f"service {service.tenant}/{service.name} removed")
+            return
         log.info(
             "service %s/%s revision %d: replica %s on port %d",
             service.tenant,
@@ -386,11 +395,19 @@ class ServiceController:
             pass
 
 
+def replica_url(replica: Replica) -> str:
+    """Where the gateway reaches the replica: its node's address (an agent's; IPv6 in brackets), else
+    loopback."""
+    host = replica.address or LOOPBACK
+    return f"http://[{host}]:{replica.port}" if ":" in host else f"http://{host}:{replica.port}"
+
+
 def free_port(used: set[int]) -> int:
-    """A port nothing listens on here now, and that no other replica was told."""
+    """A port nothing listens on here now, and that no other replica was told (on another node it is
+    only unlikely to be taken; a replica that cannot listen there fails readiness and is replaced)."""
     while True:
         with socket.socket() as probe:
-            probe.bind((REPLICA_HOST, 0))
+            probe.bind((LOOPBACK, 0))
             port = int(probe.getsockname()[1])
         if port not in used:
             return port

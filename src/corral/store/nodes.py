@@ -17,26 +17,36 @@ class NodeStore:
         self.engine = engine
         self.clock = clock
 
-    def heartbeat(self, name: str) -> float:
+    def heartbeat(self, name: str, address: str | None = None) -> float:
+        """The node is alive; ``address``: where its agent says (or was seen) to be reached now."""
         now = self.clock()
         with Session(self.engine) as session, session.begin():
             row = session.get(NodeRow, name)
             if row is None:
-                session.add(NodeRow(name=name, last_heartbeat=now))
+                session.add(NodeRow(name=name, last_heartbeat=now, address=address))
             else:
                 row.last_heartbeat = now
+                row.address = address or row.address
         return now
 
-    def register(self, name: str, registration: NodeRegistration) -> None:
-        """Record what the node has; registering counts as a heartbeat."""
+    def register(self, name: str, registration: NodeRegistration, address: str | None = None) -> None:
+        """Record what the node has (and ``address``, as for a heartbeat); registering counts as a
+        heartbeat."""
         now = self.clock()
         document = registration.model_dump(mode="json")
         with Session(self.engine) as session, session.begin():
             row = session.get(NodeRow, name)
             if row is None:
-                session.add(NodeRow(name=name, last_heartbeat=now, registration=document))
+                session.add(NodeRow(name=name, last_heartbeat=now, registration=document, address=address))
             else:
                 row.last_heartbeat, row.registration = now, document
+                row.address = address or row.address
+
+    def addresses(self) -> dict[str, str]:
+        """Where each node an agent speaks for is reached (see ``NodeRow.address``)."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(NodeRow.name, NodeRow.address).where(NodeRow.address.is_not(None)))
+            return {name: address for name, address in rows}
 
     def mark_down(self, name: str) -> None:
         """The node's engine says it is gone (Ray reports it dead): as silent as a node can be, so the

@@ -80,6 +80,9 @@ class NodeRow(Base):
     last_heartbeat: Mapped[float] = mapped_column(Float)
     registration: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     """The agent's ``NodeRegistration`` (JSON); None for a node only heard from, never registered."""
+    address: Mapped[str | None] = mapped_column(String(255), default=None)
+    """Where the node's replicas are reached: its agent's ``--advertise-address``, else the address
+    its agent last connected from; None for a node no agent speaks for."""
 
 
 class TenantRow(Base):
@@ -286,3 +289,6 @@ class ServiceReplicaRow(Base):
     revision: Mapped[int] = mapped_column(Integer)
     port: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
+    secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    """What the gateway sends the replica (``X-Corral-Replica-Token``) so it can tell the gateway from
+    any other process that reaches its port; the replica's job has it in ``CORRAL_REPLICA_TOKEN``."""

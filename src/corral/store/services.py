@@ -17,11 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.errors import CorralError
 from corral.spec.service import ServiceSpec
-from corral.store.schema import JobRow, ServiceReplicaRow, ServiceRevisionRow, ServiceRow
+from corral.store.schema import (
+    JobRow,
+    NodeRow,
+    PlacementRow,
+    ServiceReplicaRow,
+    ServiceRevisionRow,
+    ServiceRow,
+)
 
 TOKEN_PREFIX = "corral_svc_"
 
@@ -81,6 +89,12 @@ class Replica:
     """Its job's: pending, running, finished, failed or cancelled."""
     started_at: float | None
     reason: str | None
+    node: str | None = None
+    """Where its job is placed (None while it waits for capacity)."""
+    address: str | None = None
+    """Where that node is reached, as its agent reported (None: the server's own node, loopback)."""
+    secret: str | None = None
+    """What the gateway sends it in ``X-Corral-Replica-Token`` (its job's ``CORRAL_REPLICA_TOKEN``)."""
 
 
 @dataclass(frozen=True)
@@ -230,26 +244,41 @@ class ServiceStore:
             row.canary_revision = None
             return number
 
-    def add_replica(self, service_id: str, revision: int, job_id: str, port: int) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.add(
-                ServiceReplicaRow(
-                    job_id=job_id,
-                    service_id=service_id,
-                    revision=revision,
-                    port=port,
-                    created_at=self.clock(),
+    def add_replica(
+        self, service_id: str, revision: int, job_id: str, port: int, secret: str | None = None
+    ) -> None:
+        """Tie the job to the service; ``ServiceNotFound`` when the service was removed meanwhile (the
+        caller cancels the job, which nothing would stop otherwise)."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(
+                    ServiceReplicaRow(
+                        job_id=job_id,
+                        service_id=service_id,
+                        revision=revision,
+                        port=port,
+                        created_at=self.clock(),
+                        secret=secret,
+                    )
                 )
-            )
+        except IntegrityError as error:
+            raise ServiceNotFound(f"service {service_id} was removed") from error
 
     def forget_replica(self, job_id: str) -> None:
         with Session(self.engine) as session, session.begin():
             session.execute(delete(ServiceReplicaRow).where(ServiceReplicaRow.job_id == job_id))
 
     def replicas(self) -> list[Replica]:
-        """Every service's replicas with their jobs' status, in one query."""
+        """Every service's replicas with their jobs' status and where they run, in one query."""
         with Session(self.engine) as session:
-            query = select(ServiceReplicaRow, JobRow).join(JobRow, JobRow.id == ServiceReplicaRow.job_id)
+            query = (
+                select(ServiceReplicaRow, JobRow, PlacementRow.node, NodeRow.address)
+                .join(JobRow, JobRow.id == ServiceReplicaRow.job_id)
+                .outerjoin(
+                    PlacementRow, (PlacementRow.job_id == ServiceReplicaRow.job_id) & (PlacementRow.pod == 0)
+                )
+                .outerjoin(NodeRow, NodeRow.name == PlacementRow.node)
+            )
             return [
                 Replica(
                     replica.job_id,
@@ -260,8 +289,11 @@ class ServiceStore:
                     job.status,
                     job.started_at,
                     job.reason,
+                    node,
+                    address,
+                    replica.secret,
                 )
-                for replica, job in session.execute(query)
+                for replica, job, node, address in session.execute(query)
             ]
 
 

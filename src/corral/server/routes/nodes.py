@@ -32,6 +32,15 @@ Agent = Annotated[Principal, Depends(allow(*AGENTS))]
 Admin = Annotated[Principal, Depends(allow("admin"))]
 LONGEST_WAIT_SECONDS = 60.0
 """Most a long-poll for a node's pods may wait: a parked request holds a connection, not a thread."""
+NodeAddress = Annotated[
+    str | None,
+    Query(
+        max_length=255,
+        pattern=r"^[A-Za-z0-9:][A-Za-z0-9.:-]*$",
+        description="Where the node's replicas are reached (an IP address or host name); default: the "
+        "address the request comes from.",
+    ),
+]
 STALE = {409: {"model": Problem, "description": "The report is about an attempt that is over."}}
 
 
@@ -49,7 +58,12 @@ def list_nodes(plane: Plane, _: Reader) -> list[NodeState]:
 
 @router.put("/nodes/{name}", response_model=NodeState, responses=CONFLICT)
 def register(
-    request: Request, name: NodeName, registration: NodeRegistration, plane: Plane, principal: Agent
+    request: Request,
+    name: NodeName,
+    registration: NodeRegistration,
+    plane: Plane,
+    principal: Agent,
+    address: NodeAddress = None,
 ) -> NodeState:
     """An agent registers its machine (again whenever a GPU's health changes). A new name becomes a node
     the next round schedules onto; a name the cluster file declares takes the GPUs' health from here,
@@ -62,7 +76,7 @@ def register(
         check_registration(plane.inventory.clusters, name, registration)
     except RegistrationConflict as error:
         refuse(request, 409, str(error), principal)
-    plane.nodes.register(name, registration)
+    plane.nodes.register(name, registration, _address(request, address))
     plane.inventory_changed()
     return _node_states(plane, [plane.empty_snapshot().nodes[name]])[0]
 
@@ -82,12 +96,15 @@ def remove(request: Request, name: NodeName, plane: Plane, principal: Admin) -> 
 
 
 @router.post("/nodes/{name}/heartbeat", response_model=NodeState)
-def heartbeat(request: Request, name: NodeName, plane: Plane, principal: Agent) -> NodeState:
-    """An agent says its node is alive; nodes silent for longer than the answer's
-    ``heartbeat_timeout`` are down and their work is requeued (and their agents stop their pods)."""
+def heartbeat(
+    request: Request, name: NodeName, plane: Plane, principal: Agent, address: NodeAddress = None
+) -> NodeState:
+    """An agent says its node is alive (and where its replicas are reached); nodes silent for longer
+    than the answer's ``heartbeat_timeout`` are down and their work is requeued (and their agents stop
+    their pods)."""
     node = _known(request, plane, principal, name)
     speak_for(request, plane, principal, name)
-    plane.nodes.heartbeat(name)
+    plane.nodes.heartbeat(name, _address(request, address))
     return _node_states(plane, [node])[0]
 
 
@@ -205,11 +222,17 @@ def _known(request: Request, plane: ControlPlane, principal: Principal, name: st
     return node
 
 
+def _address(request: Request, advertised: str | None) -> str | None:
+    """Where the agent's node is reached: what it advertises, else the address it connects from."""
+    return advertised or (request.client.host if request.client is not None else None)
+
+
 def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
-    held, registered, heard = (
+    held, registered, heard, addresses = (
         plane.jobs.allocated_gpus(),
         plane.nodes.registrations(),
         plane.nodes.last_heard(),
+        plane.nodes.addresses(),
     )
     return [
         NodeState(
@@ -229,6 +252,7 @@ def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
             else 0,
             last_heartbeat=heard.get(node.name),
             heartbeat_timeout=heartbeat_timeout(plane.inventory, registered=node.name in registered),
+            address=addresses.get(node.name),
         )
         for node in nodes
     ]

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
-from corral.serving.controller import ServiceController
+from corral.serving.controller import ServiceController, replica_url
 from corral.serving.gateway import Gateway
 from corral.serving.models import ModelResolver
 from corral.spec.service import ServiceSpec
@@ -45,6 +45,9 @@ class Serving:
     gateway: Gateway
     controller: ServiceController | None
     resolver: ModelResolver | None
+    api_worker: bool = False
+    """One of the API worker processes of ``corral server --workers N``: no controller is anywhere near,
+    so services are refused (``ONE_PROCESS``)."""
     _lookups: dict[tuple[str, str], tuple[ServiceRecord | None, float]] = field(default_factory=dict)
 
     def cached(self, tenant: str, name: str) -> ServiceRecord | None:
@@ -99,6 +102,12 @@ async def stop(app: FastAPI) -> None:
     await serving.gateway.close()
 
 
+ONE_PROCESS = (
+    "services run on a one-process server (corral server without --workers): the gateway and the "
+    "controller that starts replicas share its event loop (docs/serving.md)"
+)
+
+
 def serving_of(request: Request) -> Serving:
     return request.app.state.serving  # type: ignore[no-any-return]
 
@@ -119,6 +128,10 @@ class ReplicaOut(BaseModel):
     status: str
     """The job's: pending (waiting for capacity), running, ...; see ``ready``."""
     ready: bool
+    node: str | None = None
+    """Where its job is placed; None while it waits for capacity."""
+    url: str | None = None
+    """Where the gateway reaches it (its node's address and its port), once placed."""
 
 
 class ServiceOut(BaseModel):
@@ -147,6 +160,8 @@ def _out(request: Request, serving: Serving, record: ServiceRecord, token: str |
             revision=r.revision,
             status=r.status,
             ready=state is not None and r.job_id in state.ready and r.job_id not in state.draining,
+            node=r.node,
+            url=replica_url(r) if r.node is not None else None,
         )
         for r in serving.store.replicas()
         if r.service_id == record.id
@@ -175,7 +190,10 @@ def apply(
 ) -> ServiceOut:
     """Create the service or change it (a new revision when its replicas would run differently).
     Refused with the reason: a queue the tenant may not use (403); a queue that does not exist, a
-    replica no node could hold, or ``models:/`` without a model registry (422)."""
+    replica no node could hold, or ``models:/`` without a model registry (422); a server whose API runs
+    in several worker processes (409: its gateway and controller need one process)."""
+    if serving.api_worker:
+        refuse(request, 409, ONE_PROCESS, principal)
     queue = plane.queue(spec.queue)
     if queue is None:
         refuse(request, 422, f"queue: no queue {spec.queue!r}", principal)
@@ -315,6 +333,8 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
     elif record is None or not record.token_matches(token):
         refuse(request, 401, f"token not recognised for service {tenant}/{name}")
     assert record is not None
+    if serving.api_worker:
+        raise HTTPException(status_code=503, detail=ONE_PROCESS)  # nothing here would ever start a replica
     body = await request.body()
     answer = await serving.gateway.forward(
         (tenant, name),
