@@ -426,3 +426,14 @@ def test_a_service_serves_a_registry_alias_from_a_copy_shipped_to_its_replica(
     replicas = [j for j in deployment.lab.jobs() if j.spec.get("name", "").startswith("inside-r1")]
     assert replicas and all((j.spec.get("code") or "").startswith("sha256:") for j in replicas)
     deployment.lab.remove_service("inside")
+
+
+def test_a_registration_may_not_climb_out_of_its_job_s_run(deployment: Deployment, trained: str) -> None:
+    """``..`` in a registration's artifact path once registered any folder: the server's data dir (its
+    admin token, tracking key and database) or another tenant's run, which serving then packed into the
+    tenant's uploads for its replicas to read."""
+    for path in ("../../../..", "model/../../../../1", "../../../1"):
+        with pytest.raises(APIError) as refused:
+            deployment.lab.register_model(trained, path, "loot")
+        assert refused.value.status == 422 and "'..'" in refused.value.detail
+    assert "loot" not in [m["name"] for m in deployment.lab.models()]
