@@ -77,3 +77,58 @@ def test_a_held_request_is_answered_once_a_replica_is_ready(replica: str) -> Non
         await gateway.close()
 
     asyncio.run(scenario())
+
+
+class SetsCookie(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        body = str(self.headers.get("cookie")).encode()
+        self.send_response(200)
+        self.send_header("set-cookie", "session=of-the-first-caller; Path=/")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *arguments: object) -> None:
+        pass
+
+
+def test_a_cookie_one_replica_sets_goes_to_no_other_request() -> None:
+    """Cookies are per host, not port: kept by the gateway's client, one replica's session cookie went
+    with every later request to every replica on the machine, other tenants' and other callers'."""
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), SetsCookie) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    lab, rival = (
+        Endpoint(f"j-{i}", 1, f"http://127.0.0.1:{s.server_address[1]}") for i, s in enumerate(servers)
+    )
+
+    async def scenario() -> None:
+        gateway = Gateway(CollectorRegistry())
+        gateway.update(("lab", "a"), [lab], 1, None, 0.0, 0)
+        gateway.update(("rival", "b"), [rival], 1, None, 0.0, 0)
+        first = await gateway.forward(("lab", "a"), "GET", "/", b"", [], b"", 5)
+        assert ("set-cookie", "session=of-the-first-caller; Path=/") in first.headers  # for its caller
+        assert (await gateway.forward(("rival", "b"), "GET", "/", b"", [], b"", 5)).body == b"None"
+        assert (await gateway.forward(("lab", "a"), "GET", "/", b"", [], b"", 5)).body == b"None"
+        await gateway.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_path_is_escaped_again_for_the_replica(replica: str) -> None:
+    """The server hands the gateway the decoded path: ``#``, ``?``, NUL and non-ASCII in it are escaped
+    again, so the replica gets the path the caller sent (and a NUL is no 500)."""
+
+    async def scenario() -> None:
+        gateway = Gateway(CollectorRegistry())
+        gateway.update(KEY, [Endpoint("j-1", 1, replica)], 1, None, 0.0, 0)
+        answer = await gateway.forward(KEY, "GET", "/a#b?c\x00d/é", b"x=%00&y=\xff", [], b"", 5)
+        assert (answer.status, answer.body) == (200, b"/a%23b%3Fc%00d/%C3%A9?x=%00&y=%FF None")
+        await gateway.close()
+
+    asyncio.run(scenario())

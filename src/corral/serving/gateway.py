@@ -26,6 +26,9 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
+from urllib.parse import quote
+from urllib.request import Request
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -55,6 +58,10 @@ NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie"}
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 """Failures before any response began: the replica never answered, so the request may go elsewhere."""
 RETRY_AFTER_SECONDS = 5
+PATH_SAFE = "/:@!$&'()*+,;=~"
+"""What a path segment may hold unescaped (RFC 3986 pchar): the rest of a decoded path is escaped again."""
+QUERY_SAFE = PATH_SAFE + "?%"
+"""The query arrives still escaped: its ``%`` escapes stay, anything a URL may not hold is escaped."""
 
 
 @dataclass
@@ -111,6 +118,28 @@ class Route:
         return min(of_revision, key=lambda e: self.busy.get(e.job_id, 0))
 
 
+class KeepNoCookies(CookiePolicy):
+    """The gateway's client keeps no cookie a replica sets: cookies are per host, not per port, so one
+    kept from a replica on 127.0.0.1 would go with every later request to every replica, another
+    tenant's included, on behalf of every caller. A replica's ``Set-Cookie`` still reaches its caller."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = False
+
+    def set_ok(self, cookie: Cookie, request: Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Request) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Request) -> bool:
+        return False
+
+
 class Gateway:
     def __init__(
         self,
@@ -127,7 +156,9 @@ class Gateway:
         self.on_failure = on_failure
         self.random = random.Random()
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(300.0, connect=2.0), limits=httpx.Limits(max_connections=1000)
+            timeout=httpx.Timeout(300.0, connect=2.0),
+            limits=httpx.Limits(max_connections=1000),
+            cookies=CookieJar(policy=KeepNoCookies()),
         )
         self.requests = Counter(
             "corral_service_requests",
@@ -221,7 +252,7 @@ class Gateway:
         route._account(start)
         route.in_flight += 1
         name = f"{key[0]}/{key[1]}"
-        sent = [(k, v) for k, v in headers if k.lower() not in NOT_FORWARDED]
+        sent = [(k, v.encode("latin-1")) for k, v in headers if k.lower() not in NOT_FORWARDED]
         try:
             answer, revision = await self._send(
                 key, route, method, path, query, sent, body, start + hold_timeout
@@ -244,7 +275,7 @@ class Gateway:
         method: str,
         path: str,
         query: bytes,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[str, bytes]],
         body: bytes,
         deadline: float,
     ) -> tuple[Answer, int | None]:
@@ -259,11 +290,7 @@ class Gateway:
             route.busy[endpoint.job_id] = route.busy.get(endpoint.job_id, 0) + 1
             try:
                 response = await self.client.request(
-                    method,
-                    endpoint.url + path,
-                    params=query.decode("latin-1") or None,
-                    headers=headers,
-                    content=body,
+                    method, _url(endpoint, path, query), headers=headers, content=body
                 )
             except RETRYABLE as error:
                 log.info("replica %s of %s/%s failed before answering: %s", endpoint.job_id, *key, error)
@@ -303,6 +330,14 @@ class Gateway:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _url(endpoint: Endpoint, path: str, query: bytes) -> httpx.URL:
+    """The replica's URL for a request's path (as the server decoded it) and raw query: escaped again, so
+    a ``%23`` or ``%3F`` in the path reaches the replica as one and a ``%00`` or a stray byte is sent
+    escaped instead of failing the request."""
+    url = httpx.URL(endpoint.url + quote(path, safe=PATH_SAFE))
+    return url.copy_with(query=quote(query, safe=QUERY_SAFE).encode()) if query else url
 
 
 def _unavailable(key: ServiceKey) -> Answer:
