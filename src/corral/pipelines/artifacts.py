@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CorralError
-from corral.workdirs import MAX_CODE_BYTES, PackedFolder, digest_of
+from corral.workdirs import MAX_CODE_BYTES, PackedFolder, below, digest_of
 
 
 class OutputUnavailable(CorralError):
@@ -93,13 +93,7 @@ def _entries(target: Path) -> list[Path]:
     """The output and, for a folder, everything below it, sorted; links are entries, never entered."""
     if not target.is_dir():
         return [target]  # a FIFO or device is refused when it is opened
-    found = [target]
-    for current, folders, names in os.walk(target):
-        here = Path(current)
-        folders.sort()
-        found += [here / name for name in folders]
-        found += [here / name for name in names]  # links kept as links; anything not a file refused
-    return sorted(found, key=lambda p: p.parts)
+    return sorted([target, *below(target)], key=lambda p: p.parts)
 
 
 def _info(work: Path, path: Path) -> tarfile.TarInfo:
