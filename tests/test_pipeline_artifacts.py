@@ -62,6 +62,17 @@ def test_store_outputs_keeps_what_it_can_and_says_why_not_for_the_rest(tmp_path:
     assert problems == {"report": "report.json was not written"}
 
 
+def test_an_output_holding_more_bytes_than_it_may_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A pod's sparse file takes no disk and packs small, but reading a terabyte of zeros would take the
+    reconcile loop, which packs outputs, hours: the files' sizes are checked before they are read."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "small.txt").write_text("fine")
+    with open(tmp_path / "out" / "sparse.bin", "wb") as sparse:
+        sparse.truncate(1 << 30)  # a gibibyte that takes no disk
+    with pytest.raises(OutputUnavailable, match="out holds more than 256 MiB of files"):
+        pack_output(tmp_path, "out")
+
+
 def test_an_output_nested_deeper_than_python_recurses_is_packed(tmp_path: Path) -> None:
     """``os.walk`` and ``Path.rglob`` recurse (before Python 3.12): a pod's folders nested 1100 deep made
     packing its output a ``RecursionError`` in the reconcile loop, and so did the next pod's start."""
