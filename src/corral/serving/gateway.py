@@ -58,6 +58,9 @@ NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie"}
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 """Failures before any response began: the replica never answered, so the request may go elsewhere."""
 RETRY_AFTER_SECONDS = 5
+MAX_ANSWER_BYTES = 64 << 20
+"""The most of one replica's answer the gateway holds: answers are held whole in the server's memory,
+and a replica is a tenant's code (an endless answer would exhaust the server's memory for everyone)."""
 PATH_SAFE = "/:@!$&'()*+,;=~"
 """What a path segment may hold unescaped (RFC 3986 pchar): the rest of a decoded path is escaped again."""
 QUERY_SAFE = PATH_SAFE + "?%"
@@ -147,9 +150,12 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         on_hold: Callable[[ServiceKey], None] = lambda key: None,
         on_failure: Callable[[ServiceKey, str], None] = lambda key, job_id: None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         """``on_hold``: a request is waiting for a replica (wake the controller); ``on_failure``: a
-        replica's connection failed (the controller probes it again before it takes traffic)."""
+        replica's connection failed (the controller probes it again before it takes traffic);
+        ``max_answer_bytes``: the most of a replica's answer the gateway holds (502 beyond)."""
+        self.max_answer_bytes = max_answer_bytes
         self.routes: dict[ServiceKey, Route] = {}
         self.clock = clock
         self.on_hold = on_hold
@@ -253,6 +259,8 @@ class Gateway:
         route.in_flight += 1
         name = f"{key[0]}/{key[1]}"
         sent = [(k, v.encode("latin-1")) for k, v in headers if k.lower() not in NOT_FORWARDED]
+        if not any(k.lower() == "accept-encoding" for k, _ in sent):
+            sent.append(("accept-encoding", b"identity"))  # not httpx's gzip: the body is passed on as sent
         try:
             answer, revision = await self._send(
                 key, route, method, path, query, sent, body, start + hold_timeout
@@ -289,9 +297,14 @@ class Gateway:
             tried.add(endpoint.job_id)
             route.busy[endpoint.job_id] = route.busy.get(endpoint.job_id, 0) + 1
             try:
-                response = await self.client.request(
+                request = self.client.build_request(
                     method, _url(endpoint, path, query), headers=headers, content=body
                 )
+                response = await self.client.send(request, stream=True)
+                try:
+                    content = await _read(response, self.max_answer_bytes)
+                finally:
+                    await response.aclose()
             except RETRYABLE as error:
                 log.info("replica %s of %s/%s failed before answering: %s", endpoint.job_id, *key, error)
                 route.endpoints.pop(endpoint.job_id, None)
@@ -301,6 +314,8 @@ class Gateway:
                         502, [("content-type", "text/plain")], b"replicas failed before answering\n"
                     ), (endpoint.revision)
                 continue
+            except AnswerTooLarge as error:
+                return Answer(502, [("content-type", "text/plain")], f"{error}\n".encode()), endpoint.revision
             except httpx.HTTPError as error:
                 return Answer(502, [("content-type", "text/plain")], f"replica failed: {error}\n".encode()), (
                     endpoint.revision
@@ -310,7 +325,7 @@ class Gateway:
                 if not route.busy[endpoint.job_id]:
                     del route.busy[endpoint.job_id]
             kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-            return Answer(response.status_code, kept, response.content), endpoint.revision
+            return Answer(response.status_code, kept, content), endpoint.revision
 
     async def _hold(self, key: ServiceKey, route: Route, deadline: float) -> bool:
         """Wait for a ready replica; False once ``deadline`` passed or the service went away."""
@@ -330,6 +345,23 @@ class Gateway:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class AnswerTooLarge(Exception):
+    pass
+
+
+async def _read(response: httpx.Response, limit: int) -> bytes:
+    """The answer's body as the replica sent it (still encoded, as its headers say), at most ``limit``
+    bytes: read no further than that (``AnswerTooLarge``)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"the replica's answer is larger than {limit >> 20} MiB")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _url(endpoint: Endpoint, path: str, query: bytes) -> httpx.URL:
