@@ -166,16 +166,18 @@ def test_kill_9_while_a_service_serves_and_a_pipeline_runs_loses_nothing_and_run
                 command = PIPELINE_STEP.format(name=name, marks=marks, sleep=1)
                 steps[name] = {"command": command, "needs": needs, "resources": {"cpu": 0.1}}
             run = client.run_pipeline({"type": "pipeline", "name": "killed", "steps": steps})
+            delays = []  # when each kill came after its step started: in the failures' messages
             for step in ("a", "b"):
                 until(lambda step=step: step in _marks(marks), 30, f"step {step} started")
-                time.sleep(draw.uniform(0, 1.2))  # before, during or after the step's end
+                delays.append(round(draw.uniform(0, 1.2), 2))  # before, during or after the step's end
+                time.sleep(delays[-1])
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=10)
                 process = start(arguments, folder / "up.log", port)
             with Client(f"http://127.0.0.1:{port}", token=read_token(data)) as again:
                 ended = until(lambda: _ended(again, run.id), 60, "the pipeline ended")
-                assert ended.status == "succeeded", ended
-                assert _marks(marks) == ["a", "b", "c"]  # each step ran once, none again after a restart
+                assert ended.status == "succeeded", (delays, ended)
+                assert _marks(marks) == ["a", "b", "c"], delays  # each step once, none again after a restart
                 assert until(lambda: answer(again, url).status_code == 200, 30, "the service answered")
                 again.remove_service("steady")
     finally:
