@@ -287,11 +287,20 @@ def find_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
 class Gate:
     """The ASGI app mounted at ``/mlflow``: authenticate, allow, check, then MLflow's handler."""
 
-    def __init__(self, wsgi_app: Any, owners: Owners, authenticate: Callable[[str], Caller]) -> None:
-        """``authenticate`` returns the caller of a bearer token or raises ``Refused`` (401/403)."""
+    def __init__(
+        self,
+        wsgi_app: Any,
+        owners: Owners,
+        authenticate: Callable[[str], Caller],
+        room: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``authenticate`` returns the caller of a bearer token or raises ``Refused`` (401/403); ``room``
+        refuses (413) an artifact upload of so many bytes that the tenant has no room for (None: no
+        quota, artifacts kept elsewhere than the server's disk)."""
         self.wsgi_app = wsgi_app
         self.owners = owners
         self.authenticate = authenticate
+        self.room = room
 
     def own_experiment(self, caller: Caller, experiment_id: Any) -> None:
         if not isinstance(experiment_id, str) or not experiment_id:
@@ -363,6 +372,8 @@ class Gate:
                 await self._forward(scope, path, body, send, None, route)
                 return
             await anyio.to_thread.run_sync(route.rule, self, caller, call)
+            if method == "PUT" and not route.json_body and self.room is not None:
+                await anyio.to_thread.run_sync(self.room, caller.tenant, len(body))
             if in_query:
                 scope = dict(scope, query_string=urlencode(call.params, doseq=True).encode())
             else:
