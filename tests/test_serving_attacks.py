@@ -100,6 +100,8 @@ def test_a_replica_gets_the_path_and_query_exactly_and_never_the_callers_credent
     client, base = corral
     member = client.create_user("mia", tenant="default").token
     headers = bearer(member) | {"Cookie": "session=secret", "Proxy-Authorization": "Basic c2VjcmV0"}
+    # Not X-Forwarded-For/-Proto: uvicorn believes them from a loopback caller (a trusted proxy).
+    headers |= {"X-Real-IP": "10.6.6.6", "Forwarded": "for=10.6.6.6"}
     path = "/a%23b%3Fc%00d/%C3%A9/%25?x=%00&y=1+2&z=%F0"
     with httpx.Client(timeout=30) as http:
         got = http.get(f"{base}/services/default/echo{path}", headers=[*headers.items(), ("X-Raw", b"\xff")])
@@ -107,6 +109,9 @@ def test_a_replica_gets_the_path_and_query_exactly_and_never_the_callers_credent
         seen = got.json()
         assert seen["path"] == path
         assert not {"authorization", "cookie", "proxy-authorization"} & set(seen["headers"])
+        assert not {"x-real-ip", "forwarded"} & set(seen["headers"])  # the caller's claims stay out
+        told = {name: seen["headers"][name] for name in ("x-forwarded-for", "x-forwarded-proto")}
+        assert told == {"x-forwarded-for": "127.0.0.1", "x-forwarded-proto": "http"}  # the gateway's own
         assert seen["headers"]["x-raw"] == "\xff"  # as http.server reads a header: latin-1
         posted = http.post(
             f"{base}/services/default/echo/upload", headers=bearer(member), content=b"x" * 1000

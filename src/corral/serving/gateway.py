@@ -53,8 +53,19 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
-NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie"}
-"""Never sent to a replica: the caller's corral token (replicas are untrusted code) and browser cookies."""
+NOT_FORWARDED = (
+    HOP_BY_HOP
+    | {"authorization", "cookie"}
+    | {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
+"""Never sent to a replica: the caller's corral token (replicas are untrusted code), browser cookies, and
+what a caller may claim about where it is (the gateway says that itself: ``forwarded_for``)."""
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 """Failures before any response began: the replica never answered, so the request may go elsewhere."""
 RETRY_AFTER_SECONDS = 5
@@ -251,14 +262,17 @@ class Gateway:
         headers: Iterable[tuple[str, str]],
         body: bytes,
         hold_timeout: float,
+        told: Iterable[tuple[str, str]] = (),
     ) -> Answer:
-        """Send one request to the service ``key``; see the module docstring."""
+        """Send one request to the service ``key``; see the module docstring. ``told``: headers the
+        gateway itself adds (``forwarded_for``)."""
         route = self.route(key)
         start = self.clock()
         route._account(start)
         route.in_flight += 1
         name = f"{key[0]}/{key[1]}"
         sent = [(k, v.encode("latin-1")) for k, v in headers if k.lower() not in NOT_FORWARDED]
+        sent += [(k, v.encode("latin-1")) for k, v in told]
         if not any(k.lower() == "accept-encoding" for k, _ in sent):
             sent.append(("accept-encoding", b"identity"))  # not httpx's gzip: the body is passed on as sent
         try:
@@ -362,6 +376,14 @@ async def _read(response: httpx.Response, limit: int) -> bytes:
             raise AnswerTooLarge(f"the replica's answer is larger than {limit >> 20} MiB")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def forwarded_for(client: str | None, scheme: str, host: str | None) -> list[tuple[str, str]]:
+    """What a replica is told about its caller, by the gateway and not by the caller: the address the
+    server saw (uvicorn's, which trusts a proxy's ``X-Forwarded-For`` only from ``--forwarded-allow-ips``),
+    the scheme and the host it was called at."""
+    told = [("x-forwarded-proto", scheme)] + ([("x-forwarded-host", host)] if host else [])
+    return ([("x-forwarded-for", client)] if client else []) + told
 
 
 def _url(endpoint: Endpoint, path: str, query: bytes) -> httpx.URL:

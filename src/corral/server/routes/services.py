@@ -22,7 +22,7 @@ from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
 from corral.serving.controller import ServiceController
-from corral.serving.gateway import Gateway
+from corral.serving.gateway import Gateway, forwarded_for
 from corral.serving.models import ModelResolver
 from corral.spec.service import ServiceSpec
 from corral.store.accounts import Principal
@@ -328,6 +328,9 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
         request.headers.items(),
         body,
         record.spec.hold_timeout,
+        forwarded_for(
+            request.client.host if request.client else None, request.url.scheme, request.headers.get("host")
+        ),
     )
     response = Response(content=answer.body, status_code=answer.status)
     for header, value in answer.headers:
