@@ -215,10 +215,31 @@ def test_what_only_the_store_rejects_is_the_clients_4xx(
 
 
 @pytest.mark.parametrize(
-    "path", ["/jobs/a%00b", "/jobs?queue=a%00b", "/jobs?tenant=a%00b", "/nodes/a%00b/heartbeat"]
+    "path",
+    [
+        "/jobs/a%00b",
+        "/jobs?queue=a%00b",
+        "/jobs?tenant=a%00b",
+        "/nodes/a%00b/heartbeat",
+        "/services/a%00b",
+        "/services?tenant=a%00b",
+        "/services/a%00b?tenant=a%00b",
+        "/pipelines/a%00b",
+        "/pipelines?tenant=a%00b",
+        "/models/a%00b",
+    ],
 )
 def test_nul_bytes_in_route_parameters_are_never_a_server_error(client: TestClient, path: str) -> None:
     """PostgreSQL refuses NUL in text (a 422 here); SQLite just finds nothing."""
     method = "POST" if path.endswith("heartbeat") else "GET"
     response = client.request(method, f"{API}{path}")
     assert response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/services/a%00b/x/", "/services/default/a%00b/", "/services/default/x/a%00b"]
+)
+def test_nul_bytes_in_a_gateway_path_are_never_a_server_error(client: TestClient, path: str) -> None:
+    """The gateway looks the service up by tenant and name before anything else."""
+    response = client.get(path)
+    assert response.status_code == 404, response.text

@@ -426,3 +426,92 @@ def test_a_service_serves_a_registry_alias_from_a_copy_shipped_to_its_replica(
     replicas = [j for j in deployment.lab.jobs() if j.spec.get("name", "").startswith("inside-r1")]
     assert replicas and all((j.spec.get("code") or "").startswith("sha256:") for j in replicas)
     deployment.lab.remove_service("inside")
+
+
+def test_a_registration_may_not_climb_out_of_its_job_s_run(deployment: Deployment, trained: str) -> None:
+    """``..`` in a registration's artifact path once registered any folder: the server's data dir (its
+    admin token, tracking key and database) or another tenant's run, which serving then packed into the
+    tenant's uploads for its replicas to read."""
+    for path in ("../../../..", "model/../../../../1", "../../../1"):
+        with pytest.raises(APIError) as refused:
+            deployment.lab.register_model(trained, path, "loot")
+        assert refused.value.status == 422 and "'..'" in refused.value.detail
+    assert "loot" not in [m["name"] for m in deployment.lab.models()]
+
+
+ATTACK = """
+import json, os, pathlib, httpx
+tracking = os.environ["MLFLOW_TRACKING_URI"]
+server = tracking.removesuffix("/mlflow")
+api, artifacts = tracking + "/api/2.0/mlflow", tracking + "/api/2.0/mlflow-artifacts/artifacts"
+headers = {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+other = os.environ["OTHER_EXPERIMENT"]
+own = httpx.get(api + "/runs/get", params={"run_id": os.environ["MLFLOW_RUN_ID"]}, headers=headers)
+own = own.json()["run"]["info"]["experiment_id"]
+seen = {}
+def ask(name, method, url, **request):
+    answer = httpx.request(method, url, headers=headers, **request)
+    seen[name] = answer.status_code
+    return answer
+ask("jobs", "GET", server + "/api/v1/jobs")
+ask("tenants", "POST", server + "/api/v1/tenants", json={"name": "mine"})
+ask("tokens", "POST", server + "/api/v1/tokens", json={})
+ask("gateway", "GET", server + "/services/other/anything/")
+ask("experiment", "GET", api + "/experiments/get", params={"experiment_id": other})
+ask("runs", "POST", api + "/runs/search", json={"experiment_ids": [own, other]})
+ask("model", "GET", api + "/registered-models/get", params={"name": "attack-target"})
+ask("climb", "GET", f"{artifacts}/{own}/../{other}")
+ask("listing", "GET", artifacts, params={"path": f"{own}/../{other}"})
+ask("source", "POST", api + "/model-versions/create",
+    json={"name": "mine", "source": f"mlflow-artifacts:/{own}/../{other}"})
+ask("deep", "POST", api + "/runs/search", content=b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}")
+ask("nul", "POST", api + "/experiments/create", json={"name": "a\\x00b"})
+found = ask("models", "GET", api + "/registered-models/search", params={"filter": "name LIKE 'other.%'"})
+seen["models_found"] = len(found.json().get("registered_models", []))
+found = ask("experiments", "POST", api + "/experiments/search", json={"filter": "name LIKE 'other/%'", "max_results": 100})
+seen["experiments_found"] = len(found.json().get("experiments", []))
+for name, path in (("token", "token"), ("database", "corral.db"), ("key", "tracking.key")):
+    try:
+        (pathlib.Path(os.environ["DATA_DIR"]) / path).read_bytes()
+        seen[name] = "read"
+    except OSError:
+        seen[name] = "denied"
+print("SEEN", json.dumps(seen), flush=True)
+"""
+"""A member's job attacking through the MLflow token it is given: what it gets for each try."""
+
+
+def test_a_job_s_token_reaches_only_its_own_tenant_s_tracking(deployment: Deployment) -> None:
+    """From inside a running job of ``lab``: every API route, the gateway and every way at tenant
+    ``other``'s experiment, runs and model it tries (ids, names, searches, ``..``, a model version's
+    source) is refused or finds nothing; malformed input is a 400; the server's files are not its."""
+    other = mlflow_client(deployment.url, deployment.other_token)
+    experiment = other.create_experiment("attack-target")
+    other.create_run(experiment)
+    other.create_registered_model("attack-target")
+    env = {"OTHER_EXPERIMENT": experiment, "DATA_DIR": str(deployment.data_dir)}
+    job_id = deployment.submit(deployment.lab, ATTACK, "attack", env=env)
+    deadline = time.monotonic() + 60
+    while deployment.lab.job(job_id).status not in ("finished", "failed"):
+        assert time.monotonic() < deadline, "the attacking job never ended"
+        time.sleep(0.1)
+    output = deployment.lab.logs(job_id)
+    (line,) = [line for line in output.splitlines() if line.startswith("SEEN ")] or [output]
+    seen = json.loads(line.removeprefix("SEEN "))
+    assert {name: seen[name] for name in ("jobs", "tenants", "tokens")} == dict.fromkeys(
+        ("jobs", "tenants", "tokens"), 403
+    )
+    assert seen["gateway"] == 401
+    not_there = ("experiment", "runs", "model", "climb", "listing", "source")
+    assert {name: seen[name] for name in not_there} == dict.fromkeys(not_there, 404)
+    assert (seen["deep"], seen["nul"]) == (400, 400)
+    assert (seen["models"], seen["models_found"], seen["experiments"], seen["experiments_found"]) == (
+        200,
+        0,
+        200,
+        0,
+    )
+    if os.geteuid() == 0:  # only a root server runs pods as another user (docs/security.md)
+        assert {name: seen[name] for name in ("token", "database", "key")} == dict.fromkeys(
+            ("token", "database", "key"), "denied"
+        )

@@ -78,6 +78,25 @@ def pack(folder: Path, limit: int = MAX_CODE_BYTES) -> PackedFolder:
     return PackedFolder(digest_of(data), data, files)
 
 
+def below(folder: Path) -> list[Path]:
+    """Everything below ``folder``, unsorted; links are listed, never entered, and a folder that cannot be
+    listed is left out (as ``os.walk`` does). Walked with a list, not recursion (``os.walk`` and
+    ``Path.rglob`` recurse before Python 3.12): a pod's folders nested a thousand deep are walked, not
+    a ``RecursionError`` in the reconcile loop or an agent."""
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                for entry in listing:
+                    found.append(Path(entry.path))
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(found[-1])
+        except OSError:
+            continue
+    return found
+
+
 def unpack(archive: Path, into: Path) -> None:
     """Extract an uploaded working folder into ``into`` (the pod's own folder). The ``data`` filter
     refuses absolute paths, ``..``, links that leave the folder and device files, and drops set-uid

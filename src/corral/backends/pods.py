@@ -47,7 +47,7 @@ from corral.core.units import MILLI_PER_GPU
 from corral.errors import CorralError
 from corral.pipelines.artifacts import store_outputs
 from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
-from corral.workdirs import PackedFolder, unpack
+from corral.workdirs import PackedFolder, below, unpack
 
 
 class DesiredPod(BaseModel):
@@ -491,7 +491,7 @@ class PodRunner:
         except (OSError, tarfile.TarError, CorralError) as error:
             raise PodStartError(f"code {desired.spec.code} could not be unpacked: {error}") from None
         if identity is not None:
-            for path in [files.work, *files.work.rglob("*")]:
+            for path in [files.work, *below(files.work)]:
                 os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
 
     def _setup_folder(self, desired: DesiredPod, identity: PodIdentity | None) -> Path:
@@ -519,7 +519,7 @@ class PodRunner:
             except (OSError, tarfile.TarError, CorralError) as error:
                 raise PodStartError(f"mount {mount.digest} could not be unpacked: {error}") from None
         if identity is not None:
-            for path in [files.work, *files.work.rglob("*")]:
+            for path in [files.work, *below(files.work)]:
                 os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
 
     def store_outputs(self, desired: DesiredPod, keep: Callable[[str, PackedFolder], None]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from corral.errors import CorralError
 from corral.spec.job import JobSpec
+from corral.workdirs import below
 
 
 class ArtifactNotFound(CorralError):
@@ -50,7 +51,7 @@ def locate(path: str, job_id: str, folders: list[Path], runs: Path | None = None
         holding = [folder for folder in folders if resolved.is_relative_to(folder)]
         if holding:
             folder = max(holding, key=lambda f: len(f.parts))  # inside the checkpoint dir: named from there
-            if resolved.is_dir() and not any(inner.is_file() for inner in resolved.rglob("*")):
+            if resolved.is_dir() and not any(inner.is_file() for inner in below(resolved)):
                 raise ArtifactNotFound(
                     f"path: {path!r} is an empty directory of job {job_id}: nothing to copy"
                 )

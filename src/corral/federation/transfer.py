@@ -17,6 +17,7 @@ from typing import Any
 from corral.core.cluster import ObjectStoreSpec
 from corral.errors import CorralError
 from corral.federation.artifacts import ArtifactCopy, ArtifactRefused, check_copy
+from corral.workdirs import below
 
 audit = logging.getLogger("corral.audit")
 
@@ -77,7 +78,7 @@ def push(copy: ArtifactCopy, source: Path, tenant: str, store: ObjectStoreSpec, 
 def _tree(folder: Path, prefix: str) -> list[tuple[Path, str]]:
     return [
         (path, f"{prefix}/{path.relative_to(folder).as_posix()}")
-        for path in sorted(folder.rglob("*"))
+        for path in sorted(below(folder))
         if path.is_file()
     ]
 

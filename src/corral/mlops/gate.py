@@ -287,11 +287,20 @@ def find_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
 class Gate:
     """The ASGI app mounted at ``/mlflow``: authenticate, allow, check, then MLflow's handler."""
 
-    def __init__(self, wsgi_app: Any, owners: Owners, authenticate: Callable[[str], Caller]) -> None:
-        """``authenticate`` returns the caller of a bearer token or raises ``Refused`` (401/403)."""
+    def __init__(
+        self,
+        wsgi_app: Any,
+        owners: Owners,
+        authenticate: Callable[[str], Caller],
+        room: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``authenticate`` returns the caller of a bearer token or raises ``Refused`` (401/403); ``room``
+        refuses (413) an artifact upload of so many bytes that the tenant has no room for (None: no
+        quota, artifacts kept elsewhere than the server's disk)."""
         self.wsgi_app = wsgi_app
         self.owners = owners
         self.authenticate = authenticate
+        self.room = room
 
     def own_experiment(self, caller: Caller, experiment_id: Any) -> None:
         if not isinstance(experiment_id, str) or not experiment_id:
@@ -354,13 +363,17 @@ class Gate:
             route, path_args = found
             if route.writes and not caller.writes:
                 raise Refused(403, f"{caller.name} is a viewer: reading only")
+            if "\x00" in path:
+                raise Refused(400, "the path holds a NUL character")
             body = await _body(receive)
+            in_query = method == "GET" or not route.json_body
+            call = Call(in_query, path, _params(in_query, scope, body), path_args)
             if caller.admin:
                 await self._forward(scope, path, body, send, None, route)
                 return
-            in_query = method == "GET" or not route.json_body
-            call = Call(in_query, path, _params(in_query, scope, body), path_args)
             await anyio.to_thread.run_sync(route.rule, self, caller, call)
+            if method == "PUT" and not route.json_body and self.room is not None:
+                await anyio.to_thread.run_sync(self.room, caller.tenant, len(body))
             if in_query:
                 scope = dict(scope, query_string=urlencode(call.params, doseq=True).encode())
             else:
@@ -435,17 +448,46 @@ async def _body(receive: Receive) -> bytes:
 
 
 def _params(in_query: bool, scope: Scope, body: bytes) -> dict[str, Any]:
+    """The request's parameters; a NUL character anywhere in them is refused, since PostgreSQL cannot
+    store one (MLflow's store would fail with a 500) and no MLflow name or value needs it."""
     if in_query:
-        return parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        query = scope["query_string"].decode("latin-1")
+        params = parse_qs(query, keep_blank_values=True)
+        if any("\x00" in key or any("\x00" in v for v in values) for key, values in params.items()):
+            raise Refused(400, "the query holds a NUL character")
+        return params
     if not body.strip():
         return {}
     try:
         params = json.loads(body)
+    except RecursionError:
+        raise Refused(400, "the body's JSON is nested too deeply") from None
     except ValueError:
         raise Refused(400, "the body is not JSON") from None
     if not isinstance(params, dict):
         raise Refused(400, "the body is not a JSON object")
+    _check_values(params)
     return params
+
+
+MAX_DEPTH = 32
+"""How deeply a request's JSON may nest: MLflow's requests nest a few levels (a run's tags in a batch)."""
+
+
+def _check_values(document: Any) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` or holding a NUL character (walked without
+    recursion, so a deep one cannot exhaust the stack)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise Refused(400, f"the body's JSON is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str) and "\x00" in value:
+            raise Refused(400, "the body holds a NUL character")
+        if isinstance(value, dict):
+            pending += [(key, depth + 1) for key in value] + [(item, depth + 1) for item in value.values()]
+        elif isinstance(value, list):
+            pending += [(item, depth + 1) for item in value]
 
 
 async def _problem(send: Send, status: int, detail: str) -> None:

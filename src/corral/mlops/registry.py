@@ -96,11 +96,13 @@ class Registry:
 
         if not NAME.match(name):
             raise RegistryError(f"model name {name!r}: letters, digits, . _ -, at most 128", 422)
+        path = path.strip("/")
+        if ".." in path.split("/"):
+            raise RegistryError(f"artifact path {path!r}: a path inside the job's run, without '..'", 422)
         row = self.tracking.job_run(job_id)
         if row is None or row.tenant != tenant:
             raise RegistryError(f"job {job_id!r} has no MLflow run (it never started with tracking)")
         run = self.stores.tracking.get_run(row.run_id)
-        path = path.strip("/")
         source, model_id = self._source(run, path)
         stored = names.stored_model(tenant, name)
         try:
@@ -207,10 +209,17 @@ class Registry:
         return source
 
     def local_path(self, uri: str) -> Path | None:
+        """The folder of an ``mlflow-artifacts:/`` URI in the server's artifact store; refused (422) when it
+        would lie outside it: what this returns is packed and shipped to the tenant's replicas, so a
+        ``..`` here would hand them the server's data dir (its token, its database)."""
         root = self.stores.location.local_artifacts
         if root is None or not uri.startswith("mlflow-artifacts:/"):
             return None
-        return root / uri.removeprefix("mlflow-artifacts:/").lstrip("/")
+        relative = uri.removeprefix("mlflow-artifacts:/").lstrip("/")
+        path = root / relative
+        if ".." in relative.split("/") or not path.resolve().is_relative_to(root.resolve()):
+            raise RegistryError(f"{uri!r} is outside the server's artifact store", 422)
+        return path
 
     def _model(self, stored: str, name: str) -> Any:
         from mlflow.exceptions import MlflowException

@@ -39,6 +39,24 @@ class Owners:
         owner = names.experiment_owner(experiment.name)
         return self._remember(self._experiments, experiment_id, owner)
 
+    def experiments_of(self, tenant: str) -> list[str]:
+        """The ids of the tenant's experiments, deleted ones included (their artifacts still take room)."""
+        from mlflow.entities import ViewType
+
+        ids: list[str] = []
+        token = None
+        while True:
+            page = self.tracking.search_experiments(
+                view_type=ViewType.ALL,
+                max_results=1000,
+                filter_string=names.tenant_filter(tenant, names.EXPERIMENT_SEPARATOR, None),
+                page_token=token,
+            )
+            ids += [str(experiment.experiment_id) for experiment in page]
+            token = page.token
+            if not token:
+                return ids
+
     def run_experiment(self, run_id: str) -> str:
         with self._lock:
             if run_id in self._runs:

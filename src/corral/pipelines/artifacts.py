@@ -21,15 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CorralError
-from corral.workdirs import MAX_CODE_BYTES, PackedFolder, digest_of, tar_entry
+from corral.workdirs import MAX_CODE_BYTES, PackedFolder, below, digest_of, tar_entry
 
 
 class OutputUnavailable(CorralError):
     """A declared output is missing, lies behind a link, or packs to more than the limit."""
 
 
+RAW_BYTES_PER_PACKED_BYTE = 16
+"""How many bytes of files an output may hold per byte of its packed limit: outputs are read by the
+reconcile loop (or an agent), so what is read is bounded by the files' sizes before reading, not by
+what they compress to; a pod's sparse terabyte of zeros packs small but took hours to read."""
+
+
 def pack_output(work: Path, path: str, limit: int = MAX_CODE_BYTES) -> PackedFolder:
-    """The file or folder ``path`` (relative, validated by the spec) of a pod's folder ``work``, packed."""
+    """The file or folder ``path`` (relative, validated by the spec) of a pod's folder ``work``, packed;
+    refused before reading past ``RAW_BYTES_PER_PACKED_BYTE * limit`` bytes of files."""
     target = work
     for part in Path(path).parts:
         target = target / part
@@ -40,7 +47,7 @@ def pack_output(work: Path, path: str, limit: int = MAX_CODE_BYTES) -> PackedFol
     if not target.exists():
         raise OutputUnavailable(f"{path} was not written")
     buffer = io.BytesIO()
-    files = 0
+    files = raw = 0
     with (
         gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
         tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
@@ -50,6 +57,11 @@ def pack_output(work: Path, path: str, limit: int = MAX_CODE_BYTES) -> PackedFol
             if info.isfile():
                 with _open_regular(entry, path) as content:
                     info.size = os.fstat(content.fileno()).st_size
+                    raw += info.size
+                    if raw > RAW_BYTES_PER_PACKED_BYTE * limit:
+                        raise OutputUnavailable(
+                            f"{path} holds more than {RAW_BYTES_PER_PACKED_BYTE * limit >> 20} MiB of files"
+                        )
                     archive.addfile(info, content)
                 files += 1
             else:
@@ -93,10 +105,4 @@ def _entries(target: Path) -> list[Path]:
     """The output and, for a folder, everything below it, sorted; links are entries, never entered."""
     if not target.is_dir():
         return [target]  # a FIFO or device is refused when it is opened
-    found = [target]
-    for current, folders, names in os.walk(target):
-        here = Path(current)
-        folders.sort()
-        found += [here / name for name in folders]
-        found += [here / name for name in names]  # links kept as links; anything not a file refused
-    return sorted(found, key=lambda p: p.parts)
+    return sorted([target, *below(target)], key=lambda p: p.parts)

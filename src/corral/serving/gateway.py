@@ -31,6 +31,9 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
+from urllib.parse import quote
+from urllib.request import Request
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -56,12 +59,24 @@ HOP_BY_HOP = frozenset(
     }
 )
 REPLICA_TOKEN_HEADER = "x-corral-replica-token"
-NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", REPLICA_TOKEN_HEADER}
-"""Never sent to a replica: the caller's corral token (replicas are untrusted code), browser cookies, and
-a replica token of the caller's (the gateway sends the replica's own)."""
+NOT_FORWARDED = (
+    HOP_BY_HOP
+    | {"authorization", "cookie", REPLICA_TOKEN_HEADER}
+    | {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+)
+"""Never sent to a replica: the caller's corral token (replicas are untrusted code), browser cookies, a
+replica token of the caller's (the gateway sends the replica's own), and what a caller may claim about
+where it is (the gateway says that itself: ``forwarded_for``)."""
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 """Failures before any response began: the replica never answered, so the request may go elsewhere."""
 RETRY_AFTER_SECONDS = 5
+MAX_ANSWER_BYTES = 64 << 20
+"""The most of one replica's answer the gateway holds: answers are held whole in the server's memory,
+and a replica is a tenant's code (an endless answer would exhaust the server's memory for everyone)."""
+PATH_SAFE = "/:@!$&'()*+,;=~"
+"""What a path segment may hold unescaped (RFC 3986 pchar): the rest of a decoded path is escaped again."""
+QUERY_SAFE = PATH_SAFE + "?%"
+"""The query arrives still escaped: its ``%`` escapes stay, anything a URL may not hold is escaped."""
 
 
 @dataclass
@@ -123,6 +138,28 @@ class Route:
         return min(of_revision, key=lambda e: self.busy.get(e.job_id, 0))
 
 
+class KeepNoCookies(CookiePolicy):
+    """The gateway's client keeps no cookie a replica sets: cookies are per host, not per port, so one
+    kept from a replica on 127.0.0.1 would go with every later request to every replica, another
+    tenant's included, on behalf of every caller. A replica's ``Set-Cookie`` still reaches its caller."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = False
+
+    def set_ok(self, cookie: Cookie, request: Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Request) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Request) -> bool:
+        return False
+
+
 class Gateway:
     def __init__(
         self,
@@ -130,16 +167,21 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         on_hold: Callable[[ServiceKey], None] = lambda key: None,
         on_failure: Callable[[ServiceKey, str], None] = lambda key, job_id: None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         """``on_hold``: a request is waiting for a replica (wake the controller); ``on_failure``: a
-        replica's connection failed (the controller probes it again before it takes traffic)."""
+        replica's connection failed (the controller probes it again before it takes traffic);
+        ``max_answer_bytes``: the most of a replica's answer the gateway holds (502 beyond)."""
+        self.max_answer_bytes = max_answer_bytes
         self.routes: dict[ServiceKey, Route] = {}
         self.clock = clock
         self.on_hold = on_hold
         self.on_failure = on_failure
         self.random = random.Random()
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(300.0, connect=2.0), limits=httpx.Limits(max_connections=1000)
+            timeout=httpx.Timeout(300.0, connect=2.0),
+            limits=httpx.Limits(max_connections=1000),
+            cookies=CookieJar(policy=KeepNoCookies()),
         )
         self.requests = Counter(
             "corral_service_requests",
@@ -226,14 +268,19 @@ class Gateway:
         headers: Iterable[tuple[str, str]],
         body: bytes,
         hold_timeout: float,
+        told: Iterable[tuple[str, str]] = (),
     ) -> Answer:
-        """Send one request to the service ``key``; see the module docstring."""
+        """Send one request to the service ``key``; see the module docstring. ``told``: headers the
+        gateway itself adds (``forwarded_for``)."""
         route = self.route(key)
         start = self.clock()
         route._account(start)
         route.in_flight += 1
         name = f"{key[0]}/{key[1]}"
-        sent = [(k, v) for k, v in headers if k.lower() not in NOT_FORWARDED]
+        sent = [(k, v.encode("latin-1")) for k, v in headers if k.lower() not in NOT_FORWARDED]
+        sent += [(k, v.encode("latin-1")) for k, v in told]
+        if not any(k.lower() == "accept-encoding" for k, _ in sent):
+            sent.append(("accept-encoding", b"identity"))  # not httpx's gzip: the body is passed on as sent
         try:
             answer, revision = await self._send(
                 key, route, method, path, query, sent, body, start + hold_timeout
@@ -258,7 +305,7 @@ class Gateway:
         method: str,
         path: str,
         query: bytes,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[str, bytes]],
         body: bytes,
         deadline: float,
     ) -> tuple[Answer, int | None]:
@@ -279,6 +326,8 @@ class Gateway:
                 if len(tried) > 1:
                     return _failed("replicas failed before answering"), endpoint.revision
                 continue
+            except AnswerTooLarge as error:
+                return _failed(str(error)), endpoint.revision
             except httpx.HTTPError as error:
                 return _failed(f"replica failed: {error}"), endpoint.revision
             on_trial = endpoint.revision != route.stable  # a canary, or one rolled back meanwhile
@@ -289,7 +338,7 @@ class Gateway:
                         return await self._try(
                             key, route, stable, method, path, query, headers, body
                         ), stable.revision
-                    except httpx.HTTPError as error:
+                    except (httpx.HTTPError, AnswerTooLarge) as error:
                         log.info(
                             "replica %s of %s/%s failed after the canary: %s", stable.job_id, *key, error
                         )
@@ -303,22 +352,23 @@ class Gateway:
         method: str,
         path: str,
         query: bytes,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[str, bytes]],
         body: bytes,
     ) -> Answer:
         """Send the request to one replica, counted against its revision (failures included)."""
         route.busy[endpoint.job_id] = route.busy.get(endpoint.job_id, 0) + 1
         if endpoint.secret is not None:
-            headers = [*headers, (REPLICA_TOKEN_HEADER, endpoint.secret)]
+            headers = [*headers, (REPLICA_TOKEN_HEADER, endpoint.secret.encode("latin-1"))]
         try:
-            response = await self.client.request(
-                method,
-                endpoint.url + path,
-                params=query.decode("latin-1") or None,
-                headers=headers,
-                content=body,
+            request = self.client.build_request(
+                method, _url(endpoint, path, query), headers=headers, content=body
             )
-        except httpx.HTTPError:
+            response = await self.client.send(request, stream=True)
+            try:
+                content = await _read(response, self.max_answer_bytes)
+            finally:
+                await response.aclose()
+        except (httpx.HTTPError, AnswerTooLarge):
             self._count(key, endpoint.revision, error=True)
             raise
         finally:
@@ -327,7 +377,7 @@ class Gateway:
                 del route.busy[endpoint.job_id]
         self._count(key, endpoint.revision, error=response.status_code >= 500)
         kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-        return Answer(response.status_code, kept, response.content)
+        return Answer(response.status_code, kept, content)
 
     async def _hold(self, key: ServiceKey, route: Route, deadline: float) -> bool:
         """Wait for a ready replica; False once ``deadline`` passed or the service went away."""
@@ -351,6 +401,39 @@ class Gateway:
 
 def _failed(text: str) -> Answer:
     return Answer(502, [("content-type", "text/plain")], f"{text}\n".encode())
+
+
+class AnswerTooLarge(Exception):
+    """A replica's answer is past ``max_answer_bytes``: the caller gets a 502, the server keeps its memory."""
+
+
+async def _read(response: httpx.Response, limit: int) -> bytes:
+    """The answer's body as the replica sent it (still encoded, as its headers say), at most ``limit``
+    bytes: read no further than that (``AnswerTooLarge``)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"the replica's answer is larger than {limit >> 20} MiB")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def forwarded_for(client: str | None, scheme: str, host: str | None) -> list[tuple[str, str]]:
+    """What a replica is told about its caller, by the gateway and not by the caller: the address the
+    server saw (uvicorn's, which trusts a proxy's ``X-Forwarded-For`` only from ``--forwarded-allow-ips``),
+    the scheme and the host it was called at."""
+    told = [("x-forwarded-proto", scheme)] + ([("x-forwarded-host", host)] if host else [])
+    return ([("x-forwarded-for", client)] if client else []) + told
+
+
+def _url(endpoint: Endpoint, path: str, query: bytes) -> httpx.URL:
+    """The replica's URL for a request's path (as the server decoded it) and raw query: escaped again, so
+    a ``%23`` or ``%3F`` in the path reaches the replica as one and a ``%00`` or a stray byte is sent
+    escaped instead of failing the request."""
+    url = httpx.URL(endpoint.url + quote(path, safe=PATH_SAFE))
+    return url.copy_with(query=quote(query, safe=QUERY_SAFE).encode()) if query else url
 
 
 def _unavailable(key: ServiceKey) -> Answer:

@@ -61,7 +61,7 @@ class _Tracking:
             from corral.mlops.gate import Gate
 
             mlops = self.service.current  # type: ignore[union-attr]
-            self._gate = Gate(mlops.wsgi_app, mlops.owners, _authenticator(self.plane, mlops))  # type: ignore[union-attr]
+            self._gate = Gate(mlops.wsgi_app, mlops.owners, _authenticator(self.plane, mlops), _room(mlops))  # type: ignore[union-attr]
         await self._gate(scope, receive, send)
 
 
@@ -85,6 +85,14 @@ def _authenticator(plane: ControlPlane, mlops: Mlops) -> Any:
         return Caller(principal.user, principal.tenant, principal.is_admin, principal.role != "viewer")
 
     return authenticate
+
+
+def _room(mlops: Mlops) -> Any:
+    """Each tenant's quota on the server's artifact folder; None when artifacts are kept elsewhere (S3)."""
+    from corral.mlops.quota import ArtifactQuota
+
+    root = mlops.registry.stores.location.local_artifacts
+    return ArtifactQuota(root, mlops.owners).check if root is not None else None
 
 
 async def attach_tracking(request: Request, pods: Sequence[DesiredPod]) -> list[DesiredPod]:

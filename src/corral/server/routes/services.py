@@ -9,6 +9,7 @@ gets. The caller's Authorization header is never forwarded to a replica.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -21,7 +22,7 @@ from corral.scheduling.feasibility import feasibility
 from corral.server.auth import CONFLICT, EVERYONE, REFUSALS, SUBMITTERS, allow, refuse
 from corral.server.services import ControlPlane, control_plane
 from corral.serving.controller import ServiceController, replica_url
-from corral.serving.gateway import Gateway
+from corral.serving.gateway import Gateway, forwarded_for
 from corral.serving.models import ModelResolver
 from corral.spec.service import ServiceSpec
 from corral.store.accounts import Principal
@@ -294,6 +295,9 @@ def remove(
 
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+GATEWAY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+"""What tenant and service names are made of: a path outside it names no service, and is answered as
+one that does not exist without reading the store (PostgreSQL refuses a NUL, for one)."""
 
 
 @gateway_router.api_route("/services/{tenant}/{name}/{path:path}", methods=METHODS, include_in_schema=False)
@@ -302,14 +306,14 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
     the service's ``hold_timeout``, never a 4xx for a service that is only starting."""
     serving = serving_of(request)
     plane = control_plane(request)
-    record = serving.cached(tenant, name)
-    if record is None:
-        record = await run_in_threadpool(serving.lookup, tenant, name)
     token = _bearer(request)
     if token is None:
         refuse(
             request, 401, "no token: send the service's tenant's API token, or a public service's own token"
         )
+    record = serving.cached(tenant, name)
+    if record is None and GATEWAY_NAME.fullmatch(tenant) and GATEWAY_NAME.fullmatch(name):
+        record = await run_in_threadpool(serving.lookup, tenant, name)
     principal = None
     if not token.startswith(TOKEN_PREFIX):
         principal = await run_in_threadpool(plane.authenticate, token)
@@ -344,6 +348,9 @@ async def gateway(request: Request, tenant: str, name: str, path: str) -> Respon
         request.headers.items(),
         body,
         record.spec.hold_timeout,
+        forwarded_for(
+            request.client.host if request.client else None, request.url.scheme, request.headers.get("host")
+        ),
     )
     response = Response(content=answer.body, status_code=answer.status)
     for header, value in answer.headers:
