@@ -114,6 +114,7 @@ def test_a_cpu_only_job_asks_no_gpu() -> None:
         ("name: a\ncommand: '  '\n", "command is empty"),
         ("- name: a\n", "expected a mapping with at least name and command"),
         ("name: [a\n", "not valid YAML"),
+        ("name: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply"),
     ],
 )
 def test_bad_specs_name_the_line_the_field_and_the_fix(text: str, message: str) -> None:

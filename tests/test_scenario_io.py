@@ -86,6 +86,7 @@ def test_nvlink_group_outside_node_is_explained(tmp_path: Path) -> None:
         ('{"id": "a"}', "duration: field required: add it"),
         ('{"id": "a", "duration": 10, "pods": 2, "min_pods": 3}', "min_pods (3) must not exceed pods (2)"),
         ("not json", "not valid JSON"),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
     ],
 )
 def test_workload_errors_name_line_and_field(tmp_path: Path, line: str, expected: str) -> None:

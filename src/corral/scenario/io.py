@@ -53,6 +53,8 @@ def _read_jsonl(path: Path, model: type[BaseModel], *, unique_id: bool) -> Itera
                 raise SpecError(
                     f"not valid JSON: {exc.msg} (column {exc.colno})", path=str(path), line=number
                 ) from None
+            except RecursionError:
+                raise SpecError("not valid here: nested too deeply", path=str(path), line=number) from None
             if not isinstance(data, dict):
                 raise SpecError("expected a JSON object on each line", path=str(path), line=number)
             try:

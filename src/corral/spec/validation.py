@@ -39,6 +39,8 @@ def validate_yaml(text: str, model: type[Model], *, source: str, expected: str) 
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line) from None
+    except RecursionError:
+        raise SpecError("not valid YAML here: nested too deeply", path=source) from None
     if not isinstance(data, dict):
         raise SpecError(f"expected {expected}", path=source, line=1)
     try:
