@@ -38,6 +38,18 @@ def passable(folder: Path) -> Path:
     return folder
 
 
+def stop(backend: LocalBackend, job_id: str) -> None:
+    """Sync until the cancelled job's pod is gone (stopping does not wait for it)."""
+    pid_file = backend.runner.files(job_id, 1, 0).pid
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    for _ in range(200):
+        backend.sync()
+        if pid is None or not backend.runner.alive(pid):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pid} of {job_id} still runs")
+
+
 def test_the_local_backend_records_the_port_a_pod_was_given_even_after_a_restart(tmp_path: Path) -> None:
     store = JobStore(open_store(f"sqlite:///{tmp_path / 'corral.db'}"))
     data = passable(tmp_path / "data")
@@ -60,12 +72,7 @@ def test_the_local_backend_records_the_port_a_pod_was_given_even_after_a_restart
         time.sleep(0.05)
     assert restarted.runner.files(job, 1, 0).log.read_text().split() == [str(port), str(port)]
     store.cancel(job)
-    pid = int(first.runner.files(job, 1, 0).pid.read_text())
-    for _ in range(200):  # stopped by the backend that started it, which reaps it
-        first.sync()
-        if not first.runner.alive(pid):
-            break
-        time.sleep(0.05)
+    stop(first, job)  # by the backend that started it, which reaps it
 
 
 def test_a_replica_is_routed_to_only_once_its_reported_port_answers(tmp_path: Path) -> None:
@@ -108,4 +115,35 @@ def test_a_replica_is_routed_to_only_once_its_reported_port_answers(tmp_path: Pa
     finally:
         for job_id in services.delete(service.id):
             jobs.cancel(job_id)
-        backend.sync()
+            stop(backend, job_id)
+
+
+def test_a_replica_whose_node_never_reports_its_port_is_replaced_after_its_readiness_timeout(
+    tmp_path: Path,
+) -> None:
+    """An agent that does not report ports (older than them): its replica is never reached, and counts
+    as not ready, as one that never answers its probe."""
+    engine = open_store(f"sqlite:///{tmp_path / 'corral.db'}")
+    jobs, services, gateway = JobStore(engine), ServiceStore(engine), Gateway(CollectorRegistry())
+    now = [time.time()]
+    spec = ServiceSpec(name="web", command=["python3", "-c", LISTENER], replicas={"min": 1, "max": 1})
+    service = services.apply("default", spec).service
+
+    async def scenario() -> None:
+        controller = ServiceController(services, jobs, gateway, lambda: None, clock=lambda: now[0])
+        try:
+            await controller.step()
+            reconcile(engine, INVENTORY, POLICY, now=time.time())
+            await controller.step()
+            (waiting,) = services.replicas()
+            assert waiting.status == "running" and waiting.port is None
+            now[0] = time.time() + spec.readiness.timeout + 1
+            await controller.step()
+            assert jobs.get(waiting.job_id).status == "cancelled"
+            assert "not ready within" in (jobs.get(waiting.job_id).reason or "")
+            assert controller.states[service.id].failures == {1: 1}
+            assert not gateway.route(("default", "web")).endpoints
+        finally:
+            await controller.stop()
+
+    asyncio.run(scenario())
