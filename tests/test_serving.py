@@ -45,7 +45,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({"revision": os.environ.get("REVISION", "1"), "job": os.environ["CORRAL_JOB_ID"],
                            "authorization": self.headers.get("authorization"),
                            "gateway": token is not None and token == os.environ["CORRAL_REPLICA_TOKEN"],
-                           "host": self.server.server_address[0]}).encode()
+                           "host": self.server.server_address[0],
+                           "port": self.server.server_address[1]}).encode()
         failing = os.environ.get("FAIL") and url.path != "/health"
         self.send_response(500 if failing else 200)
         self.send_header("content-type", "application/json")
@@ -57,7 +58,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 address = (os.environ["CORRAL_NODE_ADDRESS"], int(os.environ["PORT"]))
 http.server.ThreadingHTTPServer(address, Handler).serve_forever()
 """
-"""A replica: answers its revision and job after ``?sleep=S`` seconds (500 but on /health with FAIL
+"""A replica: answers its revision, job and where it listens after ``?sleep=S`` seconds (500 but on /health with FAIL
 set); listens after START_DELAY; the first replica asked ``?die=FILE`` writes its job to FILE and exits
 before answering."""
 SMALL = {"cpu": 0.1, "memory": "128Mi"}

@@ -84,3 +84,24 @@ def test_an_agent_that_advertises_nothing_is_reached_where_it_connects_from(flee
         assert client.register("m-9", registration, address="::1").address == "::1"
     finally:
         client.remove_node("m-9")
+
+
+def test_a_replica_listens_on_the_port_its_agent_chose_where_it_runs(fleet) -> None:
+    """The agent picks the port free on its node just before the start and reports it; the gateway
+    reaches the replica there, and the report is fenced like an exit's."""
+    client, folder = fleet
+    url = client.apply_service(service("chosen", replicas={"min": 1, "max": 1}))["url"]
+    answer = httpx.get(url, headers={"Authorization": client._http.headers["authorization"]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (replica,) = client.service("chosen")["replicas"]
+    port = int(replica["url"].rsplit(":", 1)[1])
+    chosen = folder / "m-0" / "runs" / replica["job_id"] / "attempt-1" / "pod-0" / "port"
+    assert answer.json()["port"] == port == int(chosen.read_text())
+    with pytest.raises(APIError) as stale:
+        client.report_start(replica["job_id"], 2, 0, port + 1)
+    assert stale.value.status == 409 and "attempt 2 is over" in stale.value.detail
+    with pytest.raises(APIError) as bad:
+        client.report_start(replica["job_id"], 1, 0, 0)
+    assert bad.value.status == 422
+    assert client.service("chosen")["replicas"][0]["url"] == replica["url"]
+    client.remove_service("chosen")

@@ -172,6 +172,13 @@ ROUTES = [
     ),
     Route(
         "POST",
+        "/jobs/{job_id}/pods/{pod}/start",
+        frozenset({"admin", "agent"}),
+        body={"attempt": 1, "port": 8080},
+        job="running",
+    ),
+    Route(
+        "POST",
         "/jobs/{job_id}/pods/{pod}/exit",
         frozenset({"admin", "agent"}),
         body={"attempt": 1, "code": 0},

@@ -129,6 +129,13 @@ class LogLength(BaseModel):
     """Bytes of the pod's output the server holds: where the agent's next chunk must start."""
 
 
+class PodStart(BaseModel):
+    """An agent's report that a pod started, with the port it was given there (``JobSpec.listen_port``)."""
+
+    attempt: int = Field(ge=1, le=INT32_MAX)
+    port: int = Field(ge=1, le=65535)
+
+
 class PodExit(BaseModel):
     """An agent's report that a pod's process ended."""
 

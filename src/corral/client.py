@@ -354,6 +354,10 @@ class Client:
         body = {"attempt": attempt, "offset": offset, "text": text}
         return int(self._call("POST", f"/jobs/{job_id}/pods/{pod}/logs", json=body)["length"])
 
+    def report_start(self, job_id: str, attempt: int, pod: int, port: int) -> None:
+        """Tell the server the port a pod was given where it started (``JobSpec.listen_port``)."""
+        self._call("POST", f"/jobs/{job_id}/pods/{pod}/start", json={"attempt": attempt, "port": port})
+
     def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> Job:
         body = {"attempt": attempt, "code": code}
         return Job.model_validate(self._call("POST", f"/jobs/{job_id}/pods/{pod}/exit", json=body))

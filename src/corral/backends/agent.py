@@ -77,6 +77,8 @@ class Agent:
         self._registered: NodeRegistration | None = None
         self._probed_at = float("-inf")
         self._reported: set[tuple[str, int, int]] = set()
+        self._ports_reported: set[tuple[str, int, int]] = set()
+        """Pods whose port was reported (the server's pods say it too, once it has recorded it)."""
         self._shipped: dict[tuple[str, int, int], int] = {}
         """Bytes of each pod's output the server holds (as it last said)."""
         self._heard_at = float("-inf")
@@ -105,6 +107,7 @@ class Agent:
             if pod.key in self._reported:
                 continue
             try:
+                self._report_port(pod)
                 if code == 0 and pod.pod == 0 and pod.spec.outputs:
                     self._upload_outputs(pod)
                 self._ship_output(pod, ended=code is not None)
@@ -118,6 +121,16 @@ class Agent:
                 # the next step's pods leave it out and it is stopped.
                 log.info("agent %s: %s", self.node, error.detail)
                 self._reported.add(pod.key)
+
+    def _report_port(self, pod: DesiredPod) -> None:
+        """Tell the server the port a pod was given here (``listen_port``), once: until it is known
+        there, a service's gateway cannot reach the pod."""
+        if not pod.spec.listen_port or pod.port is not None or pod.key in self._ports_reported:
+            return
+        port = self.runner.port(pod)
+        if port is not None:
+            self.client.report_start(pod.job_id, pod.attempt, pod.pod, port)
+            self._ports_reported.add(pod.key)
 
     def _fetch_code(self, pod: DesiredPod) -> Path:
         """The archive of the pod's uploaded code, downloaded once per digest (with this agent's token,

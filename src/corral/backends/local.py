@@ -26,7 +26,7 @@ from corral.backends.pod_starts import BackgroundStarts
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
-from corral.store.jobs import JobAlreadyEnded, JobEnd, JobStore, exit_outcome
+from corral.store.jobs import JobAlreadyEnded, JobEnd, JobNotFound, JobStore, StaleAttempt, exit_outcome
 from corral.store.pipelines import PipelineStore
 from corral.store.schema import JobRow, PlacementRow
 from corral.workdirs import PackedFolder
@@ -57,6 +57,7 @@ class LocalBackend:
         source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
         mounts = (lambda pod, digest: code.path(pod.tenant, digest)) if code is not None else None
         self.runner = PodRunner(data_dir / "runs", identities, source, mounts)
+        self.runner.on_start = self._record_port
         self.starts = BackgroundStarts(self.runner) if background_starts else None
         self.nodes = set(nodes) if nodes is not None else None
         self.tracking = tracking
@@ -68,6 +69,16 @@ class LocalBackend:
             desired = self.tracking(desired)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
         self._each_job(desired, self.starts.ensure if self.starts is not None else self.runner.ensure)
+        for pod in desired:  # adopted pods (a restart between a start and its record) are caught up
+            if pod.spec.listen_port and pod.port is None and (port := self.runner.port(pod)) is not None:
+                self._record_port(pod, port)
+
+    def _record_port(self, pod: DesiredPod, port: int) -> None:
+        """Keep the port a pod was given with its placement (its start is reported directly)."""
+        try:
+            self.store.record_port(pod.job_id, pod.attempt, pod.pod, port)
+        except (JobNotFound, StaleAttempt):
+            pass  # stopped meanwhile: the next sync stops the pod
 
     def record_exits(self) -> None:
         """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""
@@ -162,6 +173,7 @@ def desired_pods(store: JobStore, node: str | None = None) -> list[DesiredPod]:
                 memory_gib=placement.memory_gib,
                 spec=JobSpec.model_validate(job.spec),
                 tenant=job.tenant,
+                port=placement.port,
             )
             for placement, job in session.execute(query)
         ]

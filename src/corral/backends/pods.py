@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import threading
@@ -68,6 +69,8 @@ class DesiredPod(BaseModel):
     spec: JobSpec
     tenant: str = "default"
     """Whose job it is: on a node set up per tenant, the pod runs as that tenant's Unix user."""
+    port: int | None = None
+    """The port the server has recorded for the pod (``JobSpec.listen_port``; None: not reported yet)."""
     tracking: dict[str, str] = Field(default_factory=dict)
     """``MLFLOW_*`` variables for its job's run and job-scoped token (docs/mlops.md), set by the server
     that hands the pod out; empty when tracking is off or MLflow could not be reached."""
@@ -148,6 +151,11 @@ class PodFiles:
     @property
     def exit(self) -> Path:
         return self.folder / "exit"
+
+    @property
+    def port(self) -> Path:
+        """The port chosen for it where it runs (``JobSpec.listen_port``), kept for whoever reports it."""
+        return self.folder / "port"
 
     @property
     def start_error(self) -> Path:
@@ -255,6 +263,9 @@ class PodRunner:
         self.code = code
         self.mounts = mounts
         self.node_address = node_address
+        self.on_start: Callable[[DesiredPod, int], None] | None = None
+        """Called (on the thread that started it) with a pod given a port (``JobSpec.listen_port``) and
+        that port, once it started: its supervisor reports it."""
         self.on_exit: Callable[[], None] | None = None
         """Called (from a watcher thread) as soon as a pod this runner started exits, so its supervisor
         can look now rather than at its next tick; adopted pods are seen at the next look."""
@@ -323,6 +334,13 @@ class PodRunner:
             _write_atomically(files.exit, f"{VANISHED_EXIT_CODE}\n")
             return VANISHED_EXIT_CODE
         return _exit_code(files)  # set only when it could not start
+
+    def port(self, desired: DesiredPod) -> int | None:
+        """The port the pod was given when it started here (``JobSpec.listen_port``), if it was."""
+        try:
+            return int(self.files(desired.job_id, desired.attempt, desired.pod).port.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def start_error(self, desired: DesiredPod) -> str | None:
         """Why the pod could not be started, if it could not."""
@@ -428,6 +446,10 @@ class PodRunner:
             if spec.mounts:
                 self._unpack_mounts(desired, files, identity)
             env = pod_environment(desired, files.work, identity) | {"CORRAL_NODE_ADDRESS": self.node_address}
+            port = free_port(self.node_address) if spec.listen_port else None
+            if port is not None:
+                env |= {"PORT": str(port), "CORRAL_PORT": str(port)}
+                _write_atomically(files.port, f"{port}\n")
             command_line = desired.command_line
             if spec.setup is not None and shutil.which("flock", path=SAFE_PATH) is not None:
                 env["CORRAL_SETUP_DIR"] = str(self._setup_folder(desired, identity))
@@ -472,6 +494,8 @@ class PodRunner:
         with self._lock:
             if self._not_gone is not None:
                 self._not_gone.add(files.pid)
+        if port is not None and self.on_start is not None:
+            self.on_start(desired, port)
         if self.on_exit is not None:
             threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
 
@@ -550,6 +574,16 @@ def pod_environment(desired: DesiredPod, home: Path, identity: PodIdentity | Non
     if identity is not None:
         env |= {"USER": identity.name, "LOGNAME": identity.name}
     return env | desired.environment()
+
+
+def free_port(address: str) -> int:
+    """A port nothing on this machine listens on now, on any interface of ``address``'s family (the
+    kernel's pick for port 0 on the wildcard address), released at once for the pod to bind. Another
+    process could take it in between; far less likely than for a port chosen on another machine."""
+    family, wildcard = (socket.AF_INET6, "::") if ":" in address else (socket.AF_INET, "0.0.0.0")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((wildcard, 0))
+        return int(probe.getsockname()[1])
 
 
 def host_environment() -> dict[str, str]:

@@ -46,11 +46,11 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from corral.api_models import GpuReport, NodeRegistration
 from corral.backends.local import desired_pods
-from corral.backends.pods import DesiredPod, host_environment
+from corral.backends.pods import DesiredPod, free_port, host_environment
 from corral.core.cluster import ClusterSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.store.code import CodeStore
-from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore
+from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore, StaleAttempt
 from corral.store.logs import LogStore
 from corral.store.nodes import NodeStore
 from corral.workdirs import unpack
@@ -182,10 +182,13 @@ class RayBackend:
     def _collect(self, ref: Any, pod: DesiredPod, offset: int) -> None:
         """Store a pod's new output, and its exit code once it ended."""
         try:
-            text, code = ray.get(ref)
+            text, code, port = ray.get(ref)
         except ray.exceptions.RayActorError as error:
             log.warning("pod %s of %s attempt %s: %s", pod.pod, pod.job_id, pod.attempt, error)
             return
+        if port is not None and pod.port is None and code is None:
+            with contextlib.suppress(JobNotFound, StaleAttempt):
+                self.store.record_port(pod.job_id, pod.attempt, pod.pod, port)
         if text or pod.key not in self._shipped:
             stored = self.logs.append(pod.job_id, pod.attempt, pod.pod, offset, text)
             self._shipped[pod.key] = stored
@@ -247,12 +250,22 @@ class PodActor:
     """One pod's process on a Ray node; its output goes to a file the backend reads by offset."""
 
     def __init__(
-        self, command: str, env: dict[str, str], workdir: str | None, code: bytes | str | None
+        self,
+        command: str,
+        env: dict[str, str],
+        workdir: str | None,
+        code: bytes | str | None,
+        listen_port: bool = False,
     ) -> None:
         """``code``: the archive of the job's uploaded working folder, unpacked into a fresh folder the
-        pod starts in; a string says why there is none, and the pod fails with it (127)."""
+        pod starts in; a string says why there is none, and the pod fails with it (127).
+        ``listen_port``: choose a port free on this Ray node for the pod (``PORT``), which ``read``
+        reports."""
         self.log = tempfile.NamedTemporaryFile(prefix="corral-pod-", suffix=".log", delete=False)
         node = {"CORRAL_RAY_NODE_ID": ray.get_runtime_context().get_node_id()}
+        self.port = free_port(env.get("CORRAL_NODE_ADDRESS", "0.0.0.0")) if listen_port else None
+        if self.port is not None:
+            node |= {"PORT": str(self.port), "CORRAL_PORT": str(self.port)}
         self.folder: str | None = None
         """The fresh copy of uploaded code the pod runs in, removed when it is stopped."""
         if isinstance(code, bytes):
@@ -275,8 +288,9 @@ class PodActor:
         )
         self._lock = threading.Lock()
 
-    def read(self, offset: int) -> tuple[str, int | None]:
-        """Output from byte ``offset`` (whole lines while running), and the exit code once it ended."""
+    def read(self, offset: int) -> tuple[str, int | None, int | None]:
+        """Output from byte ``offset`` (whole lines while running), the exit code once it ended, and the
+        port it was given (``listen_port``)."""
         code = self.process.poll()
         with self._lock, open(self.log.name, "rb") as file:
             file.seek(offset)
@@ -285,7 +299,7 @@ class PodActor:
             data = data[: data.rfind(b"\n") + 1]
         elif len(data) == 1 << 20:
             code = None  # more to read before the end is reported
-        return data.decode(errors="replace"), code
+        return data.decode(errors="replace"), code, self.port
 
     def stop(self) -> None:
         """SIGTERM to the pod's process group, then SIGKILL to whatever of it is left (children that
@@ -328,7 +342,9 @@ def _start(pod: DesiredPod, group: Any, code: bytes | str | None, address: str |
     if pod.gpus:
         options["num_gpus"] = _ray_gpus(pod)
     env = pod.environment() | ({"CORRAL_NODE_ADDRESS": address} if address else {})
-    return PodActor.options(**options).remote(pod.command_line, env, pod.spec.workdir, code)
+    return PodActor.options(**options).remote(
+        pod.command_line, env, pod.spec.workdir, code, pod.spec.listen_port
+    )
 
 
 def _ray_gpus(pod: DesiredPod) -> float:

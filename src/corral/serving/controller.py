@@ -14,10 +14,12 @@ service) it reads the services and their replicas' jobs from the store, and for 
 5. gives the gateway the ready replicas and the traffic split.
 
 It never places anything: a replica is a job like any other, which the reconcile loop schedules (and
-for which it may preempt lower-priority work). Each replica is told its port in ``PORT`` (chosen by the
-controller, given to no other replica) and its secret in ``CORRAL_REPLICA_TOKEN``; once placed, it is
-reached at its node's address: the one its agent (or the Ray backend) reported, or loopback for the
-server's own nodes (the local backend). Pods are told it in ``CORRAL_NODE_ADDRESS`` to listen on.
+for which it may preempt lower-priority work). Each replica is told its secret in
+``CORRAL_REPLICA_TOKEN``; its port is chosen where it runs, by the backend that starts its pod, just
+before the start (``JobSpec.listen_port``: free on that node, told in ``PORT``), and reported with the
+start. It is reached at its node's address (the one its agent, or the Ray backend, reported, or
+loopback for the server's own nodes; pods are told it in ``CORRAL_NODE_ADDRESS`` to listen on) and
+that port: a replica whose port is not known yet is neither probed nor routed to.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -267,20 +268,35 @@ class ServiceController:
         waiting = [
             r
             for r in alive
-            if r.status == "running" and r.job_id not in state.ready and r.job_id not in state.draining
+            if r.status == "running"
+            and r.port is not None
+            and r.job_id not in state.ready
+            and r.job_id not in state.draining
         ]
+        unreported = [
+            r for r in alive if r.status == "running" and r.port is None and r.job_id not in state.draining
+        ]
+        for replica in unreported:  # its node never said where it listens: as good as not ready
+            await self._fail_unready(service, replica, state, now)
         if not waiting:
             return
         answers = await asyncio.gather(*(self._ready(service, r) for r in waiting))
         for replica, ready in zip(waiting, answers, strict=True):
-            revision = service.revision(replica.revision)
-            timeout = (revision.spec if revision else service.spec).readiness.timeout
             if ready:
                 state.ready[replica.job_id] = now
-            elif replica.started_at is not None and now - replica.started_at > timeout:
-                state.failures[replica.revision] = state.failures.get(replica.revision, 0) + 1
-                state.draining[replica.job_id] = now
-                await self._cancel(replica.job_id, f"not ready within {timeout:g}s (readiness probe)")
+            else:
+                await self._fail_unready(service, replica, state, now)
+
+    async def _fail_unready(
+        self, service: ServiceRecord, replica: Replica, state: ServiceState, now: float
+    ) -> None:
+        """Stop a replica not ready within its revision's ``readiness.timeout`` of its start: a failure."""
+        revision = service.revision(replica.revision)
+        timeout = (revision.spec if revision else service.spec).readiness.timeout
+        if replica.started_at is not None and now - replica.started_at > timeout:
+            state.failures[replica.revision] = state.failures.get(replica.revision, 0) + 1
+            state.draining[replica.job_id] = now
+            await self._cancel(replica.job_id, f"not ready within {timeout:g}s (readiness probe)")
 
     async def _ready(self, service: ServiceRecord, replica: Replica) -> bool:
         revision = service.revision(replica.revision)
@@ -347,30 +363,22 @@ class ServiceController:
     def _submit(self, service: ServiceRecord, number: int) -> None:
         revision = service.revision(number) or service.revisions[-1]
         spec = revision.spec
-        port = free_port({r.port for r in self.services.replicas()})
         secret = secrets.token_urlsafe(32)
         if spec.command is not None:
-            job = spec.replica_job(number, port, spec.command)
+            job = spec.replica_job(number, spec.command)
         else:
-            job = spec.replica_job(number, port, runtime_command(spec, revision.model_path))
+            job = spec.replica_job(number, runtime_command(spec, revision.model_path))
             job = job.model_copy(update={"env": {**runtime_environment(), **job.env}})
             if spec.from_registry and shipped(revision.model_path):
                 job = job.model_copy(update={"code": revision.model_path, "workdir": None})
         job = job.model_copy(update={"env": {**job.env, "CORRAL_REPLICA_TOKEN": secret}})
         record = self.jobs.submit(job, tenant=service.tenant)
         try:
-            self.services.add_replica(service.id, number, record.id, port, secret)
+            self.services.add_replica(service.id, number, record.id, secret)
         except ServiceNotFound:  # removed while this tick ran: its replica must not run on forever
             self.jobs.cancel(record.id, f"service {service.tenant}/{service.name} removed")
             return
-        log.info(
-            "service %s/%s revision %d: replica %s on port %d",
-            service.tenant,
-            service.name,
-            revision,
-            record.id,
-            port,
-        )
+        log.info("service %s/%s revision %d: replica %s", service.tenant, service.name, number, record.id)
 
     async def _stop_drained(
         self, key: ServiceKey, alive: list[Replica], state: ServiceState, now: float
@@ -396,18 +404,7 @@ class ServiceController:
 
 
 def replica_url(replica: Replica) -> str:
-    """Where the gateway reaches the replica: its node's address (an agent's; IPv6 in brackets), else
-    loopback."""
+    """Where the gateway reaches the replica (whose port is known): its node's address (an agent's;
+    IPv6 in brackets), else loopback, and the port its pod was given there."""
     host = replica.address or LOOPBACK
     return f"http://[{host}]:{replica.port}" if ":" in host else f"http://{host}:{replica.port}"
-
-
-def free_port(used: set[int]) -> int:
-    """A port nothing listens on here now, and that no other replica was told (on another node it is
-    only unlikely to be taken; a replica that cannot listen there fails readiness and is replaced)."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind((LOOPBACK, 0))
-            port = int(probe.getsockname()[1])
-        if port not in used:
-            return port

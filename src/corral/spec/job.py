@@ -331,6 +331,11 @@ class JobSpec(BaseModel):
         max_length=MAX_OUTPUTS,
         description="Stored outputs (of the job's tenant) unpacked into each pod's folder before it starts.",
     )
+    listen_port: bool = Field(
+        default=False,
+        description="Each pod gets a port free where it runs, chosen just before it starts, in PORT and "
+        "CORRAL_PORT; the port is reported to the server (a service's replica is reached there).",
+    )
 
     @field_validator("command")
     @classmethod

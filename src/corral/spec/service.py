@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -141,12 +142,12 @@ class ServiceSpec(BaseModel):
             )
         if self.tokenizer is not None and self.model is None:
             raise ValueError("tokenizer goes with model (ONNX sentence embeddings); remove it or add model")
-        if "PORT" in self.env:
-            raise ValueError("env PORT is chosen by corral for each replica; remove it")
+        if {"PORT", "CORRAL_PORT"} & self.env.keys():
+            raise ValueError("env PORT is chosen for each replica on the node it runs on; remove it")
         if self.resources.gpus.count > 1:
             raise ValueError("a replica gets at most one GPU (or a share, e.g. 0.5): add replicas instead")
         try:  # what a job could not be started with (command, env, workdir limits) is refused here
-            self.replica_job(1, 65535, self.command if self.command is not None else ["python3"])
+            self.replica_job(1, self.command if self.command is not None else ["python3"])
         except ValidationError as error:
             raise ValueError(
                 "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
@@ -174,19 +175,21 @@ class ServiceSpec(BaseModel):
         )
         return hashlib.sha256(json.dumps(runs, sort_keys=True).encode()).hexdigest()
 
-    def replica_job(self, revision: int, port: int, command: str | list[str]) -> JobSpec:
-        """A replica of ``revision`` listening on ``port``: a job of the service's queue and priority, told its port in
-        ``PORT``, that runs until stopped (no time limit of a day: replicas are long-running)."""
+    def replica_job(self, revision: int, command: str | list[str]) -> JobSpec:
+        """A replica of ``revision``: a job of the service's queue and priority that runs until stopped
+        (no time limit of a day: replicas are long-running) and gets its port where it runs
+        (``listen_port``: the node's backend chooses it, tells it in ``PORT`` and reports it)."""
         return JobSpec(
-            name=f"{self.name}-r{revision}-{port}",
+            name=f"{self.name}-r{revision}-{secrets.token_hex(3)}",
             queue=self.queue,
             command=command,
             workdir=self.workdir,
-            env={**self.env, "PORT": str(port)},
+            env=dict(self.env),
             resources=self.resources,
             priority=self.priority,
             time_limit=REPLICA_TIME_LIMIT,
             stop_grace_period=REPLICA_STOP_GRACE,
+            listen_port=True,
         )
 
 

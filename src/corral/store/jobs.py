@@ -318,6 +318,15 @@ class JobStore:
                 pass  # another pod's report finished it first
         return self.get(job_id)
 
+    def record_port(self, job_id: str, attempt: int, pod: int, port: int) -> None:
+        """The port a pod was given where it started (``JobSpec.listen_port``): kept with its placement,
+        where a service's controller reads it. Fenced as exits are (``StaleAttempt``)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            _current_placement(session, row, attempt, pod).port = port
+
     def last_event(self) -> int | None:
         """The newest event's id: it changes whenever a job is submitted, cancelled or ends."""
         with self.engine.connect() as connection:

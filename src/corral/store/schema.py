@@ -59,6 +59,8 @@ class PlacementRow(Base):
     memory_gib: Mapped[float] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     """Set when the pod's process ended (reported by the agent that ran it)."""
+    port: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The port the pod was given where it runs (``JobSpec.listen_port``), reported when it started."""
 
 
 class EventRow(Base):
@@ -280,14 +282,15 @@ class ServiceRevisionRow(Base):
 
 
 class ServiceReplicaRow(Base):
-    """A replica: the job that runs it and the port it was told to listen on."""
+    """A replica: the job that runs it (whose pod's placement has the port it listens on)."""
 
     __tablename__ = "service_replicas"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
     revision: Mapped[int] = mapped_column(Integer)
-    port: Mapped[int] = mapped_column(Integer)
+    port: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Replicas made before ports were chosen where they run: the port the controller chose; else None."""
     created_at: Mapped[float] = mapped_column(Float)
     secret: Mapped[str | None] = mapped_column(String(64), default=None)
     """What the gateway sends the replica (``X-Corral-Replica-Token``) so it can tell the gateway from

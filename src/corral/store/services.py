@@ -2,8 +2,9 @@
 
 A service is per tenant (``tenant/name``). Applying a spec whose replicas would run differently
 (``ServiceSpec.digest``) adds a revision: the first becomes stable at once, later ones are canaries
-until the controller promotes or rolls them back. A replica row ties a job to its service, revision and
-port; the job itself is an ordinary job in the job store.
+until the controller promotes or rolls them back. A replica row ties a job to its service and revision;
+the job itself is an ordinary job in the job store, and the port its pod was given where it runs is
+recorded with its placement when it starts.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class Replica:
     job_id: str
     service_id: str
     revision: int
-    port: int
+    port: int | None
+    """Where it listens on its node: the port reported when its pod started (None until then)."""
     created_at: float
     status: str
     """Its job's: pending, running, finished, failed or cancelled."""
@@ -244,9 +246,7 @@ class ServiceStore:
             row.canary_revision = None
             return number
 
-    def add_replica(
-        self, service_id: str, revision: int, job_id: str, port: int, secret: str | None = None
-    ) -> None:
+    def add_replica(self, service_id: str, revision: int, job_id: str, secret: str | None = None) -> None:
         """Tie the job to the service; ``ServiceNotFound`` when the service was removed meanwhile (the
         caller cancels the job, which nothing would stop otherwise)."""
         try:
@@ -256,7 +256,6 @@ class ServiceStore:
                         job_id=job_id,
                         service_id=service_id,
                         revision=revision,
-                        port=port,
                         created_at=self.clock(),
                         secret=secret,
                     )
@@ -272,7 +271,7 @@ class ServiceStore:
         """Every service's replicas with their jobs' status and where they run, in one query."""
         with Session(self.engine) as session:
             query = (
-                select(ServiceReplicaRow, JobRow, PlacementRow.node, NodeRow.address)
+                select(ServiceReplicaRow, JobRow, PlacementRow.node, PlacementRow.port, NodeRow.address)
                 .join(JobRow, JobRow.id == ServiceReplicaRow.job_id)
                 .outerjoin(
                     PlacementRow, (PlacementRow.job_id == ServiceReplicaRow.job_id) & (PlacementRow.pod == 0)
@@ -284,7 +283,9 @@ class ServiceStore:
                     replica.job_id,
                     replica.service_id,
                     replica.revision,
-                    replica.port,
+                    replica.port
+                    if replica.port is not None
+                    else port,  # older replicas: chosen by the server
                     replica.created_at,
                     job.status,
                     job.started_at,
@@ -293,7 +294,7 @@ class ServiceStore:
                     address,
                     replica.secret,
                 )
-                for replica, job, node, address in session.execute(query)
+                for replica, job, node, port, address in session.execute(query)
             ]
 
 

@@ -23,6 +23,7 @@ them again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from corral.backends.kube.manifests import (
 )
 from corral.backends.kube.nodes import NodeView, foreign_gpus, node_view, pod_gpus, with_held
 from corral.backends.local import desired_pods
-from corral.backends.pods import DesiredPod
+from corral.backends.pods import DesiredPod, free_port
 from corral.core.cluster import ClusterSpec
 from corral.core.units import MILLI_PER_GPU
 from corral.store.jobs import JobAlreadyEnded, JobNotFound, JobStore, StaleAttempt
@@ -264,9 +265,12 @@ class KubernetesBackend:
         for pod in missing:
             view = self._views[pod.node]
             memory = view.registration.gpus[0].memory_gib if view.registration.gpus else 0.0
+            # Pods are reached on the server's machine for now (docs/serving.md): a port free here.
+            port = free_port("127.0.0.1") if pod.spec.listen_port else None
             try:
                 namespace = self._namespace(pod.tenant)
-                self.core.create_namespaced_pod(namespace, pod_manifest(pod, namespace, view.uuids, memory))
+                manifest = pod_manifest(pod, namespace, view.uuids, memory, port)
+                self.core.create_namespaced_pod(namespace, manifest)
             except MissingImage as error:
                 self.store.finish(job_id, succeeded=False, reason=str(error))
                 return
@@ -280,6 +284,9 @@ class KubernetesBackend:
                 )
                 return
             self._created.add(pod.key)
+            if port is not None:
+                with contextlib.suppress(JobNotFound, StaleAttempt):  # stopped meanwhile: deleted next sync
+                    self.store.record_port(pod.job_id, pod.attempt, pod.pod, port)
             busy[pod.node] = busy.get(pod.node, 0) + needed.get(pod.node, 0)
 
     def _follow(self, pod: DesiredPod, found: Any, now: float) -> None:

@@ -79,7 +79,7 @@ def pod_key(labels: dict[str, str] | None) -> tuple[str, int, int] | None:
 
 
 def pod_manifest(
-    pod: DesiredPod, namespace: str, uuids: tuple[str, ...], gpu_memory_gib: float
+    pod: DesiredPod, namespace: str, uuids: tuple[str, ...], gpu_memory_gib: float, port: int | None = None
 ) -> dict[str, Any]:
     """The Pod that runs ``pod`` (see the module docstring). ``uuids``: the node's GPUs by index;
     ``gpu_memory_gib``: each GPU's memory, for a share that names none of its own."""
@@ -111,11 +111,15 @@ def pod_manifest(
     requests = {"cpu": f"{pod.cpu:g}"} | (
         {"memory": f"{round(pod.memory_gib * 1024)}Mi"} if pod.memory_gib else {}
     )
-    env = pod.environment() | {
-        "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(pod.gpus))),
-        "NVIDIA_VISIBLE_DEVICES": ",".join(chosen) if chosen else "void",
-        "CORRAL_GPU_INDEXES": ",".join(str(i) for i in pod.gpus),
-    }
+    env = (
+        pod.environment()
+        | {
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(pod.gpus))),
+            "NVIDIA_VISIBLE_DEVICES": ",".join(chosen) if chosen else "void",
+            "CORRAL_GPU_INDEXES": ",".join(str(i) for i in pod.gpus),
+        }
+        | ({"PORT": str(port), "CORRAL_PORT": str(port)} if port is not None else {})
+    )
     command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
     container: dict[str, Any] = {
         "name": CONTAINER,

@@ -10,7 +10,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from corral.api_models import Job, LogChunk, LogLength, NodeRegistration, NodeState, PodExit, Problem
+from corral.api_models import (
+    Job,
+    LogChunk,
+    LogLength,
+    NodeRegistration,
+    NodeState,
+    PodExit,
+    PodStart,
+    Problem,
+)
 from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
 from corral.control.fleet import RegistrationConflict, check_registration
@@ -133,6 +142,23 @@ async def node_pods(
             response.headers["ETag"] = tag
             return await attach_tracking(request, pods)
         await plane.wait_for_decisions(seen, left)
+
+
+@router.post("/jobs/{job_id}/pods/{pod}/start", status_code=204, tags=["jobs"], responses=STALE)
+def pod_start(
+    request: Request, job_id: JobId, pod: PodIndex, report: PodStart, plane: Plane, principal: Agent
+) -> Response:
+    """An agent reports the port a pod was given where it started (``listen_port``: a service's
+    replica), which the gateway reaches it at. Only the agent of the pod's node may (403), and only for
+    the job's current attempt (409)."""
+    _reporter(request, plane, principal, job_id, report.attempt, pod)
+    try:
+        plane.jobs.record_port(job_id, report.attempt, pod, report.port)
+    except JobNotFound as error:
+        refuse(request, 404, str(error), principal)
+    except StaleAttempt as error:
+        refuse(request, 409, str(error), principal)
+    return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/pods/{pod}/exit", response_model=Job, tags=["jobs"], responses=STALE)

@@ -162,7 +162,7 @@ def _out(request: Request, serving: Serving, record: ServiceRecord, token: str |
             status=r.status,
             ready=state is not None and r.job_id in state.ready and r.job_id not in state.draining,
             node=r.node,
-            url=replica_url(r) if r.node is not None else None,
+            url=replica_url(r) if r.node is not None and r.port is not None else None,
         )
         for r in serving.store.replicas()
         if r.service_id == record.id
@@ -214,7 +214,7 @@ def apply(
         except LookupError as error:
             refuse(request, 422, f"model: {error}", principal)
         model = (resolved.version, resolved.path)
-    workload = spec.replica_job(1, 0, ["check"]).to_workload("check", submit=0.0)
+    workload = spec.replica_job(1, ["check"]).to_workload("check", submit=0.0)
     verdict = feasibility(plane.empty_snapshot(), workload, workload.pod)
     if verdict.rejection is not None:
         refuse(request, 422, f"a replica could never run: {verdict.rejection[1]}", principal)
