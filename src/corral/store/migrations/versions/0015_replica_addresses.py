@@ -1,7 +1,7 @@
 """Where replicas run and how the gateway proves itself to them: the address each node's agent
 reports (advertised, or the one it connects from), and each replica's own secret.
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None

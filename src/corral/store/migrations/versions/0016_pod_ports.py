@@ -1,8 +1,8 @@
 """A pod's port is chosen where it runs and reported when it starts: kept with its placement. A
 replica's own port becomes optional (set only for replicas whose port the controller chose).
 
-Revision ID: 0018
-Revises: 0016
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0016"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
