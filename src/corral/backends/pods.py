@@ -228,6 +228,9 @@ CodeSource = Callable[["DesiredPod"], Path]
 need be (the agent downloads it through the API)."""
 MountSource = Callable[["DesiredPod", str], Path]
 """Where the archive of one of a pod's mounts (by digest) is on this machine, fetched first if need be."""
+Prepare = Callable[["DesiredPod"], "DesiredPod"]
+"""What a pod is given right before it starts, e.g. its job's MLflow run (``corral.mlops.tracking``):
+work that pods already running need not wait for, done on the thread that starts the pod."""
 
 
 class PodStartError(Exception):
@@ -270,16 +273,17 @@ class PodRunner:
     def files(self, job_id: str, attempt: int, pod: int) -> PodFiles:
         return PodFiles(self.runs / job_id / f"attempt-{attempt}" / f"pod-{pod}")
 
-    def ensure(self, desired: DesiredPod) -> int | None:
+    def ensure(self, desired: DesiredPod, prepare: Prepare | None = None) -> int | None:
         """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it). A pod that
-        could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why)."""
+        could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why).
+        ``prepare`` is applied to a pod about to start, and only then (see ``Prepare``)."""
         code = self.exit_code(desired)
         files = self.files(desired.job_id, desired.attempt, desired.pod)
         if code is not None or files.pid.exists():
             return code
         if self.held(desired):
             return None  # a stopped pod's processes still run there: start once they are gone
-        return self.start(desired)
+        return self.start(prepare(desired) if prepare is not None else desired)
 
     def held(self, desired: DesiredPod) -> bool:
         """Whether a stopped pod's processes still run on one of the pod's GPUs (as of ``stop_others``)."""
