@@ -155,6 +155,26 @@ def test_a_job_cancelled_before_its_exit_is_recorded_stays_cancelled(store: JobS
     assert [store.get(job).status for job in jobs] == ["cancelled", "finished"]
 
 
+def test_ends_recorded_together_free_the_gpus_retry_what_may_and_refuse_a_second_end(
+    store: JobStore,
+) -> None:
+    spec = parse_job_spec("name: flaky\ncommand: 'false'\nretries: 1\nresources: {gpus: 1, cpu: 1}\n")
+    ok, flaky, hopeless = submit(store, "true"), store.submit(spec).id, submit(store, "false")
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    ends = [JobEnd(ok, succeeded=True), JobEnd(flaky, succeeded=False, reason="exit 1")]
+    ends += [JobEnd(hopeless, succeeded=False, reason="exit 1"), JobEnd(ok, succeeded=False)]
+    recorded = store.finish_many(ends)
+    assert recorded == ends[:3]  # the second end of `ok` is refused: it had ended
+    assert [store.get(job).status for job in (ok, flaky, hopeless)] == ["finished", "pending", "failed"]
+    assert store.get(flaky).reason == "exit 1; retry 1 of 1"
+    assert all(store.placements(job) == [] for job in (ok, flaky, hopeless))
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=time.time()).starts] == [flaky]
+    assert store.finish_many([JobEnd(flaky, succeeded=False, reason="exit 1")]) == [
+        JobEnd(flaky, succeeded=False, reason="exit 1")
+    ]
+    assert store.get(flaky).status == "failed"  # its one retry is used
+
+
 def test_pods_started_in_the_background_start_once_and_their_exits_are_recorded(
     store: JobStore, tmp_path: Path
 ) -> None:
