@@ -18,7 +18,8 @@ every job has ended. The workloads:
 - ``paced``: jobs of `true` submitted one every 0.1 s: each finds free GPUs, so submit-to-start is
   the control plane's own latency.
 
-Reported: jobs per second end to end (jobs / (last end - first submission)), each job's submit-to-start
+Each corral server is measured once it is ready, its MLflow open (the first seconds after a start it
+spends opening MLflow's stores). Reported: jobs per second end to end (jobs / (last end - first submission)), each job's submit-to-start
 time (corral: its ``submitted`` and first ``started`` events; Slurm: the client's clock before `sbatch`
 and the job script's first line), the CPU seconds the control plane's processes (corral's server and
 agents; Slurm's slurmctld and slurmd) spent per 1,000 jobs while the jobs ran (psutil; pods, job steps
@@ -40,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 from report import replace_block
 from slurm_cluster import slurm_cluster
@@ -136,6 +138,18 @@ def wait_for_nodes(client: Client, count: int, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def wait_for_mlflow(url: str, token: str, timeout: float = 120.0) -> None:
+    """Until the server's MLflow is open (``/mlflow`` no longer answers 503): it opens on a thread of
+    the server's for ten seconds or more on a busy machine, and a burst measured meanwhile shares the
+    cores with that (and runs its first jobs untracked)."""
+    deadline = time.monotonic() + timeout
+    probe = f"{url}/mlflow/api/2.0/mlflow/experiments/search?max_results=1"
+    while httpx.get(probe, headers={"Authorization": f"Bearer {token}"}).status_code == 503:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"MLflow did not open within {timeout:g} s")
+        time.sleep(0.2)
+
+
 def wait_until_ended(client: Client, ids: list[str]) -> list[Job]:
     """The jobs once none is pending or running. Two cheap queries a look; a job that went from running
     back to pending between them (requeued) is caught by reading every job before answering."""
@@ -197,6 +211,7 @@ def run(jobs: int, mode: str, folder: Path, workload: str = "burst") -> dict[str
     agents: list[subprocess.Popen[bytes]] = []
     token = read_token(folder) or ""
     try:
+        wait_for_mlflow(url, token)
         with Client(url, token=token) as client:
             if mode == "agents":
                 agents = start_agents(url, token, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from unittest.mock import patch
@@ -12,6 +13,7 @@ from unittest.mock import patch
 from builders import make_cluster, make_pool
 
 from corral.backends.local import LocalBackend, desired_pods
+from corral.backends.pods import DesiredPod
 from corral.control.reconcile import Inventory, reconcile
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
@@ -153,6 +155,26 @@ def test_a_job_cancelled_before_its_exit_is_recorded_stays_cancelled(store: JobS
     assert [store.get(job).status for job in jobs] == ["cancelled", "finished"]
 
 
+def test_ends_recorded_together_free_the_gpus_retry_what_may_and_refuse_a_second_end(
+    store: JobStore,
+) -> None:
+    spec = parse_job_spec("name: flaky\ncommand: 'false'\nretries: 1\nresources: {gpus: 1, cpu: 1}\n")
+    ok, flaky, hopeless = submit(store, "true"), store.submit(spec).id, submit(store, "false")
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    ends = [JobEnd(ok, succeeded=True), JobEnd(flaky, succeeded=False, reason="exit 1")]
+    ends += [JobEnd(hopeless, succeeded=False, reason="exit 1"), JobEnd(ok, succeeded=False)]
+    recorded = store.finish_many(ends)
+    assert recorded == ends[:3]  # the second end of `ok` is refused: it had ended
+    assert [store.get(job).status for job in (ok, flaky, hopeless)] == ["finished", "pending", "failed"]
+    assert store.get(flaky).reason == "exit 1; retry 1 of 1"
+    assert all(store.placements(job) == [] for job in (ok, flaky, hopeless))
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=time.time()).starts] == [flaky]
+    assert store.finish_many([JobEnd(flaky, succeeded=False, reason="exit 1")]) == [
+        JobEnd(flaky, succeeded=False, reason="exit 1")
+    ]
+    assert store.get(flaky).status == "failed"  # its one retry is used
+
+
 def test_pods_started_in_the_background_start_once_and_their_exits_are_recorded(
     store: JobStore, tmp_path: Path
 ) -> None:
@@ -172,3 +194,31 @@ def test_pods_started_in_the_background_start_once_and_their_exits_are_recorded(
     for job in jobs:
         assert backend.runner.files(job, 1, 0).log.read_text() == ""
         assert (backend.runner.files(job, 1, 0).work / "runs.log").read_text() == "started\n"
+
+
+def test_a_pod_gets_its_jobs_tracking_on_the_thread_that_starts_it_and_only_once(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """Making a job's MLflow run is start work: done for the pods that start, by the start threads,
+    never for pods already started (nor on the thread that runs the rounds)."""
+    asked: list[tuple[list[tuple[str, int, int]], str]] = []
+
+    def tracking(pods: list[DesiredPod]) -> list[DesiredPod]:
+        asked.append(([pod.key for pod in pods], threading.current_thread().name))
+        return [pod.model_copy(update={"tracking": {"MLFLOW_RUN_ID": f"run-{pod.job_id}"}}) for pod in pods]
+
+    backend = LocalBackend(store, tmp_path, tracking=tracking, background_starts=True)
+    assert backend.starts is not None
+    gang = submit(store, 'echo "$MLFLOW_RUN_ID" > run', pods=2)
+    reconcile(store.engine, INVENTORY, POLICY, now=time.time())
+    for _ in range(200):
+        backend.sync()
+        backend.starts.wait()
+        if store.get(gang).status == "finished":
+            break
+        time.sleep(0.05)
+    assert store.get(gang).status == "finished"
+    assert sorted(keys for keys, _ in asked) == [[(gang, 1, 0), (gang, 1, 1)]] * 2  # a pod each, told both
+    assert all(thread.startswith("corral-pod-start") for _, thread in asked)
+    for pod in (0, 1):
+        assert (backend.runner.files(gang, 1, pod).work / "run").read_text() == f"run-{gang}\n"

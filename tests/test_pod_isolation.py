@@ -141,10 +141,15 @@ def test_a_stopped_pod_that_ignores_sigterm_is_killed_after_its_grace_and_holds_
     store: JobStore, tmp_path: Path
 ) -> None:
     backend = LocalBackend(store, tmp_path)
-    stubborn = submit(store, command="trap '' TERM; sleep 45", resources={"gpus": 1}, stop_grace_period=1)
+    command = "trap '' TERM; touch trapped; sleep 45"
+    stubborn = submit(store, command=command, resources={"gpus": 1}, stop_grace_period=1)
     step(store, backend, ONE_GPU)
     files = backend.runner.files(stubborn, 1, 0)
     session = int(files.pid.read_text())
+    for _ in range(200):  # a SIGTERM before the trap is set would end it (on a busy machine it may come)
+        if (files.work / "trapped").exists():
+            break
+        time.sleep(0.05)
     store.cancel(stubborn)
     follower = submit(store, command="echo next", resources={"gpus": 1})
     step(store, backend, ONE_GPU)  # SIGTERM, ignored; the follower is placed on the same GPU ...

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from builders import make_cluster, make_pool
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from corral.control.active import ActiveJobs
-from corral.control.reconcile import Inventory, reconcile
+from corral.control.reconcile import Inventory, RoundConflict, reconcile
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
 from corral.store.jobs import JobStore
@@ -86,6 +87,25 @@ def test_a_round_that_fails_changes_nothing(store: JobStore, monkeypatch: pytest
     assert store.get(job.id).status == "pending" and store.placements(job.id) == []
     monkeypatch.undo()
     assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=1.0).starts] == [job.id]
+
+
+def test_a_cancel_between_a_rounds_read_and_its_starts_rolls_every_start_back(store: JobStore) -> None:
+    a, b = store.submit(spec("a", 4)), store.submit(spec("b", 4))
+    jobs = ActiveJobs()
+    read = jobs.refresh
+
+    def read_then_cancel(session: Session, now: float) -> None:
+        read(session, now)
+        store.cancel(b.id)
+
+    jobs.refresh = read_then_cancel  # type: ignore[method-assign]
+    with pytest.raises(RoundConflict):
+        reconcile(store.engine, INVENTORY, POLICY, now=10.0, jobs=jobs)
+    assert store.get(a.id).status == "pending" and store.placements(a.id) == []
+    assert store.get(b.id).status == "cancelled" and store.placements(b.id) == []
+    del jobs.refresh
+    assert [s.job for s in reconcile(store.engine, INVENTORY, POLICY, now=11.0, jobs=jobs).starts] == [a.id]
+    assert store.get(a.id).status == "running" and store.get(a.id).attempt == 1
 
 
 def test_a_node_that_stops_heartbeating_is_down_and_its_work_resumes_elsewhere(store: JobStore) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.pod_starts import BackgroundStarts
-from corral.backends.pods import DesiredPod, PodIdentities, PodRunner
+from corral.backends.pods import DesiredPod, PodIdentities, PodRunner, Prepare
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
 from corral.store.jobs import JobAlreadyEnded, JobEnd, JobNotFound, JobStore, StaleAttempt, exit_outcome
@@ -48,7 +48,7 @@ class LocalBackend:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
         working folders, which pods of jobs with ``code`` start in a copy of; ``tracking`` gives pods their
-        job's MLflow variables before they start (``corral.mlops.tracking``). ``background_starts``:
+        job's MLflow variables as they start (``corral.mlops.tracking``). ``background_starts``:
         ``sync`` hands pod starts to worker threads and returns (``BackgroundStarts``), as the server
         does; otherwise every pod has started when it returns."""
         self.store = store
@@ -65,10 +65,10 @@ class LocalBackend:
     def sync(self) -> None:
         """Make local processes match the store (see the module docstring)."""
         desired = self._desired()
-        if self.tracking is not None:
-            desired = self.tracking(desired)
         self.runner.stop_others({pod.key for pod in desired})  # free GPUs before starting new pods
-        self._each_job(desired, self.starts.ensure if self.starts is not None else self.runner.ensure)
+        ensure = self.starts.ensure if self.starts is not None else self.runner.ensure
+        prepare = self._tracked(desired)
+        self._each_job(desired, lambda pod: ensure(pod, prepare))
         for pod in desired:  # adopted pods (a restart between a start and its record) are caught up
             if pod.spec.listen_port and pod.port is None and (port := self.runner.port(pod)) is not None:
                 self._record_port(pod, port)
@@ -83,6 +83,20 @@ class LocalBackend:
     def record_exits(self) -> None:
         """Record the jobs whose pods have all exited, starting nothing: what a round needs to know first."""
         self._each_job(self._desired(), self.runner.exit_code)
+
+    def _tracked(self, desired: list[DesiredPod]) -> Prepare | None:
+        """What gives a pod about to start its job's MLflow variables (``tracking``, told all the job's
+        pods, for their nodes): only pods that start need them, and with background starts the run is
+        made on a start thread, not on the loop's."""
+        tracking = self.tracking
+        if tracking is None:
+            return None
+
+        def attach(pod: DesiredPod) -> DesiredPod:
+            tracked = tracking([p for p in desired if p.job_id == pod.job_id])
+            return next(p for p in tracked if p.key == pod.key)
+
+        return attach
 
     def _desired(self) -> list[DesiredPod]:
         return [p for p in desired_pods(self.store) if self.nodes is None or p.node in self.nodes]

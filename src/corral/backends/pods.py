@@ -8,6 +8,9 @@ A pod runs under a small shell wrapper that writes its exit code to a file; so w
 pods (this process, or the same program after a restart) can tell a pod that still runs from one that
 ended, and how it ended, without having started it: pods are adopted, never started twice. Liveness is
 read before the exit file: a pod that ends between the two readings is seen ending, never as vanished.
+A runner killed between the spawn and writing the pid leaves a ``starting`` mark (written before the
+spawn) and, if the wrapper ran, its ``exit.began``: the next runner adopts the wrapper it finds by the
+exit file's path, counts a pod that began and is gone as vanished, and starts only one that never began.
 
 Isolation (docs/security.md): the wrapper gets none of the runner's environment; the pod gets a small
 allowlist of it (PATH, locale, time zone), HOME and TMPDIR set to its ``work`` folder, its spec's ``env``
@@ -158,6 +161,18 @@ class PodFiles:
         return self.folder / "port"
 
     @property
+    def starting(self) -> Path:
+        """Written right before the pod's process is spawned: a pod that has it but no pid file may be
+        running though its pid was never written (the runner was killed in between)."""
+        return self.folder / "starting"
+
+    @property
+    def began(self) -> Path:
+        """Written by the wrapper (root's, when pods switch users) before it runs the command: a pod with
+        no process and no exit code that has it ran, and never runs again."""
+        return self.folder / "exit.began"
+
+    @property
     def start_error(self) -> Path:
         return self.folder / "start-error"
 
@@ -216,8 +231,12 @@ SNAPSHOT_POD_FOLDER = (
 """After the setup: the pod's folder as it left it (its code and what it wrote there; not caches)."""
 RESTORE_POD_FOLDER = 'find {folder} -mindepth 1 -delete && cp -a "$CORRAL_SETUP_DIR/work/." {folder}'
 """A later pod starts in a fresh copy of that folder, as if it had run the setup itself."""
-WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
-"""Runs its arguments (the command, after dropping privileges) and records the exit code atomically."""
+WRAPPER = (
+    'exit_file=$1; shift; : > "$exit_file.began"; "$@"; '
+    'echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
+)
+"""Marks that it began (``PodFiles.began``), runs its arguments (the command, after dropping
+privileges) and records the exit code atomically."""
 POD_SHELL = (
     'for name in $1; do eval "export $name=\\"\\$'
     + ENV_PREFIX
@@ -236,6 +255,9 @@ CodeSource = Callable[["DesiredPod"], Path]
 need be (the agent downloads it through the API)."""
 MountSource = Callable[["DesiredPod", str], Path]
 """Where the archive of one of a pod's mounts (by digest) is on this machine, fetched first if need be."""
+Prepare = Callable[["DesiredPod"], "DesiredPod"]
+"""What a pod is given right before it starts, e.g. its job's MLflow run (``corral.mlops.tracking``):
+work that pods already running need not wait for, done on the thread that starts the pod."""
 
 
 class PodStartError(Exception):
@@ -275,7 +297,11 @@ class PodRunner:
         """(node, GPU) of pods being stopped whose processes are not all gone yet, as of the last
         ``stop_others``: no pod starts there until they are."""
         self._lock = threading.Lock()
-        """Guards ``_not_gone``, which pods started on other threads (``start``) add to."""
+        """Guards ``_not_gone``, which pods started on other threads (``start``) add to, and
+        ``_spawning``."""
+        self._spawning: set[tuple[str, int, int]] = set()
+        """Pods whose ``start`` is under way on some thread: their ``starting`` mark is this runner's
+        own, not one left by a runner killed mid-start."""
         self._not_gone: set[Path] | None = None
         """The pid files of pods not yet found gone: what ``stop_others`` looks through. Filled by one
         look through every pod folder on its first call (pods an earlier runner left), then kept as pods
@@ -284,16 +310,17 @@ class PodRunner:
     def files(self, job_id: str, attempt: int, pod: int) -> PodFiles:
         return PodFiles(self.runs / job_id / f"attempt-{attempt}" / f"pod-{pod}")
 
-    def ensure(self, desired: DesiredPod) -> int | None:
+    def ensure(self, desired: DesiredPod, prepare: Prepare | None = None) -> int | None:
         """The pod's exit code if it has ended; else make sure it runs (start it, or adopt it). A pod that
-        could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why)."""
+        could not start has ended with ``START_FAILED_EXIT_CODE`` (``start_error`` says why).
+        ``prepare`` is applied to a pod about to start, and only then (see ``Prepare``)."""
         code = self.exit_code(desired)
         files = self.files(desired.job_id, desired.attempt, desired.pod)
         if code is not None or files.pid.exists():
             return code
         if self.held(desired):
             return None  # a stopped pod's processes still run there: start once they are gone
-        return self.start(desired)
+        return self.start(prepare(desired) if prepare is not None else desired)
 
     def held(self, desired: DesiredPod) -> bool:
         """Whether a stopped pod's processes still run on one of the pod's GPUs (as of ``stop_others``)."""
@@ -304,20 +331,48 @@ class PodRunner:
         None, or ``START_FAILED_EXIT_CODE`` when it could not start (``start_error`` says why). Safe
         from another thread than the one calling ``stop_others``."""
         files = self.files(desired.job_id, desired.attempt, desired.pod)
+        with self._lock:
+            self._spawning.add(desired.key)
         try:
             self._start(desired, files)
         except PodStartError as error:
+            files.starting.unlink(missing_ok=True)  # nothing was spawned
             files.folder.mkdir(parents=True, exist_ok=True)
             with open(files.log, "a") as log:
                 log.write(f"corral: the pod could not start: {error}\n")
             files.start_error.write_text(str(error))
             _write_atomically(files.exit, f"{START_FAILED_EXIT_CODE}\n")
             return START_FAILED_EXIT_CODE
+        finally:
+            with self._lock:
+                self._spawning.discard(desired.key)
         return None
+
+    def _recover(self, files: PodFiles, node: str, gpus: tuple[int, ...], grace: float) -> None:
+        """A pod marked ``starting`` without a pid file, by a runner that died mid-start: adopt its
+        wrapper if it runs (found by its exit file's path, its own argument); else, if it began, it
+        vanished (``VANISHED_EXIT_CODE``, never a second run); else it never ran, and may start."""
+        wrapper = _find_wrapper(files.exit)
+        if wrapper is not None:
+            try:
+                created = wrapper.create_time()
+            except psutil.NoSuchProcess:
+                created = -1.0
+            record = PodProcess(pid=wrapper.pid, created=created, node=node, gpus=gpus, grace=grace)
+            self._record_process(files, record)
+        elif _exit_code(files) is None and files.began.exists():
+            _write_atomically(files.exit, f"{VANISHED_EXIT_CODE}\n")
+        elif _exit_code(files) is None:
+            files.starting.unlink(missing_ok=True)
 
     def exit_code(self, desired: DesiredPod) -> int | None:
         """The pod's exit code if it has ended, else None (running, or never started); starts nothing."""
         files = self.files(desired.job_id, desired.attempt, desired.pod)
+        if not files.pid.exists() and files.starting.exists():
+            with self._lock:
+                ours = desired.key in self._spawning
+            if not ours:
+                self._recover(files, desired.node, desired.gpus, desired.spec.stop_grace_period)
         if files.pid.exists():
             pid = int(files.pid.read_text())
             running = self._running(pid, files)  # first: if it ends now, its exit file is there below
@@ -353,11 +408,19 @@ class PodRunner:
         Until they are gone their GPUs are held (``ensure`` starts nothing there)."""
         held: set[tuple[str, int]] = set()
         with self._lock:
+            first_look = self._not_gone is None
+        if first_look:  # pods an earlier runner left mid-start get their pid file first, where they run
+            marks = self.runs.glob("*/attempt-*/pod-*/starting") if self.runs.exists() else ()
+            for mark in marks:
+                files = PodFiles(mark.parent)
+                if not files.pid.exists():
+                    self._recover(files, node="", gpus=(), grace=DEFAULT_STOP_GRACE)
+        with self._lock:
             if self._not_gone is None:
                 found = self.runs.glob("*/attempt-*/pod-*/pid") if self.runs.exists() else ()
                 self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
             looked_at = sorted(self._not_gone)
-        sessions: dict[int, list[psutil.Process]] | None = None
+        sessions: dict[int, list[int]] | None = None
         now = time.time()
         for pid_file in looked_at:
             files = PodFiles(pid_file.parent)
@@ -465,6 +528,7 @@ class PodRunner:
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
             arguments.append(command_line)
             descriptor = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            files.starting.touch()  # before the spawn: see ``_recover``
             with os.fdopen(descriptor, "ab") as log:
                 process = subprocess.Popen(
                     arguments,
@@ -489,15 +553,19 @@ class PodRunner:
             gpus=desired.gpus,
             grace=spec.stop_grace_period,
         )
-        _write_atomically(files.process, record.model_dump_json())
-        files.pid.write_text(str(process.pid))
-        with self._lock:
-            if self._not_gone is not None:
-                self._not_gone.add(files.pid)
+        self._record_process(files, record)
         if port is not None and self.on_start is not None:
             self.on_start(desired, port)
         if self.on_exit is not None:
             threading.Thread(target=self._watch, args=(process,), name="corral-pod-exit", daemon=True).start()
+
+    def _record_process(self, files: PodFiles, record: PodProcess) -> None:
+        """The pod's process record, then its pid file: from then on it is started (or adopted)."""
+        _write_atomically(files.process, record.model_dump_json())
+        files.pid.write_text(str(record.pid))
+        with self._lock:
+            if self._not_gone is not None:
+                self._not_gone.add(files.pid)
 
     def _watch(self, process: subprocess.Popen[bytes]) -> None:
         process.wait()  # reaps it; liveness checks then read the return code Popen keeps
@@ -617,23 +685,46 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def _sessions() -> dict[int, list[psutil.Process]]:
-    """Every live process on the machine, by session id."""
-    found: dict[int, list[psutil.Process]] = {}
-    for process in psutil.process_iter(["status"]):
-        if process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
+def _sessions() -> dict[int, list[int]]:
+    """Every process id on the machine, by session id: a system call each, where reading every
+    process's status (``psutil.process_iter``) took 40 times as long, once per ended pod in a burst."""
+    found: dict[int, list[int]] = {}
+    for pid in psutil.pids():
         try:
-            found.setdefault(os.getsid(process.pid), []).append(process)
+            found.setdefault(os.getsid(pid), []).append(pid)
         except OSError:
             continue  # ended meanwhile
     return found
 
 
-def _pod_processes(record: PodProcess, sessions: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
-    """The pod's processes: those of the session its wrapper leads. While any is left the kernel reuses
-    neither the session id nor the pid; a leader with another start time is someone else's."""
-    members = sessions.get(record.pid, [])
+def _find_wrapper(exit_file: Path) -> psutil.Process | None:
+    """The live wrapper of the pod whose exit file this is: a session leader running ``WRAPPER`` with
+    that path as its first argument (no other process has it)."""
+    expected = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(exit_file)]
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) != pid:
+                continue
+            process = psutil.Process(pid)
+            if process.cmdline()[:5] == expected and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except (OSError, psutil.Error):
+            continue  # ended meanwhile, or not ours to read
+    return None
+
+
+def _pod_processes(record: PodProcess, sessions: dict[int, list[int]]) -> list[psutil.Process]:
+    """The pod's live processes: those of the session its wrapper leads, zombies left out. While any is
+    left the kernel reuses neither the session id nor the pid; a leader with another start time is
+    someone else's."""
+    members = []
+    for pid in sessions.get(record.pid, []):
+        try:
+            process = psutil.Process(pid)
+            if process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except psutil.NoSuchProcess:
+            continue  # ended meanwhile
     for process in members:
         if process.pid == record.pid and record.created >= 0:
             try:

@@ -232,6 +232,38 @@ _NOTE = (
 """Why a job waits and its forecast, written only while it still waits (a cancel may have come since)."""
 
 
+_START = (
+    update(JobRow.__table__)
+    .where(
+        JobRow.id == bindparam("job"), JobRow.status == bindparam("was"), JobRow.attempt == bindparam("of")
+    )
+    .values(
+        status="running",
+        started_at=bindparam("now"),
+        reason=None,
+        attempt=bindparam("attempt"),
+        forecast_start=None,
+        burst_cost_usd=None,
+    )
+)
+"""A start, written only if the job is still as the round read it (its status and attempt, as ``_update``)."""
+
+
+def _mark_started(session: Session, started: Sequence[ActiveJob], now: float) -> None:
+    """The round's starts as one statement, before any of their rows is added: one row each would
+    flush the rows the starts before it added (the ORM flushes before every statement), which was most
+    of recording a round of 8 starts. ``RoundConflict`` if any job changed since the round read it."""
+    if not started:
+        return
+    rows = [
+        {"job": job.id, "was": job.status, "of": job.attempt, "attempt": job.attempt + 1, "now": now}
+        for job in started
+    ]
+    if session.execute(_START, rows).rowcount != len(rows):
+        ids = ", ".join(job.id for job in started)
+        raise RoundConflict(f"one of the jobs {ids} changed since the round read it")
+
+
 def _record(
     session: Session,
     result: SchedulingResult,
@@ -246,11 +278,10 @@ def _record(
         _update(session, job, status="pending", reason=preempt.reason, checkpointed_seconds=saved)
         release(session, preempt.job, now)
         session.add(EventRow(t=now, job_id=preempt.job, kind="preempted", reason=preempt.reason))
+    _mark_started(session, [jobs[start.job] for start in result.starts], now)
     for start in result.starts:
         job = jobs[start.job]
         attempt = job.attempt + 1
-        values = {"forecast_start": None, "burst_cost_usd": None}
-        _update(session, job, status="running", started_at=now, reason=None, attempt=attempt, **values)
         for p in start.placements:
             session.add(PlacementRow(job_id=start.job, **p.fields()))
         where = {

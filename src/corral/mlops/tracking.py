@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,8 @@ PIPELINE_VARIABLES = {
 RUN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 TOKEN_CACHE_SECONDS = 1.0
 """As for API tokens: a job that ends stops its token within this time."""
+EXPERIMENT_CACHE_SECONDS = 2.0
+"""How long a looked-up experiment id is used for new runs without asking MLflow again."""
 MOUNT = "/mlflow"
 """Where the server answers MLflow's REST API; pods' ``MLFLOW_TRACKING_URI`` is the server's URL + this."""
 
@@ -70,6 +72,14 @@ def experiment_name(tenant: str, spec: JobSpec, queue: str) -> str:
     return names.stored_experiment(tenant, spec.experiment or queue)
 
 
+_ENDED = (
+    update(JobTrackingRow.__table__)
+    .where(JobTrackingRow.job_id == bindparam("job"))
+    .values(ended_status=bindparam("final"))
+)
+"""A job's run is ended in MLflow: the sweep leaves it alone from now on."""
+
+
 class JobTracking:
     def __init__(
         self, engine: Engine, stores: MlflowStores, key: bytes, clock: Callable[[], float] = time.time
@@ -79,6 +89,10 @@ class JobTracking:
         self.key = key
         self.clock = clock
         self._runs: dict[tuple[str, int], JobRun] = {}
+        self._experiments: dict[str, tuple[str, float]] = {}
+        """Experiment ids by stored name, as found or made, and until when (monotonic) to trust them:
+        looking one up was a fifth of making a job's run in a burst. A rename is seen within
+        ``EXPERIMENT_CACHE_SECONDS``; an id that no longer works is looked up again at once."""
         self._callers: dict[str, tuple[JobCaller | None, float]] = {}
         self._lock = threading.Lock()
 
@@ -139,16 +153,26 @@ class JobTracking:
 
     def _create_run(self, pod: DesiredPod, nodes: list[str], queue: str, stored: str, shown: str) -> JobRun:
         from mlflow.entities import RunTag
+        from mlflow.exceptions import MlflowException
+
+        tags = [RunTag(k, v) for k, v in run_tags(pod, queue, nodes).items()]
+
+        def create(experiment_id: str) -> Any:
+            return self.stores.tracking.create_run(
+                experiment_id=experiment_id,
+                user_id=pod.tenant,
+                start_time=int(self.clock() * 1000),
+                tags=tags,
+                run_name=f"{pod.spec.name}-{pod.job_id}",
+            )
 
         experiment_id = self._experiment(stored, pod.tenant)
-        tags = run_tags(pod, queue, nodes)
-        run = self.stores.tracking.create_run(
-            experiment_id=experiment_id,
-            user_id=pod.tenant,
-            start_time=int(self.clock() * 1000),
-            tags=[RunTag(k, v) for k, v in tags.items()],
-            run_name=f"{pod.spec.name}-{pod.job_id}",
-        )
+        try:
+            run = create(experiment_id)
+        except MlflowException:  # the experiment was deleted or made again since it was looked up
+            with self._lock:
+                self._experiments.pop(stored, None)
+            run = create(self._experiment(stored, pod.tenant))
         token_id = new_token_id()
         row = JobTrackingRow(
             job_id=pod.job_id,
@@ -191,18 +215,28 @@ class JobTracking:
         from mlflow.entities import ExperimentTag
         from mlflow.exceptions import MlflowException
 
+        with self._lock:
+            known = self._experiments.get(stored)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
         found = self.stores.tracking.get_experiment_by_name(stored)
         if found is not None:
-            return str(found.experiment_id)
-        try:
-            return str(
-                self.stores.tracking.create_experiment(stored, tags=[ExperimentTag("corral.tenant", tenant)])
-            )
-        except MlflowException:  # made meanwhile by a job of the same queue
-            again = self.stores.tracking.get_experiment_by_name(stored)
-            if again is None:
-                raise
-            return str(again.experiment_id)
+            experiment_id = str(found.experiment_id)
+        else:
+            try:
+                experiment_id = str(
+                    self.stores.tracking.create_experiment(
+                        stored, tags=[ExperimentTag("corral.tenant", tenant)]
+                    )
+                )
+            except MlflowException:  # made meanwhile by a job of the same queue
+                again = self.stores.tracking.get_experiment_by_name(stored)
+                if again is None:
+                    raise
+                experiment_id = str(again.experiment_id)
+        with self._lock:
+            self._experiments[stored] = (experiment_id, time.monotonic() + EXPERIMENT_CACHE_SECONDS)
+        return experiment_id
 
     def authenticate(self, token: str) -> JobCaller | None:
         """The job attempt a job token belongs to, while that attempt runs; None otherwise."""
@@ -246,6 +280,7 @@ class JobTracking:
                 .join(JobRow, JobRow.id == JobTrackingRow.job_id)
                 .where(JobTrackingRow.ended_status.is_(None), JobRow.status.in_(RUN_STATUS))
             ).all()
+        finals: dict[str, str] = {}
         for job_id, run_id, status, ended_at in ended:
             final = RUN_STATUS[status]
             try:
@@ -254,10 +289,11 @@ class JobTracking:
             except Exception:
                 log.exception("job %s: its MLflow run could not be ended; trying again", job_id)
                 continue
+            finals[job_id] = final
+        if finals:  # one transaction for all: a burst's sweep ends dozens of runs
             with Session(self.engine) as session, session.begin():
-                row = session.get(JobTrackingRow, job_id)
-                if row is not None:
-                    row.ended_status = final
+                rows = [{"job": job_id, "final": final} for job_id, final in finals.items()]
+                session.execute(_ENDED, rows)
 
     def job_run(self, job_id: str) -> JobTrackingRow | None:
         with Session(self.engine) as session:

@@ -36,6 +36,7 @@ from corral.logs import DEFAULT_LOG_CAP, LogOpener, pod_log_files
 from corral.paths import write_token
 from corral.pipelines.controller import PipelineController
 from corral.scheduling import get_policy
+from corral.server.background import BackgroundStep
 from corral.store.accounts import AccountStore
 from corral.store.code import CodeStore
 from corral.store.database import open_store
@@ -230,12 +231,13 @@ def _loop(
     pipelines = PipelineController(
         PipelineStore(store.engine, store.clock), store, code_store(settings.data_dir)
     )
+    sweep = BackgroundStep(mlops.sweep, "corral-mlflow-sweep") if mlops is not None else None
     loop = ReconcileLoop(
         store.engine,
         inventory,
         get_policy(settings.policy),
         settings.interval,
-        _each(_backends(settings, store, backend, poke) + ([mlops.sweep] if mlops else [])),
+        _each(_backends(settings, store, backend, poke) + ([sweep.poke] if sweep else [])),
         ControlPlaneMetrics(store.engine, inventory.clusters),
         watch=store.last_event if settings.workers > 1 else None,
         before_round=_each([*exits, pipelines.advance]),
