@@ -18,7 +18,8 @@ orders jobs of one queue and one priority.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from corral.core.workloads import Workload
@@ -41,8 +42,34 @@ def response_ratio(wait: float, expected: float) -> float:
 
 
 def order_by_response_ratio(
-    jobs: list[Workload], now: float, expected_left: Callable[[Workload], float]
+    jobs: list[Workload],
+    now: float,
+    expected_left: Callable[[Workload], float],
+    horizon: float = math.inf,
 ) -> None:
     """Sort ``jobs`` (in submission order) in place, highest response ratio first; equal ratios keep
-    their order, so jobs of one size stay first come, first served."""
-    jobs.sort(key=lambda job: -response_ratio(now - job.submit, expected_left(job)))
+    their order, so jobs of one size stay first come, first served. Jobs expected to run at least
+    ``horizon`` seconds (``drain_horizon``) go before all others, longest first."""
+
+    def key(job: Workload) -> tuple[int, float]:
+        left = expected_left(job)
+        if left >= horizon:
+            return (0, -left)
+        return (1, -response_ratio(now - job.submit, left))
+
+    jobs.sort(key=key)
+
+
+def drain_horizon(
+    waiting: Iterable[Workload],
+    expected_left: Callable[[Workload], float],
+    running_gpu_seconds: float,
+    gpus: float,
+) -> float:
+    """Seconds the cluster's ``gpus`` would need to finish all the work it knows of: the GPU-seconds the
+    running jobs have left and every waiting job's, by the estimates. A job expected to run longer ends
+    last whatever its place in the order (infinite without GPUs: then no job is)."""
+    if gpus <= 0:
+        return math.inf
+    work = sum(job.gpu_demand_milli / 1000 * expected_left(job) for job in waiting)
+    return (work + running_gpu_seconds) / gpus
