@@ -1,6 +1,7 @@
-"""Backfill with reservations (EASY, as Slurm's ``sched/backfill``): the first job of a round that finds
-no room in a domain gets a reservation there, and later jobs may use the reserved GPUs only if they
-will be done before it needs them.
+"""Backfill with reservations (as Slurm's ``sched/backfill``): the first jobs of a round that find no room
+in a domain get a reservation there (one is EASY backfill; the default policy makes two, the second
+counting the first's GPUs as taken), and later jobs may use the reserved GPUs only if they will be
+done before the holder needs them.
 
 Without reservations, a gang that needs a whole node is starved by small jobs: every GPU that frees is
 taken by the next small job before the node empties. With one, the round estimates when the blocked job

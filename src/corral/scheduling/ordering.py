@@ -10,6 +10,14 @@ time as the newcomer has of its own). Measured on the contended `mixed` and `gan
 of what brings `default` under `fifo` in mean JCT and p95 wait; its price is the longest waits of long
 jobs and a later makespan (docs/benchmarks.md, "Policies under contention").
 
+One exception, for the end of a busy spell: a job expected to run at least as long as the cluster needs
+to finish all the work it knows of (the running jobs' estimated GPU-time left plus every waiting job's,
+over its GPUs: ``drain_horizon``) goes first, longest first. Such a job ends last wherever it stands in
+the order, so holding it back does not finish anyone sooner; it only leaves it running alone on an
+otherwise idle cluster once the rest is done, which is what the ratio did to the longest gangs of the
+contended replays (Graham's longest-processing-time argument for the makespan). While the queue is deep
+the horizon is long and no job is moved.
+
 Run times are estimated, never known: the run-time estimates learned from finished jobs, else the
 declared time limit, else an hour (``corral.scheduling.backfill.total_runtime``), less the checkpointed
 progress of a requeued job. Priority bands and fair share between queues are untouched: the ratio only

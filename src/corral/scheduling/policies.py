@@ -52,8 +52,9 @@ class Policy:
     first (``corral.scheduling.ordering``)."""
     preemption: bool = True
     backfill: bool = True
-    """EASY backfill: the first job that finds no room in a domain gets a reservation there, and later
-    jobs may use its idle GPUs only if they end before it needs them (``corral.scheduling.backfill``)."""
+    """Backfill with reservations: the first jobs that find no room in a domain get a reservation there
+    (``reservations_per_domain``), and later jobs may use their idle GPUs only if they end before the
+    holders need them (``corral.scheduling.backfill``)."""
     reservations_per_domain: int = 1
     """How many blocked jobs of a round get a reservation in one domain, first come first held: 1 is
     EASY backfill; more goes towards conservative backfill (each later reservation counts the earlier
