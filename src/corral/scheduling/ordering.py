@@ -13,8 +13,8 @@ jobs and a later makespan (docs/benchmarks.md, "Policies under contention").
 One exception, for the end of a busy spell: a job expected to run at least as long as the cluster needs
 to finish all the work it knows of (the running jobs' estimated GPU-time left plus every waiting job's,
 over its GPUs: ``drain_horizon``) goes first, longest first. Such a job ends last wherever it stands in
-the order, so holding it back does not finish anyone sooner; it only leaves it running alone on an
-otherwise idle cluster once the rest is done, which is what the ratio did to the longest gangs of the
+the order; holding it back lets the others use its GPUs meanwhile, but then it runs alone on an
+otherwise idle cluster once they are done, which is what the ratio did to the longest gangs of the
 contended replays (Graham's longest-processing-time argument for the makespan). While the queue is deep
 the horizon is long and no job is moved.
 
