@@ -57,6 +57,35 @@ def test_a_higher_queue_job_that_fits_elsewhere_is_not_held_back() -> None:
     assert [(s.job, s.placements[0].node) for s in result.starts] == [("long", "p-1")]
 
 
+def test_the_second_blocked_gang_gets_its_own_reservation_beside_the_first() -> None:
+    """p-0 frees at t=1000 and p-1 at 3000 (4 GPUs idle there now). Gang a reserves p-0; gang b, with
+    a's GPUs counted as taken, reserves p-1, so a job that would still run at 3000 may not take p-1's
+    idle GPUs (under EASY, with one reservation, it would and b would wait for it)."""
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=2, gpus=8)])
+    for i in range(8):
+        run_job(snapshot, job(f"r{i}", duration=1000.0, time_limit=1000.0), "p-0", started_at=0.0)
+    for i in range(4):
+        run_job(snapshot, job(f"q{i}", duration=3000.0, time_limit=3000.0), "p-1", started_at=0.0)
+    pending = [
+        job("a", gpus=8, submit=1.0, time_limit=3600.0),
+        job("b", gpus=8, submit=2.0, time_limit=3600.0),
+        job("long", gpus=2, submit=3.0, time_limit=5000.0),
+        job("mid", gpus=2, submit=4.0, time_limit=2000.0),
+    ]
+    result = schedule(snapshot, pending, DEFAULT, now=100.0)
+    assert [s.job for s in result.starts] == ["mid"]
+    assert [(r.job, r.until, r.gpus[0][0]) for r in result.reservations] == [
+        ("a", 1000.0, "p-0"),
+        ("b", 3000.0, "p-1"),
+    ]
+    assert "the free GPUs are reserved for b" in result.pending["long"].message
+
+    easy = replace(DEFAULT, reservations_per_domain=1)
+    result = schedule(snapshot, pending, easy, now=100.0)
+    assert sorted(s.job for s in result.starts) == ["long", "mid"]
+    assert [r.job for r in result.reservations] == ["a"]
+
+
 def _replay(policy) -> list[Event]:
     """An 8-GPU node: eight 1-GPU jobs end at t=100..800; an 8-GPU gang arrives at t=1; a 1-GPU job
     with a 2000 s limit arrives every 50 s from t=2 on."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from corral.bench.contended import FAMILIES, generate
+from corral.bench.contended import FAMILIES, MANY_TEAMS, TEAMS, generate
 from corral.bench.policies import SUMMED, run_benchmark, scenarios, water_fill
 from corral.cli.main import app
 from corral.errors import CorralError
@@ -35,7 +35,8 @@ def test_the_command_runs_every_policy_on_every_scenario_and_seed(tmp_path: Path
         assert 0 <= run["zero_length_runs"] <= run["preemptions"]
         assert 0 <= run["wait_p50"] <= run["wait_p95"] <= run["wait_p99"]
         assert run["jct_mean"] > 0 and run["makespan"] > 0 and run["scheduler_seconds"] >= 0
-        assert {q["queue"] for q in run["queues"]} == {"nlp", "robotics", "speech", "vision"}
+        teams = MANY_TEAMS if run["scenario"] == "tenants" else TEAMS
+        assert {q["queue"] for q in run["queues"]} == {team.name for team in teams}
         assert sum(q["received"] for q in run["queues"]) == pytest.approx(1.0)
         assert sum(q["entitled"] for q in run["queues"]) <= 1.0 + 1e-9
         if run["policy"] == "fifo":
@@ -79,6 +80,19 @@ def test_generated_scenarios_are_seeded_contended_and_never_ask_more_than_a_queu
     assert all(job.time_limit is not None and job.time_limit >= job.duration for job in jobs)
     replay = Simulator(first.cluster_file, jobs[:60], get_policy("fifo")).run()
     assert replay.summary.rejected == 0
+
+
+def test_the_many_tenant_family_splits_the_cluster_among_ten_teams_and_rejects_no_gang() -> None:
+    scenario = generate("tenants", 3, 400)
+    queues = scenario.cluster_file.queues
+    assert len(queues) == 10 and sum(queue.borrowing_limit is not None for queue in queues) == 5
+    for flavor, gpus in (("ws", 64), ("dgx", 64)):
+        assert sum(queue.quota.get(flavor, 0) for queue in queues) == gpus  # quotas add up to each pool
+    jobs = scenario.workloads
+    assert {job.queue for job in jobs} == {queue.name for queue in queues}
+    assert any(job.pods > 1 and job.gpus_per_pod == 8 for job in jobs)
+    replay = Simulator(scenario.cluster_file, jobs, get_policy("fifo")).run()
+    assert replay.summary.rejected == 0 and replay.summary.finished == len(jobs)
 
 
 def test_water_filling_gives_what_a_capped_queue_cannot_use_to_the_others() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.scheduling import POLICIES, schedule
-from corral.scheduling.ordering import order_by_response_ratio, response_ratio
+from corral.scheduling.ordering import drain_horizon, order_by_response_ratio, response_ratio
 
 DEFAULT = POLICIES["default"]
 FIFO = POLICIES["fifo"]
@@ -44,6 +44,25 @@ def test_a_long_job_that_has_waited_goes_before_a_newcomer() -> None:
 
     assert _started(result) == ["long"]
     assert "short" in result.pending
+
+
+def test_a_job_that_outlasts_all_known_work_goes_first() -> None:
+    """The running job has 10 min left and little waits: the 50 h job would end last wherever it is
+    placed in the order, so it starts now instead of after the short job (which the ratio alone
+    prefers, 1.9 against 1.0); waiting would only leave the cluster idle around it at the end."""
+    snapshot = make_snapshot(pools=[make_pool("p", "f", count=1)])
+    run_job(snapshot, job("running", gpus=7, time_limit=1200.0, duration=1200.0), "p-0")
+    long = job("long", submit=0.0, time_limit=50 * HOUR, duration=50 * HOUR)
+    short = job("short", submit=60.0, time_limit=600.0, duration=300.0)
+
+    assert _started(schedule(snapshot, [long, short], DEFAULT, now=600.0)) == ["long"]
+
+
+def test_drain_horizon_is_the_known_work_over_the_gpus() -> None:
+    waiting = [job("a", gpus=2, time_limit=HOUR), job("b", gpus=4, time_limit=HOUR)]
+    horizon = drain_horizon(waiting, lambda j: j.time_limit, running_gpu_seconds=2 * HOUR, gpus=8)
+    assert horizon == HOUR
+    assert drain_horizon(waiting, lambda j: j.time_limit, 0.0, gpus=0) == float("inf")
 
 
 def test_priority_still_comes_before_the_ratio() -> None:

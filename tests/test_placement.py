@@ -216,7 +216,7 @@ def test_gang_that_cannot_fit_places_nothing_and_says_why() -> None:
     outcome = place_gang(nodes, job("g", gpus=4, pods=3).pod, 3, DEFAULT)
 
     assert outcome == FitFailure(pod=2, nodes=3, rejected_by=Counter({"insufficient GPUs": 2, "down": 1}))
-    assert outcome.describe() == "pod 2: 0/3 nodes fit (2 insufficient GPUs, 1 down)"
+    assert outcome.describe() == "only 2 pods fit at once; pod 2: 0/3 nodes fit (2 insufficient GPUs, 1 down)"
     assert usage(nodes) == before
 
 

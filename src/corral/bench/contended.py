@@ -26,9 +26,11 @@ from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
 from corral.scenario.models import ClusterFile
 
-FAMILIES = ("mixed", "gangs")
+FAMILIES = ("mixed", "gangs", "tenants")
 """``mixed``: mostly single- and multi-GPU jobs with some gangs; ``gangs``: mostly gangs of 2-4 pods x 4-8
-GPUs, the shapes that need whole nodes to drain and so suffer most from a scheduler that cannot reserve."""
+GPUs, the shapes that need whole nodes to drain and so suffer most from a scheduler that cannot reserve;
+``tenants``: ``mixed``'s shapes from ten teams of unequal quota, half of them with borrowing limits, where
+fair share decides more of the order than the shapes do."""
 
 WORKSTATION = NodeTemplate(cpu=64, memory_gib=256, gpus=4, gpu_model="L40S", gpu_memory_gib=48)
 DGX = NodeTemplate(
@@ -64,6 +66,25 @@ TEAMS = (
 """Quotas add up to the cluster in each flavor; nlp and speech have borrowing limits, and nlp submits more
 than its nominal share, so whether lent quota is reclaimed promptly shows in every run."""
 
+MANY_TEAMS = (
+    Team("cv", {"ws": 12, "dgx": 8}, None, 0.14, 0.2),
+    Team("llm", {"ws": 4, "dgx": 16}, {"ws": 4, "dgx": 8}, 0.16, 0.7),
+    Team("asr", {"ws": 8, "dgx": 4}, {"ws": 4, "dgx": 4}, 0.10, 0.3),
+    Team("robotics", {"ws": 8, "dgx": 4}, None, 0.08, 0.2),
+    Team("rl", {"ws": 8, "dgx": 8}, {"ws": 8, "dgx": 8}, 0.10, 0.3),
+    Team("recsys", {"ws": 4, "dgx": 8}, None, 0.08, 0.4),
+    Team("bio", {"ws": 4, "dgx": 4}, {"ws": 4, "dgx": 4}, 0.08, 0.5),
+    Team("search", {"ws": 8, "dgx": 4}, None, 0.10, 0.2),
+    Team("infra", {"ws": 4, "dgx": 0}, None, 0.06, 0.1),
+    Team("research", {"ws": 4, "dgx": 8}, {"ws": 0, "dgx": 16}, 0.10, 0.6),
+)
+"""Ten teams whose quotas add up to the cluster in each flavor, from 4 to 20 GPUs each. Five have
+borrowing limits, each leaving room for at least one 8-GPU pod (quota plus limit), so every gang the
+generator caps to what its team could ever hold is still a gang or an 8-GPU pod. llm and research submit
+more than their quota share; infra owns no DGX quota and borrows every DGX GPU it uses."""
+
+TEAMS_OF = {"mixed": TEAMS, "gangs": TEAMS, "tenants": MANY_TEAMS}
+
 
 @dataclass(frozen=True)
 class Mix:
@@ -81,6 +102,7 @@ class Mix:
 MIXES = {
     "mixed": Mix(single=0.55, multi=0.25, gang_gpus=(4, 8), median_seconds=1800.0),
     "gangs": Mix(single=0.25, multi=0.10, gang_gpus=(4, 8), median_seconds=1800.0),
+    "tenants": Mix(single=0.55, multi=0.25, gang_gpus=(4, 8), median_seconds=1800.0),
 }
 
 DURATION_SIGMA = 1.4
@@ -110,13 +132,14 @@ class ContendedScenario:
     """The same over the busiest ``PEAK_WINDOW_SECONDS`` of arrivals."""
 
 
-def lab_cluster() -> ClusterFile:
+def lab_cluster(teams: Sequence[Team] = TEAMS) -> ClusterFile:
+    """The lab's 128 GPUs, with a queue per team in one cohort."""
     pools = [
         PoolSpec(name="ws", flavor="ws", count=WORKSTATIONS, node=WORKSTATION),
         PoolSpec(name="dgx", flavor="dgx", count=DGX_NODES, node=DGX),
     ]
     queues = [
-        QueueSpec(name=t.name, cohort=COHORT, quota=t.quota, borrowing_limit=t.borrowing_limit) for t in TEAMS
+        QueueSpec(name=t.name, cohort=COHORT, quota=t.quota, borrowing_limit=t.borrowing_limit) for t in teams
     ]
     return ClusterFile(clusters=[ClusterSpec(name="lab", private=True, pools=pools)], queues=queues)
 
@@ -130,9 +153,10 @@ def generate(family: str, seed: int, jobs: int = 2000, load: float = 1.0) -> Con
     if family not in MIXES:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
     draw = random.Random(f"{family}-{seed}")
-    cluster_file = lab_cluster()
+    teams = TEAMS_OF[family]
+    cluster_file = lab_cluster(teams)
     capacity = capacity_gpus(cluster_file)
-    shapes = [_job(draw, MIXES[family], index) for index in range(jobs)]
+    shapes = [_job(draw, MIXES[family], teams, index) for index in range(jobs)]
     work = sum(job.gpu_demand_milli / 1000 * job.duration for job in shapes)
     span = work / (load * capacity)
     arrivals = _bursty_arrivals(draw, jobs, span)
@@ -147,8 +171,8 @@ def generate(family: str, seed: int, jobs: int = 2000, load: float = 1.0) -> Con
     )
 
 
-def _job(draw: random.Random, mix: Mix, index: int) -> Workload:
-    team = draw.choices(TEAMS, weights=[t.job_share for t in TEAMS])[0]
+def _job(draw: random.Random, mix: Mix, teams: Sequence[Team], index: int) -> Workload:
+    team = draw.choices(teams, weights=[t.job_share for t in teams])[0]
     kind = draw.random()
     pods, gpus, model = 1, 1, None
     if kind >= mix.single:

@@ -5,7 +5,8 @@ later than ``fifo``: preemptions that undo each other, a replay that never settl
 that fit, a borrowing limit that starves a team. This benchmark measures those symptoms on four
 scenarios, every policy on every seed, one ``Simulator`` replay each:
 
-- ``mixed`` and ``gangs``: a lab cluster under bursty multi-team load (``corral.bench.contended``).
+- ``mixed`` and ``gangs``: a lab cluster under bursty multi-team load (``corral.bench.contended``);
+  ``tenants``: the same cluster and ``mixed``'s shapes shared by ten teams of unequal quota.
 - ``alibaba``: the openb trace made contended as ``benchmarks/trace_replay.py`` does (arrivals 300x
   faster, every pool cut to 10%), one window of consecutive arrivals per seed, all jobs in one unlimited
   queue (the trace names no team).

@@ -301,9 +301,9 @@ def bench_policies(
     policies: Annotated[str, typer.Option(help="Comma-separated policy names (fifo is the baseline).")] = (
         "default,fifo,strict-fifo,spread"
     ),
-    families: Annotated[str, typer.Option(help="Comma-separated generated families: mixed, gangs.")] = (
-        "mixed,gangs"
-    ),
+    families: Annotated[
+        str, typer.Option(help="Comma-separated generated families: mixed, gangs, tenants.")
+    ] = ("mixed,gangs,tenants"),
     jobs: Annotated[int, typer.Option(help="Jobs per scenario (the trace: consecutive arrivals).")] = 2000,
     plot: Annotated[Path | None, typer.Option(help="Write the ratio-to-fifo plot here (PNG).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the tables here (Markdown).")] = None,

@@ -1,6 +1,7 @@
-"""Backfill with reservations (EASY, as Slurm's ``sched/backfill``): the first job of a round that finds
-no room in a domain gets a reservation there, and later jobs may use the reserved GPUs only if they
-will be done before it needs them.
+"""Backfill with reservations (as Slurm's ``sched/backfill``): the first jobs of a round that find no room
+in a domain get a reservation there (one is EASY backfill; the default policy makes two, the second
+counting the first's GPUs as taken), and later jobs may use the reserved GPUs only if they will be
+done before the holder needs them.
 
 Without reservations, a gang that needs a whole node is starved by small jobs: every GPU that frees is
 taken by the next small job before the node empties. With one, the round estimates when the blocked job
@@ -91,23 +92,36 @@ def earliest_fit(
 
 
 def _ends(snapshot: Snapshot, domain: Domain, now: float) -> list[tuple[float, str]]:
-    """The domain's running jobs by estimated time left, kept for the rest of the instant: a round asks
-    once per blocked job, and an estimate is a lookup in the run-time history."""
+    """The domain's running jobs by estimated time left."""
+    ends = [
+        (_time_left(snapshot, allocation, now), allocation.workload.id)
+        for allocation in snapshot.running.values()
+        if (allocation.cluster, allocation.flavor) == domain
+    ]
+    ends.sort()
+    return ends
+
+
+def running_gpu_seconds_left(snapshot: Snapshot, now: float) -> float:
+    """The GPU-seconds the running jobs still have to run by the estimates."""
+    return sum(
+        allocation.workload.gpu_demand_milli / 1000 * _time_left(snapshot, allocation, now)
+        for allocation in snapshot.running.values()
+    )
+
+
+def _time_left(snapshot: Snapshot, allocation: Allocation, now: float) -> float:
+    """``remaining_runtime``, kept for the rest of the instant: a round asks once per blocked job, and an
+    estimate is a lookup in the run-time history."""
     at, left = snapshot.time_left
     if at != now:
         left = {}
         snapshot.time_left = (now, left)
-    ends = []
-    for allocation in snapshot.running.values():
-        if (allocation.cluster, allocation.flavor) != domain:
-            continue
-        key = (allocation.workload.id, allocation.started_at)
-        remaining = left.get(key)
-        if remaining is None:
-            remaining = left[key] = remaining_runtime(allocation, now, snapshot.runtime_estimate)
-        ends.append((remaining, allocation.workload.id))
-    ends.sort()
-    return ends
+    key = (allocation.workload.id, allocation.started_at)
+    remaining = left.get(key)
+    if remaining is None:
+        remaining = left[key] = remaining_runtime(allocation, now, snapshot.runtime_estimate)
+    return remaining
 
 
 class Headroom:

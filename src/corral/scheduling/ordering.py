@@ -10,6 +10,14 @@ time as the newcomer has of its own). Measured on the contended `mixed` and `gan
 of what brings `default` under `fifo` in mean JCT and p95 wait; its price is the longest waits of long
 jobs and a later makespan (docs/benchmarks.md, "Policies under contention").
 
+One exception, for the end of a busy spell: a job expected to run at least as long as the cluster needs
+to finish all the work it knows of (the running jobs' estimated GPU-time left plus every waiting job's,
+over its GPUs: ``drain_horizon``) goes first, longest first. Such a job ends last wherever it stands in
+the order; holding it back lets the others use its GPUs meanwhile, but then it runs alone on an
+otherwise idle cluster once they are done, which is what the ratio did to the longest gangs of the
+contended replays (Graham's longest-processing-time argument for the makespan). While the queue is deep
+the horizon is long and no job is moved.
+
 Run times are estimated, never known: the run-time estimates learned from finished jobs, else the
 declared time limit, else an hour (``corral.scheduling.backfill.total_runtime``), less the checkpointed
 progress of a requeued job. Priority bands and fair share between queues are untouched: the ratio only
@@ -18,7 +26,8 @@ orders jobs of one queue and one priority.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from corral.core.workloads import Workload
@@ -41,8 +50,34 @@ def response_ratio(wait: float, expected: float) -> float:
 
 
 def order_by_response_ratio(
-    jobs: list[Workload], now: float, expected_left: Callable[[Workload], float]
+    jobs: list[Workload],
+    now: float,
+    expected_left: Callable[[Workload], float],
+    horizon: float = math.inf,
 ) -> None:
     """Sort ``jobs`` (in submission order) in place, highest response ratio first; equal ratios keep
-    their order, so jobs of one size stay first come, first served."""
-    jobs.sort(key=lambda job: -response_ratio(now - job.submit, expected_left(job)))
+    their order, so jobs of one size stay first come, first served. Jobs expected to run at least
+    ``horizon`` seconds (``drain_horizon``) go before all others, longest first."""
+
+    def key(job: Workload) -> tuple[int, float]:
+        left = expected_left(job)
+        if left >= horizon:
+            return (0, -left)
+        return (1, -response_ratio(now - job.submit, left))
+
+    jobs.sort(key=key)
+
+
+def drain_horizon(
+    waiting: Iterable[Workload],
+    expected_left: Callable[[Workload], float],
+    running_gpu_seconds: float,
+    gpus: float,
+) -> float:
+    """Seconds the cluster's ``gpus`` would need to finish all the work it knows of: the GPU-seconds the
+    running jobs have left and every waiting job's, by the estimates. A job expected to run longer ends
+    last whatever its place in the order (infinite without GPUs: then no job is)."""
+    if gpus <= 0:
+        return math.inf
+    work = sum(job.gpu_demand_milli / 1000 * expected_left(job) for job in waiting)
+    return (work + running_gpu_seconds) / gpus

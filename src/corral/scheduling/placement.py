@@ -107,7 +107,12 @@ class FitFailure:
 
     def describe(self) -> str:
         reasons = ", ".join(f"{count} {label}" for label, count in self.rejected_by.most_common())
-        prefix = f"pod {self.pod}: " if self.pod else ""
+        # A gang's later pod fails where its earlier pods took the room: the limit is how many fit at once.
+        prefix = (
+            f"only {self.pod} pod{'s' if self.pod > 1 else ''} fit at once; pod {self.pod}: "
+            if self.pod
+            else ""
+        )
         return f"{prefix}0/{self.nodes} nodes fit" + (f" ({reasons})" if reasons else "")
 
 

@@ -52,8 +52,13 @@ class Policy:
     first (``corral.scheduling.ordering``)."""
     preemption: bool = True
     backfill: bool = True
-    """EASY backfill: the first job that finds no room in a domain gets a reservation there, and later
-    jobs may use its idle GPUs only if they end before it needs them (``corral.scheduling.backfill``)."""
+    """Backfill with reservations: the first jobs that find no room in a domain get a reservation there
+    (``reservations_per_domain``), and later jobs may use their idle GPUs only if they end before the
+    holders need them (``corral.scheduling.backfill``)."""
+    reservations_per_domain: int = 1
+    """How many blocked jobs of a round get a reservation in one domain, first come first held: 1 is
+    EASY backfill; more goes towards conservative backfill (each later reservation counts the earlier
+    ones' GPUs as taken)."""
     preemption_cost: PreemptionCost = PreemptionCost()
     """When a running job may be a victim, and what a preemption must save to be worth its lost work."""
     scoring: Scoring = Scoring(scorers=((BinPack(), 1.0), (NvLink(), 1.0), (GpuSparing(), 0.5)))
@@ -94,6 +99,7 @@ POLICIES: dict[str, Policy] = {
             description="Fair share between queues, priority then highest response ratio inside a queue "
             "(best effort), backfill, preemption, bin-packing with NVLink-aware GPU choice.",
             job_order=JobOrder.RESPONSE_RATIO,
+            reservations_per_domain=2,
         ),
         Policy(
             name="strict-fifo",

@@ -16,6 +16,7 @@ The round, step by step:
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,13 +24,14 @@ from operator import attrgetter
 
 from corral.core.budgets import BudgetSpec, period_bounds
 from corral.core.nodes import Node
-from corral.core.units import spoken_span
+from corral.core.units import MILLI_PER_GPU, spoken_span
 from corral.core.workloads import PodRequest, Workload, checkpointed_progress
 from corral.scheduling.backfill import (
     earliest_fit,
     idle_reserved,
     overlaps,
     reservation_for,
+    running_gpu_seconds_left,
     total_runtime,
 )
 from corral.scheduling.bursting import BUDGET_TOLERANCE_USD, BurstVerdict, burst_cost, burst_verdict
@@ -47,7 +49,7 @@ from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import Feasibility, feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
 from corral.scheduling.migration import Candidate, candidates
-from corral.scheduling.ordering import JobOrder, order_by_response_ratio
+from corral.scheduling.ordering import JobOrder, drain_horizon, order_by_response_ratio
 from corral.scheduling.placement import (
     FitFailure,
     largest_free_block,
@@ -113,8 +115,9 @@ class _Round:
     the round starts or stops a job: a deep queue holds many jobs of one kind, and each search releases
     running jobs one by one and weighs a preemption by replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
-    reservations: dict[Domain, Reservation] = field(default_factory=dict)
-    """Per domain, the room held for the first job that found none there (``corral.scheduling.backfill``)."""
+    reservations: dict[Domain, list[Reservation]] = field(default_factory=dict)
+    """Per domain, the room held for the first jobs that found none there, in the order they were made
+    (at most the policy's ``reservations_per_domain``; ``corral.scheduling.backfill``)."""
     budget_left: dict[str, float] = field(default_factory=dict)
     """USD each hard-budgeted queue may still commit to bursts this round (``_budget_left``)."""
     placed_and_refused: bool = False
@@ -144,10 +147,18 @@ class _Round:
             else:
                 self.result.rejections.append(rejection_of(job, verdict))
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
+        horizon = math.inf
+        if self.policy.job_order is JobOrder.RESPONSE_RATIO:
+            horizon = drain_horizon(
+                (job for jobs in queues.values() for job in jobs),
+                self._expected_left,
+                running_gpu_seconds_left(self.snapshot, self.now),
+                sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU,
+            )
         for jobs in queues.values():  # by priority (if the policy says so), then job order, then id
             jobs.sort(key=_submit_order)
             if self.policy.job_order is JobOrder.RESPONSE_RATIO:
-                order_by_response_ratio(jobs, self.now, self._expected_left)
+                order_by_response_ratio(jobs, self.now, self._expected_left, horizon)
             if self.policy.priority:
                 jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
@@ -376,7 +387,9 @@ class _Round:
         if job.id in self.snapshot.awaiting_nodes:
             return False
         if self.policy.backfill and _wide(job):
-            unreserved = any(isinstance(f, FitFailure) and d not in self.reservations for d, f in failures)
+            unreserved = any(
+                isinstance(f, FitFailure) and not self._reservations_full(d) for d, f in failures
+            )
             return reservation is None and not unreserved
         return True
 
@@ -484,35 +497,46 @@ class _Round:
     def _reserve(
         self, job: Workload, pod: PodRequest, failures: Sequence[tuple[Domain, Cause]]
     ) -> Reservation | None:
-        """Hold room for ``job`` where it would fit soonest, in domains with no reservation yet where
-        only room (not quota) stopped it; the earliest such moment and the GPUs it would get then."""
+        """Hold room for ``job`` where it would fit soonest, in domains with reservations left to make
+        where only room (not quota) stopped it; the earliest such moment and the GPUs it would get then.
+        The GPUs earlier reservations of the domain hold are taken for good in that look ahead, so no
+        two reservations count on the same GPU (conservative: the earlier holder may end first)."""
         best: Reservation | None = None
         for domain, failure in failures:
-            if not isinstance(failure, FitFailure) or domain in self.reservations:
+            if not isinstance(failure, FitFailure) or self._reservations_full(domain):
                 continue
+            earlier = self.reservations.get(domain, [])
 
-            def attempt(domain: Domain = domain) -> list[Placement] | None:
-                outcome = self._place(job, pod, domain)
+            def attempt(
+                domain: Domain = domain, earlier: list[Reservation] = earlier
+            ) -> list[Placement] | None:
+                held = [gpus for reservation in earlier for gpus in idle_reserved(self.snapshot, reservation)]
+                with self.snapshot.gpus_set_aside(held):
+                    outcome = self._place(job, pod, domain)
                 return outcome if isinstance(outcome, list) else None
 
             fit = earliest_fit(self.snapshot, domain, attempt, self.now, pod, job.pods)
             if fit is not None and (best is None or fit[0] < best.until):
                 best = reservation_for(job, domain, *fit)
         if best is not None:
-            self.reservations[best.domain] = best
+            self.reservations.setdefault(best.domain, []).append(best)
             self.result.reservations.append(best)
         return best
+
+    def _reservations_full(self, domain: Domain) -> bool:
+        return len(self.reservations.get(domain, ())) >= self.policy.reservations_per_domain
 
     def _around_reservation(
         self, job: Workload, pod: PodRequest, domain: Domain, placements: list[Placement]
     ) -> list[Placement] | BehindReservation:
-        """``placements``, unless they take idle GPUs reserved for another job and ``job`` would still
-        run when that job needs them: then a placement that leaves them alone, or why there is none."""
-        reservation = self.reservations.get(domain)
-        if reservation is None or reservation.job == job.id:
+        """``placements``, unless they take idle GPUs reserved for other jobs and ``job`` would still
+        run when those jobs need them: then a placement that leaves them alone, or why there is none
+        (naming the first such holder)."""
+        reservations = [r for r in self.reservations.get(domain, ()) if r.job != job.id]
+        if not reservations:
             return placements
-        held = idle_reserved(self.snapshot, reservation)
-        if not overlaps(placements, held):
+        held_by = [(r, idle_reserved(self.snapshot, r)) for r in reservations]
+        if not any(overlaps(placements, held) for _, held in held_by):
             return placements
         progress = self.progress.get(job.id, 0.0)
         limit = job.time_limit
@@ -521,14 +545,17 @@ class _Round:
             if limit is not None
             else total_runtime(job, progress, self.snapshot.runtime_estimate) - progress
         )
-        if self.now + left <= reservation.until:
-            return placements  # done before the reserved job needs them: backfill
-        with self.snapshot.gpus_set_aside(held):
+        # Done before a reserved job needs its GPUs: backfill onto them; the others are left alone.
+        overrun = [(r, held) for r, held in held_by if self.now + left > r.until]
+        if not any(overlaps(placements, held) for _, held in overrun):
+            return placements
+        with self.snapshot.gpus_set_aside([gpus for _, held in overrun for gpus in held]):
             outcome = self._place(job, pod, domain)
         if isinstance(outcome, list):
             return outcome
         bound = "time limit" if limit is not None else "estimated run time"
-        return BehindReservation(reservation.job, reservation.until - self.now, bound, left)
+        first = min((r for r, held in overrun if overlaps(placements, held)), key=attrgetter("until"))
+        return BehindReservation(first.job, first.until - self.now, bound, left)
 
     def _over_budget(self, job: Workload, domain: Domain, placements: list[Placement]) -> str | None:
         """Why starting ``job`` on public ``domain`` would break its queue's hard budget, if it would."""
@@ -625,7 +652,7 @@ class _Round:
             self._forget_failures()
             return isinstance(self._admit(job, pod, domain), list)
 
-        holds = any(r.job == job.id for r in self.reservations.values())  # its reservation lets it in
+        holds = any(r.job == job.id for made in self.reservations.values() for r in made)  # lets it in
         kind = (job.queue, job.priority, job.pods, pod, domain, job.id if holds else None)
         if kind in self.fruitless_searches:
             victims = self.fruitless_searches[kind]
@@ -736,9 +763,9 @@ class _Round:
         self.snapshot.allocate(allocation)
         self.started.add(job.id)
         self.result.pending.pop(job.id, None)
-        for held, reservation in list(self.reservations.items()):
-            if reservation.job == job.id:
-                del self.reservations[held]
+        for made in self.reservations.values():
+            for reservation in [r for r in made if r.job == job.id]:
+                made.remove(reservation)
                 self.result.reservations.remove(reservation)
         self.preemptible.clear()
         self.fruitless_searches.clear()
