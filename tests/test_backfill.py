@@ -39,6 +39,23 @@ def test_a_blocked_gang_keeps_the_idle_gpus_from_jobs_that_would_run_past_its_st
     )
 
 
+def test_jobs_of_one_shape_behind_a_reservation_are_each_told_their_own_run_time() -> None:
+    """Held back as the first of their shape was, without placing each again: each message quotes the
+    job's own bound, and a shorter job of that shape after them still backfills."""
+    pending = [
+        job("gang", gpus=8, submit=1.0),
+        job("long", gpus=2, submit=2.0, time_limit=5000.0),
+        job("longer", gpus=2, submit=3.0, time_limit=7200.0),
+        job("guessed", gpus=2, submit=4.0, duration=3600.0),
+        job("short", gpus=2, submit=5.0, time_limit=500.0),
+    ]
+    result = schedule(_half_busy_node(), pending, DEFAULT, now=100.0)
+    assert [s.job for s in result.starts] == ["short"]
+    assert "this job's time limit (83 min) runs past that" in result.pending["long"].message
+    assert "this job's time limit (2.0 h) runs past that" in result.pending["longer"].message
+    assert "reserved for gang" in result.pending["guessed"].message
+
+
 def test_without_backfill_the_long_job_takes_the_idle_gpus() -> None:
     pending = [job("gang", gpus=8, submit=1.0), job("long", gpus=2, submit=2.0, time_limit=5000.0)]
     result = schedule(_half_busy_node(), pending, NO_BACKFILL, now=100.0)

@@ -124,6 +124,12 @@ class _Round:
     """Whether the job ``_try`` tries found room but was refused it (a reservation, a hard budget)."""
     expected_left: dict[tuple[str, float], float] = field(default_factory=dict)
     """Per job kind and checkpointed progress, the run time left by the estimates (``_expected_left``)."""
+    behind: dict[tuple[Domain, PodRequest], tuple[tuple[int, int, int], float, BehindReservation]] = field(
+        default_factory=dict
+    )
+    """Per domain and one-pod shape, the shortest run time a reservation held back, with the round's state
+    then (``_state``): a job of that shape that runs at least as long is held back by the same reservation,
+    without placing it again (a deep queue behind two reservations placed each of its jobs every round)."""
     waiting_kinds: dict[str, Pending] = field(default_factory=dict)
     """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
     that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
@@ -347,6 +353,7 @@ class _Round:
             for domain in domains:
                 if self._preempt_for(job, pod, domain):
                     return True
+            self.behind.clear()  # learnt while victims were set aside, in a state now undone
         provisioning = self._wait_for_nodes(job, domains)
         pending = provisioning or _explain(job, failures, self.now)
         refused = self.unprofitable.get(job.id)
@@ -475,6 +482,10 @@ class _Round:
         for failed_pod, failed_pods, failure in failed:
             if job.pods >= failed_pods and needs_at_least(pod, failed_pod):
                 return failure
+        held_back = self._held_back_as_before(job, pod, domain)
+        if held_back is not None:
+            self.placed_and_refused = True
+            return held_back
         outcome = self._place(job, pod, domain)
         if isinstance(outcome, FitFailure):
             failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
@@ -484,6 +495,7 @@ class _Round:
         self.placed_and_refused = True  # unless it starts: a backfill or budget refusal follows
         outcome = self._around_reservation(job, pod, domain, outcome)
         if isinstance(outcome, BehindReservation):
+            self._remember_held_back(job, pod, domain, outcome)
             return outcome
         return self._over_budget(job, domain, outcome) or outcome
 
@@ -538,13 +550,7 @@ class _Round:
         held_by = [(r, idle_reserved(self.snapshot, r)) for r in reservations]
         if not any(overlaps(placements, held) for _, held in held_by):
             return placements
-        progress = self.progress.get(job.id, 0.0)
-        limit = job.time_limit
-        left = (
-            limit - progress
-            if limit is not None
-            else total_runtime(job, progress, self.snapshot.runtime_estimate) - progress
-        )
+        left, bound = self._time_left(job)
         # Done before a reserved job needs its GPUs: backfill onto them; the others are left alone.
         overrun = [(r, held) for r, held in held_by if self.now + left > r.until]
         if not any(overlaps(placements, held) for _, held in overrun):
@@ -553,9 +559,48 @@ class _Round:
             outcome = self._place(job, pod, domain)
         if isinstance(outcome, list):
             return outcome
-        bound = "time limit" if limit is not None else "estimated run time"
         first = min((r for r, held in overrun if overlaps(placements, held)), key=attrgetter("until"))
         return BehindReservation(first.job, first.until - self.now, bound, left)
+
+    def _time_left(self, job: Workload) -> tuple[float, str]:
+        """How long ``job`` would still run, as backfill judges it, and by what."""
+        progress = self.progress.get(job.id, 0.0)
+        if job.time_limit is not None:
+            return job.time_limit - progress, "time limit"
+        return total_runtime(job, progress, self.snapshot.runtime_estimate) - progress, "estimated run time"
+
+    def _state(self) -> tuple[int, int, int]:
+        """Changes with every start, preemption and reservation of the round: what placements depend on."""
+        return len(self.result.starts), len(self.result.preemptions), len(self.result.reservations)
+
+    def _holds_reservation(self, job: Workload, domain: Domain) -> bool:
+        return any(r.job == job.id for r in self.reservations.get(domain, ()))
+
+    def _remember_held_back(
+        self, job: Workload, pod: PodRequest, domain: Domain, outcome: BehindReservation
+    ) -> None:
+        if job.pods != 1 or self._holds_reservation(job, domain):
+            return  # a gang's placement draws from the snapshot's rng; a holder's own room is not held
+        known = self.behind.get((domain, pod))
+        if known is None or known[0] != self._state() or outcome.runs_for < known[1]:
+            self.behind[(domain, pod)] = (self._state(), outcome.runs_for, outcome)
+
+    def _held_back_as_before(
+        self, job: Workload, pod: PodRequest, domain: Domain
+    ) -> BehindReservation | None:
+        """What ``_around_reservation`` would answer ``job``, if a job of its shape that runs no longer was
+        held back since the round last changed: the same placement overlaps a superset of the reserved
+        GPUs it overruns, the earliest of them the same, and a placement that leaves those alone still
+        fails (``_remember_held_back``)."""
+        if job.pods != 1:
+            return None
+        known = self.behind.get((domain, pod))
+        if known is None or known[0] != self._state() or self._holds_reservation(job, domain):
+            return None
+        left, bound = self._time_left(job)
+        if left < known[1]:
+            return None
+        return BehindReservation(known[2].holder, known[2].starts_in, bound, left)
 
     def _over_budget(self, job: Workload, domain: Domain, placements: list[Placement]) -> str | None:
         """Why starting ``job`` on public ``domain`` would break its queue's hard budget, if it would."""
@@ -684,6 +729,7 @@ class _Round:
         """Placements will be tried again: what failed, and the kinds told so without trying, go."""
         self.no_fit.clear()
         self.waiting_kinds.clear()
+        self.behind.clear()
 
     def _migrate_for(self, job: Workload, pod: PodRequest, domains: Sequence[Domain]) -> bool:
         """Move a few GPU shares elsewhere so ``job`` fits (``corral.scheduling.migration``)."""
