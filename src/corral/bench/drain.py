@@ -151,13 +151,15 @@ def markdown(timelines: dict[str, Timeline], queue: str | None, every: int = 1) 
         rows.append("| " + " | ".join(cells) + " |")
     rows.append("")
     rows.append(
-        "| policy | makespan h | idle GPUs on whole largest nodes, mean over arrivals | idle on partly used ones |"
+        "| policy | last arrival h | makespan h | idle GPUs on whole largest nodes, mean over arrivals "
+        "| idle on partly used ones |"
     )
-    rows.append("|---|---|---|---|")
+    rows.append("|---|---|---|---|---|")
     for policy, t in timelines.items():
         span = t.arrival_span or 1.0
         rows.append(
-            f"| {policy} | {t.last_event / HOUR:.0f} | {t.idle_whole / span:.2f} | {t.idle_fragments / span:.2f} |"
+            f"| {policy} | {span / HOUR:.0f} | {t.last_event / HOUR:.0f} | {t.idle_whole / span:.2f} "
+            f"| {t.idle_fragments / span:.2f} |"
         )
     return rows
 
