@@ -44,6 +44,7 @@ class Timeline:
     idle_fragments: float = 0.0
     """GPU-seconds idle on partly used largest nodes at those times."""
     arrival_span: float = 0.0
+    """Seconds from 0 to the last arrival: what the idle figures are averaged over."""
     last_event: float = 0.0
 
     def __post_init__(self) -> None:
@@ -54,6 +55,7 @@ class Timeline:
         self._used = dict.fromkeys(self._flavor, 0)
         self._jobs = {job.id: job for job in self.workloads}
         self._last_arrival = max((job.submit for job in self.workloads), default=0.0)
+        self.arrival_span = self._last_arrival
         self._open: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         self._waiting_whole: set[str] = set()
         self._clock = 0.0
@@ -104,7 +106,6 @@ class Timeline:
                     self.idle_whole += idle * span
                 elif idle > 0:
                     self.idle_fragments += idle * span
-        self.arrival_span = self._last_arrival
         self._clock = max(self._clock, end)
 
     def _integrate(self, start: float, end: float, key: str, gpus: float) -> None:
