@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from builders import make_cluster, make_pool
+from prometheus_client import generate_latest
 
 from corral.control.forecaster import BackgroundForecasting, detached_copy
 from corral.control.forecasting import REFRESH_SECONDS
 from corral.control.loop import ReconcileLoop
+from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, reconcile
 from corral.core.nodes import build_initial_nodes
 from corral.core.workloads import Workload
@@ -150,15 +152,26 @@ def test_the_round_may_change_its_snapshot_while_the_copy_a_forecast_reads_stays
     assert set(copy.running) == {"r"} and node.up and node.whole_free_gpus == 4
 
 
-def test_the_forecast_thread_ends_when_the_loop_stops(queued: JobStore) -> None:
-    loop = ReconcileLoop(queued.engine, INVENTORY, DEFAULT, interval=3600.0, replay=replay_first_starts)
+def test_the_loop_forecasts_after_its_round_uses_it_in_the_next_and_stops_the_thread(
+    queued: JobStore,
+) -> None:
+    lab = Inventory(CLUSTERS[:1])  # the loop's clock is the wall's: far past any burst threshold
+    metrics = ControlPlaneMetrics(queued.engine, lab.clusters)
+    loop = ReconcileLoop(
+        queued.engine, lab, DEFAULT, interval=3600.0, metrics=metrics, replay=replay_first_starts
+    )
     queued.submit(_train("first"))
+    second = queued.submit(_train("second"))
     loop.start()
     try:
         loop.poke()
-        # The first round, with a job waiting, asked for a forecast: the thread started with it.
-        assert _eventually(lambda: loop.rounds >= 1)
+        # The first round asked for a forecast; once the round ended, the thread made it.
+        assert _eventually(
+            lambda: "corral_forecast_seconds_count 1.0" in generate_latest(metrics.registry).decode()
+        )
         assert any(thread.name == "corral-forecast" for thread in threading.enumerate())
+        loop.poke()
+        assert _eventually(lambda: queued.get(second.id).forecast_start is not None)
     finally:
         loop.stop()
     assert not any(thread.name == "corral-forecast" for thread in threading.enumerate())

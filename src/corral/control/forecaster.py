@@ -23,8 +23,11 @@ that has passed saves no wait (rule c) and misses no deadline the job would not 
 so age alone makes no burst. The one early burst a fresh forecast would not make is after the work
 ahead shrank (a cancel, a job that ended before its estimate), as with a reused forecast before.
 
-The thread shares the interpreter with the loop: a replay still takes CPU from the rounds while it runs
-(``TIME_SHARE`` still bounds its share), but no round waits for it to end.
+The thread shares the interpreter (and its lock) with the loop: a replay running beside a round slows
+it about twofold. So in the loop the replay begins once the round that asked for it has ended and its
+starts went to the backends (``after_round``, ``round_done``); it then runs while the loop waits for
+the next round, and shares the interpreter only with rounds that come before it ends (``TIME_SHARE``
+still bounds its share of the time).
 """
 
 from __future__ import annotations
@@ -76,10 +79,15 @@ class BackgroundForecasting(Forecasting):
         replay: Replay,
         on_forecast: Callable[[float], None] | None = None,
         name: str = "corral-forecast",
+        *,
+        after_round: bool = False,
     ) -> None:
-        """``on_forecast`` is told each replay's seconds, from the thread; ``name`` is the thread's."""
+        """``on_forecast`` is told each replay's seconds, from the thread; ``name`` is the thread's.
+        ``after_round``: a replay asked for begins only at ``round_done`` (the loop's), not at once."""
         super().__init__(replay, on_forecast=on_forecast)
         self.name = name
+        self.after_round = after_round
+        self._parked: _Request | None = None
         self._thread_estimates = RuntimeEstimates()
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -119,6 +127,13 @@ class BackgroundForecasting(Forecasting):
             return False
         return super().due(pending, now)
 
+    def round_done(self) -> None:
+        """The round that asked for a forecast ended and its starts went to the backends: its replay
+        begins now, so that it did not share the interpreter with them (with ``after_round``)."""
+        request, self._parked = self._parked, None
+        if request is not None:
+            self._requests.put(request)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Until no forecast is in flight (tests, benchmarks); False if ``timeout`` passed first."""
         return self._idle.wait(timeout)
@@ -138,7 +153,10 @@ class BackgroundForecasting(Forecasting):
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
-        self._requests.put(request)
+        if self.after_round:
+            self._parked = request
+        else:
+            self._requests.put(request)
 
     def _collect(self) -> None:
         """Take the forecast the thread finished, if any (on the loop's thread)."""

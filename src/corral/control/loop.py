@@ -80,7 +80,9 @@ class ReconcileLoop:
         """The pending and running jobs, kept between rounds: a round reads only what the event log says
         changed (and everything on the first round and as a periodic check)."""
         observe = metrics.observe_forecast if metrics is not None else None
-        self._forecasting = BackgroundForecasting(replay, observe) if replay is not None else None
+        self._forecasting = (
+            BackgroundForecasting(replay, observe, after_round=True) if replay is not None else None
+        )
         """Forecasts made on a thread of their own: a round uses the latest and never waits for one."""
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
@@ -156,3 +158,6 @@ class ReconcileLoop:
                 self._wake.set()
             except Exception:  # the next round reads everything again from the store
                 log.exception("reconcile round failed; retrying at the next tick")
+            finally:
+                if self._forecasting is not None:
+                    self._forecasting.round_done()
