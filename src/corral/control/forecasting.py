@@ -67,14 +67,13 @@ class Forecasting:
         now: float,
         saved: dict[str, float],
     ) -> Forecast | None:
+        """The forecast for this round: made now if one is due (``due``), else the last one."""
         if not pending:  # however many wait, the replay looks at the first 200 (``FORECAST_JOBS``)
             return None
-        known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
-        fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
-        if fresh or now - self.made_at < max(MIN_GAP_SECONDS, self.took / TIME_SHARE):
+        if not self.due(pending, now):
             return self.last
         started = time.perf_counter()
-        self._learn(session)
+        self.learn(session)
         self.last = forecast_private_starts(
             snapshot, pending, policy, now, self.estimates, saved, replay=self.replay
         )
@@ -83,19 +82,31 @@ class Forecasting:
             self.on_forecast(self.took)
         return self.last
 
-    def _learn(self, session: Session) -> None:
-        """Observe the run times of jobs that finished since the last look."""
+    def due(self, pending: Sequence[Workload], now: float) -> bool:
+        """Whether a new forecast should be made: new jobs wait (but ``MIN_GAP_SECONDS`` and
+        ``TIME_SHARE`` passed since the last) or the last is ``REFRESH_SECONDS`` old."""
+        known = self.last.private_start.keys() | self.last.runtime.keys() if self.last is not None else set()
+        fresh = now - self.made_at < REFRESH_SECONDS and all(job.id in known for job in pending)
+        return not fresh and now - self.made_at >= max(MIN_GAP_SECONDS, self.took / TIME_SHARE)
+
+    def learn(self, session: Session) -> list[tuple[Workload, float]]:
+        """Observe the run times of jobs that finished since the last look; returns what it observed
+        (job, run time), in order, for a copy of the estimates kept elsewhere (``BackgroundForecasting``)."""
         query = select(JobRow).where(JobRow.status == "finished", JobRow.started_at.is_not(None))
         if self.learned_until is None:
             query = query.order_by(JobRow.ended_at.desc()).limit(HISTORY_JOBS)
         else:
             query = query.where(JobRow.ended_at > self.learned_until)
         rows = sorted(session.scalars(query), key=lambda row: row.ended_at or 0.0)
+        observed = []
         for row in rows:
             assert row.ended_at is not None and row.started_at is not None
             workload = JobSpec.model_validate(row.spec).to_workload(row.id, submit=row.submitted_at)
-            self.estimates.observe(workload, row.ended_at - row.started_at + row.checkpointed_seconds)
+            observed.append((workload, row.ended_at - row.started_at + row.checkpointed_seconds))
+        for workload, runtime in observed:
+            self.estimates.observe(workload, runtime)
         if rows:
             self.learned_until = rows[-1].ended_at
         elif self.learned_until is None:
             self.learned_until = float("-inf")
+        return observed

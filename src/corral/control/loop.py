@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from corral.control.active import ActiveJobs
 from corral.control.changes import Changes
-from corral.control.forecasting import Forecasting
+from corral.control.forecaster import BackgroundForecasting
 from corral.control.metrics import ControlPlaneMetrics
 from corral.control.reconcile import Inventory, RoundConflict, reconcile
 from corral.forecasting.replay import Replay
@@ -57,7 +57,8 @@ class ReconcileLoop:
         """``watch``: for a loop that nobody pokes (the API runs in other processes), a cheap reading of
         the store that changes when work arrives; a new value starts a round within 0.2 s. ``replay``:
         what forecasts replay the queue with (the simulator's ``replay_first_starts``); without it the
-        loop makes no forecasts (no early bursts, none in ``corral why``)."""
+        loop makes no forecasts (no early bursts, none in ``corral why``); with it they are made on a
+        thread of their own (``corral.control.forecaster``), which ``stop`` stops."""
         self.metrics = metrics
         self.watch = watch
         self._seen: object = None
@@ -79,7 +80,10 @@ class ReconcileLoop:
         """The pending and running jobs, kept between rounds: a round reads only what the event log says
         changed (and everything on the first round and as a periodic check)."""
         observe = metrics.observe_forecast if metrics is not None else None
-        self._forecasting = Forecasting(replay, on_forecast=observe) if replay is not None else None
+        self._forecasting = (
+            BackgroundForecasting(replay, observe, after_round=True) if replay is not None else None
+        )
+        """Forecasts made on a thread of their own: a round uses the latest and never waits for one."""
         self._wake_at: float | None = None
         """Unix seconds when the last round said a waiting job may start by the clock alone (it may burst),
         so the next round runs then rather than up to ``interval`` later."""
@@ -98,6 +102,8 @@ class ReconcileLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._forecasting is not None:
+            self._forecasting.close()
 
     def _wait_for_work(self) -> None:
         """Until poked, the interval passed, the last round's ``wake_at`` came, or (with ``watch``) the
@@ -152,3 +158,6 @@ class ReconcileLoop:
                 self._wake.set()
             except Exception:  # the next round reads everything again from the store
                 log.exception("reconcile round failed; retrying at the next tick")
+            finally:
+                if self._forecasting is not None:
+                    self._forecasting.round_done()

@@ -1,7 +1,7 @@
 """Prometheus metrics of the control plane, served at ``/metrics``.
 
 Counters, the round-latency histogram and the forecast-latency histogram (a forecast replays the queue,
-so its cost is shown apart from the round it delays) are updated by the reconcile loop; queue depth, allocated GPUs
+on a thread of its own in the loop, so its cost is shown apart from the rounds) are updated by the reconcile loop; queue depth, allocated GPUs
 per node and pool, and each node's heartbeat age are read from the store when Prometheus scrapes, so
 they are never stale.
 """
@@ -47,7 +47,7 @@ class ControlPlaneMetrics:
         )
         self.forecasts = Histogram(
             "corral_forecast_seconds",
-            "Time of one forecast of private starts (learning run times, replaying the queue).",
+            "Time of one forecast of private starts (replaying the queue; the loop makes it on a thread).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=own,
         )

@@ -78,7 +78,7 @@ def forecast_private_starts(
     if not private or not waiting:
         return Forecast({}, runtimes, guessed)
     names = {cluster.name for cluster in private}
-    nodes = [_empty_copy(node) for node in snapshot.nodes.values() if node.cluster in names]
+    nodes = [empty_copy(node) for node in snapshot.nodes.values() if node.cluster in names]
     running = [
         (allocation, max(runtimes[job] - allocation.progress(now), 0.0))
         for job, allocation in snapshot.running.items()
@@ -112,7 +112,7 @@ def first_in_line(waiting: Sequence[Workload], limit: int = FORECAST_JOBS) -> Se
     return sorted(waiting, key=lambda job: (-job.priority, job.submit))[:limit]
 
 
-def _empty_copy(node: Node) -> Node:
+def empty_copy(node: Node) -> Node:
     """The node as hardware and health only: the replay re-applies the running allocations."""
     gpus = [replace(gpu, used_milli=0, used_memory_gib=0.0) for gpu in node.gpus]
     return replace(node, gpus=gpus, used_cpu=0.0, used_memory_gib=0.0, idle_since=None)
