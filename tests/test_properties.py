@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, note, settings
@@ -463,3 +466,32 @@ def test_replay_is_deterministic(policy: str, scenario: Scenario) -> None:
     timing = {"scheduler_seconds", "forecast_seconds"}  # wall-clock times: the only things allowed to differ
     assert first_result.summary.model_dump(exclude=timing) == second_result.summary.model_dump(exclude=timing)
     assert first_result.pending.keys() == second_result.pending.keys()
+
+
+@pytest.mark.parametrize("policy", ["random", "default"])
+def test_replay_does_not_depend_on_string_hashing(policy: str, tmp_path: Path) -> None:
+    """Two processes with different hash seeds replay the demo alike: set order must never reach a decision."""
+    demo = Path(__file__).parent.parent / "examples" / "demo"
+    logs = []
+    for hash_seed in ("1", "5"):
+        events = tmp_path / f"events-{hash_seed}.jsonl"
+        command = [
+            sys.executable,
+            "-m",
+            "corral",
+            "sim",
+            str(demo / "cluster.yaml"),
+            str(demo / "workload.jsonl"),
+        ]
+        command += [
+            "--policy",
+            policy,
+            "--failures",
+            str(demo / "failures.jsonl"),
+            "--events",
+            str(events),
+            "-q",
+        ]
+        subprocess.run(command, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=120)
+        logs.append(events.read_text())
+    assert logs[0] == logs[1]

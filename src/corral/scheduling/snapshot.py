@@ -200,8 +200,10 @@ class Snapshot:
         """Changes before this position were forgotten: a ranking older than it must be rebuilt."""
         return self._changes_base
 
-    def changed_since(self, position: int) -> set[str]:
-        return set(self._changes[position - self._changes_base :])
+    def changed_since(self, position: int) -> list[str]:
+        """Nodes changed since ``position``, each once, in the order they first changed: a set's order
+        would follow Python's string hashing and make draws of random-tie policies differ between runs."""
+        return list(dict.fromkeys(self._changes[position - self._changes_base :]))
 
     def _record(self, name: str) -> None:
         if len(self._changes) >= MAX_RECORDED_CHANGES:
