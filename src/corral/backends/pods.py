@@ -698,14 +698,18 @@ def _sessions() -> dict[int, list[int]]:
 
 
 def _find_wrapper(exit_file: Path) -> psutil.Process | None:
-    """The live wrapper of the pod whose exit file this is: a session leader running ``WRAPPER`` with
-    that path as its first argument (no other process has it)."""
+    """The live wrapper of the pod whose exit file this is: a session leader of this runner's user
+    running ``WRAPPER`` with that path as its first argument. Anyone may start a process with that
+    command line; a pod (another user, when pods switch users) that did would be adopted in place of the
+    pod it names, which then never starts."""
     expected = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(exit_file)]
     for pid in psutil.pids():
         try:
             if os.getsid(pid) != pid:
                 continue
             process = psutil.Process(pid)
+            if process.uids().real != os.getuid():
+                continue
             if process.cmdline()[:5] == expected and process.status() != psutil.STATUS_ZOMBIE:
                 return process
         except (OSError, psutil.Error):
