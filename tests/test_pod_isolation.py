@@ -99,6 +99,36 @@ def test_a_members_job_reads_no_token_no_database_no_server_secret_and_no_other_
 
 
 @AS_ROOT
+def test_a_pod_reads_no_other_pod_s_command_line_in_proc(data_dir: Path) -> None:
+    """Every process's arguments are world-readable (``/proc/<pid>/cmdline``): the pod's command line
+    travels in its root wrapper's environment instead, so a pod of another tenant running beside it
+    sees neither the command nor what the command holds; the command still runs as written."""
+    store = JobStore(open_store(f"sqlite:///{data_dir / 'corral.db'}"))
+    backend = LocalBackend(
+        store, data_dir, identities=lambda tenant: PodIdentity(tenant, *[TENANT_UIDS[tenant]] * 2)
+    )
+    secret = f"nlp-secret-{data_dir.name}"
+    other = submit(store, "nlp", command=f'echo "$1$0 $CORRAL_POD_COMMAND"; : {secret}; sleep 30')
+    try:
+        step(store, backend)
+        spy = (
+            "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done; "
+            "for f in /proc/[0-9]*/environ; do cat $f 2>/dev/null; done | tr '\\0' '\\n' | grep nlp-secret; "
+            "echo spied"
+        )
+        job = submit(store, "vision", command=spy)
+        assert run_until_ended(store, backend, job) == {job: "finished"}
+        output = backend.runner.files(job, 1, 0).log.read_text(errors="replace")
+        assert f"{other}/attempt-1/pod-0/exit" in output  # it saw the other pod's wrapper ...
+        assert secret not in output  # ... but not its command
+    finally:
+        store.cancel(other)
+        run_until_ended(store, backend, other)
+    assert backend.runner.files(other, 1, 0).log.read_text() == "/bin/sh \n"  # no $1, the variable unset
+    store.engine.dispose()
+
+
+@AS_ROOT
 def test_by_default_pods_run_as_an_unprivileged_user(store: JobStore, tmp_path: Path) -> None:
     backend = LocalBackend(store, tmp_path)
     job = submit(store, command="id -u")

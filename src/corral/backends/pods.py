@@ -208,6 +208,10 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_VARIABLES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
 """What a pod is told of the runner's environment, with ``LC_*``; nothing else (tokens, keys) leaks."""
 ENV_PREFIX = "CORRAL_POD_ENV_"
+COMMAND_VARIABLE = "CORRAL_POD_COMMAND"
+"""Where the wrapper passes the pod's command line: in its environment, which only root may read, not in
+its arguments, which every process on the machine reads (``/proc/<pid>/cmdline``): another tenant's pod
+would see the command, its secrets and scripts included."""
 CREATE_TIME_TOLERANCE = 0.5
 """Seconds a process's start time may differ from the recorded one and still be the same process."""
 
@@ -238,15 +242,19 @@ WRAPPER = (
 """Marks that it began (``PodFiles.began``), runs its arguments (the command, after dropping
 privileges) and records the exit code atomically."""
 POD_SHELL = (
+    'set -- "$1" "$2" "$' + COMMAND_VARIABLE + '"; '
     'for name in $1; do eval "export $name=\\"\\$'
     + ENV_PREFIX
     + '$name\\""; unset "'
     + ENV_PREFIX
     + '$name"; '
-    'done; if [ -n "$2" ]; then cd -- "$2" || exit 126; fi; exec /bin/sh -c "$3"'
+    'done; if [ -n "$2" ]; then cd -- "$2" || exit 126; fi; '
+    "export " + COMMAND_VARIABLE + '="$3"; exec /bin/sh -c \'eval "$' + COMMAND_VARIABLE + "\"'"
 )
 """The first thing run as the pod's user: its environment from ``CORRAL_POD_ENV_*`` (names in $1, all
-validated shell names), into its workdir ($2, checked as the pod's user), then its command line ($3)."""
+validated shell names), into its workdir ($2, checked as the pod's user), then its command line, from
+``COMMAND_VARIABLE`` (kept in $3 first, so no spec's variable of that name replaces it); the command
+line's first line unsets it."""
 
 PodIdentities = Callable[[str], PodIdentity | None]
 """A tenant's pod user on this machine; None: run as this process's own user."""
@@ -526,14 +534,14 @@ class PodRunner:
                 )
             arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
-            arguments.append(command_line)
             descriptor = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             files.starting.touch()  # before the spawn: see ``_recover``
             with os.fdopen(descriptor, "ab") as log:
                 process = subprocess.Popen(
                     arguments,
                     cwd=files.work,
-                    env={"PATH": SAFE_PATH} | {ENV_PREFIX + name: value for name, value in env.items()},
+                    env={"PATH": SAFE_PATH, COMMAND_VARIABLE: f"unset {COMMAND_VARIABLE}\n{command_line}"}
+                    | {ENV_PREFIX + name: value for name, value in env.items()},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
