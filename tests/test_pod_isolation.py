@@ -195,6 +195,34 @@ def test_a_stopped_pod_that_ignores_sigterm_is_killed_after_its_grace_and_holds_
     assert store.get(follower).status == "finished" and not _session_alive(session)
 
 
+def test_a_process_that_left_its_pod_s_session_is_stopped_and_holds_its_gpu_until_then(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A job that daemonizes (``setsid``) a process and ends: the process is found by the pod's variables
+    it still carries, stopped when its pod ends, and no pod starts on its GPU while it runs."""
+    backend = LocalBackend(store, tmp_path)
+    command = "setsid sleep 60 > /dev/null 2>&1 & echo $! > daemon.pid"
+    daemonizing = submit(store, command=command, resources={"gpus": 1})
+    follower = submit(store, command="echo next", resources={"gpus": 1})
+    pid_file = backend.runner.files(daemonizing, 1, 0).work / "daemon.pid"
+    for _ in range(200):
+        step(store, backend, ONE_GPU)
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    daemon = psutil.Process(int(pid_file.read_text()))
+    assert os.getsid(daemon.pid) == daemon.pid  # it left its pod's session
+    for _ in range(300):
+        step(store, backend, ONE_GPU)
+        if backend.runner.files(follower, 1, 0).pid.exists():
+            assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE, "a GPU held twice"
+        if store.get(follower).status == "finished":
+            break
+        time.sleep(0.05)
+    assert store.get(daemonizing).status == "finished" and store.get(follower).status == "finished"
+    assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE
+
+
 def _session_alive(session: int) -> bool:
     for process in psutil.process_iter(["status"]):
         try:

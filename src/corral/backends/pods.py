@@ -429,6 +429,7 @@ class PodRunner:
                 self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
             looked_at = sorted(self._not_gone)
         sessions: dict[int, list[int]] | None = None
+        strays: dict[tuple[str, int, int], list[psutil.Process]] | None = None
         now = time.time()
         for pid_file in looked_at:
             files = PodFiles(pid_file.parent)
@@ -443,6 +444,10 @@ class PodRunner:
             if sessions is None:
                 sessions = _sessions()  # one look at the process table per sync, only when needed
             processes = _pod_processes(record, sessions)
+            if not processes:  # its session is empty: what left it (setsid, a daemon) still counts
+                if strays is None:
+                    strays = _strays()
+                processes = strays.get(key, [])
             if not processes:
                 files.gone.touch()
                 self._gone(pid_file)
@@ -723,6 +728,31 @@ def _find_wrapper(exit_file: Path) -> psutil.Process | None:
         except (OSError, psutil.Error):
             continue  # ended meanwhile, or not ours to read
     return None
+
+
+def _strays() -> dict[tuple[str, int, int], list[psutil.Process]]:
+    """Live processes by the pod whose variables they carry (``CORRAL_JOB_ID``, ``CORRAL_ATTEMPT``,
+    ``CORRAL_POD_INDEX``): a pod's process that left its session (``setsid``, a daemon, ``nohup``)
+    still has them, so stopping the pod finds it and its GPUs stay held until it is gone. Read from
+    ``/proc/<pid>/environ`` as the runner, which (as root) may read every process's; a process that
+    cleared its own escapes (docs/security.md). Reading the files directly costs a sixth of psutil's
+    ``environ()``, and a zombie's is empty."""
+    found: dict[tuple[str, int, int], list[psutil.Process]] = {}
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue  # ended meanwhile, not ours to read, or no /proc here
+        if b"CORRAL_JOB_ID=" not in data or pid == os.getpid():
+            continue
+        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+        try:
+            key = (env[b"CORRAL_JOB_ID"].decode(), int(env[b"CORRAL_ATTEMPT"]), int(env[b"CORRAL_POD_INDEX"]))
+            found.setdefault(key, []).append(psutil.Process(pid))
+        except (KeyError, ValueError, UnicodeDecodeError, psutil.Error):
+            continue
+    return found
 
 
 def _pod_processes(record: PodProcess, sessions: dict[int, list[int]]) -> list[psutil.Process]:
