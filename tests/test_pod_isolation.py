@@ -124,6 +124,11 @@ def test_a_pod_reads_no_other_pod_s_command_line_in_proc(data_dir: Path) -> None
     finally:
         store.cancel(other)
         run_until_ended(store, backend, other)
+        for _ in range(200):  # until its processes are gone (and its wrapper reaped)
+            step(store, backend)
+            if backend.runner.files(other, 1, 0).gone.exists():
+                break
+            time.sleep(0.05)
     assert backend.runner.files(other, 1, 0).log.read_text() == "/bin/sh \n"  # no $1, the variable unset
     store.engine.dispose()
 
