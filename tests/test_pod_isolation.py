@@ -228,6 +228,35 @@ def test_a_process_that_left_its_pod_s_session_is_stopped_and_holds_its_gpu_unti
     assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_pod_that_floods_its_output_takes_at_most_twice_the_log_cap_of_disk(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """``yes``-style output used to fill the server's disk (its database's): only the newest ``log_cap``
+    bytes are served, and the disk the older ones took is given back on each sync, offsets unchanged."""
+    cap = 1 << 20
+    backend = LocalBackend(store, tmp_path, log_cap=cap)
+    flood = submit(store, command="head -c 8000000 /dev/zero | tr '\\0' x; echo; echo last-line; sleep 30")
+    log = backend.runner.files(flood, 1, 0).log
+    try:
+        for _ in range(300):
+            step(store, backend, ONE_GPU)
+            if log.exists() and log.stat().st_size > 8_000_000 and log.stat().st_blocks * 512 <= 2 * cap:
+                break
+            time.sleep(0.05)
+        assert log.stat().st_size == 8_000_011 and log.stat().st_blocks * 512 <= 2 * cap
+        served = pod_log_files(backend.runner.runs, cap)(flood, 0, None)
+        assert served is not None and served.kept_from == 8_000_011 - cap
+        assert served.read(served.kept_from, served.length) == b"x" * (cap - 11) + b"\nlast-line\n"
+    finally:
+        store.cancel(flood)
+        run_until_ended(store, backend, flood)
+        for _ in range(200):  # until its processes are gone (and its wrapper reaped)
+            step(store, backend, ONE_GPU)
+            if backend.runner.files(flood, 1, 0).gone.exists():
+                break
+            time.sleep(0.05)
+
+
 def _session_alive(session: int) -> bool:
     for process in psutil.process_iter(["status"]):
         try:

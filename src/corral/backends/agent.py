@@ -109,6 +109,7 @@ class Agent:
                     "agent %s: pod %s could not be synced; trying again next step", self.node, pod.key
                 )
                 continue
+            self.runner.free_dropped_output(pod)
             if pod.key in self._reported:
                 continue
             try:

@@ -49,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
 from corral.errors import CorralError
+from corral.log_files import free_dropped
+from corral.logs import DEFAULT_LOG_CAP
 from corral.pipelines.artifacts import store_outputs
 from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
 from corral.workdirs import PackedFolder, below, unpack
@@ -280,6 +282,7 @@ class PodRunner:
         code: CodeSource | None = None,
         mounts: MountSource | None = None,
         node_address: str = "127.0.0.1",
+        log_cap: int = DEFAULT_LOG_CAP,
     ) -> None:
         """``node_address``: what pods are told to listen on (``CORRAL_NODE_ADDRESS``) to be reached
         from corral's server, a service's replica by the gateway. ``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
@@ -293,6 +296,8 @@ class PodRunner:
         self.code = code
         self.mounts = mounts
         self.node_address = node_address
+        self.log_cap = log_cap
+        """Bytes of each pod's output served (``corral.logs``): the file's disk beyond twice that is freed."""
         self.on_start: Callable[[DesiredPod, int], None] | None = None
         """Called (on the thread that started it) with a pod given a port (``JobSpec.listen_port``) and
         that port, once it started: its supervisor reports it."""
@@ -397,6 +402,10 @@ class PodRunner:
             _write_atomically(files.exit, f"{VANISHED_EXIT_CODE}\n")
             return VANISHED_EXIT_CODE
         return _exit_code(files)  # set only when it could not start
+
+    def free_dropped_output(self, desired: DesiredPod) -> None:
+        """Give back the disk that the pod's output past ``log_cap`` takes (``corral.log_files``)."""
+        free_dropped(self.files(desired.job_id, desired.attempt, desired.pod).log, self.log_cap)
 
     def port(self, desired: DesiredPod) -> int | None:
         """The port the pod was given when it started here (``JobSpec.listen_port``), if it was."""
