@@ -216,6 +216,10 @@ def test_a_process_that_left_its_pod_s_session_is_stopped_and_holds_its_gpu_unti
             break
         time.sleep(0.05)
     daemon = psutil.Process(int(pid_file.read_text()))
+    for _ in range(200):  # the shell forked it; setsid is about to run there
+        if os.getsid(daemon.pid) == daemon.pid:
+            break
+        time.sleep(0.02)
     assert os.getsid(daemon.pid) == daemon.pid  # it left its pod's session
     for _ in range(300):
         step(store, backend, ONE_GPU)

@@ -456,7 +456,7 @@ class PodRunner:
             if not processes:  # its session is empty: what left it (setsid, a daemon) still counts
                 if strays is None:
                     strays = _strays()
-                processes = strays.get(key, [])
+                processes = _owned_by(strays.get(key, []), files.work)
             if not processes:
                 files.gone.touch()
                 self._gone(pid_file)
@@ -762,6 +762,24 @@ def _strays() -> dict[tuple[str, int, int], list[psutil.Process]]:
         except (KeyError, ValueError, UnicodeDecodeError, psutil.Error):
             continue
     return found
+
+
+def _owned_by(processes: list[psutil.Process], work: Path) -> list[psutil.Process]:
+    """Those of ``processes`` running as the user the pod ran as (its ``work`` folder's owner): a pod of
+    another user that copied the pod's variables into its own environment would otherwise keep the
+    pod's GPUs held."""
+    try:
+        uid = work.stat().st_uid
+    except FileNotFoundError:
+        return []
+    owned = []
+    for process in processes:
+        try:
+            if process.uids().real == uid:
+                owned.append(process)
+        except psutil.Error:
+            continue
+    return owned
 
 
 def _pod_processes(record: PodProcess, sessions: dict[int, list[int]]) -> list[psutil.Process]:
