@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -230,6 +231,31 @@ def test_a_process_that_left_its_pod_s_session_is_stopped_and_holds_its_gpu_unti
         time.sleep(0.05)
     assert store.get(daemonizing).status == "finished" and store.get(follower).status == "finished"
     assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE
+
+
+@AS_ROOT
+def test_another_user_s_process_posing_as_a_pod_s_stray_is_neither_stopped_nor_holds_its_gpu(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A process of another user that copied a pod's variables into its environment is not that pod's:
+    it is not signalled when the pod ends, and the pod's GPU goes to the next pod."""
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, command="true", resources={"gpus": 1})
+    follower = submit(store, command="echo next", resources={"gpus": 1})
+    posing = {"CORRAL_JOB_ID": job, "CORRAL_ATTEMPT": "1", "CORRAL_POD_INDEX": "0", "PATH": "/usr/bin:/bin"}
+    drop = ["setpriv", "--reuid=64003", "--regid=64003", "--clear-groups", "--"]
+    impostor = subprocess.Popen([*drop, "sleep", "30"], env=posing, start_new_session=True)
+    try:
+        for _ in range(300):  # one GPU: the follower starts once the job's pod is found gone
+            step(store, backend, ONE_GPU)
+            if store.get(follower).status == "finished":
+                break
+            time.sleep(0.05)
+        assert store.get(job).status == "finished" and store.get(follower).status == "finished"
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait(timeout=10)
 
 
 def test_a_pod_that_floods_its_output_takes_at_most_twice_the_log_cap_of_disk(
