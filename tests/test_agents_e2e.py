@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from builders import make_desired_pod
 from servers import admin_client, free_port, start_server, stop, wait_for
 
 from corral.backends.agent import Agent
@@ -258,3 +259,35 @@ def test_an_agent_told_its_attempt_is_over_stops_reporting_it(tmp_path: Path) ->
     agent.step()
     assert server.reports == 1
     _until(lambda: agent.runner.ensure(pod) is not None)  # reaps the pod's process
+
+
+class _ServerRefusingOnePod:
+    """A server that refuses every chunk of one pod's output (422), as it did a chunk with a NUL byte on
+    PostgreSQL, and takes everything about the other pod."""
+
+    def __init__(self, refused: DesiredPod, other: DesiredPod) -> None:
+        self.refused, self.pods = refused, [refused, other]
+        self.exits: list[str] = []
+
+    def heartbeat(self, node: str, address: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(heartbeat_timeout=5.0)
+
+    def node_pods(self, node: str) -> list[DesiredPod]:
+        return self.pods
+
+    def ship_logs(self, job_id: str, attempt: int, pod: int, offset: int, text: str) -> int:
+        if job_id == self.refused.job_id:
+            raise APIError(422, "a value does not fit the store (too long or too large)")
+        return offset + len(text.encode())
+
+    def report_exit(self, job_id: str, attempt: int, pod: int, code: int) -> None:
+        self.exits.append(job_id)
+
+
+def test_a_refused_report_about_one_pod_does_not_stop_the_node_s_other_pods(tmp_path: Path) -> None:
+    refused, other = (
+        make_desired_pod(job, {"command": f"echo {job}", "resources": {"cpu": 1}}) for job in ("j-a", "j-b")
+    )
+    server = _ServerRefusingOnePod(refused, other)
+    agent = Agent(server, "m-0", tmp_path)  # type: ignore[arg-type]
+    _until(lambda: (agent.step(), server.exits)[1] == ["j-b"])

@@ -347,6 +347,32 @@ def test_a_job_pointed_at_a_sensitive_job_s_folder_cannot_push_its_files_to_a_pu
     assert _objects(plane.public) == {}
 
 
+def test_links_a_job_planted_in_its_artifact_never_copy_the_server_s_files(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """A pod owns its folder and may leave links in what it calls its model; the server reads as root.
+    A link to the server's token or to another job's model fails the whole copy (422) and copies nothing;
+    a link inside the job's own folder (a model snapshot's blobs) is followed."""
+    token = tmp_path / "token"
+    token.write_text("corral_admin_secret")
+    pod = plane.runs / plane.jobs["open"] / "attempt-1" / "pod-0"
+    (pod / "model").mkdir()
+    (pod / "model" / "weights.bin").symlink_to(pod / "model.pt")
+    for name, target in [
+        ("leak", token),
+        ("theirs", plane.runs / plane.jobs["other"] / "attempt-1/pod-0/model.pt"),
+    ]:
+        (pod / "model" / name).symlink_to(target)
+        answer = plane.push("alice", "open", path="attempt-1/pod-0/model", kind="model", cluster="lab")
+        assert answer.status_code == 422, answer.text
+        assert f"{name} leads to {target.resolve()}, outside the job's folders" in answer.json()["detail"]
+        assert _objects(plane.private) == {}
+        (pod / "model" / name).unlink()
+    answer = plane.push("alice", "open", path="attempt-1/pod-0/model", kind="model", cluster="lab")
+    assert answer.status_code == 201, answer.text
+    assert list(_objects(plane.private).values()) == [b"weights of open"]
+
+
 @pytest.mark.parametrize(
     ("who", "job", "body", "status", "detail"),
     [

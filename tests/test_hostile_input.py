@@ -149,6 +149,14 @@ def test_long_queue_and_node_names_are_422(client: TestClient) -> None:
     _refused(client.put(f"{API}/nodes/laptop", json=registration | {"pool": "p" * 65}))
 
 
+@pytest.mark.parametrize("node", ["a\x00b", "../dgx-0", "n" * 129, ""])
+def test_an_agent_user_s_node_is_a_node_name(client: TestClient, node: str) -> None:
+    """An agent bound to a node no registration could have is refused (it was stored on SQLite)."""
+    body = {"name": "agent-x", "tenant": "default", "role": "agent", "node": node}
+    _refused(client.post(f"{API}/users", json=body))
+    assert "agent-x" not in {user["name"] for user in client.get(f"{API}/users").json()}
+
+
 @pytest.mark.parametrize(
     "queue",
     [

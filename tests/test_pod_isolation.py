@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -99,6 +100,41 @@ def test_a_members_job_reads_no_token_no_database_no_server_secret_and_no_other_
 
 
 @AS_ROOT
+def test_a_pod_reads_no_other_pod_s_command_line_in_proc(data_dir: Path) -> None:
+    """Every process's arguments are world-readable (``/proc/<pid>/cmdline``): the pod's command line
+    travels in its root wrapper's environment instead, so a pod of another tenant running beside it
+    sees neither the command nor what the command holds; the command still runs as written."""
+    store = JobStore(open_store(f"sqlite:///{data_dir / 'corral.db'}"))
+    backend = LocalBackend(
+        store, data_dir, identities=lambda tenant: PodIdentity(tenant, *[TENANT_UIDS[tenant]] * 2)
+    )
+    secret = f"nlp-secret-{data_dir.name}"
+    other = submit(store, "nlp", command=f'echo "$1$0 $CORRAL_POD_COMMAND"; : {secret}; sleep 30')
+    try:
+        step(store, backend)
+        spy = (
+            "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done; "
+            "for f in /proc/[0-9]*/environ; do cat $f 2>/dev/null; done | tr '\\0' '\\n' | grep nlp-secret; "
+            "echo spied"
+        )
+        job = submit(store, "vision", command=spy)
+        assert run_until_ended(store, backend, job) == {job: "finished"}
+        output = backend.runner.files(job, 1, 0).log.read_text(errors="replace")
+        assert f"{other}/attempt-1/pod-0/exit" in output  # it saw the other pod's wrapper ...
+        assert secret not in output  # ... but not its command
+    finally:
+        store.cancel(other)
+        run_until_ended(store, backend, other)
+        for _ in range(200):  # until its processes are gone (and its wrapper reaped)
+            step(store, backend)
+            if backend.runner.files(other, 1, 0).gone.exists():
+                break
+            time.sleep(0.05)
+    assert backend.runner.files(other, 1, 0).log.read_text() == "/bin/sh \n"  # no $1, the variable unset
+    store.engine.dispose()
+
+
+@AS_ROOT
 def test_by_default_pods_run_as_an_unprivileged_user(store: JobStore, tmp_path: Path) -> None:
     backend = LocalBackend(store, tmp_path)
     job = submit(store, command="id -u")
@@ -163,6 +199,92 @@ def test_a_stopped_pod_that_ignores_sigterm_is_killed_after_its_grace_and_holds_
             break
         time.sleep(0.05)
     assert store.get(follower).status == "finished" and not _session_alive(session)
+
+
+def test_a_process_that_left_its_pod_s_session_is_stopped_and_holds_its_gpu_until_then(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A job that daemonizes (``setsid``) a process and ends: the process is found by the pod's variables
+    it still carries, stopped when its pod ends, and no pod starts on its GPU while it runs."""
+    backend = LocalBackend(store, tmp_path)
+    command = "setsid sleep 60 > /dev/null 2>&1 & echo $! > daemon.pid"
+    daemonizing = submit(store, command=command, resources={"gpus": 1})
+    follower = submit(store, command="echo next", resources={"gpus": 1})
+    pid_file = backend.runner.files(daemonizing, 1, 0).work / "daemon.pid"
+    for _ in range(200):
+        step(store, backend, ONE_GPU)
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    daemon = psutil.Process(int(pid_file.read_text()))
+    for _ in range(200):  # the shell forked it; setsid is about to run there
+        if os.getsid(daemon.pid) == daemon.pid:
+            break
+        time.sleep(0.02)
+    assert os.getsid(daemon.pid) == daemon.pid  # it left its pod's session
+    for _ in range(300):
+        step(store, backend, ONE_GPU)
+        if backend.runner.files(follower, 1, 0).pid.exists():
+            assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE, "a GPU held twice"
+        if store.get(follower).status == "finished":
+            break
+        time.sleep(0.05)
+    assert store.get(daemonizing).status == "finished" and store.get(follower).status == "finished"
+    assert not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE
+
+
+@AS_ROOT
+def test_another_user_s_process_posing_as_a_pod_s_stray_is_neither_stopped_nor_holds_its_gpu(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """A process of another user that copied a pod's variables into its environment is not that pod's:
+    it is not signalled when the pod ends, and the pod's GPU goes to the next pod."""
+    backend = LocalBackend(store, tmp_path)
+    job = submit(store, command="true", resources={"gpus": 1})
+    follower = submit(store, command="echo next", resources={"gpus": 1})
+    posing = {"CORRAL_JOB_ID": job, "CORRAL_ATTEMPT": "1", "CORRAL_POD_INDEX": "0", "PATH": "/usr/bin:/bin"}
+    drop = ["setpriv", "--reuid=64003", "--regid=64003", "--clear-groups", "--"]
+    impostor = subprocess.Popen([*drop, "sleep", "30"], env=posing, start_new_session=True)
+    try:
+        for _ in range(300):  # one GPU: the follower starts once the job's pod is found gone
+            step(store, backend, ONE_GPU)
+            if store.get(follower).status == "finished":
+                break
+            time.sleep(0.05)
+        assert store.get(job).status == "finished" and store.get(follower).status == "finished"
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait(timeout=10)
+
+
+def test_a_pod_that_floods_its_output_takes_at_most_twice_the_log_cap_of_disk(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """``yes``-style output used to fill the server's disk (its database's): only the newest ``log_cap``
+    bytes are served, and the disk the older ones took is given back on each sync, offsets unchanged."""
+    cap = 1 << 20
+    backend = LocalBackend(store, tmp_path, log_cap=cap)
+    flood = submit(store, command="head -c 8000000 /dev/zero | tr '\\0' x; echo; echo last-line; sleep 30")
+    log = backend.runner.files(flood, 1, 0).log
+    try:
+        for _ in range(300):
+            step(store, backend, ONE_GPU)
+            if log.exists() and log.stat().st_size > 8_000_000 and log.stat().st_blocks * 512 <= 2 * cap:
+                break
+            time.sleep(0.05)
+        assert log.stat().st_size == 8_000_011 and log.stat().st_blocks * 512 <= 2 * cap
+        served = pod_log_files(backend.runner.runs, cap)(flood, 0, None)
+        assert served is not None and served.kept_from == 8_000_011 - cap
+        assert served.read(served.kept_from, served.length) == b"x" * (cap - 11) + b"\nlast-line\n"
+    finally:
+        store.cancel(flood)
+        run_until_ended(store, backend, flood)
+        for _ in range(200):  # until its processes are gone (and its wrapper reaped)
+            step(store, backend, ONE_GPU)
+            if backend.runner.files(flood, 1, 0).gone.exists():
+                break
+            time.sleep(0.05)
 
 
 def _session_alive(session: int) -> bool:

@@ -4,15 +4,32 @@ takes it as vanished if it began, and starts it only if it never began. No pod r
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from builders import make_desired_pod
 
-from corral.backends.pods import VANISHED_EXIT_CODE, DesiredPod, PodRunner
+from corral.backends.pods import VANISHED_EXIT_CODE, WRAPPER, DesiredPod, PodRunner
+
+IMPOSTOR = """
+import sys, time
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: what /proc/<pid>/cmdline shows
+posing = sys.argv[1].replace("\\x1f", "\\0").encode() + b"\\0"
+with open("/proc/self/mem", "r+b", buffering=0) as memory:
+    memory.seek(start)
+    memory.write(posing.ljust(end - start, b"\\0"))
+print("posing", flush=True)
+time.sleep(30)
+"""
+"""A process whose command line, as others read it, is its first argument split at \\x1f (a process may
+rewrite its own arguments' memory, as setproctitle does)."""
 
 
 def counting_pod(seconds: float) -> DesiredPod:
@@ -102,3 +119,30 @@ def test_a_pod_marked_starting_that_never_began_starts(tmp_path: Path) -> None:
     files.starting.touch()  # killed right before the spawn
     assert until_ended(runner, pod) == 0
     assert (files.work / "runs.log").read_text() == "ran\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a process as another user")
+def test_a_process_of_another_user_posing_as_a_pod_s_wrapper_is_not_adopted(
+    tmp_path: Path, orphans: list[subprocess.Popen[bytes]]
+) -> None:
+    """A pod (another user) that learns a job id may start a session leader with that pod's wrapper's
+    command line while the runner is down mid-start: it is not taken for the pod, which starts."""
+    pod = counting_pod(0)
+    runner = PodRunner(tmp_path / "runs")
+    files = runner.files("j", 1, 0)
+    files.work.mkdir(parents=True)
+    files.starting.touch()  # killed right before the spawn
+    posing = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), "sleep", "30"]
+    drop = ["setpriv", "--reuid=64003", "--regid=64003", "--clear-groups", "--"]
+    impostor = subprocess.Popen(
+        [*drop, sys.executable, "-c", IMPOSTOR, "\x1f".join(posing), "x" * 4096],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+    )
+    orphans.append(impostor)
+    assert impostor.stdout is not None and impostor.stdout.readline() == b"posing\n"
+    impostor.stdout.close()
+    assert psutil.Process(impostor.pid).cmdline()[:5] == posing[:5]
+    assert until_ended(runner, pod) == 0
+    assert (files.work / "runs.log").read_text() == "ran\n"
+    assert impostor.poll() is None  # never signalled as the pod's

@@ -3,8 +3,10 @@ kill -9 of the server loses no submitted job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import admin_client, free_port, start_server, stop, wait_for
+from servers import admin_client, free_port, start_server, stop, stop_pods, wait_for
 from typer.testing import CliRunner
 
 from corral.api_models import NodeRegistration
@@ -71,6 +73,96 @@ def test_kill_9_of_the_server_loses_no_submitted_job(tmp_path: Path) -> None:
             assert client.submit(JOB | {"name": "j0"}, idempotency_key="k0").id == submitted[0]  # a retry
     finally:
         stop(process)
+
+
+ONE_BOX = """\
+clusters:
+  - name: lab
+    pools:
+      - {name: box, flavor: gpu, count: 1, node: {cpu: 64, memory_gib: 256, gpus: 4, gpu_model: X}}
+queues:
+  - {name: q, quota: null}
+"""
+LEDGER_POD = (
+    'f={ledger}/$CORRAL_JOB_ID.$CORRAL_POD_INDEX; echo "start $CUDA_VISIBLE_DEVICES $(date +%s.%N)" >> $f; '
+    'trap \'echo "end $(date +%s.%N)" >> $f; exit 143\' TERM; sleep 0.1 & wait; echo "end $(date +%s.%N)" >> $f'
+)
+"""A pod that writes when it starts (on which GPUs) and when it ends, also when it is stopped."""
+
+
+def test_kill_9_at_random_moments_while_jobs_flow_runs_each_once_and_double_books_no_gpu(
+    tmp_path: Path,
+) -> None:
+    """60 jobs (gangs of 2, 2-GPU pods, single pods) flow through one 4-GPU node, some cancelled, while
+    the server is killed -9 twice at random moments: afterwards every job is there and ended (finished
+    or cancelled, none failed), each pod ran at most once and a finished job's pods exactly once, each
+    finished job finished once, and no two pods held one GPU at the same time."""
+    seed = random.randrange(10**6)
+    chance = random.Random(seed)
+    (tmp_path / "cluster.yaml").write_text(ONE_BOX)
+    data = Path(tempfile.mkdtemp(prefix="corral-churn-"))  # in /tmp: the pod user passes through it
+    ledger = Path(tempfile.mkdtemp(prefix="corral-ledger-"))
+    ledger.chmod(0o777)
+    port = free_port()
+    shapes = [{"pods": 2, "resources": {"gpus": 1}}, {"resources": {"gpus": 2}}, {"resources": {"gpus": 1}}]
+    submitted: dict[str, str] = {}
+    specs: dict[str, dict] = {}
+    cancelled: set[str] = set()
+    try:
+        for batch in range(2):
+            process = start_server(data, port, tmp_path / "cluster.yaml", interval=0.1)
+            with admin_client(data, port) as client:
+                for i in range(30 * batch, 30 * batch + 30):
+                    spec = {"name": f"j{i}", "queue": "q", "command": LEDGER_POD.format(ledger=ledger)}
+                    specs[f"k{i}"] = spec | shapes[i % 3]
+                    submitted[f"k{i}"] = client.submit(specs[f"k{i}"], idempotency_key=f"k{i}").id
+                for key in chance.sample(sorted(submitted), 5):
+                    with contextlib.suppress(APIError):  # it may have ended already
+                        cancelled.add(client.cancel(submitted[key]).id)
+            time.sleep(chance.uniform(0.2, 1.5))
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        process = start_server(data, port, tmp_path / "cluster.yaml", interval=0.1)
+        try:
+            with admin_client(data, port) as client:
+                for key, job_id in submitted.items():  # a retried submission is still the same job
+                    assert client.submit(specs[key], idempotency_key=key).id == job_id
+                deadline = time.monotonic() + 60
+                while any(job.status in ("pending", "running") for job in client.jobs(limit=1000)):
+                    assert time.monotonic() < deadline, f"seed {seed}: jobs still flow"
+                    time.sleep(0.2)
+                jobs = {job.id: job for job in client.jobs(limit=1000)}
+                finished = {job_id for job_id, job in jobs.items() if job.status == "finished"}
+                events = {job_id: [e.kind for e in client.events(job_id)] for job_id in finished}
+        finally:
+            stop(process)
+    finally:
+        stop_pods(data)
+        shutil.rmtree(data, ignore_errors=True)
+    assert set(jobs) == set(submitted.values()), seed
+    assert {job.status for job in jobs.values()} <= {"finished", "cancelled"}, (seed, jobs)
+    assert finished | cancelled == set(jobs), seed
+    assert all(kinds.count("finished") == 1 for kinds in events.values()), (seed, events)
+    held = []
+    for job_id, job in jobs.items():
+        for pod in range(job.spec.get("pods", 1)):
+            written = ledger / f"{job_id}.{pod}"
+            lines = written.read_text().splitlines() if written.exists() else []
+            starts = [line.split() for line in lines if line.startswith("start")]
+            ends = [float(line.split()[1]) for line in lines if line.startswith("end")]
+            ran = 1 if job_id in finished else len(starts)
+            assert len(starts) == ran <= 1 and len(ends) == ran, (seed, job_id, pod, lines)
+            held += (
+                [(int(gpu), float(starts[0][2]), ends[0]) for gpu in starts[0][1].split(",")] if ran else []
+            )
+    for gpu in range(4):
+        spans = sorted((start, end) for g, start, end in held if g == gpu)
+        assert all(end <= later for (_, end), (later, _) in zip(spans, spans[1:], strict=False)), (
+            seed,
+            gpu,
+            spans,
+        )
+    shutil.rmtree(ledger, ignore_errors=True)
 
 
 def test_run_logs_and_metrics(server, monkeypatch) -> None:

@@ -288,12 +288,14 @@ def test_every_route_but_health_needs_a_valid_token(lab: Lab, route: Route) -> N
 
 
 def test_metrics_need_a_token_of_any_role(lab: Lab) -> None:
+    """Any role may scrape them, so they name queues and nodes, never a job, its name or its tenant."""
     assert lab.http.get("/metrics").status_code == 401
     for user in ROLE_USERS.values():
-        assert (
-            lab.http.get("/metrics", headers={"Authorization": f"Bearer {lab.tokens[user]}"}).status_code
-            == 200
-        )
+        answer = lab.http.get("/metrics", headers={"Authorization": f"Bearer {lab.tokens[user]}"})
+        assert answer.status_code == 200
+        for job_id in lab.jobs.values():
+            assert job_id not in answer.text
+        assert "nlp" not in answer.text.replace('queue="nlp-q"', "") and "train" not in answer.text
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
@@ -457,6 +459,37 @@ def test_an_agent_speaks_only_for_its_own_node(lab: Lab, caplog) -> None:
         ]
         == "finished"
     )
+
+
+LOOPBACK = ["127.0.0.1", "localhost", "127.1", "2130706433", "0x7f.0.0.1", "::1", "::ffff:127.0.0.1"]
+NO_NODE_S = ["169.254.169.254", "fe80::1", "0.0.0.0", "::", "224.0.0.1"]
+
+
+def test_an_agent_cannot_point_the_gateway_at_the_server_s_loopback_or_the_cloud_s_metadata(lab: Lab) -> None:
+    """A node's address is where the gateway sends callers' requests, from the server's machine: an
+    agent elsewhere (the test client is not on loopback) naming loopback would reach the server's own
+    ports (MLflow's backend, the database), and 169.254.169.254 the cloud VM's credentials. Each is a
+    422 that changes nothing; an address of its own network is taken, and loopback from an agent that
+    connects from loopback (one on the server's machine, which reaches those ports anyway)."""
+    assert (
+        lab.call("agent", "POST", "/nodes/dgx-0/heartbeat", params={"address": "10.0.0.7"}).status_code == 200
+    )
+    for address in LOOPBACK + NO_NODE_S:
+        for method, path, body in [("PUT", "/nodes/dgx-0", DGX), ("POST", "/nodes/dgx-0/heartbeat", None)]:
+            refused = lab.call("agent", method, path, json=body, params={"address": address})
+            assert refused.status_code == 422 and "address" in refused.json()["detail"], (
+                address,
+                refused.text,
+            )
+    assert lab.call("admin", "GET", "/nodes").json()[0]["address"] == "10.0.0.7"
+    local = TestClient(lab.http.app, client=("127.0.0.1", 40000))
+    for address in ["127.0.0.1", "::1", "localhost"]:
+        answer = local.post(
+            f"{API}/nodes/dgx-0/heartbeat",
+            params={"address": address},
+            headers={"Authorization": f"Bearer {lab.tokens['agent']}"},
+        )
+        assert answer.status_code == 200 and answer.json()["address"] == address, answer.text
 
 
 def test_an_agent_made_before_binding_is_bound_to_the_first_node_it_names(lab: Lab) -> None:

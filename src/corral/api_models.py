@@ -18,6 +18,8 @@ from corral.limits import (
     MAX_MEMORY_GIB,
     MAX_PATH_CHARS,
     NAME_MAX,
+    NAME_PATTERN,
+    NODE_NAME_MAX,
     Name,
 )
 
@@ -238,7 +240,8 @@ class NewUser(BaseModel):
     node: str | None = Field(
         default=None,
         min_length=1,
-        max_length=128,
+        max_length=NODE_NAME_MAX,
+        pattern=NAME_PATTERN,
         description="Agents: the one node its tokens may speak for (register, heartbeat, pods, reports).",
     )
     expires_in: float | None = Field(

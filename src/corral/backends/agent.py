@@ -18,6 +18,7 @@ two attempts of a job never both run for long.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import threading
 import time
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 1 << 20
 """Most output sent in one request; a pod that writes faster catches up over the next steps."""
+STAND_IN = "?"
+"""What a byte of output that text cannot carry (outside UTF-8, or NUL, which PostgreSQL's text holds
+not) is shipped as: one byte for one, so the stored length stays the file's."""
+codecs.register_error("corral-stand-in", lambda error: (STAND_IN * (error.end - error.start), error.end))
 PROBE_SECONDS = 10.0
 """How often the agent looks at its GPUs again (an NVML query per GPU)."""
 WATCH_SECONDS = 5.0
@@ -104,6 +109,7 @@ class Agent:
                     "agent %s: pod %s could not be synced; trying again next step", self.node, pod.key
                 )
                 continue
+            self.runner.free_dropped_output(pod)
             if pod.key in self._reported:
                 continue
             try:
@@ -115,8 +121,11 @@ class Agent:
                     self.client.report_exit(pod.job_id, pod.attempt, pod.pod, code)
                     self._reported.add(pod.key)
             except APIError as error:
-                if error.status != 409:
+                if error.status >= 500:
                     raise
+                if error.status != 409:  # refused about this pod: the node's other pods still go on
+                    log.warning("agent %s: a report on pod %s was refused: %s", self.node, pod.key, error)
+                    continue
                 # The attempt is over (the job runs again elsewhere, or ended): nothing more to tell;
                 # the next step's pods leave it out and it is stopped.
                 log.info("agent %s: %s", self.node, error.detail)
@@ -197,7 +206,7 @@ class Agent:
                 data = data[: data.rfind(b"\n") + 1]
             if not data and pod.key in self._shipped:
                 return
-            text = data.decode(errors="replace")
+            text = shippable(data)
             self._shipped[pod.key] = self.client.ship_logs(pod.job_id, pod.attempt, pod.pod, offset, text)
             if not (ended and full):
                 return
@@ -252,3 +261,10 @@ class Agent:
                         "agent %s: server out of reach for %s s: stopped its pods", self.node, self.node_lost
                     )
             self._wake.wait(interval)
+
+
+def shippable(data: bytes) -> str:
+    """A pod's output as the text a chunk carries, as long in UTF-8 as ``data``: the server answers with
+    the stored length, which the agent resumes its file from. U+FFFD for a bad byte took 3 bytes for 1
+    (the next chunk skipped output), and a NUL made every chunk a 422 on PostgreSQL."""
+    return data.decode(errors="corral-stand-in").replace("\x00", STAND_IN)

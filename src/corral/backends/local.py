@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from corral.backends.pod_starts import BackgroundStarts
 from corral.backends.pods import DesiredPod, PodIdentities, PodRunner, Prepare
+from corral.logs import DEFAULT_LOG_CAP
 from corral.spec.job import JobSpec
 from corral.store.code import CodeStore
 from corral.store.jobs import JobAlreadyEnded, JobEnd, JobNotFound, JobStore, StaleAttempt, exit_outcome
@@ -44,19 +45,21 @@ class LocalBackend:
         code: CodeStore | None = None,
         tracking: Callable[[list[DesiredPod]], list[DesiredPod]] | None = None,
         background_starts: bool = False,
+        log_cap: int = DEFAULT_LOG_CAP,
     ) -> None:
         """``nodes``: the nodes whose pods run here (None: all); pods of a Ray cluster's nodes do not.
         ``identities``: who each tenant's pods run as (see ``PodRunner``); ``code``: the server's uploaded
         working folders, which pods of jobs with ``code`` start in a copy of; ``tracking`` gives pods their
         job's MLflow variables as they start (``corral.mlops.tracking``). ``background_starts``:
         ``sync`` hands pod starts to worker threads and returns (``BackgroundStarts``), as the server
-        does; otherwise every pod has started when it returns."""
+        does; otherwise every pod has started when it returns. ``log_cap``: bytes of each pod's output
+        served; the disk its file takes beyond twice that is given back on each sync."""
         self.store = store
         self.code = code
         self.outputs = PipelineStore(store.engine, store.clock)
         source = (lambda pod: code.path(pod.tenant, pod.spec.code or "")) if code is not None else None
         mounts = (lambda pod, digest: code.path(pod.tenant, digest)) if code is not None else None
-        self.runner = PodRunner(data_dir / "runs", identities, source, mounts)
+        self.runner = PodRunner(data_dir / "runs", identities, source, mounts, log_cap=log_cap)
         self.runner.on_start = self._record_port
         self.starts = BackgroundStarts(self.runner) if background_starts else None
         self.nodes = set(nodes) if nodes is not None else None
@@ -72,6 +75,7 @@ class LocalBackend:
         for pod in desired:  # adopted pods (a restart between a start and its record) are caught up
             if pod.spec.listen_port and pod.port is None and (port := self.runner.port(pod)) is not None:
                 self._record_port(pod, port)
+            self.runner.free_dropped_output(pod)
 
     def _record_port(self, pod: DesiredPod, port: int) -> None:
         """Keep the port a pod was given with its placement (its start is reported directly)."""

@@ -49,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.core.units import MILLI_PER_GPU
 from corral.errors import CorralError
+from corral.log_files import free_dropped
+from corral.logs import DEFAULT_LOG_CAP
 from corral.pipelines.artifacts import store_outputs
 from corral.spec.job import DEFAULT_STOP_GRACE, ENV_NAME, JobSpec
 from corral.workdirs import PackedFolder, below, unpack
@@ -208,6 +210,10 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_VARIABLES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
 """What a pod is told of the runner's environment, with ``LC_*``; nothing else (tokens, keys) leaks."""
 ENV_PREFIX = "CORRAL_POD_ENV_"
+COMMAND_VARIABLE = "CORRAL_POD_COMMAND"
+"""Where the wrapper passes the pod's command line: in its environment, which only root may read, not in
+its arguments, which every process on the machine reads (``/proc/<pid>/cmdline``): another tenant's pod
+would see the command, its secrets and scripts included."""
 CREATE_TIME_TOLERANCE = 0.5
 """Seconds a process's start time may differ from the recorded one and still be the same process."""
 
@@ -238,15 +244,19 @@ WRAPPER = (
 """Marks that it began (``PodFiles.began``), runs its arguments (the command, after dropping
 privileges) and records the exit code atomically."""
 POD_SHELL = (
+    'set -- "$1" "$2" "$' + COMMAND_VARIABLE + '"; '
     'for name in $1; do eval "export $name=\\"\\$'
     + ENV_PREFIX
     + '$name\\""; unset "'
     + ENV_PREFIX
     + '$name"; '
-    'done; if [ -n "$2" ]; then cd -- "$2" || exit 126; fi; exec /bin/sh -c "$3"'
+    'done; if [ -n "$2" ]; then cd -- "$2" || exit 126; fi; '
+    "export " + COMMAND_VARIABLE + '="$3"; exec /bin/sh -c \'eval "$' + COMMAND_VARIABLE + "\"'"
 )
 """The first thing run as the pod's user: its environment from ``CORRAL_POD_ENV_*`` (names in $1, all
-validated shell names), into its workdir ($2, checked as the pod's user), then its command line ($3)."""
+validated shell names), into its workdir ($2, checked as the pod's user), then its command line, from
+``COMMAND_VARIABLE`` (kept in $3 first, so no spec's variable of that name replaces it); the command
+line's first line unsets it."""
 
 PodIdentities = Callable[[str], PodIdentity | None]
 """A tenant's pod user on this machine; None: run as this process's own user."""
@@ -272,6 +282,7 @@ class PodRunner:
         code: CodeSource | None = None,
         mounts: MountSource | None = None,
         node_address: str = "127.0.0.1",
+        log_cap: int = DEFAULT_LOG_CAP,
     ) -> None:
         """``node_address``: what pods are told to listen on (``CORRAL_NODE_ADDRESS``) to be reached
         from corral's server, a service's replica by the gateway. ``identities``: who each tenant's pods run as (default ``PodUsers()``: corral-<tenant>, the pod
@@ -285,6 +296,8 @@ class PodRunner:
         self.code = code
         self.mounts = mounts
         self.node_address = node_address
+        self.log_cap = log_cap
+        """Bytes of each pod's output served (``corral.logs``): the file's disk beyond twice that is freed."""
         self.on_start: Callable[[DesiredPod, int], None] | None = None
         """Called (on the thread that started it) with a pod given a port (``JobSpec.listen_port``) and
         that port, once it started: its supervisor reports it."""
@@ -390,6 +403,10 @@ class PodRunner:
             return VANISHED_EXIT_CODE
         return _exit_code(files)  # set only when it could not start
 
+    def free_dropped_output(self, desired: DesiredPod) -> None:
+        """Give back the disk that the pod's output past ``log_cap`` takes (``corral.log_files``)."""
+        free_dropped(self.files(desired.job_id, desired.attempt, desired.pod).log, self.log_cap)
+
     def port(self, desired: DesiredPod) -> int | None:
         """The port the pod was given when it started here (``JobSpec.listen_port``), if it was."""
         try:
@@ -421,6 +438,7 @@ class PodRunner:
                 self._not_gone = {pid_file for pid_file in found if not (pid_file.parent / "gone").exists()}
             looked_at = sorted(self._not_gone)
         sessions: dict[int, list[int]] | None = None
+        strays: dict[tuple[str, int, int], list[psutil.Process]] | None = None
         now = time.time()
         for pid_file in looked_at:
             files = PodFiles(pid_file.parent)
@@ -435,6 +453,10 @@ class PodRunner:
             if sessions is None:
                 sessions = _sessions()  # one look at the process table per sync, only when needed
             processes = _pod_processes(record, sessions)
+            if not processes:  # its session is empty: what left it (setsid, a daemon) still counts
+                if strays is None:
+                    strays = _strays()
+                processes = _owned_by(strays.get(key, []), files.work)
             if not processes:
                 files.gone.touch()
                 self._gone(pid_file)
@@ -526,14 +548,14 @@ class PodRunner:
                 )
             arguments = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(files.exit), *drop]
             arguments += ["/bin/sh", "-c", POD_SHELL, "corral-pod", " ".join(env), str(workdir or "")]
-            arguments.append(command_line)
             descriptor = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             files.starting.touch()  # before the spawn: see ``_recover``
             with os.fdopen(descriptor, "ab") as log:
                 process = subprocess.Popen(
                     arguments,
                     cwd=files.work,
-                    env={"PATH": SAFE_PATH} | {ENV_PREFIX + name: value for name, value in env.items()},
+                    env={"PATH": SAFE_PATH, COMMAND_VARIABLE: f"unset {COMMAND_VARIABLE}\n{command_line}"}
+                    | {ENV_PREFIX + name: value for name, value in env.items()},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -698,19 +720,66 @@ def _sessions() -> dict[int, list[int]]:
 
 
 def _find_wrapper(exit_file: Path) -> psutil.Process | None:
-    """The live wrapper of the pod whose exit file this is: a session leader running ``WRAPPER`` with
-    that path as its first argument (no other process has it)."""
+    """The live wrapper of the pod whose exit file this is: a session leader of this runner's user
+    running ``WRAPPER`` with that path as its first argument. Anyone may start a process with that
+    command line; a pod (another user, when pods switch users) that did would be adopted in place of the
+    pod it names, which then never starts."""
     expected = ["/bin/sh", "-c", WRAPPER, "corral-pod", str(exit_file)]
     for pid in psutil.pids():
         try:
             if os.getsid(pid) != pid:
                 continue
             process = psutil.Process(pid)
+            if process.uids().real != os.getuid():
+                continue
             if process.cmdline()[:5] == expected and process.status() != psutil.STATUS_ZOMBIE:
                 return process
         except (OSError, psutil.Error):
             continue  # ended meanwhile, or not ours to read
     return None
+
+
+def _strays() -> dict[tuple[str, int, int], list[psutil.Process]]:
+    """Live processes by the pod whose variables they carry (``CORRAL_JOB_ID``, ``CORRAL_ATTEMPT``,
+    ``CORRAL_POD_INDEX``): a pod's process that left its session (``setsid``, a daemon, ``nohup``)
+    still has them, so stopping the pod finds it and its GPUs stay held until it is gone. Read from
+    ``/proc/<pid>/environ`` as the runner, which (as root) may read every process's; a process that
+    cleared its own escapes (docs/security.md). Reading the files directly costs a sixth of psutil's
+    ``environ()``, and a zombie's is empty."""
+    found: dict[tuple[str, int, int], list[psutil.Process]] = {}
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue  # ended meanwhile, not ours to read, or no /proc here
+        if b"CORRAL_JOB_ID=" not in data or pid == os.getpid():
+            continue
+        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+        try:
+            key = (env[b"CORRAL_JOB_ID"].decode(), int(env[b"CORRAL_ATTEMPT"]), int(env[b"CORRAL_POD_INDEX"]))
+            found.setdefault(key, []).append(psutil.Process(pid))
+        except (KeyError, ValueError, UnicodeDecodeError, psutil.Error):
+            continue
+    return found
+
+
+def _owned_by(processes: list[psutil.Process], work: Path) -> list[psutil.Process]:
+    """Those of ``processes`` running as the user the pod ran as (its ``work`` folder's owner): a pod of
+    another user that copied the pod's variables into its own environment would otherwise keep the
+    pod's GPUs held."""
+    try:
+        uid = work.stat().st_uid
+    except FileNotFoundError:
+        return []
+    owned = []
+    for process in processes:
+        try:
+            if process.uids().real == uid:
+                owned.append(process)
+        except psutil.Error:
+            continue
+    return owned
 
 
 def _pod_processes(record: PodProcess, sessions: dict[int, list[int]]) -> list[psutil.Process]:

@@ -173,7 +173,14 @@ def _open(
     code = code_store(settings.data_dir)
     backend = (
         LocalBackend(
-            store, settings.data_dir, local_nodes, identities, code, tracking, background_starts=True
+            store,
+            settings.data_dir,
+            local_nodes,
+            identities,
+            code,
+            tracking,
+            background_starts=True,
+            log_cap=settings.log_cap,
         )
         if settings.local
         else None

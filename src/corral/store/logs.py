@@ -29,7 +29,9 @@ class LogStore:
         self.cap = cap
 
     def append(self, job_id: str, attempt: int, pod: int, offset: int, text: str) -> int:
-        """Store ``text`` if it starts at the stored output's end; return the stored length (bytes)."""
+        """Store ``text`` if it starts at the stored output's end; return the stored length (bytes). A NUL
+        (which PostgreSQL's text cannot hold) is stored as ``?``, of the same length."""
+        text = text.replace("\x00", "?")
         try:
             with Session(self.engine) as session, session.begin():
                 length = self._length(session, job_id, attempt, pod)

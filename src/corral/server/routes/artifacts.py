@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from corral.api_models import Artifact, ArtifactPush, Problem
 from corral.federation.artifacts import ArtifactCopy, ArtifactRefused
 from corral.federation.job_files import ArtifactNotFound, ArtifactOfAnotherJob, job_folders, locate
-from corral.federation.transfer import ObjectStoreError, push
+from corral.federation.transfer import ArtifactOutside, ObjectStoreError, push
 from corral.server.auth import REFUSALS, SUBMITTERS, allow, caller, refuse, visible_job
 from corral.server.params import JobId
 from corral.server.services import ControlPlane, control_plane
@@ -30,7 +30,10 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
         "model": Problem,
         "description": "The artifact may not go to that cluster, is another job's, or the caller may not.",
     },
-    422: {"model": Problem, "description": "No such cluster or object store, or no such file of the job."},
+    422: {
+        "model": Problem,
+        "description": "No such cluster or object store, no such file of the job, or a link out of its folders.",
+    },
     502: {"model": Problem, "description": "The object store did not take the copy."},
 }
 
@@ -57,8 +60,9 @@ def push_artifact(
             principal,
         )
     spec = JobSpec.model_validate(record.spec)
+    folders = job_folders(record.id, spec, plane.runs)
     try:
-        source, name = locate(body.path, record.id, job_folders(record.id, spec, plane.runs), plane.runs)
+        source, name = locate(body.path, record.id, folders, plane.runs)
     except ArtifactNotFound as error:
         refuse(request, 422, str(error), principal)
     except ArtifactOfAnotherJob as error:
@@ -72,7 +76,9 @@ def push_artifact(
         private=cluster.private,
     )
     try:
-        pushed = push(copy, source, record.tenant, cluster.object_store, actor=caller(principal))
+        pushed = push(copy, source, record.tenant, cluster.object_store, caller(principal), folders)
+    except ArtifactOutside as error:
+        refuse(request, 422, f"path: {body.path!r}: {error}", principal)
     except ArtifactRefused as refusal:
         raise HTTPException(status_code=403, detail=str(refusal)) from None
     except ObjectStoreError as error:

@@ -22,6 +22,7 @@ from corral.api_models import (
 )
 from corral.backends.local import desired_pods
 from corral.backends.pods import DesiredPod
+from corral.control.addresses import AddressRefused, check_advertised
 from corral.control.fleet import RegistrationConflict, check_registration
 from corral.control.reconcile import heartbeat_timeout
 from corral.core.nodes import Node
@@ -85,7 +86,7 @@ def register(
         check_registration(plane.inventory.clusters, name, registration)
     except RegistrationConflict as error:
         refuse(request, 409, str(error), principal)
-    plane.nodes.register(name, registration, _address(request, address))
+    plane.nodes.register(name, registration, _address(request, address, principal))
     plane.inventory_changed()
     return _node_states(plane, [plane.empty_snapshot().nodes[name]])[0]
 
@@ -113,7 +114,7 @@ def heartbeat(
     their pods)."""
     node = _known(request, plane, principal, name)
     speak_for(request, plane, principal, name)
-    plane.nodes.heartbeat(name, _address(request, address))
+    plane.nodes.heartbeat(name, _address(request, address, principal))
     return _node_states(plane, [node])[0]
 
 
@@ -248,9 +249,17 @@ def _known(request: Request, plane: ControlPlane, principal: Principal, name: st
     return node
 
 
-def _address(request: Request, advertised: str | None) -> str | None:
-    """Where the agent's node is reached: what it advertises, else the address it connects from."""
-    return advertised or (request.client.host if request.client is not None else None)
+def _address(request: Request, advertised: str | None, principal: Principal) -> str | None:
+    """Where the agent's node is reached: what it advertises (422 for the server's own loopback from
+    elsewhere, the cloud's metadata address and other addresses no node has), else the address it
+    connects from."""
+    seen = request.client.host if request.client is not None else None
+    if advertised is None:
+        return seen
+    try:
+        return check_advertised(advertised, seen)
+    except AddressRefused as error:
+        refuse(request, 422, f"address: {error}", principal)
 
 
 def _node_states(plane: ControlPlane, nodes: list[Node]) -> list[NodeState]:
