@@ -55,6 +55,8 @@ TOKEN_CACHE_SECONDS = 1.0
 RUNS_AHEAD = 32
 """Waiting jobs, oldest first, that have a run before they start: enough for the starts of a few rounds
 in a burst of short jobs, few enough that a deep queue does not hold thousands of runs that wait."""
+MAKING_WAIT_SECONDS = 30.0
+"""How long a start waits for the run another thread is making for its job before making its own."""
 EXPERIMENT_CACHE_SECONDS = 2.0
 """How long a looked-up experiment id is used for new runs without asking MLflow again."""
 MOUNT = "/mlflow"
@@ -130,6 +132,9 @@ class JobTracking:
         looking one up was a fifth of making a job's run in a burst. A rename is seen within
         ``EXPERIMENT_CACHE_SECONDS``; an id that no longer works is looked up again at once."""
         self._callers: dict[str, tuple[JobCaller | None, float]] = {}
+        self._making: dict[str, threading.Event] = {}
+        """Jobs whose run a thread of this process is making now, set when it is recorded (or failed):
+        a start and ``make_ahead`` reaching the same job make one run, not one each."""
         self._lock = threading.Lock()
 
     def attach(self, pods: Sequence[DesiredPod], server_url: str) -> list[DesiredPod]:
@@ -216,22 +221,42 @@ class JobTracking:
             ).all()
         made = 0
         for found in waiting:
-            if found.tracked is not None:
+            with self._lock:  # made by a start since the query, or being made by one now
+                started = (found.id, found.attempt + 1) in self._runs or found.id in self._making
+            if found.tracked is not None or started:
                 continue
             try:
                 spec = JobSpec.model_validate(found.spec)
                 job = _Job(found.id, found.tenant, spec, found.queue, found.attempt + 1, found.submitted_at)
-                self._create_run(job, experiment_name(found.tenant, spec, found.queue), None)
+                _, ours = self._create_run(job, experiment_name(found.tenant, spec, found.queue), None)
+                made += ours
             except Exception:
                 log.exception("job %s: no MLflow run made ahead (made at its start instead)", found.id)
-                continue
-            made += 1
         return made
 
     def _create_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
+        """``_make_run``, unless another thread of this process is making the job's run: then the row it
+        recorded, once it has."""
+        with self._lock:
+            other = self._making.get(job.id)
+            if other is None:
+                mine = self._making[job.id] = threading.Event()
+        if other is not None:
+            other.wait(MAKING_WAIT_SECONDS)
+            with Session(self.engine) as session:
+                found = session.get(JobTrackingRow, job.id)
+            return (found, False) if found is not None else self._make_run(job, stored, nodes)
+        try:
+            return self._make_run(job, stored, nodes)
+        finally:
+            with self._lock:
+                del self._making[job.id]
+            mine.set()
+
+    def _make_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
         """The job's row after making its run (tagged with ``nodes`` if known) and recording it, and
-        whether that run is the one recorded: another thread or process may have recorded one first,
-        or an earlier process made one and was killed before recording it (adopted, not made again)."""
+        whether that run is the one recorded: another server process may have recorded one first, or an
+        earlier process made one and was killed before recording it (adopted, not made again)."""
         from mlflow.entities import RunTag
         from mlflow.exceptions import MlflowException
 
@@ -284,7 +309,7 @@ class JobTracking:
             if found is None:
                 raise
             return found, False
-        return row, ours and nodes is not None
+        return row, ours
 
     def _orphan(self, experiment_id: str, job: _Job) -> Any:
         """The live run an earlier server process made for ``job`` and was killed before recording."""
