@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,36 @@ def test_a_run_a_killed_server_made_but_never_recorded_is_adopted_not_made_again
     (run,) = runs_of(stores, job_id)  # still one run
     assert run.info.run_id == orphan.info.run_id
     assert pod.tracking is not None and pod.tracking["MLFLOW_RUN_ID"] == orphan.info.run_id
+
+
+def test_a_start_while_its_run_is_being_made_ahead_waits_for_that_run_instead_of_making_another(
+    jobs: JobStore, stores: MlflowStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(jobs)
+    tracking = JobTracking(jobs.engine, stores, KEY, runs_ahead=1)
+    create_run = stores.tracking.create_run
+    inside, release = threading.Event(), threading.Event()
+    made: list[str] = []
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        release.wait(30)
+        run = create_run(*args, **kwargs)
+        made.append(run.info.run_id)
+        return run
+
+    monkeypatch.setattr(stores.tracking, "create_run", held)
+    ahead = threading.Thread(target=tracking.make_ahead)
+    ahead.start()
+    assert inside.wait(30)
+    pods: list[DesiredPod] = []
+    start = threading.Thread(target=lambda: pods.extend(tracking.attach([started_pod(jobs, job_id)], SERVER)))
+    start.start()
+    time.sleep(0.2)  # let the start find the run being made (it finds it recorded otherwise: the same)
+    release.set()
+    ahead.join(30)
+    start.join(30)
+    (run,) = runs_of(stores, job_id)
+    assert made == [run.info.run_id]  # one run made, by make_ahead
+    assert pods[0].tracking is not None and pods[0].tracking["MLFLOW_RUN_ID"] == run.info.run_id
+    assert run.data.tags["corral.node"] == "n1"
