@@ -203,27 +203,28 @@ class JobTracking:
         its start."""
         if self.runs_ahead <= 0:
             return 0
-        with Session(self.engine) as session:
+        next_in_line = (
+            select(JobRow.id)
+            .where(JobRow.status == "pending")
+            .order_by(JobRow.submitted_at, JobRow.id)
+            .limit(self.runs_ahead)
+            .subquery()
+        )
+        with Session(self.engine) as session:  # only the specs of those without a run are read
             waiting = session.execute(
                 select(
-                    JobRow.id,
-                    JobRow.tenant,
-                    JobRow.queue,
-                    JobRow.spec,
-                    JobRow.attempt,
-                    JobRow.submitted_at,
-                    JobTrackingRow.job_id.label("tracked"),
+                    JobRow.id, JobRow.tenant, JobRow.queue, JobRow.spec, JobRow.attempt, JobRow.submitted_at
                 )
+                .join(next_in_line, next_in_line.c.id == JobRow.id)
                 .outerjoin(JobTrackingRow, JobTrackingRow.job_id == JobRow.id)
-                .where(JobRow.status == "pending")
+                .where(JobTrackingRow.job_id.is_(None))
                 .order_by(JobRow.submitted_at, JobRow.id)
-                .limit(self.runs_ahead)
             ).all()
         made = 0
         for found in waiting:
             with self._lock:  # made by a start since the query, or being made by one now
                 started = (found.id, found.attempt + 1) in self._runs or found.id in self._making
-            if found.tracked is not None or started:
+            if started:
                 continue
             try:
                 spec = JobSpec.model_validate(found.spec)
