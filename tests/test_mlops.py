@@ -218,8 +218,7 @@ def trained(deployment: Deployment) -> str:
 
 
 def _run_of(client: Tracking, job_id: str) -> Any:
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`corral.job_id` = '{job_id}'")
+    runs = _runs_of(client, job_id)
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -324,6 +323,45 @@ def _job_token_is_tracking_only(deployment: Deployment, stack: contextlib.ExitSt
     while member.get_run(run.info.run_id).info.status != "KILLED":
         assert time.monotonic() < deadline, "the cancelled job's run was never ended"
         time.sleep(0.2)
+
+
+def test_jobs_that_wait_get_their_run_before_they_start_and_a_cancelled_one_leaves_it_killed(
+    deployment: Deployment,
+) -> None:
+    """Runs are made for waiting jobs: one that starts later logs into that run, tagged with its node;
+    one cancelled while it waits has its run ended, not left RUNNING."""
+    holder = deployment.lab.submit({"name": "holder", "command": "sleep 60", "resources": {"gpus": 2}}).id
+    wait_for(deployment.lab, holder, "running", timeout=30)
+    waiting = {"command": "echo RUN=$MLFLOW_RUN_ID", "resources": {"gpus": 1}}
+    later = deployment.lab.submit({"name": "later"} | waiting).id
+    dropped = deployment.lab.submit({"name": "dropped"} | waiting).id
+    member = mlflow_client(deployment.url, deployment.lab_token)
+    deadline = time.monotonic() + 30
+    while not all(_runs_of(member, job_id) for job_id in (later, dropped)):
+        assert time.monotonic() < deadline, "no run was made for the waiting jobs"
+        time.sleep(0.2)
+    assert deployment.lab.job(later).status == "pending"
+    deployment.lab.cancel(dropped)
+    deployment.lab.cancel(holder)
+    wait_for(deployment.lab, later, "finished", timeout=30)
+    run = _run_of(member, later)
+    assert f"RUN={run.info.run_id}" in deployment.lab.logs(later)
+    assert run.data.tags["corral.node"] == "cpu-0" and run.data.tags["corral.attempt"] == "1"
+    assert run.data.tags["corral.tenant"] == "lab" and run.data.tags["corral.job_name"] == "later"
+    assert member.get_experiment(run.info.experiment_id).name == "default"
+    while member.get_run(_run_of(member, dropped).info.run_id).info.status != "KILLED":
+        assert time.monotonic() < deadline, "the run of the job cancelled while it waited is still RUNNING"
+        time.sleep(0.2)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as refused:  # another tenant does not see it
+        mlflow_client(deployment.url, deployment.other_token).get_run(run.info.run_id)
+    assert refused.value.get_http_status_code() == 404
+
+
+def _runs_of(client: Tracking, job_id: str) -> list[Any]:
+    experiments = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in experiments], f"tags.`corral.job_id` = '{job_id}'")
 
 
 def _token_from_output(client: Client, job_id: str) -> str:

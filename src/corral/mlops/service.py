@@ -38,10 +38,13 @@ class Mlops:
 class MlopsService:
     """MLflow for one server process: ``current`` once it is open, None while it opens or if it failed."""
 
-    def __init__(self, engine: Engine, data_dir: Path, artifacts: str | None = None) -> None:
+    def __init__(
+        self, engine: Engine, data_dir: Path, artifacts: str | None = None, runs_ahead: int = 0
+    ) -> None:
         self.engine = engine
         self.data_dir = data_dir
         self.artifacts = artifacts
+        self.runs_ahead = runs_ahead
         self.failed = False
         self._current: Mlops | None = None
         self._opened = threading.Event()
@@ -55,7 +58,7 @@ class MlopsService:
 
     def _open(self) -> None:
         try:
-            self._current = open_mlops(self.engine, self.data_dir, self.artifacts)
+            self._current = open_mlops(self.engine, self.data_dir, self.artifacts, self.runs_ahead)
         except Exception:
             self.failed = True
             log.exception("MLflow could not be opened: jobs run without tracking, /mlflow answers 503")
@@ -100,27 +103,34 @@ class MlopsService:
         return ServedModel(version=str(found.version), path=packed.digest)
 
     def sweep(self) -> None:
+        """After a round, off the loop's thread: end the runs of jobs that ended, then make runs for the
+        jobs next in line (``JobTracking.make_ahead``). One thread does both, so corral's own writes to
+        MLflow's store never wait on each other's lock."""
         mlops = self._current
         if mlops is not None:
             mlops.tracking.sweep()
+            mlops.tracking.make_ahead()
 
 
-def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None) -> Mlops:
-    """MLflow over the server's data dir and database (its stores migrated), with the gate's app."""
+def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None, runs_ahead: int = 0) -> Mlops:
+    """MLflow over the server's data dir and database (its stores migrated), with the gate's app;
+    ``runs_ahead``: see ``JobTracking``."""
     from corral.mlops.gate import mlflow_app
     from corral.mlops.stores import mlflow_location, open_stores
     from corral.mlops.tokens import tracking_key
 
     location = mlflow_location(data_dir, engine.url.render_as_string(hide_password=False), artifacts)
     stores = open_stores(location)
-    tracking = JobTracking(engine, stores, tracking_key(data_dir))
+    tracking = JobTracking(engine, stores, tracking_key(data_dir), runs_ahead=runs_ahead)
     return Mlops(tracking, Registry(stores, tracking), Owners(stores.tracking), mlflow_app())
 
 
-def mlops_service(engine: Engine, data_dir: Path, artifacts: str | None = None) -> MlopsService | None:
+def mlops_service(
+    engine: Engine, data_dir: Path, artifacts: str | None = None, runs_ahead: int = 0
+) -> MlopsService | None:
     """The server's MLflow, opening in the background; None without the ``mlops`` extra."""
     if not available():
         return None
-    service = MlopsService(engine, data_dir, artifacts)
+    service = MlopsService(engine, data_dir, artifacts, runs_ahead)
     service.start()
     return service

@@ -1,10 +1,20 @@
 """Tracking for every job: one MLflow run per job, its variables in each pod, its end with the job's.
 
-The first time a job's pods are handed out (to the local backend, or to an agent polling for its
-node's pods) the job gets a run in its tenant's experiment, tagged with what produced it, and a job
-token for that attempt. A later attempt (a retry, a preemption, a lost node) logs into the same run:
-its ``corral.attempt`` tag moves on and a new token replaces the last one. ``sweep`` (after every
-reconcile round) ends the runs of jobs that ended: FINISHED, FAILED or KILLED.
+A job gets a run in its tenant's experiment, tagged with what produced it, and a job token for its
+attempt, before its pods start: ``make_ahead`` (after every reconcile round, off the loop's and the
+start threads' way) makes them for the next ``runs_ahead`` waiting jobs, oldest first, so a start only
+reads the job's row and tags the run with its nodes. A job that starts without one (it jumped the queue,
+or the server runs Ray or Kubernetes clusters, whose pods get no variables) gets its run when its pods
+are first handed out, as before. Making runs on the start threads was what bounded a burst's jobs/s with
+tracking on: each start waited for MLflow's ``create_run`` (two transactions behind the one SQLite lock
+the sweep's writes also take). A later attempt (a retry, a preemption, a lost node) logs into the same
+run: its ``corral.attempt`` tag moves on and a new token replaces the last one. ``sweep`` (after every
+reconcile round) ends the runs of jobs that ended: FINISHED, FAILED or KILLED; a job cancelled before
+it started ends its run made ahead as KILLED.
+
+A kill -9 between making a run in MLflow and recording it in corral's store leaves a run no row names:
+for a job submitted before this server process started, a run is first looked for by its
+``corral.job_id`` tag and adopted, so one job never gets two.
 
 MLflow being unreachable never stops a pod: the pod starts without the variables and the error is
 logged; the next hand-out tries again.
@@ -42,6 +52,11 @@ PIPELINE_VARIABLES = {
 RUN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 TOKEN_CACHE_SECONDS = 1.0
 """As for API tokens: a job that ends stops its token within this time."""
+RUNS_AHEAD = 32
+"""Waiting jobs, oldest first, that have a run before they start: enough for the starts of a few rounds
+in a burst of short jobs, few enough that a deep queue does not hold thousands of runs that wait."""
+MAKING_WAIT_SECONDS = 30.0
+"""How long a start waits for the run another thread is making for its job before making its own."""
 EXPERIMENT_CACHE_SECONDS = 2.0
 """How long a looked-up experiment id is used for new runs without asking MLflow again."""
 MOUNT = "/mlflow"
@@ -55,6 +70,19 @@ class JobCaller:
     job_id: str
     tenant: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a job's run is made from, before or at its start."""
+
+    id: str
+    tenant: str
+    spec: JobSpec
+    queue: str
+    attempt: int
+    """The attempt that starts next: its run's ``corral.attempt``."""
+    submitted_at: float
 
 
 @dataclass(frozen=True)
@@ -82,18 +110,31 @@ _ENDED = (
 
 class JobTracking:
     def __init__(
-        self, engine: Engine, stores: MlflowStores, key: bytes, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        stores: MlflowStores,
+        key: bytes,
+        clock: Callable[[], float] = time.time,
+        runs_ahead: int = 0,
     ) -> None:
+        """``runs_ahead``: how many waiting jobs ``make_ahead`` gives a run (0: none, when some pods
+        never get tracking variables, as Ray's and Kubernetes' do not)."""
         self.engine = engine
         self.stores = stores
         self.key = key
         self.clock = clock
+        self.runs_ahead = runs_ahead
+        self._since = clock()
+        """Jobs submitted before this may have a run from an earlier process that no row names."""
         self._runs: dict[tuple[str, int], JobRun] = {}
         self._experiments: dict[str, tuple[str, float]] = {}
         """Experiment ids by stored name, as found or made, and until when (monotonic) to trust them:
         looking one up was a fifth of making a job's run in a burst. A rename is seen within
         ``EXPERIMENT_CACHE_SECONDS``; an id that no longer works is looked up again at once."""
         self._callers: dict[str, tuple[JobCaller | None, float]] = {}
+        self._making: dict[str, threading.Event] = {}
+        """Jobs whose run a thread of this process is making now, set when it is recorded (or failed):
+        a start and ``make_ahead`` reaching the same job make one run, not one each."""
         self._lock = threading.Lock()
 
     def attach(self, pods: Sequence[DesiredPod], server_url: str) -> list[DesiredPod]:
@@ -143,65 +184,155 @@ class JobTracking:
             row = session.get(JobTrackingRow, pod.job_id)
             job = session.get(JobRow, pod.job_id)
             queue = job.queue if job is not None else "default"
+            submitted = job.submitted_at if job is not None else self.clock()
         stored = experiment_name(pod.tenant, pod.spec, queue)
         shown = names.shown(stored, pod.tenant, names.EXPERIMENT_SEPARATOR)
         if row is None:
-            return self._create_run(pod, nodes, queue, stored, shown)
+            made = _Job(pod.job_id, pod.tenant, pod.spec, queue, pod.attempt, submitted)
+            row, ours = self._create_run(made, stored, nodes)
+            if ours:
+                return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
         if row.attempt != pod.attempt:
             return self._next_attempt(row, pod, nodes, shown)
+        self._tag(row.run_id, {"corral.node": ",".join(nodes)})  # made ahead, before it had nodes
         return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
 
-    def _create_run(self, pod: DesiredPod, nodes: list[str], queue: str, stored: str, shown: str) -> JobRun:
+    def make_ahead(self) -> int:
+        """Give the ``runs_ahead`` oldest waiting jobs a run each (those without one yet), tagged with
+        everything but their nodes; how many were made. A job whose run cannot be made now gets it at
+        its start."""
+        if self.runs_ahead <= 0:
+            return 0
+        next_in_line = (
+            select(JobRow.id)
+            .where(JobRow.status == "pending")
+            .order_by(JobRow.submitted_at, JobRow.id)
+            .limit(self.runs_ahead)
+            .subquery()
+        )
+        with Session(self.engine) as session:  # only the specs of those without a run are read
+            waiting = session.execute(
+                select(
+                    JobRow.id, JobRow.tenant, JobRow.queue, JobRow.spec, JobRow.attempt, JobRow.submitted_at
+                )
+                .join(next_in_line, next_in_line.c.id == JobRow.id)
+                .outerjoin(JobTrackingRow, JobTrackingRow.job_id == JobRow.id)
+                .where(JobTrackingRow.job_id.is_(None))
+                .order_by(JobRow.submitted_at, JobRow.id)
+            ).all()
+        made = 0
+        for found in waiting:
+            with self._lock:  # made by a start since the query, or being made by one now
+                started = (found.id, found.attempt + 1) in self._runs or found.id in self._making
+            if started:
+                continue
+            try:
+                spec = JobSpec.model_validate(found.spec)
+                job = _Job(found.id, found.tenant, spec, found.queue, found.attempt + 1, found.submitted_at)
+                _, ours = self._create_run(job, experiment_name(found.tenant, spec, found.queue), None)
+                made += ours
+            except Exception:
+                log.exception("job %s: no MLflow run made ahead (made at its start instead)", found.id)
+        return made
+
+    def _create_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
+        """``_make_run``, unless another thread of this process is making the job's run: then the row it
+        recorded, once it has."""
+        with self._lock:
+            other = self._making.get(job.id)
+            if other is None:
+                mine = self._making[job.id] = threading.Event()
+        if other is not None:
+            other.wait(MAKING_WAIT_SECONDS)
+            with Session(self.engine) as session:
+                found = session.get(JobTrackingRow, job.id)
+            return (found, False) if found is not None else self._make_run(job, stored, nodes)
+        try:
+            return self._make_run(job, stored, nodes)
+        finally:
+            with self._lock:
+                del self._making[job.id]
+            mine.set()
+
+    def _make_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
+        """The job's row after making its run (tagged with ``nodes`` if known) and recording it, and
+        whether that run is the one recorded: another server process may have recorded one first, or an
+        earlier process made one and was killed before recording it (adopted, not made again)."""
         from mlflow.entities import RunTag
         from mlflow.exceptions import MlflowException
 
-        tags = [RunTag(k, v) for k, v in run_tags(pod, queue, nodes).items()]
+        tags = [
+            RunTag(k, v)
+            for k, v in run_tags(job.id, job.tenant, job.spec, job.attempt, job.queue, nodes).items()
+        ]
 
         def create(experiment_id: str) -> Any:
             return self.stores.tracking.create_run(
                 experiment_id=experiment_id,
-                user_id=pod.tenant,
+                user_id=job.tenant,
                 start_time=int(self.clock() * 1000),
                 tags=tags,
-                run_name=f"{pod.spec.name}-{pod.job_id}",
+                run_name=f"{job.spec.name}-{job.id}",
             )
 
-        experiment_id = self._experiment(stored, pod.tenant)
-        try:
-            run = create(experiment_id)
-        except MlflowException:  # the experiment was deleted or made again since it was looked up
-            with self._lock:
-                self._experiments.pop(stored, None)
-            run = create(self._experiment(stored, pod.tenant))
+        experiment_id = self._experiment(stored, job.tenant)
+        orphan = self._orphan(experiment_id, job) if job.submitted_at < self._since else None
+        if orphan is not None:
+            run_id, attempt, ours = orphan.info.run_id, int(orphan.data.tags.get("corral.attempt", 0)), False
+        else:
+            try:
+                run = create(experiment_id)
+            except MlflowException:  # the experiment was deleted or made again since it was looked up
+                with self._lock:
+                    self._experiments.pop(stored, None)
+                experiment_id = self._experiment(stored, job.tenant)
+                run = create(experiment_id)
+            run_id, attempt, ours = run.info.run_id, job.attempt, True
         token_id = new_token_id()
         row = JobTrackingRow(
-            job_id=pod.job_id,
-            tenant=pod.tenant,
+            job_id=job.id,
+            tenant=job.tenant,
             experiment_id=experiment_id,
-            run_id=run.info.run_id,
-            attempt=pod.attempt,
+            run_id=run_id,
+            attempt=attempt,
             token_id=token_id,
             token_digest=secret_digest(token_secret(self.key, token_id)),
             created_at=self.clock(),
         )
         try:
-            with Session(self.engine) as session, session.begin():
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 session.add(row)
-        except IntegrityError:  # another server process made the job's run first: use that one
-            self.stores.tracking.delete_run(run.info.run_id)
+        except IntegrityError:  # another thread or server process recorded the job's run first
+            if ours:
+                self.stores.tracking.delete_run(run_id)
             with Session(self.engine) as session:
-                found = session.get(JobTrackingRow, pod.job_id)
+                found = session.get(JobTrackingRow, job.id)
             if found is None:
                 raise
-            return JobRun(pod.job_id, found.attempt, shown, found.run_id, found.token_id)
-        return JobRun(pod.job_id, pod.attempt, shown, run.info.run_id, token_id)
+            return found, False
+        return row, ours
 
-    def _next_attempt(self, row: JobTrackingRow, pod: DesiredPod, nodes: list[str], shown: str) -> JobRun:
+    def _orphan(self, experiment_id: str, job: _Job) -> Any:
+        """The live run an earlier server process made for ``job`` and was killed before recording."""
+        from mlflow.entities import ViewType
+
+        found = self.stores.tracking.search_runs(
+            [experiment_id],
+            f"tags.`corral.job_id` = '{job.id}'",
+            ViewType.ACTIVE_ONLY,
+            max_results=1,
+        )
+        return found[0] if found else None
+
+    def _tag(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
+        for tag, value in tags.items():
+            self.stores.tracking.set_tag(run_id, RunTag(tag, value))
+
+    def _next_attempt(self, row: JobTrackingRow, pod: DesiredPod, nodes: list[str], shown: str) -> JobRun:
         token_id = new_token_id()
-        for tag, value in {"corral.attempt": str(pod.attempt), "corral.node": ",".join(nodes)}.items():
-            self.stores.tracking.set_tag(row.run_id, RunTag(tag, value))
+        self._tag(row.run_id, {"corral.attempt": str(pod.attempt), "corral.node": ",".join(nodes)})
         with Session(self.engine) as session, session.begin():
             stored = session.get(JobTrackingRow, pod.job_id, with_for_update=True)
             if stored is not None and stored.attempt < pod.attempt:
@@ -308,24 +439,26 @@ def gpu_request(spec: JobSpec) -> str:
     return f"{models}:{count:g}" if models else f"{count:g}"
 
 
-def run_tags(pod: DesiredPod, queue: str, nodes: list[str]) -> dict[str, str]:
-    """What a job's run is tagged with: which job, attempt, tenant, queue, GPUs, nodes, code and
-    pipeline step produced what it logs."""
-    spec = pod.spec
+def run_tags(
+    job_id: str, tenant: str, spec: JobSpec, attempt: int, queue: str, nodes: list[str] | None
+) -> dict[str, str]:
+    """What a job's run is tagged with: which job, attempt, tenant, queue, GPUs, nodes (None: not
+    placed yet, tagged at its start), code and pipeline step produced what it logs."""
     command = spec.command if isinstance(spec.command, str) else "\0".join(spec.command)
     tags = {
-        "corral.job_id": pod.job_id,
+        "corral.job_id": job_id,
         "corral.job_name": spec.name,
-        "corral.attempt": str(pod.attempt),
-        "corral.tenant": pod.tenant,
+        "corral.attempt": str(attempt),
+        "corral.tenant": tenant,
         "corral.queue": queue,
         "corral.pods": str(spec.pods),
         "corral.gpus": gpu_request(spec),
-        "corral.node": ",".join(nodes),
         "corral.command_sha256": hashlib.sha256(command.encode()).hexdigest(),
         "mlflow.source.name": spec.name,
         "mlflow.source.type": "JOB",
     }
+    if nodes is not None:
+        tags["corral.node"] = ",".join(nodes)
     if spec.code is not None:
         tags["corral.code"] = spec.code
     for variable, tag in PIPELINE_VARIABLES.items():

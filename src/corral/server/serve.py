@@ -159,9 +159,13 @@ def _open(
     """The store, the inventory, the local backend for the clusters it runs (none with --no-local), and
     MLflow (None without the mlops extra)."""
     from corral.mlops.service import mlops_service
+    from corral.mlops.tracking import RUNS_AHEAD
 
     store = JobStore(open_store(settings.database_url, migrate=migrate))
-    mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts)
+    # Runs made ahead only where every pod gets them: Ray's and Kubernetes' pods get no variables.
+    every_pod_tracked = all(cluster.backend.kind == "local" for cluster in settings.clusters)
+    runs_ahead = RUNS_AHEAD if every_pod_tracked else 0
+    mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts, runs_ahead)
     inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
