@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
@@ -130,6 +130,8 @@ class _Round:
     """Per domain and one-pod shape, the shortest run time a reservation held back, with the round's state
     then (``_state``): a job of that shape that runs at least as long is held back by the same reservation,
     without placing it again (a deep queue behind two reservations placed each of its jobs every round)."""
+    uniform_queues: set[str] = field(default_factory=set)
+    """The queues whose waiting jobs are all of one kind: ``_tell_alike`` tells all of them at once."""
     waiting_kinds: dict[str, Pending] = field(default_factory=dict)
     """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
     that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
@@ -141,10 +143,14 @@ class _Round:
         # Feasibility depends on fields of the kind only: asked once per kind, not once per job; a kind
         # that may be tried has its queue's list, the others what each of their jobs is told.
         kinds: dict[str, tuple[list[Workload] | None, Feasibility, Pending | None]] = {}
+        tried_kinds: dict[int, dict[str, Workload]] = {}
+        """Per queue's list (by ``id``), the first job of each kind in it."""
         for job in pending:
             known = kinds.get(job.kind)
             if known is None:
                 known = kinds[job.kind] = self._sort_kind(job, queues)
+                if known[0] is not None:
+                    tried_kinds.setdefault(id(known[0]), {})[job.kind] = job
             into, verdict, told = known
             if into is not None:
                 into.append(job)
@@ -153,20 +159,7 @@ class _Round:
             else:
                 self.result.rejections.append(rejection_of(job, verdict))
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
-        horizon = math.inf
-        if self.policy.job_order is JobOrder.RESPONSE_RATIO:
-            horizon = drain_horizon(
-                (job for jobs in queues.values() for job in jobs),
-                self._expected_left,
-                running_gpu_seconds_left(self.snapshot, self.now),
-                sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU,
-            )
-        for jobs in queues.values():  # by priority (if the policy says so), then job order, then id
-            jobs.sort(key=_submit_order)
-            if self.policy.job_order is JobOrder.RESPONSE_RATIO:
-                order_by_response_ratio(jobs, self.now, self._expected_left, horizon)
-            if self.policy.priority:
-                jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
+        self._order(queues, tried_kinds)
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
         for jobs in queues.values() if held else ():
@@ -205,7 +198,7 @@ class _Round:
             if not started and len(self.result.preemptions) == preempted_before:
                 # A job that waits changes nothing, so this queue stays first: its next jobs of kinds
                 # already told to wait are told so at once, without a turn each through the heap.
-                told = self._tell_alike(jobs, cursor[key])
+                told = self._tell_alike(key, jobs, cursor[key])
                 passed_over[key] += jobs[cursor[key] : told]
                 cursor[key] = told
             changed = {key} if started else set()
@@ -234,6 +227,46 @@ class _Round:
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
 
+    def _order(self, queues: dict[str, list[Workload]], tried_kinds: dict[int, dict[str, Workload]]) -> None:
+        """Sort each queue's jobs by priority (if the policy says so), then job order, then id.
+
+        A queue whose jobs all expect the same run time (one kind: one spec submitted many times) is in
+        response-ratio order once in submission order: the ratio falls as the submit time grows, and the
+        drain horizon moves all such jobs or none. Its order and horizon are not computed then, nor its
+        priority sort when it holds one kind: on a deep queue of alike jobs they were most of a round."""
+        by_ratio = set()
+        if self.policy.job_order is JobOrder.RESPONSE_RATIO:
+            by_ratio = {
+                key
+                for key, jobs in queues.items()
+                if not self._one_expected_run_time(jobs, tried_kinds[id(jobs)].values())
+            }
+        horizon = math.inf
+        if by_ratio:  # over the jobs in arrival order, as they came: the sum is the same to the last bit
+            horizon = drain_horizon(
+                (job for jobs in queues.values() for job in jobs),
+                self._expected_left,
+                running_gpu_seconds_left(self.snapshot, self.now),
+                sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU,
+            )
+        for key, jobs in queues.items():
+            alike = tried_kinds[id(jobs)]
+            jobs.sort(key=_submit_order)
+            if key in by_ratio:
+                order_by_response_ratio(jobs, self.now, self._expected_left, horizon)
+            if self.policy.priority and len({job.priority for job in alike.values()}) > 1:
+                jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
+            if len(alike) == 1:
+                self.uniform_queues.add(key)
+
+    def _one_expected_run_time(self, jobs: Sequence[Workload], firsts: Iterable[Workload]) -> bool:
+        """Whether every job in ``jobs`` expects the same run time: their kinds' first jobs (``firsts``)
+        do, and no job has checkpointed progress of its own."""
+        progress = self.progress
+        if progress and any(job.id in progress for job in jobs):
+            return False
+        return len({self._expected_left(job) for job in firsts}) <= 1
+
     def _sort_kind(
         self, job: Workload, queues: dict[str, list[Workload]]
     ) -> tuple[list[Workload] | None, Feasibility, Pending | None]:
@@ -246,11 +279,17 @@ class _Round:
             return None, verdict, Pending(PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes, at=self.now)
         return queues.setdefault(job.queue if self.policy.fair_share else "", []), verdict, None
 
-    def _tell_alike(self, jobs: Sequence[Workload], first: int) -> int:
+    def _tell_alike(self, key: str, jobs: Sequence[Workload], first: int) -> int:
         """Tell the jobs from ``first`` on whose kind the round already told to wait the same, up to the
         first of another kind; returns its index."""
         waiting_kinds, pending = self.waiting_kinds, self.result.pending
         end = len(jobs)
+        if first < end and key in self.uniform_queues:
+            known = waiting_kinds.get(jobs[first].kind)
+            if known is None:
+                return first
+            pending.update(dict.fromkeys(map(_job_id, jobs[first:]), known))  # in C: one kind to the end
+            return end
         index = first
         while index < end:
             job = jobs[index]
@@ -821,6 +860,7 @@ class _Round:
 
 _submit_order = attrgetter("submit", "id")
 _priority = attrgetter("priority")
+_job_id = attrgetter("id")
 """Sort keys read in C: with 10,000 jobs waiting, a Python key function was a tenth of the round."""
 
 
