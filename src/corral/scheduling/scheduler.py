@@ -115,6 +115,10 @@ class _Round:
     the round starts or stops a job: a deep queue holds many jobs of one kind, and each search releases
     running jobs one by one and weighs a preemption by replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
+    public_price: dict[tuple[int, object], float | None] = field(default_factory=dict)
+    public_domains: dict[tuple[Domain, ...], bool] = field(default_factory=dict)
+    feasible: dict[str, Feasibility] = field(default_factory=dict)
+    """Per job kind, its feasibility (``_sort_kind``): asked again by every try of a job of that kind."""
     reservations: dict[Domain, list[Reservation]] = field(default_factory=dict)
     """Per domain, the room held for the first jobs that found none there, in the order they were made
     (at most the policy's ``reservations_per_domain``; ``corral.scheduling.backfill``)."""
@@ -164,8 +168,10 @@ class _Round:
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
         for jobs in queues.values() if held else ():
-            for holder in [j for j in jobs if j.id in held]:
-                jobs.remove(holder)
+            holders = [j for j in jobs if j.id in held]
+            if holders:  # by id: list.remove compared jobs field by field (pydantic), each to every other
+                jobs[:] = [j for j in jobs if j.id not in held]
+            for holder in holders:
                 self._try(holder)
         queues = {key: jobs for key, jobs in queues.items() if jobs}
         # Heap of (share, version, queue); a queue whose share changed gets a new entry with a new
@@ -274,7 +280,7 @@ class _Round:
     ) -> tuple[list[Workload] | None, Feasibility, Pending | None]:
         """What becomes of jobs of ``job``'s kind: their queue's list (they are tried), else the
         explanation they wait with (no node holds them yet), else neither (they are rejected)."""
-        verdict = feasibility(self.snapshot, job, job.pod)
+        verdict = self.feasible[job.kind] = feasibility(self.snapshot, job, job.pod)
         if verdict.rejection is not None:
             return None, verdict, None
         if verdict.awaiting_nodes is not None:
@@ -374,10 +380,10 @@ class _Round:
             self.result.pending[job.id] = known
             return False
         pod = job.pod
-        feasible = feasibility(self.snapshot, job, pod)
+        feasible = self.feasible.get(kind) or feasibility(self.snapshot, job, pod)
         domains = feasible.domains
         verdict = None
-        if any(not self.snapshot.clusters[d[0]].private for d in domains):
+        if self._has_public(domains):
             verdict = self._burst_verdict(job)
             if not verdict.allowed:
                 domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
@@ -408,9 +414,8 @@ class _Round:
             verdict.note if verdict is not None else "",
             self._outlook(job),
         ]
-        for note in notes:
-            if note:
-                pending = _noted(pending, note)
+        if any(notes):
+            pending = replace(pending, note="; ".join(filter(None, [pending.note, *notes])))
         if verdict is not None and verdict.recheck_at is not None:
             self._wake_at(verdict.recheck_at)
         self.result.pending[job.id] = pending
@@ -453,8 +458,24 @@ class _Round:
             self.snapshot.public_spend.get(job.queue, 0.0),
             self.snapshot.forecast,
             self._public_delay(job.pod),
-            self.snapshot.cheapest_public_gpu_hour(job),
+            self._cheapest_public_gpu_hour(job),
         )
+
+    def _has_public(self, domains: tuple[Domain, ...]) -> bool:
+        """Whether any of ``domains`` is on a public cluster, once per tuple of domains and round."""
+        public = self.public_domains.get(domains)
+        if public is None:
+            clusters = self.snapshot.clusters
+            public = self.public_domains[domains] = any(not clusters[d[0]].private for d in domains)
+        return public
+
+    def _cheapest_public_gpu_hour(self, job: Workload) -> float | None:
+        """``Snapshot.cheapest_public_gpu_hour``, once per GPUs per pod and models, and round: it looks at
+        every pool."""
+        key = (job.gpus_per_pod, job.allowed_models)
+        if key not in self.public_price:
+            self.public_price[key] = self.snapshot.cheapest_public_gpu_hour(job)
+        return self.public_price[key]
 
     def _public_delay(self, pod: PodRequest) -> float:
         """``Snapshot.public_start_delay``, once per pod shape and round: it looks at every public node."""
@@ -473,7 +494,7 @@ class _Round:
             text = "forecast: start unknown until run times are learned (from similar jobs that finish)"
         else:
             text = f"forecast: starts on private clusters in {spoken_span(start - self.now)}"
-        price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
+        price = self._cheapest_public_gpu_hour(job) if not job.must_stay_private else None
         cost = burst_cost(job, forecast, price)
         if cost is not None:
             text += f"; bursting would cost about {cost:.2f} USD"
@@ -886,11 +907,6 @@ def _wide(job: Workload) -> bool:
     to. A job of one GPU or less starts on the next one that frees; holding room for it would only
     cost the look-ahead."""
     return job.pods > 1 or job.gpus_per_pod > 1
-
-
-def _noted(pending: Pending, note: str) -> Pending:
-    """``pending`` with ``note`` added after the note it has."""
-    return replace(pending, note="; ".join(filter(None, [pending.note, note])))
 
 
 def _explain(job: Workload, failures: list[tuple[Domain, Cause]], now: float) -> Pending:
