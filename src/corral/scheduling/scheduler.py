@@ -187,10 +187,22 @@ class _Round:
             if entry_version != version[key]:
                 continue
             jobs = queues[key]
-            job = jobs[cursor[key]]
-            cursor[key] += 1
-            preempted_before = len(self.result.preemptions)
-            started = self._try(job)
+            while True:  # while its jobs wait and change nothing, this queue stays first: no heap turns
+                job = jobs[cursor[key]]
+                cursor[key] += 1
+                preempted_before = len(self.result.preemptions)
+                started = self._try(job)
+                if started or self.policy.ordering is Ordering.STRICT_FIFO:
+                    break
+                passed_over[key].append(job)
+                if len(self.result.preemptions) != preempted_before:
+                    break
+                # Its next jobs of kinds already told to wait are told so at once.
+                told = self._tell_alike(key, jobs, cursor[key])
+                passed_over[key] += jobs[cursor[key] : told]
+                cursor[key] = told
+                if cursor[key] >= len(jobs):
+                    break
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 blocked_queues.add(key)
                 behind = Pending(
@@ -200,14 +212,6 @@ class _Round:
                 )
                 self.result.pending.update((blocked.id, behind) for blocked in jobs[cursor[key] :])
                 continue
-            if not started:
-                passed_over[key].append(job)
-            if not started and len(self.result.preemptions) == preempted_before:
-                # A job that waits changes nothing, so this queue stays first: its next jobs of kinds
-                # already told to wait are told so at once, without a turn each through the heap.
-                told = self._tell_alike(key, jobs, cursor[key])
-                passed_over[key] += jobs[cursor[key] : told]
-                cursor[key] = told
             changed = {key} if started else set()
             preemptions = self.result.preemptions[preempted_before:]
             for preempt in preemptions:
@@ -404,7 +408,6 @@ class _Round:
                     return True
             self.behind.clear()  # learnt while victims were set aside, in a state now undone
         provisioning = self._wait_for_nodes(job, domains)
-        pending = provisioning or _explain(job, failures, self.now)
         refused = self.unprofitable.get(job.id)
         reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
@@ -414,8 +417,12 @@ class _Round:
             verdict.note if verdict is not None else "",
             self._outlook(job),
         ]
-        if any(notes):
-            pending = replace(pending, note="; ".join(filter(None, [pending.note, *notes])))
+        if provisioning is None:  # the explanation made once, with its notes: a deep queue makes thousands
+            pending = _explain(failures, self.now, "; ".join(filter(None, notes)))
+        elif any(notes):
+            pending = replace(provisioning, note="; ".join(filter(None, [provisioning.note, *notes])))
+        else:
+            pending = provisioning
         if verdict is not None and verdict.recheck_at is not None:
             self._wake_at(verdict.recheck_at)
         self.result.pending[job.id] = pending
@@ -909,13 +916,14 @@ def _wide(job: Workload) -> bool:
     return job.pods > 1 or job.gpus_per_pod > 1
 
 
-def _explain(job: Workload, failures: list[tuple[Domain, Cause]], now: float) -> Pending:
+def _explain(failures: list[tuple[Domain, Cause]], now: float, note: str) -> Pending:
     """The reason code says what would have to change: room (``no_fit``) if any domain lacked it, else
     a reservation ending if any domain's room is reserved, else quota."""
-    if not failures or any(isinstance(f, FitFailure) for _, f in failures):
-        reason = PendingReason.NO_FIT
-    elif any(isinstance(f, BehindReservation) for _, f in failures):
-        reason = PendingReason.RESERVED
-    else:
-        reason = PendingReason.QUOTA
-    return Pending(reason, causes=tuple(failures), at=now)
+    reason = PendingReason.QUOTA if failures else PendingReason.NO_FIT
+    for _, failure in failures:
+        if isinstance(failure, FitFailure):
+            reason = PendingReason.NO_FIT
+            break
+        if isinstance(failure, BehindReservation):
+            reason = PendingReason.RESERVED
+    return Pending(reason, note, tuple(failures), now)
