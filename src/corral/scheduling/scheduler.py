@@ -117,6 +117,7 @@ class _Round:
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
     public_price: dict[tuple[int, object], float | None] = field(default_factory=dict)
     public_domains: dict[tuple[Domain, ...], bool] = field(default_factory=dict)
+    private_domains: dict[tuple[Domain, ...], tuple[Domain, ...]] = field(default_factory=dict)
     feasible: dict[str, Feasibility] = field(default_factory=dict)
     """Per job kind, its feasibility (``_sort_kind``): asked again by every try of a job of that kind."""
     reservations: dict[Domain, list[Reservation]] = field(default_factory=dict)
@@ -390,7 +391,7 @@ class _Round:
         if self._has_public(domains):
             verdict = self._burst_verdict(job)
             if not verdict.allowed:
-                domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
+                domains = self._private(domains)
         failures: list[tuple[Domain, Cause]] = []
         self.placed_and_refused = False
         for domain in domains:
@@ -475,6 +476,14 @@ class _Round:
             clusters = self.snapshot.clusters
             public = self.public_domains[domains] = any(not clusters[d[0]].private for d in domains)
         return public
+
+    def _private(self, domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
+        """Those of ``domains`` on private clusters, once per tuple of domains and round."""
+        private = self.private_domains.get(domains)
+        if private is None:
+            clusters = self.snapshot.clusters
+            private = self.private_domains[domains] = tuple(d for d in domains if clusters[d[0]].private)
+        return private
 
     def _cheapest_public_gpu_hour(self, job: Workload) -> float | None:
         """``Snapshot.cheapest_public_gpu_hour``, once per GPUs per pod and models, and round: it looks at
@@ -645,7 +654,10 @@ class _Round:
         return len(self.result.starts), len(self.result.preemptions), len(self.result.reservations)
 
     def _holds_reservation(self, job: Workload, domain: Domain) -> bool:
-        return any(r.job == job.id for r in self.reservations.get(domain, ()))
+        for reservation in self.reservations.get(domain, ()):  # a loop: asked twice per job behind one
+            if reservation.job == job.id:
+                return True
+        return False
 
     def _remember_held_back(
         self, job: Workload, pod: PodRequest, domain: Domain, outcome: BehindReservation
