@@ -117,6 +117,7 @@ class _Round:
     running jobs one by one and weighs a preemption by replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
     public_price: dict[tuple[int, object], float | None] = field(default_factory=dict)
+    """``_cheapest_public_gpu_hour``; the two below ``_has_public`` and ``_private``: asked per job tried."""
     public_domains: dict[tuple[Domain, ...], bool] = field(default_factory=dict)
     private_domains: dict[tuple[Domain, ...], tuple[Domain, ...]] = field(default_factory=dict)
     feasible: dict[str, Feasibility] = field(default_factory=dict)
@@ -149,8 +150,7 @@ class _Round:
         # Feasibility depends on fields of the kind only: asked once per kind, not once per job; a kind
         # that may be tried has its queue's list, the others what each of their jobs is told.
         kinds: dict[str, tuple[list[Workload] | None, Feasibility, Pending | None]] = {}
-        tried_kinds: dict[int, dict[str, Workload]] = {}
-        """Per queue's list (by ``id``), the first job of each kind in it."""
+        tried_kinds: dict[int, dict[str, Workload]] = {}  # per queue's list (by id), its kinds' first jobs
         for kind, run in groupby(pending, _kind):  # a run of one kind is moved in C
             alike = list(run)
             known = kinds.get(kind)
@@ -247,7 +247,7 @@ class _Round:
         response-ratio order once in submission order: the ratio falls as the submit time grows, and the
         drain horizon moves all such jobs or none. Its order and horizon are not computed then, nor its
         priority sort when it holds one kind: on a deep queue of alike jobs they were most of a round."""
-        by_ratio = set()
+        by_ratio: set[str] = set()
         if self.policy.job_order is JobOrder.RESPONSE_RATIO:
             by_ratio = {
                 key
