@@ -178,7 +178,10 @@ def read_jobs(session: Session, job_ids: Iterable[str], known: dict[str, ActiveJ
     """Those of ``job_ids`` that are pending or running, as the store has them now."""
     rows: list[Row[Any]] = []
     for batch in _batches(list(job_ids)):
-        rows += session.execute(select(*_COLUMNS).where(JobRow.id.in_(batch), JobRow.status.in_(ACTIVE)))
+        # By id alone, the status checked here: with the status in the query, SQLite's planner chose the
+        # status index for a few ids and scanned every pending row (5 ms a round with 10,000 waiting).
+        selected = session.execute(select(*_COLUMNS).where(JobRow.id.in_(batch)))
+        rows += [row for row in selected if row.status in ACTIVE]
     return _jobs(session, rows, known)
 
 

@@ -300,12 +300,13 @@ def _record(
     # Messages by the explanation's identity: alike jobs the scheduler told the same share one, so a
     # deep queue's are not spelled out each.
     messages: dict[int, str] = {}
+    message_of, start_of = messages.get, private_start.get  # bound once: a pass over every waiting job
     for job_id, waiting in result.pending.items():
         job = jobs[job_id]
-        message = messages.get(id(waiting))
+        message = message_of(id(waiting))
         if message is None:
             message = messages[id(waiting)] = waiting.message
-        start = private_start.get(job_id)
+        start = start_of(job_id)
         if start is None:  # most of a deep queue: no forecast of its own, so no cost either
             if message != job.reason or job.forecast_start is not None or job.burst_cost_usd is not None:
                 notes[job_id] = WaitingNote(message, None, None)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from operator import attrgetter
 
 from corral.core.budgets import BudgetSpec, period_bounds
@@ -115,6 +116,12 @@ class _Round:
     the round starts or stops a job: a deep queue holds many jobs of one kind, and each search releases
     running jobs one by one and weighs a preemption by replaying finishes."""
     public_delay: dict[PodRequest, float] = field(default_factory=dict)
+    public_price: dict[tuple[int, object], float | None] = field(default_factory=dict)
+    """``_cheapest_public_gpu_hour``; the two below ``_has_public`` and ``_private``: asked per job tried."""
+    public_domains: dict[tuple[Domain, ...], bool] = field(default_factory=dict)
+    private_domains: dict[tuple[Domain, ...], tuple[Domain, ...]] = field(default_factory=dict)
+    feasible: dict[str, Feasibility] = field(default_factory=dict)
+    """Per job kind, its feasibility (``_sort_kind``): asked again by every try of a job of that kind."""
     reservations: dict[Domain, list[Reservation]] = field(default_factory=dict)
     """Per domain, the room held for the first jobs that found none there, in the order they were made
     (at most the policy's ``reservations_per_domain``; ``corral.scheduling.backfill``)."""
@@ -130,6 +137,8 @@ class _Round:
     """Per domain and one-pod shape, the shortest run time a reservation held back, with the round's state
     then (``_state``): a job of that shape that runs at least as long is held back by the same reservation,
     without placing it again (a deep queue behind two reservations placed each of its jobs every round)."""
+    uniform_queues: set[str] = field(default_factory=set)
+    """The queues whose waiting jobs are all of one kind: ``_tell_alike`` tells all of them at once."""
     waiting_kinds: dict[str, Pending] = field(default_factory=dict)
     """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
     that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
@@ -141,37 +150,30 @@ class _Round:
         # Feasibility depends on fields of the kind only: asked once per kind, not once per job; a kind
         # that may be tried has its queue's list, the others what each of their jobs is told.
         kinds: dict[str, tuple[list[Workload] | None, Feasibility, Pending | None]] = {}
-        for job in pending:
-            known = kinds.get(job.kind)
+        tried_kinds: dict[int, dict[str, Workload]] = {}  # per queue's list (by id), its kinds' first jobs
+        for kind, run in groupby(pending, _kind):  # a run of one kind is moved in C
+            alike = list(run)
+            known = kinds.get(kind)
             if known is None:
-                known = kinds[job.kind] = self._sort_kind(job, queues)
+                known = kinds[kind] = self._sort_kind(alike[0], queues)
+                if known[0] is not None:
+                    tried_kinds.setdefault(id(known[0]), {})[kind] = alike[0]
             into, verdict, told = known
             if into is not None:
-                into.append(job)
+                into.extend(alike)
             elif told is not None:
-                self.result.pending[job.id] = told
+                self.result.pending.update(dict.fromkeys(map(_job_id, alike), told))
             else:
-                self.result.rejections.append(rejection_of(job, verdict))
+                self.result.rejections.extend(rejection_of(job, verdict) for job in alike)
         held = set(self.snapshot.reserved) if self.policy.backfill else set()
-        horizon = math.inf
-        if self.policy.job_order is JobOrder.RESPONSE_RATIO:
-            horizon = drain_horizon(
-                (job for jobs in queues.values() for job in jobs),
-                self._expected_left,
-                running_gpu_seconds_left(self.snapshot, self.now),
-                sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU,
-            )
-        for jobs in queues.values():  # by priority (if the policy says so), then job order, then id
-            jobs.sort(key=_submit_order)
-            if self.policy.job_order is JobOrder.RESPONSE_RATIO:
-                order_by_response_ratio(jobs, self.now, self._expected_left, horizon)
-            if self.policy.priority:
-                jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
+        self._order(queues, tried_kinds)
         # Jobs that held a reservation last round come first, so a newcomer cannot take their room
         # before the reservation is made again.
         for jobs in queues.values() if held else ():
-            for holder in [j for j in jobs if j.id in held]:
-                jobs.remove(holder)
+            holders = [j for j in jobs if j.id in held]
+            if holders:  # by id: list.remove compared jobs field by field (pydantic), each to every other
+                jobs[:] = [j for j in jobs if j.id not in held]
+            for holder in holders:
                 self._try(holder)
         queues = {key: jobs for key, jobs in queues.items() if jobs}
         # Heap of (share, version, queue); a queue whose share changed gets a new entry with a new
@@ -187,10 +189,22 @@ class _Round:
             if entry_version != version[key]:
                 continue
             jobs = queues[key]
-            job = jobs[cursor[key]]
-            cursor[key] += 1
-            preempted_before = len(self.result.preemptions)
-            started = self._try(job)
+            while True:  # while its jobs wait and change nothing, this queue stays first: no heap turns
+                job = jobs[cursor[key]]
+                cursor[key] += 1
+                preempted_before = len(self.result.preemptions)
+                started = self._try(job)
+                if started or self.policy.ordering is Ordering.STRICT_FIFO:
+                    break
+                passed_over[key].append(job)
+                if len(self.result.preemptions) != preempted_before:
+                    break
+                # Its next jobs of kinds already told to wait are told so at once.
+                told = self._tell_alike(key, jobs, cursor[key])
+                passed_over[key] += jobs[cursor[key] : told]
+                cursor[key] = told
+                if cursor[key] >= len(jobs):
+                    break
             if not started and self.policy.ordering is Ordering.STRICT_FIFO:
                 blocked_queues.add(key)
                 behind = Pending(
@@ -200,14 +214,6 @@ class _Round:
                 )
                 self.result.pending.update((blocked.id, behind) for blocked in jobs[cursor[key] :])
                 continue
-            if not started:
-                passed_over[key].append(job)
-            if not started and len(self.result.preemptions) == preempted_before:
-                # A job that waits changes nothing, so this queue stays first: its next jobs of kinds
-                # already told to wait are told so at once, without a turn each through the heap.
-                told = self._tell_alike(jobs, cursor[key])
-                passed_over[key] += jobs[cursor[key] : told]
-                cursor[key] = told
             changed = {key} if started else set()
             preemptions = self.result.preemptions[preempted_before:]
             for preempt in preemptions:
@@ -234,23 +240,70 @@ class _Round:
             self.snapshot, self.now, self.policy.scale_down_idle_seconds
         )
 
+    def _order(self, queues: dict[str, list[Workload]], tried_kinds: dict[int, dict[str, Workload]]) -> None:
+        """Sort each queue's jobs by priority (if the policy says so), then job order, then id.
+
+        A queue whose jobs all expect the same run time (one kind: one spec submitted many times) is in
+        response-ratio order once in submission order: the ratio falls as the submit time grows, and the
+        drain horizon moves all such jobs or none. Its order and horizon are not computed then, nor its
+        priority sort when it holds one kind: on a deep queue of alike jobs they were most of a round."""
+        by_ratio: set[str] = set()
+        if self.policy.job_order is JobOrder.RESPONSE_RATIO:
+            by_ratio = {
+                key
+                for key, jobs in queues.items()
+                if not self._one_expected_run_time(jobs, tried_kinds[id(jobs)].values())
+            }
+        horizon = math.inf
+        if by_ratio:  # over the jobs in arrival order, as they came: the sum is the same to the last bit
+            horizon = drain_horizon(
+                (job for jobs in queues.values() for job in jobs),
+                self._expected_left,
+                running_gpu_seconds_left(self.snapshot, self.now),
+                sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU,
+            )
+        for key, jobs in queues.items():
+            alike = tried_kinds[id(jobs)]
+            jobs.sort(key=_job_id)  # then by submit time, stable: (submit, id) order without a tuple per job
+            jobs.sort(key=_submit)
+            if key in by_ratio:
+                order_by_response_ratio(jobs, self.now, self._expected_left, horizon)
+            if self.policy.priority and len({job.priority for job in alike.values()}) > 1:
+                jobs.sort(key=_priority, reverse=True)  # stable, even reversed: ties keep submit order
+            if len(alike) == 1:
+                self.uniform_queues.add(key)
+
+    def _one_expected_run_time(self, jobs: Sequence[Workload], firsts: Iterable[Workload]) -> bool:
+        """Whether every job in ``jobs`` expects the same run time: their kinds' first jobs (``firsts``)
+        do, and no job has checkpointed progress of its own."""
+        progress = self.progress
+        if progress and any(job.id in progress for job in jobs):
+            return False
+        return len({self._expected_left(job) for job in firsts}) <= 1
+
     def _sort_kind(
         self, job: Workload, queues: dict[str, list[Workload]]
     ) -> tuple[list[Workload] | None, Feasibility, Pending | None]:
         """What becomes of jobs of ``job``'s kind: their queue's list (they are tried), else the
         explanation they wait with (no node holds them yet), else neither (they are rejected)."""
-        verdict = feasibility(self.snapshot, job, job.pod)
+        verdict = self.feasible[job.kind] = feasibility(self.snapshot, job, job.pod)
         if verdict.rejection is not None:
             return None, verdict, None
         if verdict.awaiting_nodes is not None:
             return None, verdict, Pending(PendingReason.NO_NODE_YET, note=verdict.awaiting_nodes, at=self.now)
         return queues.setdefault(job.queue if self.policy.fair_share else "", []), verdict, None
 
-    def _tell_alike(self, jobs: Sequence[Workload], first: int) -> int:
+    def _tell_alike(self, key: str, jobs: Sequence[Workload], first: int) -> int:
         """Tell the jobs from ``first`` on whose kind the round already told to wait the same, up to the
         first of another kind; returns its index."""
         waiting_kinds, pending = self.waiting_kinds, self.result.pending
         end = len(jobs)
+        if first < end and key in self.uniform_queues:
+            known = waiting_kinds.get(jobs[first].kind)
+            if known is None:
+                return first
+            pending.update(dict.fromkeys(map(_job_id, jobs[first:]), known))  # in C: one kind to the end
+            return end
         index = first
         while index < end:
             job = jobs[index]
@@ -266,7 +319,9 @@ class _Round:
         that every start and preemption of the round is made: an answer read later must not describe a
         state the round itself changed. Once per explanation: alike jobs share theirs."""
         blocks: dict[Domain, str] = {}
-        for waiting in {id(p): p for p in self.result.pending.values()}.values():
+        explanations = self.result.pending.values()
+        distinct = dict(zip(map(id, explanations), explanations, strict=True))  # in C: alike jobs share one
+        for waiting in distinct.values():
             for domain, cause in waiting.causes:
                 if isinstance(cause, FitFailure):
                     block = blocks.get(domain)
@@ -331,13 +386,13 @@ class _Round:
             self.result.pending[job.id] = known
             return False
         pod = job.pod
-        feasible = feasibility(self.snapshot, job, pod)
+        feasible = self.feasible.get(kind) or feasibility(self.snapshot, job, pod)
         domains = feasible.domains
         verdict = None
-        if any(not self.snapshot.clusters[d[0]].private for d in domains):
+        if self._has_public(domains):
             verdict = self._burst_verdict(job)
             if not verdict.allowed:
-                domains = tuple(d for d in domains if self.snapshot.clusters[d[0]].private)
+                domains = self._private(domains)
         failures: list[tuple[Domain, Cause]] = []
         self.placed_and_refused = False
         for domain in domains:
@@ -355,7 +410,6 @@ class _Round:
                     return True
             self.behind.clear()  # learnt while victims were set aside, in a state now undone
         provisioning = self._wait_for_nodes(job, domains)
-        pending = provisioning or _explain(job, failures, self.now)
         refused = self.unprofitable.get(job.id)
         reservation = self._reserve(job, pod, failures) if self.policy.backfill and _wide(job) else None
         notes = [
@@ -365,9 +419,12 @@ class _Round:
             verdict.note if verdict is not None else "",
             self._outlook(job),
         ]
-        for note in notes:
-            if note:
-                pending = _noted(pending, note)
+        if provisioning is None:  # the explanation made once, with its notes: a deep queue makes thousands
+            pending = _explain(failures, self.now, "; ".join(filter(None, notes)))
+        elif any(notes):
+            pending = replace(provisioning, note="; ".join(filter(None, [provisioning.note, *notes])))
+        else:
+            pending = provisioning
         if verdict is not None and verdict.recheck_at is not None:
             self._wake_at(verdict.recheck_at)
         self.result.pending[job.id] = pending
@@ -410,8 +467,32 @@ class _Round:
             self.snapshot.public_spend.get(job.queue, 0.0),
             self.snapshot.forecast,
             self._public_delay(job.pod),
-            self.snapshot.cheapest_public_gpu_hour(job),
+            self._cheapest_public_gpu_hour(job),
         )
+
+    def _has_public(self, domains: tuple[Domain, ...]) -> bool:
+        """Whether any of ``domains`` is on a public cluster, once per tuple of domains and round."""
+        public = self.public_domains.get(domains)
+        if public is None:
+            clusters = self.snapshot.clusters
+            public = self.public_domains[domains] = any(not clusters[d[0]].private for d in domains)
+        return public
+
+    def _private(self, domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
+        """Those of ``domains`` on private clusters, once per tuple of domains and round."""
+        private = self.private_domains.get(domains)
+        if private is None:
+            clusters = self.snapshot.clusters
+            private = self.private_domains[domains] = tuple(d for d in domains if clusters[d[0]].private)
+        return private
+
+    def _cheapest_public_gpu_hour(self, job: Workload) -> float | None:
+        """``Snapshot.cheapest_public_gpu_hour``, once per GPUs per pod and models, and round: it looks at
+        every pool."""
+        key = (job.gpus_per_pod, job.allowed_models)
+        if key not in self.public_price:
+            self.public_price[key] = self.snapshot.cheapest_public_gpu_hour(job)
+        return self.public_price[key]
 
     def _public_delay(self, pod: PodRequest) -> float:
         """``Snapshot.public_start_delay``, once per pod shape and round: it looks at every public node."""
@@ -430,7 +511,7 @@ class _Round:
             text = "forecast: start unknown until run times are learned (from similar jobs that finish)"
         else:
             text = f"forecast: starts on private clusters in {spoken_span(start - self.now)}"
-        price = self.snapshot.cheapest_public_gpu_hour(job) if not job.must_stay_private else None
+        price = self._cheapest_public_gpu_hour(job) if not job.must_stay_private else None
         cost = burst_cost(job, forecast, price)
         if cost is not None:
             text += f"; bursting would cost about {cost:.2f} USD"
@@ -574,7 +655,10 @@ class _Round:
         return len(self.result.starts), len(self.result.preemptions), len(self.result.reservations)
 
     def _holds_reservation(self, job: Workload, domain: Domain) -> bool:
-        return any(r.job == job.id for r in self.reservations.get(domain, ()))
+        for reservation in self.reservations.get(domain, ()):  # a loop: asked twice per job behind one
+            if reservation.job == job.id:
+                return True
+        return False
 
     def _remember_held_back(
         self, job: Workload, pod: PodRequest, domain: Domain, outcome: BehindReservation
@@ -819,8 +903,10 @@ class _Round:
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
 
-_submit_order = attrgetter("submit", "id")
+_submit = attrgetter("submit")
 _priority = attrgetter("priority")
+_job_id = attrgetter("id")
+_kind = attrgetter("kind")
 """Sort keys read in C: with 10,000 jobs waiting, a Python key function was a tenth of the round."""
 
 
@@ -844,18 +930,14 @@ def _wide(job: Workload) -> bool:
     return job.pods > 1 or job.gpus_per_pod > 1
 
 
-def _noted(pending: Pending, note: str) -> Pending:
-    """``pending`` with ``note`` added after the note it has."""
-    return replace(pending, note="; ".join(filter(None, [pending.note, note])))
-
-
-def _explain(job: Workload, failures: list[tuple[Domain, Cause]], now: float) -> Pending:
+def _explain(failures: list[tuple[Domain, Cause]], now: float, note: str) -> Pending:
     """The reason code says what would have to change: room (``no_fit``) if any domain lacked it, else
     a reservation ending if any domain's room is reserved, else quota."""
-    if not failures or any(isinstance(f, FitFailure) for _, f in failures):
-        reason = PendingReason.NO_FIT
-    elif any(isinstance(f, BehindReservation) for _, f in failures):
-        reason = PendingReason.RESERVED
-    else:
-        reason = PendingReason.QUOTA
-    return Pending(reason, causes=tuple(failures), at=now)
+    reason = PendingReason.QUOTA if failures else PendingReason.NO_FIT
+    for _, failure in failures:
+        if isinstance(failure, FitFailure):
+            reason = PendingReason.NO_FIT
+            break
+        if isinstance(failure, BehindReservation):
+            reason = PendingReason.RESERVED
+    return Pending(reason, note, tuple(failures), now)
