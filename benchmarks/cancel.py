@@ -13,12 +13,12 @@ and, above it, what the control plane adds. The baseline the figures are read ag
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from report import write_result
 
 from corral.client import Client
 from corral.paths import read_token
@@ -84,9 +84,7 @@ def main() -> None:
                     )
         finally:
             stop(server, kill=False)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": platform.machine(), "python": platform.python_version(), "rows": rows}
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, {"rows": rows})
 
 
 if __name__ == "__main__":

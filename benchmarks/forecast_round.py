@@ -18,17 +18,14 @@ the JSON and the table between the ``forecast_round`` markers of docs/benchmarks
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from datetime import date
 from pathlib import Path
 
-from report import replace_block
+from report import publish, write_result
 from round_time import GPUS, fill
 
 from corral.control.active import ActiveJobs
@@ -147,19 +144,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = measure(args.pending, args.rounds)
     print(runs, file=sys.stderr)
-    result = {
-        "command": "python benchmarks/forecast_round.py " + " ".join(sys.argv[1:]),
-        "date": date.today().isoformat(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "pending": args.pending,
-        "rounds": args.rounds,
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    DOC.write_text(replace_block(DOC.read_text(), "forecast_round", table(result)))
-    print("\n".join(table(result)))
+    result = write_result(args.out, {"pending": args.pending, "rounds": args.rounds, "runs": runs})
+    publish("forecast_round", table(result))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import kubernetes
 from kubernetes import client, config, watch
-from report import replace_block
+from report import publish
 
 from corral.backends.kube.local_apiserver import local_apiserver
 from corral.backends.kube.stand_in import Kubelet, kubelet, local_and_kube_cluster_file
@@ -172,8 +172,7 @@ def main() -> None:
         f"| Node heartbeat stops until the job runs again (store) | | {silent[0]:.1f} s | |",
         f"| Node heartbeat stops until its new Pod is created elsewhere | | {silent[1]:.1f} s | |",
     ]
-    DOC.write_text(replace_block(DOC.read_text(), "kubernetes_backend", lines))
-    print("\n".join(lines))
+    publish("kubernetes_backend", lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from report import replace_block
+from report import publish
 
 from corral.client import Client
 from corral.paths import read_token
@@ -137,8 +137,7 @@ def main() -> None:
             for name, (seconds, growth, size) in rows
         ),
     ]
-    DOC.write_text(replace_block(DOC.read_text(), "logs", lines))
-    print("\n".join(lines))
+    publish("logs", lines)
 
 
 if __name__ == "__main__":

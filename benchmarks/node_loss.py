@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import replace_block
+from report import publish
 
 from corral.client import Client
 from corral.paths import read_token
@@ -133,8 +133,7 @@ def main() -> None:
         f"| the other agent has started its process | {statistics.median(running):.1f} s "
         f"| {min(running):.1f} s | {max(running):.1f} s |",
     ]
-    DOC.write_text(replace_block(DOC.read_text(), "node_loss", lines))
-    print("\n".join(lines))
+    publish("node_loss", lines)
 
 
 if __name__ == "__main__":

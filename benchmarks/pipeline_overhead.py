@@ -19,14 +19,14 @@ next one's starting (the controller and the scheduler's round), and the cache-hi
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from report import write_result
 
 from corral.client import Client
 from corral.paths import read_token
@@ -127,14 +127,7 @@ def main() -> None:
         f"pipeline / client-driven chain {min(ratio):.2f}-{max(ratio):.2f}; "
         f"all-hits run {min(r['cache_hit_seconds'] for r in rows):.3f}-{max(r['cache_hit_seconds'] for r in rows):.3f} s"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "steps": args.steps,
-        "rows": rows,
-    }
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, {"steps": args.steps, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import ray
-from report import replace_block
+from report import publish
 
 from corral.client import APIError, Client
 from corral.paths import read_token
@@ -160,8 +160,7 @@ def main() -> None:
         f"| Ray node killed -9 until the job runs again (store) | | {requeued:.1f} s | |",
         f"| Ray node killed -9 until its process has started elsewhere | | {running:.1f} s | |",
     ]
-    DOC.write_text(replace_block(DOC.read_text(), "ray_backend", lines))
-    print("\n".join(lines))
+    publish("ray_backend", lines)
 
 
 if __name__ == "__main__":

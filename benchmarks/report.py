@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import sys
+from datetime import date
 from pathlib import Path
 
 import matplotlib
@@ -172,6 +175,27 @@ def replace_block(text: str, name: str, lines: list[str]) -> str:
     if start in text and end in text:
         return text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def write_result(out: Path, fields: dict[str, object]) -> dict[str, object]:
+    """Write a benchmark's result JSON with what makes it reproducible first: the command as run, the
+    date, the machine and the Python; returns what was written."""
+    result: dict[str, object] = {
+        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "date": date.today().isoformat(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        **fields,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def publish(name: str, lines: list[str]) -> None:
+    """Replace the ``name`` block of docs/benchmarks.md with ``lines`` and print them."""
+    DOC.write_text(replace_block(DOC.read_text(), name, lines))
+    print("\n".join(lines))
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from report import replace_block
+from report import publish
 
 from corral.client import Client
 from corral.paths import read_token
@@ -148,8 +148,7 @@ def main() -> None:
             f"| {name} | {workers} | {kind} | {r['jobs']:.0f} | {r['per_second']:.0f} | {r['p50']:.2f} s "
             f"| {r['p95']:.2f} s |"
         )
-    DOC.write_text(replace_block(DOC.read_text(), "submit", lines))
-    print("\n".join(lines))
+    publish("submit", lines)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+from report import write_result
 
 from corral.client import Client
 from corral.paths import read_token
@@ -177,15 +177,7 @@ def main() -> None:
             f"| {name} | {median * 1000:.2f} ({min(runs) * 1000:.2f}-{max(runs) * 1000:.2f}) "
             f"| {median / baseline:.2f} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "metrics": args.metrics,
-        "rounds": args.rounds,
-        "rows": rows,
-    }
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, {"metrics": args.metrics, "rounds": args.rounds, "rows": rows})
 
 
 if __name__ == "__main__":
