@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from corral.backends.local import LocalBackend
 from corral.backends.pod_users import DEFAULT_POD_USER, PodUsers, prepare_pod_user
+from corral.cleartext import is_loopback
 from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec
 from corral.core.nodes import build_initial_nodes
@@ -93,6 +94,11 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         announce(prepare_pod_user(settings.pod_user))
     url = store.engine.url.render_as_string()
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
+    if not is_loopback(settings.host):
+        announce(
+            f"WARNING: listening on {settings.host} over plain HTTP: tokens cross the network readably; "
+            "put a TLS proxy in front (and give clients https://), or listen on 127.0.0.1"
+        )
     if mlops is not None:
         announce(
             f"MLflow tracking on http://{settings.host}:{settings.port}/mlflow once open (docs/mlops.md)"
