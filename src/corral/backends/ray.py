@@ -112,6 +112,14 @@ class RayBackend:
 
     def connect(self) -> None:
         if not ray.is_initialized():
+            if os.environ.get("RAY_AUTH_MODE") != "token":
+                log.warning(
+                    "Ray cluster %s: this server does not use Ray's token authentication (RAY_AUTH_MODE=token "
+                    "on every node and here): then anything that reaches its GCS port, a member's pod on one "
+                    "of its nodes included, can drive the cluster: run code as the Ray workers' user, read or "
+                    "kill other tenants' pods (docs/security.md)",
+                    self.address,
+                )
             ray.init(address=self.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
 
     def sync(self) -> None:
