@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -172,7 +173,8 @@ def _open(
     every_pod_tracked = all(cluster.backend.kind == "local" for cluster in settings.clusters)
     runs_ahead = RUNS_AHEAD if every_pod_tracked else 0
     mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts, runs_ahead)
-    inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
+    # Nodes were silent while no server ran: their silence counts from this start (Inventory.heard_since).
+    inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout, time.time())
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
     identities = PodUsers(settings.pod_user)
