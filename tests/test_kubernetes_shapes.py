@@ -152,7 +152,11 @@ def test_a_member_s_pod_is_confined_whatever_its_image_or_spec_says() -> None:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in secrets.items():
             patch.setenv(name, value)
-        manifest = pod_manifest(_desired(image="root-image:1", env={"A": "1"}), "corral", (), 80, None, 4242)
+        grab = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+        desired = _desired(image="root-image:1", env={"A": "1"} | grab)
+        manifest = pod_manifest(
+            desired, "corral", ("GPU-a", "GPU-b", "GPU-c", "GPU-d", "GPU-e", "GPU-f"), 80, None, 4242
+        )
     spec = manifest["spec"]
     assert spec["securityContext"] == {
         "runAsNonRoot": True,
@@ -174,6 +178,8 @@ def test_a_member_s_pod_is_confined_whatever_its_image_or_spec_says() -> None:
     assert "volumeMounts" not in container
     values = {e["value"] for e in container["env"]} | {e["name"] for e in container["env"]}
     assert not values & {*secrets, *secrets.values()}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("GPU-e,GPU-f", "0,1")  # not all
 
 
 @pytest.mark.parametrize(
