@@ -152,7 +152,7 @@ def test_a_gang_lands_on_the_two_nodes_corral_chose(lab: Lab) -> None:
         assert pod.spec.node_name == chosen[index]
         container = pod.spec.containers[0]
         assert container.image == IMAGE and container.command == ["python", "train.py"]
-        assert container.resources.limits == {"nvidia.com/gpu": "2"}
+        assert container.resources.limits == {"nvidia.com/gpu": "2", "memory": "4Gi"}
         assert pod.spec.active_deadline_seconds == 3600 and pod.spec.restart_policy == "Never"
         env = _env(pod)
         assert (env["CUDA_VISIBLE_DEVICES"], env["CORRAL_GPU_INDEXES"], env["CORRAL_POD_INDEX"]) == (
@@ -171,6 +171,46 @@ def test_a_gang_lands_on_the_two_nodes_corral_chose(lab: Lab) -> None:
         stand_in.run(pod)
     for pod in pods:
         stand_in.exit(pod, 0)
+    _rounds(lab, lambda: store.get(job).status == "finished")
+
+
+def test_a_member_s_pod_is_confined_and_fenced_off_from_other_tenants(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the API server stores of a member's Pod: a non-root uid, no privilege escalation, no
+    capabilities, the runtime's seccomp profile, no ServiceAccount token, its memory capped, none of the
+    server's secrets; and a NetworkPolicy that lets only the tenant's own Pods reach it."""
+    store, _, _, stand_in = lab
+    monkeypatch.setenv("CORRAL_ADMIN_TOKEN", "server-secret")
+    _nodes(lab, "a")
+    spec = JobSpec(name="job", command="id", image=IMAGE, resources={"gpus": 1, "memory": "2GiB"})
+    job = store.submit(spec, tenant="vision").id
+    _rounds(lab, lambda: len(stand_in.pods(job)) == 1)
+    [pod] = stand_in.pods(job)
+    security = pod.spec.security_context
+    assert (security.run_as_non_root, security.run_as_user, security.seccomp_profile.type) == (
+        True,
+        1000,
+        "RuntimeDefault",
+    )
+    assert pod.spec.automount_service_account_token is False and not pod.spec.volumes
+    assert not (pod.spec.host_network or pod.spec.host_pid or pod.spec.host_ipc)
+    container = pod.spec.containers[0]
+    assert container.security_context.allow_privilege_escalation is False
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert container.resources.limits["memory"] == "2Gi"
+    assert "server-secret" not in _env(pod).values()
+    networking = client.NetworkingV1Api(stand_in.core.api_client)
+    [policy] = [
+        p
+        for p in networking.list_namespaced_network_policy("corral").items
+        if p.spec.pod_selector.match_labels.get("corral.dev/tenant") == "vision"
+    ]
+    assert pod.metadata.labels.items() >= policy.spec.pod_selector.match_labels.items()
+    assert [peer.pod_selector.match_labels for peer in policy.spec.ingress[0]._from] == [
+        {"app.kubernetes.io/managed-by": "corral", "corral.dev/tenant": "vision"}
+    ]
+    stand_in.exit(pod, 0)
     _rounds(lab, lambda: store.get(job).status == "finished")
 
 
@@ -222,7 +262,12 @@ def test_two_half_gpus_get_hami_resources_on_one_gpu(lab: Lab) -> None:
         [pod] = stand_in.pods(job)
         assert pod.spec.node_name == node
         limits = pod.spec.containers[0].resources.limits
-        assert limits == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "40960", "nvidia.com/gpucores": "50"}
+        assert limits == {
+            "nvidia.com/gpu": "1",
+            "nvidia.com/gpumem": "40960",
+            "nvidia.com/gpucores": "50",
+            "memory": "4Gi",
+        }
         annotations = pod.metadata.annotations
         assert annotations["hami.io/vgpu-devices-to-allocate"] == "GPU-1234,NVIDIA,40960,50:;"
         assert (
@@ -430,6 +475,12 @@ def test_each_tenant_s_pods_go_to_its_own_namespace(apiserver: LocalApiServer, l
             "corral-vision",
             "vision",
         )  # type: ignore[attr-defined]
+        namespace = stand_in.core.read_namespace("corral-vision")
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        networking = client.NetworkingV1Api(stand_in.core.api_client)
+        assert [
+            p.metadata.name for p in networking.list_namespaced_network_policy("corral-vision").items
+        ] == ["corral-tenant-vision"]
         stand_in.exit(pod, 0)
         _rounds(lab, lambda: store.get(job).status == "finished")
     finally:

@@ -29,7 +29,14 @@ from kubernetes.client import (  # noqa: E402
 )
 from pydantic import ValidationError  # noqa: E402
 
-from corral.backends.kube.manifests import MissingImage, pod_manifest, pod_outcome  # noqa: E402
+from corral.backends.kube.manifests import (  # noqa: E402
+    MissingImage,
+    isolation_policy,
+    label_value,
+    pod_manifest,
+    pod_outcome,
+    tenant_namespace,
+)
 from corral.backends.kube.nodes import foreign_gpus, gpu_uuids, node_view, with_held  # noqa: E402
 from corral.backends.pods import DesiredPod  # noqa: E402
 from corral.core.cluster import BackendSpec  # noqa: E402
@@ -128,13 +135,84 @@ def test_a_pod_runs_its_command_in_its_image_with_its_gpus_numbered_from_zero() 
     container = manifest["spec"]["containers"][0]
     assert container["command"] == ["/bin/sh", "-c", "python train.py"]
     assert container["workingDir"] == "/work"
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2", "memory": "32768Mi"}
     assert container["resources"]["requests"] == {"cpu": "4", "memory": "32768Mi", "nvidia.com/gpu": "2"}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert (env["A"], env["CUDA_VISIBLE_DEVICES"], env["NVIDIA_VISIBLE_DEVICES"]) == ("1", "0,1", "4,5")
     assert manifest["metadata"]["name"] == "corral-j-1-a2-p0"
     assert manifest["metadata"]["labels"]["corral.dev/tenant"] == "vision"
     assert manifest["spec"]["terminationGracePeriodSeconds"] == 30
+
+
+def test_a_member_s_pod_is_confined_whatever_its_image_or_spec_says() -> None:
+    """A member's job is untrusted code: its Pod runs as a non-root uid without privilege escalation,
+    capabilities or a ServiceAccount token, under the runtime's seccomp profile, with its memory capped
+    at what was reserved; nothing of the server's own environment (its tokens, cloud keys) reaches it."""
+    secrets = {"CORRAL_ADMIN_TOKEN": "admin-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in secrets.items():
+            patch.setenv(name, value)
+        grab = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+        desired = _desired(image="root-image:1", env={"A": "1"} | grab)
+        manifest = pod_manifest(
+            desired, "corral", ("GPU-a", "GPU-b", "GPU-c", "GPU-d", "GPU-e", "GPU-f"), 80, None, 4242
+        )
+    spec = manifest["spec"]
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 4242,
+        "runAsGroup": 4242,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert not {"hostNetwork", "hostPID", "hostIPC", "volumes", "serviceAccountName", "nodeSelector"} & set(
+        spec
+    )
+    [container] = spec["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["limits"]["memory"] == container["resources"]["requests"]["memory"]
+    assert "volumeMounts" not in container
+    values = {e["value"] for e in container["env"]} | {e["name"] for e in container["env"]}
+    assert not values & {*secrets, *secrets.values()}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("GPU-e,GPU-f", "0,1")  # not all
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"hostNetwork": True},
+        {"host_network": True},
+        {"privileged": True},
+        {"securityContext": {"runAsUser": 0}},
+        {"volumes": [{"hostPath": {"path": "/"}}]},
+        {"node_selector": {"kubernetes.io/hostname": "x"}},
+        {"annotations": {"hami.io/vgpu-devices-to-allocate": "GPU-x"}},
+        {"service_account": "corral"},
+        {"labels": {"app.kubernetes.io/managed-by": "someone"}},
+    ],
+)
+def test_a_spec_cannot_ask_kubernetes_for_more(field: dict[str, object]) -> None:
+    """What would loosen a Pod is no field of a job spec: naming one is a clear error (a 422 at submit)."""
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        JobSpec.model_validate({"name": "x", "command": "true", "image": "i"} | field)
+
+
+def test_tenants_whose_long_names_share_a_beginning_never_share_a_namespace_or_label() -> None:
+    """A tenant name takes up to 64 characters; a namespace or label value 63. Cut names keep a digest of
+    the whole, so the second tenant's Pods neither land in the first's namespace nor pass its policy."""
+    first, second = "a" * 60 + "-one", "a" * 60 + "-two"
+    namespaces = {tenant_namespace("corral", tenant) for tenant in (first, second)}
+    labels = {label_value(tenant) for tenant in (first, second)}
+    assert len(namespaces) == 2 and len(labels) == 2
+    assert all(len(name) <= 63 and name[0].isalnum() and name[-1].isalnum() for name in namespaces | labels)
+    assert tenant_namespace("corral", "vision") == "corral-vision" and label_value("vision") == "vision"
+    policies = {isolation_policy("corral", tenant)["metadata"]["name"] for tenant in (first, second)}
+    assert len(policies) == 2
 
 
 def test_a_job_without_an_image_cannot_become_a_pod() -> None:

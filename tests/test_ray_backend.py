@@ -40,10 +40,12 @@ FAST_HEALTH_CHECKS = {
     "RAY_health_check_failure_threshold": "3",
 }
 POLICY = get_policy("default")
+RAYLET_SECRETS = {"CORRAL_ADMIN_TOKEN": "raylet-admin-secret", "AWS_SECRET_ACCESS_KEY": "raylet-aws-secret"}
+"""What an operator's shell may hold when it runs ``ray start``: the raylet and its workers inherit it."""
 
 
 def _ray_start(*arguments: str) -> None:
-    env = os.environ | FAST_HEALTH_CHECKS | {"RAY_USAGE_STATS_ENABLED": "0"}
+    env = os.environ | FAST_HEALTH_CHECKS | RAYLET_SECRETS | {"RAY_USAGE_STATS_ENABLED": "0"}
     command = [RAY, "start", "--num-cpus=4", "--num-gpus=2", "--disable-usage-stats", *arguments]
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
 
@@ -203,6 +205,40 @@ def test_a_ray_pod_starts_in_a_copy_of_the_uploaded_code(lab, tmp_path: Path) ->
     assert [(store.get(j).status, backend.read_log(j, 0)) for j in jobs] == [("finished", "lr=0.1\n")] * 2
     assert store.get(missing).status == "failed"
     assert "could not be read" in (backend.read_log(missing, 0) or "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root Ray worker can run pods as another user")
+def test_a_ray_pod_of_a_root_worker_is_neither_root_nor_told_the_worker_s_secrets(lab) -> None:
+    """Ray workers run as whoever ran ``ray start`` (root here) with its environment. A member's pod
+    there runs as the pod user: not root, no other groups, no new privileges, in a home of its own; it
+    cannot read the worker's environment through ``/proc/$PPID/environ``, nor a file only root may read
+    (the server's token, its database), and its own environment holds none of the raylet's secrets."""
+    store, _, backend = lab
+    secret = Path(f"/tmp/corral-ray-secret-{os.getpid()}")
+    secret.write_text("admin-token\n")
+    secret.chmod(0o600)
+    probe = (
+        "id -u; grep -E '^(Groups|NoNewPrivs):' /proc/self/status | tr -d '\\t'; "
+        "env | grep -c -e raylet- || true; "
+        "cat /proc/$PPID/environ >/dev/null 2>&1 && echo worker-env-read || echo worker-env-denied; "
+        f"cat {secret} 2>/dev/null || echo secret-denied; "
+        'touch "$HOME/mine" && pwd | grep -qx "$HOME" && echo own-home'
+    )
+    try:
+        job = _submit(store, command=probe, resources={"gpus": 1, "cpu": 1})
+        _rounds(lab, lambda: store.get(job).status in ("finished", "failed"))
+    finally:
+        secret.unlink()
+    lines = [line.strip() for line in (backend.read_log(job, 0) or "").splitlines()]
+    assert store.get(job).status == "finished", lines
+    assert lines[0] != "0" and lines[1:] == [
+        "Groups:",
+        "NoNewPrivs:1",
+        "0",
+        "worker-env-denied",
+        "secret-denied",
+        "own-home",
+    ]
 
 
 def _kill_raylet(node_id: str) -> None:

@@ -141,6 +141,37 @@ def test_a_node_that_stops_heartbeating_is_down_and_its_work_resumes_elsewhere(s
         assert [k for (k,) in kinds] == ["submitted", "started", "node_lost", "started"]
 
 
+def test_a_restarted_server_gives_its_agents_one_timeout_to_check_in(store: JobStore) -> None:
+    """The server was down from t=101 to t=200: no agent could heartbeat. Its first rounds must not take
+    that silence for lost nodes (and requeue work the agents still run, or finished meanwhile): a node
+    heard before the start is down only one timeout after it; one never heard from is down at once."""
+    from dataclasses import replace
+
+    from corral.store.nodes import NodeStore
+
+    clock = [100.0]
+    nodes = NodeStore(store.engine, clock=lambda: clock[0])
+    before = Inventory(
+        clusters=[make_cluster("lab", [make_pool("n", flavor="a100", count=2, gpus=8)])],
+        heartbeat_timeout=10.0,
+    )
+    nodes.heartbeat("n-0")
+    job = store.submit(spec("train", 8))
+    reconcile(store.engine, before, POLICY, now=100.0)
+    assert [node for _, node, _ in store.placements(job.id)] == ["n-0"]
+    restarted = replace(before, heard_since=200.0)
+    second = store.submit(spec("second", 8))
+    reconcile(store.engine, restarted, POLICY, now=205.0)
+    assert (store.get(job.id).status, store.get(job.id).attempt) == ("running", 1)
+    assert store.get(second.id).status == "pending"  # n-1 was never heard from: down, no work
+    clock[0] = 209.0
+    nodes.heartbeat("n-0")  # its agent checked in: it goes on
+    reconcile(store.engine, restarted, POLICY, now=215.0)
+    assert (store.get(job.id).status, store.get(job.id).attempt) == ("running", 1)
+    reconcile(store.engine, restarted, POLICY, now=220.0)  # silent 11 s since it checked in: lost
+    assert "node_lost" in [e.kind for e in store.events(job.id)]
+
+
 def test_nodes_never_heard_from_take_no_work(store: JobStore) -> None:
     inventory = Inventory(clusters=INVENTORY.clusters, heartbeat_timeout=10.0)
     job = store.submit(spec("a", 1))

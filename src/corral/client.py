@@ -2,7 +2,8 @@
 
 from corral.client import Client
 client = Client()                       # CORRAL_URL, else http://127.0.0.1:8765; CORRAL_TOKEN, else
-                                        # the token `corral up` wrote in the default data directory
+                                        # (for a server on this machine only) the token `corral up`
+                                        # wrote in the default data directory
 job = client.submit("jobs/train.yaml")  # a path, a dict or a JobSpec
 client.job(job.id).status, client.why(job.id).reason
 """
@@ -35,6 +36,7 @@ from corral.api_models import (
     Why,
 )
 from corral.backends.pods import DesiredPod
+from corral.cleartext import is_loopback, warn_if_cleartext
 from corral.errors import CorralError
 from corral.paths import read_token
 from corral.pipelines.status import PipelineRun
@@ -79,7 +81,10 @@ class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = server_url(url)
         self.timeout = timeout
-        token = token or os.environ.get("CORRAL_TOKEN") or read_token()
+        # The default data dir's token is the local server's admin: only a server on this machine gets it.
+        token = token or os.environ.get("CORRAL_TOKEN") or (read_token() if is_loopback(self.url) else None)
+        if token:
+            warn_if_cleartext(self.url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}{API_PREFIX}", headers=headers, timeout=timeout)
 

@@ -46,6 +46,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from corral.api_models import GpuReport, NodeRegistration
 from corral.backends.local import desired_pods
+from corral.backends.pod_users import NoPodUser, PodIdentity, PodUsers
 from corral.backends.pods import DesiredPod, free_port, host_environment
 from corral.core.cluster import ClusterSpec
 from corral.core.units import MILLI_PER_GPU
@@ -68,6 +69,7 @@ READ_SECONDS = 0.5
 STOP_SECONDS = 5.0
 """How long stopping pods waits for their processes to end (SIGTERM) before their actors are killed."""
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 PIN = 0.001
 """How much of a node's own resource a bundle asks for: enough to pin it there, never a limit."""
 
@@ -110,6 +112,14 @@ class RayBackend:
 
     def connect(self) -> None:
         if not ray.is_initialized():
+            if os.environ.get("RAY_AUTH_MODE") != "token":
+                log.warning(
+                    "Ray cluster %s: this server does not use Ray's token authentication (RAY_AUTH_MODE=token "
+                    "on every node and here): then anything that reaches its GCS port, a member's pod on one "
+                    "of its nodes included, can drive the cluster: run code as the Ray workers' user, read or "
+                    "kill other tenants' pods (docs/security.md)",
+                    self.address,
+                )
             ray.init(address=self.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
 
     def sync(self) -> None:
@@ -256,12 +266,23 @@ class PodActor:
         workdir: str | None,
         code: bytes | str | None,
         listen_port: bool = False,
+        tenant: str = "default",
     ) -> None:
         """``code``: the archive of the job's uploaded working folder, unpacked into a fresh folder the
         pod starts in; a string says why there is none, and the pod fails with it (127).
         ``listen_port``: choose a port free on this Ray node for the pod (``PORT``), which ``read``
-        reports."""
+        reports. ``tenant``: whose pod it is. A Ray worker that runs as root (``ray start`` as root)
+        runs the pod's process as the tenant's pod user (``corral-<tenant>``, ``corral-pod``, else
+        ``nobody``; no other groups, no new privileges), as the local backend does: the pod's command
+        would otherwise be root on the node, reading the server's data dir, the worker's environment
+        (``/proc/<ppid>/environ``) and Ray's own files."""
         self.log = tempfile.NamedTemporaryFile(prefix="corral-pod-", suffix=".log", delete=False)
+        self.home = tempfile.mkdtemp(prefix="corral-pod-home-")
+        """The pod's own ``HOME`` and ``TMPDIR`` on this node, its user's, removed when it is stopped."""
+        try:
+            identity = _identity(tenant)
+        except NoPodUser as error:
+            identity, code = None, str(error)
         node = {"CORRAL_RAY_NODE_ID": ray.get_runtime_context().get_node_id()}
         self.port = free_port(env.get("CORRAL_NODE_ADDRESS", "0.0.0.0")) if listen_port else None
         if self.port is not None:
@@ -276,15 +297,24 @@ class PodActor:
         if isinstance(code, str):
             command = f"echo {shlex.quote('corral: the pod could not start: ' + code)}; exit 127"
             workdir = None
+        own = {"HOME": self.home, "TMPDIR": self.home}
+        if identity is not None:
+            own |= {"USER": identity.name, "LOGNAME": identity.name}
+            for folder in (self.home, self.folder):
+                if folder is not None:
+                    _give(Path(folder), identity)
         self.process = subprocess.Popen(
             ["/bin/sh", "-c", command],
-            cwd=os.path.expanduser(workdir) if workdir else None,
-            env=host_environment() | env | node,  # nothing of the Ray worker's own (its keys, tokens)
+            cwd=os.path.expanduser(workdir) if workdir else self.home,
+            env=host_environment() | own | env | node,  # nothing of the Ray worker's own (keys, tokens)
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # stop() signals its whole process group
-            preexec_fn=_die_with_parent,
+            user=identity.uid if identity is not None else None,
+            group=identity.gid if identity is not None else None,
+            extra_groups=[] if identity is not None else None,
+            preexec_fn=_confine,
         )
         self._lock = threading.Lock()
 
@@ -311,8 +341,9 @@ class PodActor:
                 self.process.wait(timeout=10)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        for folder in (self.folder, self.home):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unpacked(archive: bytes) -> str:
@@ -325,10 +356,29 @@ def _unpacked(archive: bytes) -> str:
     return folder
 
 
-def _die_with_parent() -> None:
-    """In the pod's process, before it runs: die when the actor's worker dies (its node was lost), as the
-    pod would with its machine."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _identity(tenant: str) -> PodIdentity | None:
+    """Who the pod runs as on this Ray node: its tenant's pod user when the worker is root, else None
+    (the worker's own user: isolation is then the Ray deployment's, see docs/security.md)."""
+    return PodUsers()(tenant)
+
+
+def _give(folder: Path, identity: PodIdentity) -> None:
+    """Make a folder made for the pod (its home, its copy of the uploaded code) its user's, links
+    included as links (``lchown``: never what they point at)."""
+    os.lchown(folder, identity.uid, identity.gid)
+    for parent, folders, files in os.walk(folder):
+        for name in (*folders, *files):
+            os.lchown(os.path.join(parent, name), identity.uid, identity.gid)
+
+
+def _confine() -> None:
+    """In the pod's process, after it took its user (``subprocess`` switches before calling this) and
+    before it runs: no new privileges (setuid programs stay unprivileged), and die when the actor's
+    worker dies (its node was lost), as the pod would with its machine. The death signal is set here,
+    after the switch, because changing users clears it."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _start(pod: DesiredPod, group: Any, code: bytes | str | None, address: str | None) -> Any:
@@ -343,7 +393,7 @@ def _start(pod: DesiredPod, group: Any, code: bytes | str | None, address: str |
         options["num_gpus"] = _ray_gpus(pod)
     env = pod.environment() | ({"CORRAL_NODE_ADDRESS": address} if address else {})
     return PodActor.options(**options).remote(
-        pod.command_line, env, pod.spec.workdir, code, pod.spec.listen_port
+        pod.command_line, env, pod.spec.workdir, code, pod.spec.listen_port, pod.tenant
     )
 
 

@@ -44,6 +44,11 @@ class Inventory:
     heartbeat_timeout: float | None = None
     """With agents: a node not heard from for this long is down, and its work is requeued. None: every
     node is taken as up (the local backend runs everything on this machine)."""
+    heard_since: float = float("-inf")
+    """Silence counts from no earlier than this (Unix seconds; the server sets its start): while no
+    server ran, no agent could reach one, so a restarted server gives every node it heard before one
+    heartbeat timeout to check in before it requeues that node's work (which the agent still runs, or
+    finished). A node never heard from is down from the start, as before."""
 
     @property
     def nodes_may_join(self) -> bool:
@@ -155,7 +160,11 @@ def _down_nodes(
     down = set()
     for name in snapshot.nodes:
         timeout = heartbeat_timeout(inventory, registered=name in registered)
-        if timeout is not None and now - heard.get(name, float("-inf")) > timeout:
+        last = heard.get(name)
+        # A node heard before this server started had no server to reach since: it gets one timeout;
+        # one never heard from, or marked down (0: its engine said so), does not.
+        since = float("-inf") if last is None else max(last, inventory.heard_since) if last > 0 else last
+        if timeout is not None and now - since > timeout:
             down.add(name)
     return down
 

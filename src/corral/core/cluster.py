@@ -120,6 +120,12 @@ class BackendSpec(BaseModel):
         gt=0,
         description="Kubernetes: seconds a Pod may wait on an image pull or admission error before its attempt fails.",
     )
+    run_as_user: int = Field(
+        default=1000,
+        ge=1,
+        le=2**31 - 1,
+        description="Kubernetes: the uid (and gid) a job's containers run as, whatever their image says; never 0.",
+    )
 
     @model_validator(mode="after")
     def _each_kind_has_what_it_needs(self) -> BackendSpec:

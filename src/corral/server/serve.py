@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 
 from corral.backends.local import LocalBackend
 from corral.backends.pod_users import DEFAULT_POD_USER, PodUsers, prepare_pod_user
+from corral.cleartext import is_loopback
 from corral.control.reconcile import Inventory
 from corral.core.cluster import ClusterSpec
 from corral.core.nodes import build_initial_nodes
@@ -93,6 +95,11 @@ def serve(settings: ServerSettings, announce: Callable[[str], None] = print) -> 
         announce(prepare_pod_user(settings.pod_user))
     url = store.engine.url.render_as_string()
     announce(f"corral API on http://{settings.host}:{settings.port}/api/v1 (store: {url})")
+    if not is_loopback(settings.host):
+        announce(
+            f"WARNING: listening on {settings.host} over plain HTTP: tokens cross the network readably; "
+            "put a TLS proxy in front (and give clients https://), or listen on 127.0.0.1"
+        )
     if mlops is not None:
         announce(
             f"MLflow tracking on http://{settings.host}:{settings.port}/mlflow once open (docs/mlops.md)"
@@ -166,7 +173,8 @@ def _open(
     every_pod_tracked = all(cluster.backend.kind == "local" for cluster in settings.clusters)
     runs_ahead = RUNS_AHEAD if every_pod_tracked else 0
     mlops = mlops_service(store.engine, settings.data_dir, settings.mlflow_artifacts, runs_ahead)
-    inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout)
+    # Nodes were silent while no server ran: their silence counts from this start (Inventory.heard_since).
+    inventory = Inventory(settings.clusters, settings.queues, settings.heartbeat_timeout, time.time())
     local_clusters = [c for c in settings.clusters if c.backend.kind == "local"]
     local_nodes = {node.name for node in build_initial_nodes(local_clusters)}
     identities = PodUsers(settings.pod_user)

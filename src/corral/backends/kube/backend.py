@@ -42,9 +42,12 @@ from corral.backends.kube.manifests import (
     NO_EXIT_CODE,
     MissingImage,
     is_share,
+    isolation_policy,
+    namespace_manifest,
     pod_key,
     pod_manifest,
     pod_outcome,
+    tenant_namespace,
 )
 from corral.backends.kube.nodes import NodeView, foreign_gpus, node_view, pod_gpus, with_held
 from corral.backends.local import desired_pods
@@ -81,6 +84,7 @@ class KubernetesBackend:
         self.nodes_store = NodeStore(store.engine, store.clock)
         self.logs = LogStore(store.engine)
         self.core: client.CoreV1Api | None = None
+        self.networking: client.NetworkingV1Api | None = None
         self._informers: dict[str, Informer] = {}
         self._registered: dict[str, Any] = {}
         self._views: dict[str, NodeView] = {}
@@ -89,6 +93,7 @@ class KubernetesBackend:
         self._observed: set[tuple[str, int, int]] = set()
         self._created: set[tuple[str, int, int]] = set()
         self._namespaces: set[str] = set()
+        self._isolated: set[tuple[str, str]] = set()
 
     def connect(self) -> None:
         """Load the kubeconfig (or the in-cluster service account) and start the watches, once."""
@@ -127,7 +132,7 @@ class KubernetesBackend:
         }
         for informer in informers.values():
             informer.start()
-        self._informers, self.core = informers, core
+        self._informers, self.core, self.networking = informers, core, client.NetworkingV1Api(api)
 
     def close(self) -> None:
         for informer in self._informers.values():
@@ -269,7 +274,8 @@ class KubernetesBackend:
             port = free_port("127.0.0.1") if pod.spec.listen_port else None
             try:
                 namespace = self._namespace(pod.tenant)
-                manifest = pod_manifest(pod, namespace, view.uuids, memory, port)
+                self._isolate(namespace, pod.tenant)
+                manifest = pod_manifest(pod, namespace, view.uuids, memory, port, self.spec.run_as_user)
                 self.core.create_namespaced_pod(namespace, manifest)
             except MissingImage as error:
                 self.store.finish(job_id, succeeded=False, reason=str(error))
@@ -327,16 +333,29 @@ class KubernetesBackend:
         """Where a tenant's Pods go; with ``tenant_namespaces`` created the first time it is needed."""
         if not self.spec.tenant_namespaces:
             return self.spec.namespace
-        name = f"{self.spec.namespace}-{tenant}".lower()[:63].rstrip("-")
+        name = tenant_namespace(self.spec.namespace, tenant)
         if name not in self._namespaces:
             assert self.core is not None
             try:
-                self.core.create_namespace({"metadata": {"name": name, "labels": {MANAGED_BY: CORRAL}}})
+                self.core.create_namespace(namespace_manifest(name))
             except ApiException as error:
                 if error.status != CONFLICT:
                     raise
             self._namespaces.add(name)
         return name
+
+    def _isolate(self, namespace: str, tenant: str) -> None:
+        """Before a tenant's first Pod in a namespace: its NetworkPolicy, so no other tenant's Pod
+        reaches it (a refusal, e.g. RBAC without ``networkpolicies``, fails the attempt: never run open)."""
+        if (namespace, tenant) in self._isolated:
+            return
+        assert self.networking is not None
+        try:
+            self.networking.create_namespaced_network_policy(namespace, isolation_policy(namespace, tenant))
+        except ApiException as error:
+            if error.status != CONFLICT:
+                raise
+        self._isolated.add((namespace, tenant))
 
 
 def _ended(pod: Any) -> bool:

@@ -10,6 +10,14 @@ GPUs are asked for as the device plugins that enforce them expect:
   ``hami.io/bind-phase: allocating``) and ``nvidia.com/use-gpuuuid``, so HAMi's device plugin hands the
   Pod that GPU and enforces the share's memory and compute.
 
+A Pod is untrusted code, so it is confined as Kubernetes' ``restricted`` Pod Security level asks, whatever
+its image says: it runs as ``run_as_user`` (never root), without privilege escalation or capabilities,
+under the runtime's default seccomp profile, with no ServiceAccount token (the API server gets nothing
+from it) and no environment variables naming the cluster's Services; its memory request is also its
+limit. The spec cannot name host namespaces, volumes, node selectors or annotations (its fields are
+closed). Each tenant's Pods get a NetworkPolicy that lets in only that tenant's own Pods, and a tenant's
+namespace (``tenant_namespaces``) carries the ``restricted`` enforcement labels.
+
 Inside a container its GPUs are numbered from 0, whichever they are on the node: the Pod gets
 ``CUDA_VISIBLE_DEVICES=0..N-1``, ``NVIDIA_VISIBLE_DEVICES`` with the chosen GPUs' UUIDs (what the NVIDIA
 container runtime selects by, where no device plugin chooses) and ``CORRAL_GPU_INDEXES`` with corral's
@@ -19,6 +27,7 @@ server) finds its Pods by label.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -57,6 +66,11 @@ PENDING_ERRORS = frozenset(
 )
 """Waiting reasons that will not clear by themselves: past the pending timeout they end the attempt."""
 NO_EXIT_CODE = 137
+NAME_LIMIT = 63
+"""Longest namespace name and label value Kubernetes takes."""
+POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+"""Namespace labels of Pod Security admission (Kubernetes 1.25+): what corral's Pods already are."""
+ISOLATION_POLICY = "corral-tenant-"
 """A Pod that failed without its container reporting an exit code (evicted, deadline): as if killed."""
 
 
@@ -78,11 +92,50 @@ def pod_key(labels: dict[str, str] | None) -> tuple[str, int, int] | None:
         return None
 
 
+def tenant_namespace(prefix: str, tenant: str) -> str:
+    """``<prefix>-<tenant>``; a name too long for a namespace keeps a digest of the whole, so two tenants
+    whose names share their first 55 characters never share a namespace."""
+    return _bounded(f"{prefix}-{tenant}".lower())
+
+
+def namespace_manifest(name: str) -> dict[str, Any]:
+    """A tenant's namespace, marked as corral's and enforcing the ``restricted`` Pod Security level."""
+    return {"metadata": {"name": name, "labels": {MANAGED_BY: CORRAL} | POD_SECURITY}}
+
+
+def isolation_policy(namespace: str, tenant: str) -> dict[str, Any]:
+    """A NetworkPolicy for the tenant's Pods in ``namespace``: in-bound traffic only from the same
+    tenant's Pods there (a gang's pods reach each other), so another tenant's Pods, and anything else in
+    the cluster, cannot reach them. Out-bound traffic is left alone: jobs fetch data and images."""
+    label = label_value(tenant)
+    own = {"matchLabels": {MANAGED_BY: CORRAL, TENANT_LABEL: label}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": _bounded(ISOLATION_POLICY + label.lower()),
+            "namespace": namespace,
+            "labels": {MANAGED_BY: CORRAL},
+        },
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": own}]}],
+        },
+    }
+
+
 def pod_manifest(
-    pod: DesiredPod, namespace: str, uuids: tuple[str, ...], gpu_memory_gib: float, port: int | None = None
+    pod: DesiredPod,
+    namespace: str,
+    uuids: tuple[str, ...],
+    gpu_memory_gib: float,
+    port: int | None = None,
+    run_as_user: int = 1000,
 ) -> dict[str, Any]:
     """The Pod that runs ``pod`` (see the module docstring). ``uuids``: the node's GPUs by index;
-    ``gpu_memory_gib``: each GPU's memory, for a share that names none of its own."""
+    ``gpu_memory_gib``: each GPU's memory, for a share that names none of its own; ``run_as_user``:
+    the uid and gid its container runs as."""
     spec = pod.spec
     if spec.image is None:
         raise MissingImage(
@@ -108,9 +161,9 @@ def pod_manifest(
             HAMI_BIND_TIME: str(int(time.time())),
             HAMI_USE_UUID: ",".join(chosen),
         }
-    requests = {"cpu": f"{pod.cpu:g}"} | (
-        {"memory": f"{round(pod.memory_gib * 1024)}Mi"} if pod.memory_gib else {}
-    )
+    memory = {"memory": f"{round(pod.memory_gib * 1024)}Mi"} if pod.memory_gib else {}
+    requests = {"cpu": f"{pod.cpu:g}"} | memory
+    limits |= memory  # what the scheduler reserved is all it may take: no node runs out of memory for it
     env = (
         pod.environment()
         | {
@@ -127,6 +180,11 @@ def pod_manifest(
         "command": command,
         "env": [{"name": name, "value": value} for name, value in sorted(env.items())],
         "resources": {"requests": requests | limits, "limits": limits} if limits else {"requests": requests},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if spec.workdir:
         container["workingDir"] = spec.workdir
@@ -141,8 +199,8 @@ def pod_manifest(
                 JOB_LABEL: pod.job_id,
                 ATTEMPT_LABEL: str(pod.attempt),
                 POD_LABEL: str(pod.pod),
-                TENANT_LABEL: _label(pod.tenant),
-                QUEUE_LABEL: _label(spec.queue),
+                TENANT_LABEL: label_value(pod.tenant),
+                QUEUE_LABEL: label_value(spec.queue),
             },
             "annotations": annotations,
         },
@@ -152,6 +210,14 @@ def pod_manifest(
             "activeDeadlineSeconds": max(1, round(spec.enforced_time_limit)),
             "terminationGracePeriodSeconds": round(spec.stop_grace_period),
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists"}],
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": run_as_user,
+                "runAsGroup": run_as_user,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [container],
         },
     }
@@ -203,6 +269,20 @@ def _dns(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
 
 
-def _label(text: str) -> str:
-    """A label value: at most 63 of letters, digits, ``-``, ``_`` and ``.``, alphanumeric at both ends."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63].strip("-_.")
+def label_value(text: str) -> str:
+    """A label value: at most 63 of letters, digits, ``-``, ``_`` and ``.``, alphanumeric at both ends;
+    one that had to be changed or cut keeps a digest of the original, so two texts (two tenants whose
+    long names share a beginning) never share one."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-_.")
+    if cleaned == text and len(text) <= NAME_LIMIT:
+        return text
+    return _bounded(cleaned, changed=text)
+
+
+def _bounded(name: str, changed: str | None = None) -> str:
+    """``name`` if it fits in 63 characters and ``changed`` is None, else its first part and a digest
+    of ``changed`` (or of ``name``): distinct originals stay distinct once cut."""
+    if len(name) <= NAME_LIMIT and changed is None:
+        return name
+    digest = hashlib.sha256((changed if changed is not None else name).encode()).hexdigest()[:8]
+    return f"{name[: NAME_LIMIT - len(digest) - 1].rstrip('-_.')}-{digest}".lstrip("-_.")
