@@ -146,6 +146,19 @@ class KeptCopyMatchesTheStore(RuleBasedStateMachine):
         with Session(self.engine) as session:
             self.jobs.refresh(session, self.now)
         assert self.jobs.jobs == full_read(self.engine, self.now)
+        jobs = self.jobs.jobs.values()
+        waiting = {job.id: job for job in jobs if job.status == "pending"}
+        assert self.jobs.waiting == waiting  # the indexes a round starts from are the copy's
+        assert self.jobs.running == {job.id: job for job in jobs if job.status == "running"}
+        assert self.jobs.reasons == {job.id: job.reason for job in waiting.values()}
+        assert self.jobs.progressed == {
+            job.id: job.checkpointed_seconds for job in waiting.values() if job.checkpointed_seconds
+        }
+        assert self.jobs.forecasted == {
+            job.id
+            for job in waiting.values()
+            if job.forecast_start is not None or job.burst_cost_usd is not None
+        }
 
     def teardown(self) -> None:
         self.engine.dispose()
