@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from corral.core.workloads import Workload
 from corral.scheduling import POLICIES, SchedulingResult, schedule
-from corral.scheduling.scheduler import _Round
 from corral.scheduling.bursting import Forecast
+from corral.scheduling.scheduler import _Round
 from corral.scheduling.snapshot import Allocation, Snapshot
 
 KINDS = st.tuples(
