@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from corral.control.active import ActiveJobs, read_all
+from corral.control.active import ActiveJob, ActiveJobs, read_all
 from corral.control.reconcile import Inventory, RoundConflict, reconcile
 from corral.scheduling import get_policy
 from corral.spec.job import parse_job_spec
@@ -57,7 +57,7 @@ def job_spec(gpus: int, priority: int, retries: int, time_limit: int | None) -> 
     return parse_job_spec("\n".join(lines))
 
 
-def full_read(engine: Engine, now: float) -> dict[str, object]:
+def full_read(engine: Engine, now: float) -> dict[str, ActiveJob]:
     with Session(engine) as session:
         return dict(read_all(session, {}, now)[2])
 
@@ -98,7 +98,12 @@ class KeptCopyMatchesTheStore(RuleBasedStateMachine):
         for node in NODES:
             if node != silent:
                 self.nodes.heartbeat(node)
-        reconcile(self.engine, INVENTORY, POLICY, self.now, self.jobs)
+        result = reconcile(self.engine, INVENTORY, POLICY, self.now, self.jobs)
+        stored = full_read(self.engine, self.now)
+        # What `corral why` reads is this round's explanation, though only the changed ones are written.
+        assert {job: stored[job].reason for job in result.pending} == {
+            job: waiting.message for job, waiting in result.pending.items()
+        }
 
     def _active(self, status: str) -> list[str]:
         return sorted(job.id for job in full_read(self.engine, self.now).values() if job.status == status)
@@ -146,6 +151,19 @@ class KeptCopyMatchesTheStore(RuleBasedStateMachine):
         with Session(self.engine) as session:
             self.jobs.refresh(session, self.now)
         assert self.jobs.jobs == full_read(self.engine, self.now)
+        jobs = self.jobs.jobs.values()
+        waiting = {job.id: job for job in jobs if job.status == "pending"}
+        assert self.jobs.waiting == waiting  # the indexes a round starts from are the copy's
+        assert self.jobs.running == {job.id: job for job in jobs if job.status == "running"}
+        assert self.jobs.reasons == {job.id: job.reason for job in waiting.values()}
+        assert self.jobs.progressed == {
+            job.id: job.checkpointed_seconds for job in waiting.values() if job.checkpointed_seconds
+        }
+        assert self.jobs.forecasted == {
+            job.id
+            for job in waiting.values()
+            if job.forecast_start is not None or job.burst_cost_usd is not None
+        }
 
     def teardown(self) -> None:
         self.engine.dispose()

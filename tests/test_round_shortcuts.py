@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from corral.core.workloads import Workload
 from corral.scheduling import POLICIES, SchedulingResult, schedule
+from corral.scheduling.bursting import Forecast
 from corral.scheduling.scheduler import _Round
 from corral.scheduling.snapshot import Allocation, Snapshot
 
@@ -48,10 +49,13 @@ def _snapshot() -> Snapshot:
     return make_snapshot([make_pool(count=2)])  # no quotas: queues a and b share by DRF
 
 
-def _two_rounds(first: list[Workload], every: list[Workload], policy: str) -> list[SchedulingResult]:
+def _two_rounds(
+    first: list[Workload], every: list[Workload], policy: str, forecast: Forecast | None = None
+) -> list[SchedulingResult]:
     """A round at t=100; its starts applied, every other one then finished; a round at t=300 with the
-    jobs still waiting and the later ones."""
+    jobs still waiting and the later ones (both with ``forecast``, if given)."""
     snapshot = _snapshot()
+    snapshot.forecast = forecast
     result = schedule(snapshot, first, POLICIES[policy], now=100.0)
     started = {start.job: start for start in result.starts}
     for workload in first:
@@ -92,4 +96,26 @@ def test_the_shortcuts_decide_as_sorting_and_trying_every_job(
         patch.setattr(_Round, "_one_expected_run_time", lambda *args: False)  # sort every queue by ratio
         patch.setattr(_Round, "_repeatable", lambda *args: False)  # try every job on its own
         long_way = _decisions(_two_rounds(first, every, policy))
+    assert shortcut == long_way
+
+
+@pytest.mark.parametrize("policy", ["default", "fifo"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(queue=queues(), data=st.data())
+def test_jobs_with_a_forecast_of_their_own_are_told_as_their_own_try_would(
+    policy: str, queue: tuple[list[Workload], list[Workload]], data: st.DataObject
+) -> None:
+    """The control plane forecasts the first waiting jobs: each is told its kind's wait with its own
+    forecast start (and no start while its forecast rests on guessed run times), as trying it would.
+    (A job of a kind already told to wait without a forecast is told that, as before.)"""
+    first, every = queue
+    covered = data.draw(st.lists(st.sampled_from(every), unique=True))
+    forecast = Forecast(
+        private_start={j.id: 400.0 + 60.0 * index for index, j in enumerate(covered)},
+        guessed=frozenset(j.id for j in covered[: data.draw(st.integers(0, 2))]),
+    )
+    shortcut = _decisions(_two_rounds(first, every, policy, forecast))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Round, "_told_with_outlook", lambda *args: False)  # try every forecast job
+        long_way = _decisions(_two_rounds(first, every, policy, forecast))
     assert shortcut == long_way

@@ -80,6 +80,16 @@ class ActiveJobs:
 
     def __init__(self, full_read_seconds: float = FULL_READ_SECONDS) -> None:
         self.jobs: dict[str, ActiveJob] = {}
+        self.waiting: dict[str, ActiveJob] = {}
+        self.running: dict[str, ActiveJob] = {}
+        """``jobs`` by status, kept with it: a round starts from these, not from a pass over every job."""
+        self.progressed: dict[str, float] = {}
+        """The waiting jobs with checkpointed progress (requeued ones), and its seconds."""
+        self.reasons: dict[str, str | None] = {}
+        """Each waiting job's ``reason``: a round compares its explanations with these in C
+        (``corral.control.notes``), where reading each job's field was a Python pass."""
+        self.forecasted: set[str] = set()
+        """The waiting jobs with a forecast start or a burst cost written (a forecast covers a few hundred)."""
         self.full_read_seconds = full_read_seconds
         self._cursor: int | None = None
         """The newest event id read; None: nothing read yet, the next refresh reads everything."""
@@ -90,7 +100,8 @@ class ActiveJobs:
     def refresh(self, session: Session, now: float) -> None:
         """Bring the jobs up to what the store holds, in the caller's transaction (a round's)."""
         if self._cursor is None:
-            self._cursor, self._gaps, self.jobs = read_all(session, {}, now)
+            self._cursor, self._gaps, jobs = read_all(session, {}, now)
+            self._keep_all(jobs)
             self._full_read_at = now
             return
         self._catch_up(session, now)
@@ -106,12 +117,55 @@ class ActiveJobs:
         for job_id, note in notes.items():
             job = self.jobs.get(job_id)
             if job is not None and job.status == "pending":
-                self.jobs[job_id] = replace(
-                    job,
-                    reason=note.reason,
-                    forecast_start=note.forecast_start,
-                    burst_cost_usd=note.burst_cost_usd,
+                self._keep(
+                    replace(
+                        job,
+                        reason=note.reason,
+                        forecast_start=note.forecast_start,
+                        burst_cost_usd=note.burst_cost_usd,
+                    )
                 )
+
+    def _keep(self, job: ActiveJob) -> None:
+        """Keep ``job`` (a job already kept keeps its place in the orders: rounds see them in it)."""
+        old = self.jobs.get(job.id)
+        if old is not None and old.status != job.status:
+            self._unindex(job.id)
+        self.jobs[job.id] = job
+        self._index(job)
+
+    def _drop(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self._unindex(job_id)
+
+    def _keep_all(self, jobs: dict[str, ActiveJob]) -> None:
+        self.jobs = jobs
+        self.waiting, self.running, self.progressed, self.reasons = {}, {}, {}, {}
+        self.forecasted = set()
+        for job in jobs.values():
+            self._index(job)
+
+    def _index(self, job: ActiveJob) -> None:
+        if job.status == "running":
+            self.running[job.id] = job
+            return
+        self.waiting[job.id] = job
+        self.reasons[job.id] = job.reason
+        if job.checkpointed_seconds:
+            self.progressed[job.id] = job.checkpointed_seconds
+        else:
+            self.progressed.pop(job.id, None)
+        if job.forecast_start is not None or job.burst_cost_usd is not None:
+            self.forecasted.add(job.id)
+        else:
+            self.forecasted.discard(job.id)
+
+    def _unindex(self, job_id: str) -> None:
+        self.waiting.pop(job_id, None)
+        self.running.pop(job_id, None)
+        self.progressed.pop(job_id, None)
+        self.reasons.pop(job_id, None)
+        self.forecasted.discard(job_id)
 
     def _catch_up(self, session: Session, now: float) -> None:
         assert self._cursor is not None
@@ -130,9 +184,9 @@ class ActiveJobs:
         fresh = read_jobs(session, touched, self.jobs)
         for job_id in touched:
             if job_id in fresh:
-                self.jobs[job_id] = fresh[job_id]
+                self._keep(fresh[job_id])
             else:
-                self.jobs.pop(job_id, None)
+                self._drop(job_id)
 
     def _check(self, session: Session, now: float) -> None:
         """The consistency check: a full read must equal the kept copy, but for jobs whose events came in
@@ -156,7 +210,8 @@ class ActiveJobs:
                 len(differ),
                 ", ".join(differ[:5]),
             )
-        self._cursor, self._gaps, self.jobs = cursor, gaps, full
+        self._cursor, self._gaps = cursor, gaps
+        self._keep_all(full)
         self._full_read_at = now
 
 

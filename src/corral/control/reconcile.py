@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -19,12 +20,12 @@ from sqlalchemy.orm import Session
 from corral.control.active import ActiveJob, ActiveJobs, WaitingNote
 from corral.control.fleet import fleet
 from corral.control.forecasting import Forecasting
+from corral.control.notes import changed_notes
 from corral.core.budgets import period_bounds
 from corral.core.cluster import ClusterSpec
 from corral.core.queues import QueueSpec
 from corral.core.workloads import checkpointed_progress
 from corral.scheduling import Allocation, Policy, SchedulingResult, Snapshot, schedule
-from corral.scheduling.bursting import burst_cost
 from corral.store.costs import open_charges, public_spend, release
 from corral.store.nodes import read_registrations
 from corral.store.queues import read_queues
@@ -84,7 +85,7 @@ def reconcile(
         # The session ends with the round, so its rows need not be expired (reloaded) on commit.
         with Session(engine, expire_on_commit=False) as session, session.begin():
             jobs.refresh(session, now)
-            result, notes = _round(session, inventory, policy, now, jobs.jobs, forecasting)
+            result, notes = _round(session, inventory, policy, now, jobs, forecasting)
     except RoundConflict:
         raise  # what conflicted logged an event: the next refresh reads it
     except BaseException:
@@ -99,9 +100,10 @@ def _round(
     inventory: Inventory,
     policy: Policy,
     now: float,
-    jobs: dict[str, ActiveJob],
+    kept: ActiveJobs,
     forecasting: Forecasting | None,
 ) -> tuple[SchedulingResult, dict[str, WaitingNote]]:
+    jobs = kept.jobs
     queues = [queue.spec() for queue in read_queues(session)] or None
     registered = read_registrations(session)
     snapshot = Snapshot(
@@ -111,34 +113,40 @@ def _round(
     for name in down:
         snapshot.set_node_up(name, False)
     view = dict(jobs)  # the jobs as this round leaves them: one requeued here may start again in it
-    for job in jobs.values():
-        if job.status != "running" or not job.placements:
+    requeued: list[ActiveJob] = []
+    for job in kept.running.values():
+        if not job.placements:
             continue
         removed = sorted({p.node for p in job.placements} - snapshot.nodes.keys())
         if removed:  # an admin removed the node's registration (DELETE /nodes/{name})
             progress = job.checkpointed_seconds + now - (job.started_at or now)
-            view[job.id] = _requeue(session, job, progress, now, f"node {', '.join(removed)} was removed")
+            requeued.append(_requeue(session, job, progress, now, f"node {', '.join(removed)} was removed"))
             continue
         allocation = _allocation(snapshot, job)
         lost = _lost(snapshot, allocation, down)
         if lost:
-            view[job.id] = _requeue(session, job, allocation.progress(now), now, lost)
+            requeued.append(_requeue(session, job, allocation.progress(now), now, lost))
         elif allocation.progress(now) > allocation.workload.duration:
             _stop_overdue(session, job, allocation.workload.duration, now)
             del view[job.id]
         else:
             snapshot.allocate(allocation)
     snapshot.commit()
-    waiting = [job for job in view.values() if job.status == "pending"]
-    pending = [job.workload for job in waiting]
-    progress = {job.id: job.checkpointed_seconds for job in waiting if job.checkpointed_seconds}
+    view.update((job.id, job) for job in requeued)
+    pending = [*map(_WORKLOAD, kept.waiting.values()), *(job.workload for job in requeued)]
+    progress = kept.progressed | {
+        job.id: job.checkpointed_seconds for job in requeued if job.checkpointed_seconds
+    }
     ready = policy.for_workload(job.workload.pod for job in view.values())
     snapshot.public_spend = _public_spend(session, snapshot, queues, now)
     if forecasting is not None:
         snapshot.forecast = forecasting.forecast(session, snapshot, pending, ready, now, progress)
         snapshot.runtime_estimate = forecasting.estimates
     result = schedule(snapshot, pending, ready, now, progress)
-    return result, _record(session, result, view, snapshot, now)
+    return result, _record(session, result, view, kept, snapshot, now)
+
+
+_WORKLOAD = attrgetter("workload")
 
 
 def _public_spend(
@@ -277,10 +285,12 @@ def _record(
     session: Session,
     result: SchedulingResult,
     jobs: dict[str, ActiveJob],
+    kept: ActiveJobs,
     snapshot: Snapshot,
     now: float,
 ) -> dict[str, WaitingNote]:
-    """Write the round's decisions; returns what it wrote on waiting jobs (for the kept copy)."""
+    """Write the round's decisions (``jobs``: the round's view of them); returns what it wrote on
+    waiting jobs (for ``kept``, the loop's copy, which holds what was written before)."""
     for preempt in result.preemptions:
         job = jobs[preempt.job]
         saved = checkpointed_progress(job.workload, snapshot.running[preempt.job].progress(now))
@@ -303,28 +313,7 @@ def _record(
     for rejection in result.rejections:
         _update(session, jobs[rejection.job], status="failed", ended_at=now, reason=rejection.message)
         session.add(EventRow(t=now, job_id=rejection.job, kind="rejected", reason=rejection.message))
-    forecast = snapshot.forecast
-    private_start = forecast.private_start if forecast is not None else {}
-    notes: dict[str, WaitingNote] = {}
-    # Messages by the explanation's identity: alike jobs the scheduler told the same share one, so a
-    # deep queue's are not spelled out each.
-    messages: dict[int, str] = {}
-    message_of, start_of = messages.get, private_start.get  # bound once: a pass over every waiting job
-    for job_id, waiting in result.pending.items():
-        job = jobs[job_id]
-        message = message_of(id(waiting))
-        if message is None:
-            message = messages[id(waiting)] = waiting.message
-        start = start_of(job_id)
-        if start is None:  # most of a deep queue: no forecast of its own, so no cost either
-            if message != job.reason or job.forecast_start is not None or job.burst_cost_usd is not None:
-                notes[job_id] = WaitingNote(message, None, None)
-            continue
-        cost = None
-        if not job.workload.must_stay_private:
-            cost = burst_cost(job.workload, forecast, snapshot.cheapest_public_gpu_hour(job.workload))
-        if message != job.reason or start != job.forecast_start or cost != job.burst_cost_usd:
-            notes[job_id] = WaitingNote(message, start, cost)
+    notes = changed_notes(result.pending, jobs, kept, snapshot)
     if notes:
         rows = [
             {"job": j, "reason": n.reason, "start": n.forecast_start, "cost": n.burst_cost_usd}

@@ -49,6 +49,7 @@ from corral.scheduling.decisions import (
 from corral.scheduling.elastic import plan_scale_down, plan_scale_up
 from corral.scheduling.feasibility import Feasibility, feasibility, rejection_of
 from corral.scheduling.gpu_choice import share_fits
+from corral.scheduling.kind_waits import OutlookWait
 from corral.scheduling.migration import Candidate, candidates
 from corral.scheduling.ordering import JobOrder, drain_horizon, order_by_response_ratio
 from corral.scheduling.placement import (
@@ -143,6 +144,9 @@ class _Round:
     """Per job kind (``Workload.kind``: its fields but its id and submit time), the explanation of one
     that found nothing, until the round changes what the next one would find (``_repeatable``): a deep queue holds
     thousands of jobs of one kind, and trying each again cost a round time in proportion to the queue."""
+    outlook_waits: dict[str, OutlookWait] = field(default_factory=dict)
+    """Per job kind, what a job of it with a forecast of its own found, but that forecast: the others
+    with one are told from it (``corral.scheduling.kind_waits``); forgotten with ``waiting_kinds``."""
 
     def run(self, pending: Sequence[Workload]) -> None:
         self._enforce_hard_budgets()
@@ -385,6 +389,9 @@ class _Round:
         if known is not None:
             self.result.pending[job.id] = known
             return False
+        outlook = self.outlook_waits.get(kind)
+        if outlook is not None and self._told_with_outlook(job, outlook):
+            return False
         pod = job.pod
         feasible = self.feasible.get(kind) or feasibility(self.snapshot, job, pod)
         domains = feasible.domains
@@ -432,7 +439,48 @@ class _Round:
         per_job = per_job or self.placed_and_refused  # placing again would draw from the snapshot's rng
         if not per_job and self._repeatable(job, failures, reservation):
             self.waiting_kinds[kind] = pending
+        elif (
+            not per_job
+            and self._own_forecast(job)
+            and self._repeatable_but_outlook(job, failures, reservation)
+        ):
+            self.outlook_waits[kind] = self._outlook_wait(job, failures, feasible.kept_private)
         return False
+
+    def _outlook_wait(
+        self, job: Workload, failures: Sequence[tuple[Domain, Cause]], kept_private: str | None
+    ) -> OutlookWait:
+        limited = tuple(
+            domain
+            for domain, cause in failures
+            if isinstance(cause, str)  # a quota shortfall: a budget's refusal is tried per job
+            and only_limit_refuses(self.snapshot, job.queue, domain[1], job.gpu_demand_milli)
+        )
+        return OutlookWait(tuple(failures), kept_private, limited)
+
+    def _told_with_outlook(self, job: Workload, outlook: OutlookWait) -> bool:
+        """Tell ``job`` what its own try would: the kind's ``outlook`` with its own forecast, when
+        nothing of its own (progress, nodes on their way, a preemption weighed) could change it."""
+        if job.id in self.progress or job.id in self.snapshot.awaiting_nodes or job.id in self.unprofitable:
+            return False
+        self.placed_and_refused = False
+        for domain in outlook.held_by_limits:
+            self.result.held_by_limits.setdefault(job.id, set()).add(domain)
+        note = "; ".join(filter(None, [outlook.kept_private, self._outlook(job)]))
+        pending = _explain(list(outlook.failures), self.now, note)
+        self.result.pending[job.id] = pending
+        if not self._own_forecast(job):
+            self.waiting_kinds[job.kind] = pending
+        return True
+
+    def _own_forecast(self, job: Workload) -> bool:
+        forecast = self.snapshot.forecast
+        return forecast is not None and job.id in forecast.private_start
+
+    def _forget_kinds(self) -> None:
+        """What the round remembered of how kinds wait no longer holds (a start, a new failure...)."""
+        self.waiting_kinds.clear()
+        self.outlook_waits.clear()
 
     def _repeatable(
         self,
@@ -445,9 +493,15 @@ class _Round:
         its own id or submit time (a forecast, a burst verdict, a preemption weighed, nodes on their way)
         or on what it changed (the reservation it made; without one, a wide job must have found every
         domain it did not fit already reserved). The caller checked the rest."""
-        forecast = self.snapshot.forecast
-        if forecast is not None and job.id in forecast.private_start:
-            return False
+        return not self._own_forecast(job) and self._repeatable_but_outlook(job, failures, reservation)
+
+    def _repeatable_but_outlook(
+        self,
+        job: Workload,
+        failures: Sequence[tuple[Domain, str | FitFailure]],
+        reservation: Reservation | None,
+    ) -> bool:
+        """``_repeatable``, but for a forecast of the job's own (``OutlookWait``)."""
         if job.id in self.snapshot.awaiting_nodes:
             return False
         if self.policy.backfill and _wide(job):
@@ -536,7 +590,7 @@ class _Round:
             if scale_up is None:
                 return None
             self.result.scale_ups.append(scale_up)
-            self.waiting_kinds.clear()
+            self._forget_kinds()
             pool = scale_up.pool
         delay = self.snapshot.pools[pool].provision_seconds
         return Pending(
@@ -571,7 +625,7 @@ class _Round:
         if isinstance(outcome, FitFailure):
             failed[:] = [f for f in failed if not (f[1] >= job.pods and needs_at_least(f[0], pod))]
             failed.append((pod, job.pods, outcome))
-            self.waiting_kinds.clear()  # a job of a kind remembered may now be told of this failure
+            self._forget_kinds()  # a job of a kind remembered may now be told of this failure
             return outcome
         self.placed_and_refused = True  # unless it starts: a backfill or budget refusal follows
         outcome = self._around_reservation(job, pod, domain, outcome)
@@ -812,7 +866,7 @@ class _Round:
     def _forget_failures(self) -> None:
         """Placements will be tried again: what failed, and the kinds told so without trying, go."""
         self.no_fit.clear()
-        self.waiting_kinds.clear()
+        self._forget_kinds()
         self.behind.clear()
 
     def _migrate_for(self, job: Workload, pod: PodRequest, domains: Sequence[Domain]) -> bool:
@@ -899,7 +953,7 @@ class _Round:
                 self.result.reservations.remove(reservation)
         self.preemptible.clear()
         self.fruitless_searches.clear()
-        self.waiting_kinds.clear()
+        self._forget_kinds()
         self.result.starts.append(Start(job.id, domain[0], domain[1], allocation.placements))
 
 
