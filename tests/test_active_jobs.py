@@ -5,6 +5,7 @@ finds and replaces a copy that went wrong."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import tempfile
@@ -72,7 +73,8 @@ class KeptCopyMatchesTheStore(RuleBasedStateMachine):
         self.folder = tempfile.mkdtemp()
         self.now = 0.0
         self.engine = open_store(make_url(self.folder))
-        self.store = JobStore(self.engine, clock=lambda: self.now)
+        ids = itertools.count()
+        self.store = JobStore(self.engine, clock=lambda: self.now, new_id=lambda: f"j-{next(ids):012d}")
         self.nodes = NodeStore(self.engine, clock=lambda: self.now)
         self.jobs = ActiveJobs(full_read_seconds=NEVER)
         self.submitted: list[str] = []

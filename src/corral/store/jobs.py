@@ -119,10 +119,23 @@ class JobRecord:
         )
 
 
+def random_job_id() -> str:
+    """A new job's id: random, so ids say nothing about how many jobs others submitted."""
+    return f"j-{uuid.uuid4().hex[:12]}"
+
+
 class JobStore:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = random_job_id,
+    ) -> None:
+        """``clock`` and ``new_id`` are the store's time and job ids; tests that replay random event
+        sequences give their own, so a sequence decides the same way every time it is replayed."""
         self.engine = engine
         self.clock = clock
+        self.new_id = new_id
 
     def submit(self, spec: JobSpec, *, tenant: str = "default", submit_key: str | None = None) -> JobRecord:
         """Store a new pending job; with ``submit_key``, a repeat returns the job the first call made.
@@ -134,7 +147,7 @@ class JobStore:
         column_key = stored_key(tenant, submit_key) if submit_key is not None else None
         digest = spec_digest(spec) if submit_key is not None else None
         record = JobRecord(
-            id=f"j-{uuid.uuid4().hex[:12]}",
+            id=self.new_id(),
             name=spec.name,
             tenant=tenant,
             queue=spec.queue,
