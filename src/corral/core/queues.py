@@ -9,7 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from corral.core.budgets import BudgetSpec
 from corral.core.units import gpus_to_milli
 
-GPUAmount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MAX_QUOTA_GPUS = 1_000_000
+"""The most GPUs a quota or a borrowing limit may name: beyond any fleet, and far enough from the float
+range that milli-GPU sums stay finite integers (a quota of 1e308 GPUs overflowed to infinity)."""
+
+GPUAmount = Annotated[float, Field(ge=0, le=MAX_QUOTA_GPUS, allow_inf_nan=False)]
 """GPUs of quota or of a borrowing limit: none below zero, none infinite (an unlimited queue is
 ``quota: null``, an unlimited borrower has no ``borrowing_limit`` for the flavor)."""
 
