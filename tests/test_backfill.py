@@ -121,30 +121,3 @@ def test_a_stream_of_small_jobs_no_longer_starves_a_gang() -> None:
 
     assert gang_start(_replay(DEFAULT)) == 800.0  # as soon as the first eight jobs are done
     assert gang_start(_replay(NO_BACKFILL)) > 2000.0  # each freed GPU went to the next small job
-
-
-def test_a_reservation_that_falls_due_while_the_job_it_waits_for_overruns_is_made_again() -> None:
-    """Held out: the room a gang's reservation keeps idle is let to jobs that end before the reservation's
-    time; when the running job it waits for overruns its estimate, nothing is released at that time, and
-    the jobs held back must still get a round then, against a reservation made again from the job's run
-    so far, not wait parked beside the idle node until the job ends."""
-    hour = 3600.0
-    shares = (0.1, 0.1, 0.1, 0.2, 0.9, 0.9, 0.9)  # of their 10 h limits, used by the queue's past jobs
-    history = [
-        job(f"h{i}", duration=share * 10 * hour, time_limit=10 * hour) for i, share in enumerate(shares)
-    ]
-    workloads = [
-        *history,
-        job("long", gpus=4, submit=10 * hour, duration=8 * hour, time_limit=10 * hour),  # estimated 2 h
-        job("gang", gpus=8, pods=2, submit=10 * hour + 60, duration=hour, time_limit=hour),
-        job("small", gpus=8, submit=10.5 * hour, duration=hour, time_limit=2 * hour),
-    ]
-    cluster = ClusterFile(clusters=[make_cluster("c", [make_pool("p", "f", count=2, gpus=8)])])
-    events: list[Event] = []
-    Simulator(cluster, workloads, DEFAULT, sink=events.append).run()
-    started = {e.job: e.t for e in events if e.event == "started"}
-    # "small" would run past the gang's reservation at 12 h, when "long" is expected to end. At 12 h it
-    # has run 2 h, so the queue's jobs that ran that long (a fifth of their limit) say 9 h: the
-    # reservation moves to 19 h, and "small" ends long before.
-    assert started["small"] == 12 * hour
-    assert started["gang"] == 18 * hour

@@ -64,7 +64,6 @@ class _Kind(IntEnum):
     SUBMIT = 6
     TICK = 7  # wake the scheduler without any other change, e.g. to give back an idle elastic node
     WAKE = 8  # look at parked jobs again: the clock alone changed their options (a burst threshold)
-    RESERVATION_DUE = 9  # a reservation's time came: its holder may still not fit (a job overran)
 
 
 _CLUSTER_EVENT_KINDS = {
@@ -152,7 +151,6 @@ class Simulator:
         self._reserved_names: set[str] = set()
         self._tick = False
         self._wakes: set[float] = set()
-        self._reservation_checks: set[float] = set()
         self._woken = False
         self._fruitless_wakes = 0
         self._ledger = SpendLedger(
@@ -248,9 +246,6 @@ class Simulator:
             self._waiting.wake()
             self._tick = True
             self._woken = True
-        elif kind is _Kind.RESERVATION_DUE:
-            self._waiting.wake_behind_reservations()
-            self._tick = True
         else:
             self._cluster_event(now, kind, str(payload))
 
@@ -437,7 +432,6 @@ class Simulator:
         reservations = {r.job: (r.until, r.placements) for r in result.reservations}
         moved = reservations != self._reservations and self._waiting.wake_behind_reservations()
         self._reservations = reservations
-        self._recheck_at_reservation_time(now, result.reservations)
         if result.starts or result.preemptions or result.rejections:
             self._job_activity(now)
             self._fruitless_wakes = 0
@@ -446,19 +440,6 @@ class Simulator:
         self._woken = False
         self.snapshot.commit()
         return bool(result.preemptions) or moved
-
-    def _recheck_at_reservation_time(self, now: float, reservations: Sequence[Reservation]) -> None:
-        """Run a round when the earliest reservation falls due. It was made from estimated ends: when a
-        running job overruns its estimate, the reservation's time passes with nothing released, and the
-        jobs it held back would stay parked beside the idle room it keeps until some job ends (held out:
-        two of three 8-GPU nodes idle for 30 h behind a 3 x 8-GPU gang's reservation, waiting for a
-        2-GPU job estimated to end at 86 h that ran to 114 h). Made again then, from the job's run so
-        far, the reservation moves later and lets in what ends before it. A reservation due within a
-        second is an overrun estimate already (``earliest_fit``): waking for it would only spin."""
-        due = min((r.until for r in reservations), default=None)
-        if due is not None and due > now + 1.0 and due not in self._reservation_checks:
-            self._reservation_checks.add(due)
-            self._push(due, _Kind.RESERVATION_DUE, None)
 
     def _held_by_limits(self, held: dict[str, set[Domain]]) -> dict[str, float]:
         """GPUs per queue that stay idle until the next round only because borrowing limits refused
