@@ -6,8 +6,8 @@ Each replay is a `corral sim` process under a wall-clock limit, so a hang is a f
 benchmark; its log is then judged by `corral check` (with `--work-conserving` for every policy but
 strict-fifo, whose queue head blocks on purpose). Ratios are to fifo on the same scenario and seed.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/heldout.py --jobs 300 --seeds 7001,7002,7003 \
-        --all-policies-seed 7001 --out benchmarks/results/heldout.json --doc
+    PYTHONPATH=src .venv/bin/python benchmarks/heldout.py --jobs 200 --workers 3 \
+        --out benchmarks/results/heldout.json --doc
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,17 +120,25 @@ def _from_log(workload: Path, events: Path) -> tuple[dict[str, float], int]:
     return dict(longest), twice
 
 
-def run(jobs: int, seeds: list[int], policies_seed: int, policies: list[str], timeout: float) -> list[Replay]:
-    replays = []
+def run(
+    jobs: int, seeds: list[int], policies_seed: int, policies: list[str], timeout: float, workers: int
+) -> list[Replay]:
+    """Every replay, ``workers`` `corral` processes at a time, in a fixed order whatever ends first."""
+    tasks = []
     with tempfile.TemporaryDirectory() as scratch:
         for family in FAMILIES:
             for seed in seeds:
                 folder = generate(family, seed, jobs).write(Path(scratch) / f"{family}-{seed}")
                 chosen = policies if seed == policies_seed else ["default", BASELINE]
-                for policy in chosen:
-                    replays.append(replay(folder, family, seed, policy, timeout))
-                    print(_line(replays[-1]), file=sys.stderr, flush=True)
-    return replays
+                tasks += [(folder, family, seed, policy) for policy in chosen]
+
+        def one(task: tuple[Path, str, int, str]) -> Replay:
+            result = replay(*task, timeout)
+            print(_line(result), file=sys.stderr, flush=True)
+            return result
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, tasks))
 
 
 def _line(r: Replay) -> str:
@@ -208,6 +217,7 @@ def summary_lines(replays: list[Replay]) -> list[str]:
             and by_key.get((family, seed, BASELINE))
             and by_key[(family, seed, BASELINE)].summary
         ]
+        pairs = [(d, f) for d, f in pairs if float(f["jct_mean"])]  # type: ignore[arg-type]
         if not pairs:
             continue
         jct = [float(d["jct_mean"]) / float(f["jct_mean"]) for d, f in pairs]  # type: ignore[arg-type]
@@ -232,6 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=TIMEOUT_SECONDS, help="Wall-clock limit per command, s."
     )
+    parser.add_argument("--workers", type=int, default=1, help="Replays run at once (each its own process).")
     parser.add_argument("--out", type=Path, default=None, help="Write every replay here (JSON).")
     parser.add_argument("--doc", action="store_true", help="Write the tables into docs/benchmarks.md.")
     parser.add_argument(
@@ -246,7 +257,9 @@ def main() -> None:
             print(folder)
         return
     seeds = [int(s) for s in args.seeds.split(",")]
-    replays = run(args.jobs, seeds, args.all_policies_seed, args.policies.split(","), args.timeout)
+    replays = run(
+        args.jobs, seeds, args.all_policies_seed, args.policies.split(","), args.timeout, args.workers
+    )
     lines = summary_lines(replays) + [""] + markdown(replays, args.jobs)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
