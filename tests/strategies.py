@@ -318,3 +318,46 @@ def scenarios(
             events = draw(node_failures(scenario.node_names, heal=heal, grid=grid))
         scenario = Scenario(cluster_file, jobs, events)
     return scenario
+
+
+# -- held-out shapes (benchmarks/heldout.py) ------------------------------------------------------------
+
+PRIORITY_LADDER = st.sampled_from([-5, 0, 1, 2, 3, 50, 1000])
+LIMIT_FACTORS = st.sampled_from([None, 0.1, 1.0, 50.0])
+
+
+@st.composite
+def held_out_scenarios(draw: st.DrawFn) -> Scenario:
+    """``scenarios`` reshaped as the held-out families are: 3-8 more queues with tiny or zero quotas and
+    limits (some in a second cohort, some in none), priorities on seven levels from -5 to 1000, declared
+    time limits a tenth of the run time, equal to it or fifty times it, and a quarter of the jobs at t=0."""
+    base = draw(scenarios(churn=True, max_jobs=30))
+    cluster_file, queues = base.cluster_file, base.cluster_file.queues
+    if queues is not None and draw(st.booleans()):
+        tiny = [
+            QueueSpec(
+                name=f"x{i}",
+                cohort=draw(st.sampled_from(["research", "other", None])),
+                quota={f: draw(st.sampled_from([0, 0, 0.25, 0.5, 1, 2])) for f in FLAVORS},
+                borrowing_limit={f: draw(st.sampled_from([0, 1])) for f in FLAVORS}
+                if draw(st.booleans())
+                else None,
+            )
+            for i in range(draw(st.integers(min_value=3, max_value=8)))
+        ]
+        queues = [*queues, *tiny]
+        cluster_file = cluster_file.model_copy(update={"queues": queues})
+    names = [q.name for q in queues] if queues else None
+    jobs = []
+    for job in base.workloads:
+        factor = draw(LIMIT_FACTORS)
+        update: dict[str, object] = {
+            "priority": draw(PRIORITY_LADDER),
+            "time_limit": None if factor is None else job.duration * factor,
+        }
+        if names:
+            update["queue"] = draw(st.sampled_from(names))
+        if draw(st.integers(min_value=0, max_value=3)) == 0:
+            update["submit"] = 0.0
+        jobs.append(job.model_copy(update=update))
+    return Scenario(cluster_file, jobs, base.cluster_events)

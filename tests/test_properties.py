@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, note, settings
-from strategies import TENTHS, TENTHS_WITH_CHECKPOINTS, Scenario, scenarios
+from strategies import TENTHS, TENTHS_WITH_CHECKPOINTS, Scenario, held_out_scenarios, scenarios
 
 from corral.core.cluster import ClusterSpec, NodeTemplate, PoolSpec
 from corral.core.workloads import Workload
@@ -495,3 +495,27 @@ def test_replay_does_not_depend_on_string_hashing(policy: str, tmp_path: Path) -
         subprocess.run(command, check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=120)
         logs.append(events.read_text())
     assert logs[0] == logs[1]
+
+
+# -- held-out shapes: tiny and zero quotas, a priority ladder, wrong time limits, arrivals at t=0 --------
+
+
+@pytest.mark.parametrize("policy", ["default", "fifo"])
+@_budget(20)
+@given(scenario=held_out_scenarios())
+def test_held_out_shapes_pass_every_check(policy: str, scenario: Scenario) -> None:
+    """The shapes benchmarks/heldout.py replays, drawn at random: the log passes `corral check` with the
+    work-conserving invariant, no run is preempted at the instant it started and no job twice at one
+    instant (a node going down is not the scheduler's preemption)."""
+    events = replay_noted(scenario, policy)
+    violation = check_events(scenario.cluster_file, scenario.workloads, events, work_conserving=True)
+    assert violation is None, str(violation)
+    last_start: dict[str | None, float] = {}
+    preempted = []
+    for event in events:
+        if event.event == "started":
+            last_start[event.job] = event.t
+        elif event.event == "preempted" and "down" not in (event.reason or ""):
+            assert last_start[event.job] != event.t, f"{event.job} was preempted at the instant it started"
+            preempted.append((event.job, event.t))
+    assert len(preempted) == len(set(preempted)), "a job was preempted twice at one instant"

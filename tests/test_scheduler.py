@@ -217,7 +217,7 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             None,
             job("j", gpus=16),
             PendingReason.NEVER_FITS,
-            "holds a pod of 16 GPUs",
+            "holds a pod of 16 GPUs, 0 CPU, 0 GiB memory (no node has more than 8 GPUs)",
             id="16-gpus-per-pod-on-8-gpu-nodes",
         ),
         pytest.param(
@@ -225,7 +225,7 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             None,
             job("j", model="H100"),
             PendingReason.NEVER_FITS,
-            "model H100",
+            "model H100, 0 CPU, 0 GiB memory (no pool has GPU model H100; models: A100)",
             id="model-nobody-has",
         ),
         pytest.param(
@@ -241,7 +241,7 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             [make_queue("a", {"f": 4})],
             job("j", gpus=5),
             PendingReason.OVER_QUOTA_LIMIT,
-            "job needs 5 GPUs, more than queue 'a' could ever hold in f",
+            "job needs 5 GPUs, more than queue 'a' could ever hold: f at most 4 (quota 4, no cohort to borrow from)",
             id="over-nominal-quota-no-cohort",
         ),
         pytest.param(
@@ -252,8 +252,16 @@ def test_strict_fifo_blocks_the_queue_behind_its_head_only() -> None:
             ],
             job("j", gpus=4),
             PendingReason.OVER_QUOTA_LIMIT,
-            "could ever hold in f",
+            "could ever hold: f at most 3 (quota 2 + borrowing limit 1)",
             id="over-nominal-plus-borrowing-limit",
+        ),
+        pytest.param(
+            None,
+            [make_queue("a", {"f": 2}, cohort="c"), make_queue("b", {"f": 4}, cohort="c")],
+            job("j", gpus=8),
+            PendingReason.OVER_QUOTA_LIMIT,
+            "f at most 6 (quota 2 + 4 its cohort 'c' could lend)",
+            id="over-what-the-cohort-could-lend",
         ),
         pytest.param(
             [make_cluster("cloud", [make_pool("p", "f", count=4)], private=False)],

@@ -9,6 +9,7 @@ waited: on whole idle nodes (room being gathered for a multi-node gang, which ba
 and a greedy FIFO does not) and as fragments of used nodes.
 
     PYTHONPATH=src python -m corral.bench.drain gangs 105 --jobs 2000 --queue nlp
+    PYTHONPATH=src python -m corral.bench.drain priority-ladder 7001 --jobs 200   # a held-out family
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from corral.bench import heldout
 from corral.bench.contended import generate
 from corral.core.nodes import build_initial_nodes
 from corral.core.workloads import Workload
@@ -118,11 +120,17 @@ class Timeline:
 
 
 def replay_timeline(
-    cluster_file: ClusterFile, workloads: Sequence[Workload], policy: str, bucket: float = 10 * HOUR
+    cluster_file: ClusterFile,
+    workloads: Sequence[Workload],
+    policy: str,
+    bucket: float = 10 * HOUR,
+    cluster_events: Sequence[Event] = (),
 ) -> tuple[Timeline, SimulationResult]:
     """Replay ``workloads`` under ``policy``: its timeline, and the replay's own result."""
     timeline = Timeline(cluster_file, workloads, bucket)
-    result = Simulator(cluster_file, workloads, get_policy(policy), sink=timeline.record).run()
+    result = Simulator(
+        cluster_file, workloads, get_policy(policy), cluster_events=cluster_events, sink=timeline.record
+    ).run()
     return timeline, result
 
 
@@ -176,11 +184,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bucket-hours", type=float, default=10.0)
     parser.add_argument("--every", type=int, default=1, help="print every n-th stretch")
     args = parser.parse_args(argv)
-    scenario = generate(args.family, args.seed, args.jobs, args.load)
+    if args.family in heldout.FAMILIES:
+        held_out = heldout.generate(args.family, args.seed, args.jobs)
+        cluster_file, workloads, events = held_out.cluster_file, held_out.workloads, held_out.failures
+    else:
+        scenario = generate(args.family, args.seed, args.jobs, args.load)
+        cluster_file, workloads, events = scenario.cluster_file, scenario.workloads, []
     timelines = {
-        policy: replay_timeline(scenario.cluster_file, scenario.workloads, policy, args.bucket_hours * HOUR)[
-            0
-        ]
+        policy: replay_timeline(cluster_file, workloads, policy, args.bucket_hours * HOUR, events)[0]
         for policy in args.policies.split(",")
     }
     print("\n".join(markdown(timelines, args.queue, args.every)))

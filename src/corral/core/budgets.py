@@ -31,7 +31,7 @@ class Enforcement(StrEnum):
 class BudgetSpec(BaseModel):
     """USD a queue may spend on public clusters per period."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     usd: float = Field(ge=0, description="USD per period on public clusters.")
     period: BudgetPeriod = Field(default=BudgetPeriod.MONTH, description="day or month (UTC).")

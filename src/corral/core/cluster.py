@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class NodeTemplate(BaseModel):
     """The shape of every node in a pool."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     cpu: float = Field(gt=0, description="CPU cores.")
     memory_gib: float = Field(gt=0, description="Main memory, GiB.")
@@ -52,17 +52,24 @@ class NodeTemplate(BaseModel):
         return groups
 
 
+MAX_POOL_NODES = 100_000
+"""The most nodes a pool may declare (``count``, ``max_count``): far above any real pool, and low enough
+that a typo of a few zeros is an error at once instead of a replay that builds 10^8 nodes and hangs."""
+
+
 class PoolSpec(BaseModel):
     """A set of identical nodes with one quota flavor, tier and price; elastic when ``max_count > count``."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="Unique within the cluster file; nodes are named {pool}-{i}.")
     flavor: str = Field(min_length=1, description="Quota flavor the pool's GPUs count against.")
     tier: str = Field(default="silver", description="bronze | silver | gold (free text).")
     gpu_hour_cost: float = Field(default=0.0, ge=0, description="USD per GPU-hour while allocated.")
-    count: int = Field(default=0, ge=0, description="Nodes present at time 0.")
-    max_count: int | None = Field(default=None, ge=0, description="An elastic pool may grow to this.")
+    count: int = Field(default=0, ge=0, le=MAX_POOL_NODES, description="Nodes present at time 0.")
+    max_count: int | None = Field(
+        default=None, ge=0, le=MAX_POOL_NODES, description="An elastic pool may grow to this."
+    )
     provision_seconds: float = Field(default=0.0, ge=0, description="Delay before a new node is ready.")
     node: NodeTemplate
 
@@ -148,7 +155,7 @@ class ObjectStoreSpec(BaseModel):
     Credentials are read from the environment variables named here when a copy is made, so the cluster
     file never holds a secret and a key can be rotated without editing it."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     bucket: str = Field(min_length=1, description="The bucket artifacts go to; it must exist.")
     endpoint: str | None = Field(
@@ -168,7 +175,7 @@ class ObjectStoreSpec(BaseModel):
 class ClusterSpec(BaseModel):
     """A cluster; only ``private`` clusters may run sensitive or non-burstable work."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     private: bool = Field(default=True, description="Owned hardware; the only place sensitive work runs.")

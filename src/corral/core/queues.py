@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.core.budgets import BudgetSpec
 from corral.core.units import gpus_to_milli
+
+MAX_QUOTA_GPUS = 1_000_000
+"""The most GPUs a quota or a borrowing limit may name: beyond any fleet, and far enough from the float
+range that milli-GPU sums stay finite integers (a quota of 1e308 GPUs overflowed to infinity)."""
+
+GPUAmount = Annotated[float, Field(ge=0, le=MAX_QUOTA_GPUS, allow_inf_nan=False)]
+"""GPUs of quota or of a borrowing limit: none below zero, none infinite (an unlimited queue is
+``quota: null``, an unlimited borrower has no ``borrowing_limit`` for the flavor)."""
 
 
 class QueueSpec(BaseModel):
@@ -15,16 +25,16 @@ class QueueSpec(BaseModel):
     the GPUs that exist: what a single-team installation wants, and the control plane's ``default`` queue.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     cohort: str | None = Field(
         default=None, description="Queues in one cohort lend unused quota to each other."
     )
-    quota: dict[str, float] | None = Field(
+    quota: dict[str, GPUAmount] | None = Field(
         default_factory=dict, description="Nominal GPUs per flavor; null: no quota (any idle GPU)."
     )
-    borrowing_limit: dict[str, float] | None = Field(
+    borrowing_limit: dict[str, GPUAmount] | None = Field(
         default=None, description="Most GPUs per flavor this queue may borrow; absent = no limit."
     )
     weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")

@@ -19,9 +19,12 @@ from corral.core.units import MILLI_PER_GPU
 
 
 class Workload(BaseModel):
-    """One job: ``pods`` replicas, each needing ``gpus_per_pod`` GPUs (or a share of one), CPU and memory."""
+    """One job: ``pods`` replicas, each needing ``gpus_per_pod`` GPUs (or a share of one), CPU and memory.
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    Every number is finite: JSON readers accept ``Infinity`` and ``NaN``, and a job that runs forever or
+    arrives never would reach the replay's sums (a makespan of NaN) instead of a clear error."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     id: str = Field(min_length=1, description="Unique job id.")
     queue: str = Field(default="default", min_length=1, description="Queue the job is submitted to.")

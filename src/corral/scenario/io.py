@@ -102,7 +102,13 @@ def write_workload(path: str | Path, workloads: Iterable[Workload]) -> None:
 
 
 def write_cluster_file(path: str | Path, cluster_file: ClusterFile) -> None:
+    """Write a cluster file that reads back as the same ``ClusterFile``. Unset optional fields are left
+    out, but a queue's ``quota: null`` (no quota at all) is written: left out, it would read back as the
+    default, an empty quota, and every job of the queue would be rejected."""
     data = cluster_file.model_dump(mode="json", exclude_none=True)
+    for queue, written in zip(cluster_file.queues or [], data.get("queues", []), strict=True):
+        if queue.quota is None:
+            written["quota"] = None
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(data, handle, sort_keys=False)
 

@@ -24,7 +24,7 @@ RESERVED_EVENT = "reserved"
 class ClusterFile(BaseModel):
     """The cluster file: clusters with their pools, and optionally queues with quotas."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     clusters: list[ClusterSpec] = Field(min_length=1)
     queues: list[QueueSpec] | None = Field(
@@ -50,7 +50,7 @@ def _require_unique(kind: str, names: list[str]) -> None:
 class PodPlacement(BaseModel):
     """Where one pod of a started job runs, and what it holds there."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     pod: int = Field(ge=0)
     node: str
@@ -64,7 +64,7 @@ class PodPlacement(BaseModel):
 class Event(BaseModel):
     """One line of the event log: a job event (with ``job``) or a cluster event (with ``node``)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     t: float
     event: str

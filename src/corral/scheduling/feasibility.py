@@ -101,7 +101,10 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
         most = max(capacity.values(), default=0)
         if snapshot.nodes_may_join:
             return Feasibility((), awaiting_nodes=_awaiting_nodes_message(workload, pod, most))
-        return Feasibility((), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod, most)))
+        templates = [pool.node for pool in snapshot.pools.values() if pool.capacity_count]
+        return Feasibility(
+            (), (PendingReason.NEVER_FITS, _never_fits_message(workload, pod, most, templates))
+        )
     allowed = [d for d in fitting if private[d] or not workload.must_stay_private]
     why = "sensitive" if workload.sensitive else "not burstable"
     if not allowed:
@@ -119,13 +122,15 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
         if ceiling is None or demand <= ceiling:
             within_quota.append(domain)
     if not within_quota:
-        flavors = ", ".join(sorted({d[1] for d in allowed}))
+        ceilings = "; ".join(
+            _ceiling(snapshot, workload.queue, flavor) for flavor in sorted({d[1] for d in allowed})
+        )
         return Feasibility(
             (),
             (
                 PendingReason.OVER_QUOTA_LIMIT,
-                f"job needs {demand / MILLI_PER_GPU:g} GPUs, more than queue {workload.queue!r} could ever hold "
-                f"in {flavors} (nominal quota plus everything its cohort could lend)",
+                f"job needs {demand / MILLI_PER_GPU:g} GPUs, more than queue {workload.queue!r} could ever hold: "
+                f"{ceilings}",
             ),
         )
     # Private first; a CPU-only pod then prefers nodes without GPUs, so it strands no GPU; then tier and
@@ -140,6 +145,26 @@ def _compute(snapshot: Snapshot, workload: Workload, pod: PodRequest) -> Feasibi
     return Feasibility(tuple(within_quota), kept_private=kept_private)
 
 
+def _ceiling(snapshot: Snapshot, queue: str, flavor: str) -> str:
+    """``a100 at most 12 (quota 8 + borrowing limit 4)``: the queue's ceiling in a flavor and what sets it,
+    so the user knows whether to ask for quota, a higher limit, or a cohort with more to lend."""
+    spec = snapshot.queues[queue]  # type: ignore[index]
+    ceiling = max_admissible_milli(snapshot, queue, flavor) or 0
+    nominal = spec.nominal_milli(flavor)
+    limit = spec.borrow_limit_milli(flavor)
+    if not spec.cohort:
+        why = f"quota {_gpus(nominal)}, no cohort to borrow from"
+    elif limit is not None and nominal + limit <= snapshot.cohort_nominal[(spec.cohort, flavor)]:
+        why = f"quota {_gpus(nominal)} + borrowing limit {_gpus(limit)}"
+    else:
+        why = f"quota {_gpus(nominal)} + {_gpus(ceiling - nominal)} its cohort {spec.cohort!r} could lend"
+    return f"{flavor} at most {_gpus(ceiling)} ({why})"
+
+
+def _gpus(milli: int) -> str:
+    return f"{milli / MILLI_PER_GPU:g}"
+
+
 def _awaiting_nodes_message(workload: Workload, pod: PodRequest, most: int) -> str:
     """Why the job waits for nodes to join: what no registered node (set) can hold yet."""
     what = f"{workload.pods} pods of {_shape(pod)} at once" if most > 0 else f"a pod of {_shape(pod)}"
@@ -149,7 +174,7 @@ def _awaiting_nodes_message(workload: Workload, pod: PodRequest, most: int) -> s
     )
 
 
-def _never_fits_message(workload: Workload, pod: PodRequest, most: int) -> str:
+def _never_fits_message(workload: Workload, pod: PodRequest, most: int, templates: list[NodeTemplate]) -> str:
     """Why no node set can ever hold the job; ``most`` is how many of its pods the largest domain could
     ever hold at once, so a gang that is too wide is told so, not to shrink its pods."""
     shape = _shape(pod)
@@ -158,7 +183,34 @@ def _never_fits_message(workload: Workload, pod: PodRequest, most: int) -> str:
             f"the job needs {workload.pods} pods of {shape} at once, and the nodes of any one cluster and "
             f"flavor can ever hold at most {most} such pods together; ask for fewer pods or add nodes"
         )
-    return f"no node this cluster can ever have holds a pod of {shape}; ask for less per pod or add a pool that fits"
+    return (
+        f"no node this cluster can ever have holds a pod of {shape} ({_short_of(templates, pod)}); "
+        "ask for less per pod or add a pool that fits"
+    )
+
+
+def _short_of(templates: list[NodeTemplate], pod: PodRequest) -> str:
+    """What no node has enough of for one pod: the real limit, not a list of everything the pod asks."""
+    models = sorted({t.gpu_model for t in templates if t.gpu_model})
+    if pod.models is not None:
+        templates = [t for t in templates if t.gpu_model in pod.models]
+        if not templates:
+            return (
+                f"no pool has GPU model {'|'.join(sorted(pod.models))}; models: {', '.join(models) or 'none'}"
+            )
+    if not templates:
+        return "the cluster file declares no node"
+    gpus = pod.gpus if not pod.fractional else 1
+    checks = (
+        (gpus, [t.gpus for t in templates], "GPUs"),
+        (pod.gpu_memory_gib, [t.gpu_memory_gib for t in templates], "GiB of memory per GPU"),
+        (pod.cpu, [t.cpu for t in templates], "CPU"),
+        (pod.memory_gib, [t.memory_gib for t in templates], "GiB of memory"),
+    )
+    for need, have, what in checks:
+        if need > max(have) + 1e-9:
+            return f"no node has more than {max(have):g} {what}"
+    return "no one node has all of it at once"
 
 
 def _shape(pod: PodRequest) -> str:
@@ -166,7 +218,7 @@ def _shape(pod: PodRequest) -> str:
     need = []
     if pod.gpus:
         share = f"{pod.gpu_milli} milli-GPU share" if pod.fractional else f"{pod.gpus} GPUs"
-        need.append(share)
+        need.append(share + (f" with {pod.gpu_memory_gib:g} GiB of GPU memory" if pod.gpu_memory_gib else ""))
     if pod.models:
         need.append("model " + "|".join(sorted(pod.models)))
     need.append(f"{pod.cpu:g} CPU, {pod.memory_gib:g} GiB memory")

@@ -27,7 +27,7 @@ from corral.forecasting.replay import ReplayStart, forecast_private_starts
 from corral.forecasting.runtimes import RuntimeEstimates
 from corral.scenario.models import RESERVED_EVENT, ClusterFile, Event, PodPlacement, Summary
 from corral.scheduling import Allocation, Pending, PendingReason, Policy, Snapshot, schedule
-from corral.scheduling.decisions import Placement, Reservation
+from corral.scheduling.decisions import BehindReservation, Placement, Reservation
 from corral.scheduling.snapshot import Domain
 from corral.scheduling.waiting import WaitingJobs
 from corral.sim.ledger import SpendLedger
@@ -427,7 +427,7 @@ class Simulator:
             self._gpu_capacity = self._count_gpus()
         self._last_pending.update(result.pending)
         self._idled_by_limits = self._held_by_limits(result.held_by_limits)
-        behind = {job for job, waiting in result.pending.items() if waiting.reason is PendingReason.RESERVED}
+        behind = {job for job, waiting in result.pending.items() if _held_by_a_reservation(waiting)}
         self._waiting.park(set(result.pending) - set(self.snapshot.reserved), behind)
         reservations = {r.job: (r.until, r.placements) for r in result.reservations}
         moved = reservations != self._reservations and self._waiting.wake_behind_reservations()
@@ -516,6 +516,16 @@ class Simulator:
 
     def _count_gpus(self) -> float:
         return sum(self.snapshot.capacity()[0].values()) / MILLI_PER_GPU
+
+
+def _held_by_a_reservation(waiting: Pending) -> bool:
+    """Whether a reservation kept the job out of some domain: then the reservation moving may let it in
+    there, even when another domain had no room at all (so its reason is ``no_fit``, not ``reserved``).
+    Held out (federation, spread): a job kept out of the lab by a reservation, with no room in the cloud,
+    stayed parked when the reservation moved 1.4 h later, beside lab GPUs it fitted before that."""
+    return waiting.reason is PendingReason.RESERVED or any(
+        isinstance(cause, BehindReservation) for _, cause in waiting.causes
+    )
 
 
 def replay_first_starts(
