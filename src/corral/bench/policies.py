@@ -387,7 +387,7 @@ def medians(runs: Sequence[Run]) -> list[dict[str, object]]:
             "errors": {str(r.seed): r.error for r in group if r.error is not None},
         }
         for metric in SUMMED:
-            values = [getattr(r, metric) for r in ok]
+            values = [getattr(r, metric) for r in ok if getattr(r, metric) is not None]
             row[metric] = _spread(values)
         mine = [r for r in ratio_rows if r["scenario"] == scenario and r["policy"] == policy]
         row["vs_fifo"] = {
@@ -455,7 +455,11 @@ def markdown_table(report: dict[str, object]) -> list[str]:
             return row[metric]["median"]  # type: ignore[index]
 
         cells += [f"{median(m) / 3600:.1f}" for m in ("jct_mean", "wait_p50", "wait_p95", "wait_p99")]
-        cells += [f"{median('gpu_allocation'):.1%}", f"{median('gpu_allocation_arrivals'):.1%}"]
+        arriving = row["gpu_allocation_arrivals"]  # None in reports written before it was measured
+        cells += [
+            f"{median('gpu_allocation'):.1%}",
+            "-" if arriving is None else f"{median('gpu_allocation_arrivals'):.1%}",
+        ]
         cells += [f"{median('makespan') / 3600:.0f}"]
         cells += [f"{median('lost_gpu_hours'):.0f} ({median('lost_pct'):.1f}%)"]
         cells += [f"{median('preemptions'):.0f}", f"{median('zero_length_runs'):.0f}"]
