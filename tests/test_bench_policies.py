@@ -30,7 +30,7 @@ def test_the_command_runs_every_policy_on_every_scenario_and_seed(tmp_path: Path
     }
     for run in runs:
         assert run["error"] is None and run["jobs"] == 40
-        assert 0 <= run["gpu_allocation"] <= 1
+        assert 0 <= run["gpu_allocation"] <= 1 and 0 <= run["gpu_allocation_arrivals"] <= 1
         assert run["lost_gpu_hours"] >= 0 and 0 <= run["lost_pct"] <= 100
         assert 0 <= run["zero_length_runs"] <= run["preemptions"]
         assert 0 <= run["wait_p50"] <= run["wait_p95"] <= run["wait_p99"]

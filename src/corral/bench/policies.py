@@ -7,9 +7,9 @@ scenarios, every policy on every seed, one ``Simulator`` replay each:
 
 - ``mixed`` and ``gangs``: a lab cluster under bursty multi-team load (``corral.bench.contended``);
   ``tenants``: the same cluster and ``mixed``'s shapes shared by ten teams of unequal quota.
-- ``alibaba``: the openb trace made contended as ``benchmarks/trace_replay.py`` does (arrivals 300x
-  faster, every pool cut to 10%), one window of consecutive arrivals per seed, all jobs in one unlimited
-  queue (the trace names no team).
+- ``alibaba``: the openb trace made contended (``corral.bench.contended_trace``: run times capped at a
+  day, every pool cut to 1%, arrivals compressed per window to offer 125% over the arrival span), one
+  window of consecutive arrivals per seed, all jobs in one unlimited queue (the trace names no team).
 - ``alibaba-qos``: the same windows with the trace's four ``qos`` service classes as tenants: a queue
   each, nominal quota in proportion to the class's GPU-time, one cohort (``import_openb(tenants=True)``).
 
@@ -20,9 +20,7 @@ give medians over seeds, since one seed's heavy-tailed run times can move every 
 
 from __future__ import annotations
 
-import random
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -32,23 +30,28 @@ from pathlib import Path
 import numpy as np
 
 from corral.bench.contended import PEAK_WINDOW_SECONDS, capacity_gpus, generate, peak_offered_load
+from corral.bench.contended_trace import contended_trace, load_within_arrivals, trace_window
 from corral.core.cluster import PoolSpec
 from corral.core.queues import QueueSpec
 from corral.core.workloads import Workload
-from corral.scenario.io import load_cluster_file, load_workload
 from corral.scenario.models import ClusterFile, Event
 from corral.scheduling import get_policy
 from corral.sim.engine import Simulator
 from corral.sim.report import JobRecord
-from corral.traces.alibaba import import_openb, qos_queues
 
 TRACE = "alibaba"
 TRACE_TENANTS = "alibaba-qos"
 """The same windows with the trace's qos classes as four queues with quota in one cohort."""
-TRACE_SPEEDUP, TRACE_CLUSTER_SHARE = 300.0, 0.1
-"""As ``benchmarks/trace_replay.py``: at the recorded pace the trace's cluster is nearly idle."""
 BASELINE = "fifo"
-RATIO_METRICS = ("jct_mean", "wait_p50", "wait_p95", "wait_p99", "makespan", "gpu_allocation")
+RATIO_METRICS = (
+    "jct_mean",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "makespan",
+    "gpu_allocation",
+    "gpu_allocation_arrivals",
+)
 DEFAULT_POLICIES = ("default", "fifo", "strict-fifo", "spread")
 DEFAULT_SEEDS = (101, 102, 103, 104, 105)
 
@@ -60,9 +63,14 @@ class Scenario:
     cluster_file: ClusterFile
     workloads: list[Workload]
     offered_load: float
-    """Work submitted over the arrival span (GPU-seconds) over the cluster's GPU-time in that span."""
+    """Work submitted over the arrival span (GPU-seconds) over the cluster's GPU-time in that span; for
+    the trace, only the work that fits before the last arrival (``load_within_arrivals``)."""
     peak_offered_load: float
     """The same over the busiest ``PEAK_WINDOW_SECONDS`` of arrivals, or tenth of the span if shorter."""
+    submitted_load: float | None = None
+    """All the work submitted over the cluster's GPU-time in the arrival span (the trace only)."""
+    speedup: float | None = None
+    """How many times faster than recorded the window's arrivals come (the trace only)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,9 @@ class Run:
     wait_p99: float | None = None
     gpu_allocation: float | None = None
     """GPU-time allocated over GPU capacity-time until the last job event."""
+    gpu_allocation_arrivals: float | None = None
+    """The same between the first and the last arrival: the drain after it, where one long job can
+    idle most of the cluster for hours, left out."""
     makespan: float | None = None
     lost_gpu_hours: float | None = None
     lost_pct: float | None = None
@@ -131,50 +142,16 @@ def scenarios(
     if trace_dir is None:
         return result
     for name, tenants in ((TRACE, False), (TRACE_TENANTS, True)):
-        cluster_file, workloads = _contended_trace(trace_dir, tenants)
+        cluster_file, workloads = contended_trace(trace_dir, tenants)
         capacity = capacity_gpus(cluster_file)
         for seed in seeds:
-            window = trace_window(workloads, jobs, seed)
+            window, speedup = trace_window(workloads, jobs, seed, capacity)
             span = max(window[-1].submit, 1.0)
-            offered = sum(job.gpu_demand_milli / 1000 * job.duration for job in window) / (capacity * span)
+            submitted = sum(job.gpu_demand_milli / 1000 * job.duration for job in window) / (capacity * span)
+            offered = load_within_arrivals(window, capacity)
             peak = peak_offered_load(window, capacity, min(PEAK_WINDOW_SECONDS, span / 10))
-            result.append(Scenario(name, seed, cluster_file, window, offered, peak))
+            result.append(Scenario(name, seed, cluster_file, window, offered, peak, submitted, speedup))
     return result
-
-
-def _contended_trace(trace_dir: Path, tenants: bool) -> tuple[ClusterFile, list[Workload]]:
-    """The trace with its pools cut to ``TRACE_CLUSTER_SHARE`` and arrivals ``TRACE_SPEEDUP`` times
-    faster; with ``tenants``, its qos classes as queues whose quotas are cut likewise."""
-    with tempfile.TemporaryDirectory() as scratch:
-        imported = import_openb(trace_dir, Path(scratch), tenants=tenants)
-        cluster_file = load_cluster_file(imported.cluster_path)
-        workloads = load_workload(imported.workload_path)
-    clusters = [
-        c.model_copy(
-            update={
-                "pools": [
-                    p.model_copy(update={"count": max(1, round(p.count * TRACE_CLUSTER_SHARE))})
-                    for p in c.pools
-                ]
-            }
-        )
-        for c in cluster_file.clusters
-    ]
-    faster = [job.model_copy(update={"submit": job.submit / TRACE_SPEEDUP}) for job in workloads]
-    cut = ClusterFile(clusters=clusters)
-    queues = qos_queues(workloads, round(capacity_gpus(cut))) if tenants else None
-    return ClusterFile(clusters=clusters, queues=queues), faster
-
-
-def trace_window(workloads: Sequence[Workload], jobs: int, seed: int) -> list[Workload]:
-    """``jobs`` consecutive arrivals from a seeded start, shifted to begin at 0 (the whole trace when it
-    has no more): a replay of all 7255 jobs takes too long for several seeds and policies."""
-    ordered = sorted(workloads, key=lambda job: job.submit)
-    if jobs >= len(ordered):
-        return ordered
-    start = random.Random(seed).randrange(len(ordered) - jobs + 1)
-    origin = ordered[start].submit
-    return [job.model_copy(update={"submit": job.submit - origin}) for job in ordered[start : start + jobs]]
 
 
 def replay(scenario: Scenario, policy_name: str, simulator: type[Simulator] = Simulator) -> Run:
@@ -208,6 +185,7 @@ def replay(scenario: Scenario, policy_name: str, simulator: type[Simulator] = Si
         wait_p95=summary.wait_p95,
         wait_p99=float(np.percentile(waits, 99)) if waits else 0.0,
         gpu_allocation=summary.gpu_allocation,
+        gpu_allocation_arrivals=usage.allocation(capacity_gpus(scenario.cluster_file)),
         makespan=summary.makespan,
         lost_gpu_hours=summary.lost_gpu_hours,
         lost_pct=100 * summary.lost_gpu_hours / summary.gpu_hours_used if summary.gpu_hours_used else 0.0,
@@ -242,6 +220,11 @@ class _QueueUsage:
             overlap = min(event.t, last) - max(start, first)
             if overlap > 0:
                 self.gpu_seconds[self._queue[event.job]] += overlap * gpus
+
+    def allocation(self, capacity: float) -> float:
+        """GPU-time allocated between the first and the last arrival over the capacity's in that span."""
+        first, last = self._window
+        return sum(self.gpu_seconds.values()) / (capacity * (last - first)) if last > first else 0.0
 
     def shares(self, cluster_file: ClusterFile, end: float, records: Iterable[JobRecord]) -> list[QueueShare]:
         quotas = {q.name: sum((q.quota or {}).values()) for q in cluster_file.queues or [] if q.quota}
@@ -336,6 +319,8 @@ def run_benchmark(
                 "peak_offered_load": statistics.median(
                     s.peak_offered_load for s in scenario_list if s.name == name
                 ),
+                "submitted_load": _median_of(s.submitted_load for s in scenario_list if s.name == name),
+                "speedup": _median_of(s.speedup for s in scenario_list if s.name == name),
             }
             for name in names
         },
@@ -343,6 +328,12 @@ def run_benchmark(
         "ratios": ratios(runs),
         "medians": medians(runs),
     }
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    """The median of the values given, None when there are none (a figure only the trace has)."""
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def ratios(runs: Sequence[Run]) -> list[dict[str, object]]:
@@ -367,6 +358,7 @@ SUMMED = (
     "wait_p95",
     "wait_p99",
     "gpu_allocation",
+    "gpu_allocation_arrivals",
     "makespan",
     "lost_gpu_hours",
     "lost_pct",
@@ -395,7 +387,7 @@ def medians(runs: Sequence[Run]) -> list[dict[str, object]]:
             "errors": {str(r.seed): r.error for r in group if r.error is not None},
         }
         for metric in SUMMED:
-            values = [getattr(r, metric) for r in ok]
+            values = [getattr(r, metric) for r in ok if getattr(r, metric) is not None]
             row[metric] = _spread(values)
         mine = [r for r in ratio_rows if r["scenario"] == scenario and r["policy"] == policy]
         row["vs_fifo"] = {
@@ -432,35 +424,43 @@ def markdown_table(report: dict[str, object]) -> list[str]:
     per-queue shares, and each failure's message."""
     seeds = report["seeds"]
     lines = [
-        "| scenario | jobs | GPUs | offered load over the arrivals | busiest 6 h (trace: tenth of the span) |",
-        "|---|---|---|---|---|",
+        "| scenario | jobs | GPUs | offered load over the arrivals | busiest 6 h (trace: tenth of the span) "
+        "| all work over the arrival span | arrivals faster than recorded |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, facts in report["scenarios"].items():  # type: ignore[attr-defined]
+        submitted, speedup = facts.get("submitted_load"), facts.get("speedup")
         lines.append(
             f"| {name} | {facts['jobs']} | {facts['gpus']} | {facts['offered_load']:.0%} | "
-            f"{facts['peak_offered_load']:.0%} |"
+            f"{facts['peak_offered_load']:.0%} | {'-' if submitted is None else f'{submitted:.0%}'} | "
+            f"{'-' if speedup is None else f'{speedup:.0f}x'} |"
         )
     lines += [
         "",
         f"Medians over seeds {', '.join(map(str, seeds))} (a failed run counts in `failed` and nowhere "  # type: ignore[call-overload]
         "else); ratios are to fifo on the same scenario and seed, with their range over seeds:",
         "",
-        "| scenario | policy | failed | JCT mean h | wait p50 h | p95 h | p99 h | GPU allocation | makespan h "
-        "| lost GPU-h (% of allocated) | preemptions | zero-length runs | JCT vs fifo | p95 wait vs fifo "
-        "| scheduler s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | policy | failed | JCT mean h | wait p50 h | p95 h | p99 h | GPU allocation "
+        "| while arriving | makespan h | lost GPU-h (% of allocated) | preemptions | zero-length runs "
+        "| JCT vs fifo | p95 wait vs fifo | scheduler s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["medians"]:  # type: ignore[attr-defined]
         cells = [row["scenario"], row["policy"], f"{row['failed']}/{row['seeds']}"]
         if row["jct_mean"] is None:
-            lines.append("| " + " | ".join(cells + ["-"] * 12) + " |")
+            lines.append("| " + " | ".join(cells + ["-"] * 13) + " |")
             continue
 
         def median(metric: str, row: dict[str, object] = row) -> float:
             return row[metric]["median"]  # type: ignore[index]
 
         cells += [f"{median(m) / 3600:.1f}" for m in ("jct_mean", "wait_p50", "wait_p95", "wait_p99")]
-        cells += [f"{median('gpu_allocation'):.1%}", f"{median('makespan') / 3600:.0f}"]
+        arriving = row["gpu_allocation_arrivals"]  # None in reports written before it was measured
+        cells += [
+            f"{median('gpu_allocation'):.1%}",
+            "-" if arriving is None else f"{median('gpu_allocation_arrivals'):.1%}",
+        ]
+        cells += [f"{median('makespan') / 3600:.0f}"]
         cells += [f"{median('lost_gpu_hours'):.0f} ({median('lost_pct'):.1f}%)"]
         cells += [f"{median('preemptions'):.0f}", f"{median('zero_length_runs'):.0f}"]
         cells += [_ratio(row["vs_fifo"]["jct_mean"]), _ratio(row["vs_fifo"]["wait_p95"])]  # type: ignore[index]
