@@ -109,8 +109,8 @@ def test_the_oldest_waiting_jobs_get_a_run_that_their_start_hands_out_with_its_n
 ) -> None:
     first, second, third = submit(jobs), submit(jobs), submit(jobs)
     tracking = JobTracking(jobs.engine, writer, KEY, runs_ahead=2)
-    assert tracking.make_ahead() == 2
-    assert tracking.make_ahead() == 0  # the pool is full: nothing is made twice
+    assert tracking.make_ahead().result(30) == 2
+    assert tracking.make_ahead().result(30) == 0  # the pool is full: nothing is made twice
     (ahead,) = runs_of(stores, writer, first)
     assert ahead.info.status == "RUNNING"
     assert ahead.data.tags["corral.attempt"] == "1" and ahead.data.tags["corral.tenant"] == "lab"
@@ -135,12 +135,12 @@ def test_a_job_cancelled_while_it_waits_leaves_its_run_killed_not_running(
 ) -> None:
     job_id = submit(jobs)
     tracking = JobTracking(jobs.engine, writer, KEY, runs_ahead=4)
-    assert tracking.make_ahead() == 1
+    assert tracking.make_ahead().result(30) == 1
     jobs.cancel(job_id)
     tracking.sweep()
     (run,) = runs_of(stores, writer, job_id)
     assert run.info.status == "KILLED"
-    assert tracking.make_ahead() == 0  # an ended job gets no run again
+    assert tracking.make_ahead().result(30) == 0  # an ended job gets no run again
 
 
 def test_a_run_a_killed_server_made_but_never_recorded_is_adopted_not_made_again(
@@ -148,13 +148,13 @@ def test_a_run_a_killed_server_made_but_never_recorded_is_adopted_not_made_again
 ) -> None:
     job_id = submit(jobs)
     before = JobTracking(jobs.engine, writer, KEY, runs_ahead=1)
-    assert before.make_ahead() == 1
+    assert before.make_ahead().result(30) == 1
     (orphan,) = runs_of(stores, writer, job_id)
     with jobs.engine.begin() as connection:  # the row a kill -9 kept it from writing
         connection.exec_driver_sql("DELETE FROM job_tracking")
 
     after = JobTracking(jobs.engine, writer, KEY, runs_ahead=1)  # the restarted server
-    assert after.make_ahead() == 0  # adopted, none made
+    assert after.make_ahead().result(30) == 0  # adopted, none made
     (pod,) = after.attach([started_pod(jobs, job_id)], SERVER)
     (run,) = runs_of(stores, writer, job_id)  # still one run
     assert run.info.run_id == orphan.info.run_id

@@ -107,13 +107,13 @@ class MlopsService:
         return ServedModel(version=str(found.version), path=packed.digest)
 
     def sweep(self) -> None:
-        """After a round, off the loop's thread: end the runs of jobs that ended, then make runs for the
-        jobs next in line (``JobTracking.make_ahead``). One thread does both, so corral's own writes to
-        MLflow's store never wait on each other's lock."""
+        """After a round, off the loop's thread: make runs for the jobs next in line
+        (``JobTracking.make_ahead``), then end the runs of jobs that ended. Both only send a command to
+        the MLflow writer; making runs goes first, as starts wait for those."""
         mlops = self._current
         if mlops is not None:
-            mlops.tracking.sweep()
             mlops.tracking.make_ahead()
+            mlops.tracking.sweep()
 
 
 def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None, runs_ahead: int = 0) -> Mlops:

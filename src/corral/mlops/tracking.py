@@ -67,9 +67,6 @@ MAKING_WAIT_SECONDS = 30.0
 START_WAIT_SECONDS = 10.0
 """How long a start waits for the writer to make its job's run before its pods start without tracking
 (the run is still recorded when the writer answers, and ended with the job)."""
-AHEAD_WAIT_SECONDS = 60.0
-"""How long ``make_ahead`` (a background thread) waits for the writer."""
-SWEEP_WAIT_SECONDS = 60.0
 MOUNT = "/mlflow"
 """Where the server answers MLflow's REST API; pods' ``MLFLOW_TRACKING_URI`` is the server's URL + this."""
 
@@ -141,6 +138,8 @@ class JobTracking:
         self._doubtful: set[str] = set()
         """Jobs whose run a command to the writer may have made without its answer arriving (the writer
         died or was late): their next run is looked for by its tag before one is made."""
+        self._ending: set[str] = set()
+        """Runs a command to the writer is ending now: the next sweep leaves them alone."""
         self._runs: dict[tuple[str, int], JobRun] = {}
         self._callers: dict[str, tuple[JobCaller | None, float]] = {}
         self._making: dict[str, threading.Event] = {}
@@ -208,12 +207,15 @@ class JobTracking:
         self.writer.set_tags(row.run_id, {"corral.node": ",".join(nodes)})  # made ahead, before it had nodes
         return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
 
-    def make_ahead(self) -> int:
-        """Give the ``runs_ahead`` oldest waiting jobs a run each (those without one yet), tagged with
-        everything but their nodes, in one command to the writer; how many were made. A job whose run
-        cannot be made now gets it at its start."""
+    def make_ahead(self) -> Future[int]:
+        """Give the ``runs_ahead`` oldest waiting jobs a run each (those without one yet, nor one being
+        made), tagged with everything but their nodes, in one command to the writer; without waiting
+        for it: the answer (how many runs were made) is recorded when it comes, so the next round can
+        ask for the next jobs meanwhile. A job whose run cannot be made now gets it at its start."""
+        made: Future[int] = Future()
         if self.runs_ahead <= 0:
-            return 0
+            made.set_result(0)
+            return made
         next_in_line = (
             select(JobRow.id)
             .where(JobRow.status == "pending")
@@ -246,15 +248,24 @@ class JobTracking:
             events = {job.id: threading.Event() for job in jobs}
             self._making.update(events)
         if not jobs:
-            return 0
-        try:
-            recorded = self._make_runs(jobs, None, AHEAD_WAIT_SECONDS)
-        except WriterUnavailable as error:
-            log.warning("no MLflow runs made ahead (%s); they are made at the jobs' starts instead", error)
-            return 0
-        finally:
-            self._made(events)
-        return sum(ours for _, ours in recorded.values())
+            made.set_result(0)
+            return made
+        answer, tenants = self._request_runs(jobs, None)
+
+        def record(answer: Future[list[MadeRun | str]]) -> None:
+            try:
+                recorded = self._recorded(answer, jobs, tenants)
+            except Exception as error:
+                log.warning(
+                    "no MLflow runs made ahead (%s); they are made at the jobs' starts instead", error
+                )
+                recorded = {}
+            finally:
+                self._made(events)
+            made.set_result(sum(ours for _, ours in recorded.values()))
+
+        answer.add_done_callback(record)
+        return made
 
     def _create_run(self, job: _Job, nodes: list[str]) -> tuple[JobTrackingRow, bool]:
         """The job's row after making its run, unless another thread of this process is making it: then
@@ -294,6 +305,21 @@ class JobTracking:
         job's row, and whether its run is the one recorded (another thread or server process may have
         recorded one first, or the run is one an earlier writer or server made and is adopted). If the
         writer does not answer within ``wait`` seconds the runs are recorded when it does."""
+        answer, tenants = self._request_runs(jobs, nodes)
+        try:
+            answer.result(wait)
+        except TimeoutError:
+            self._doubt(jobs)
+            answer.add_done_callback(partial(self._record_late, tenants))
+            raise WriterUnavailable(f"the MLflow writer did not answer within {wait:g} s") from None
+        except WriterUnavailable:
+            pass  # doubted below
+        return self._recorded(answer, jobs, tenants)
+
+    def _request_runs(
+        self, jobs: list[_Job], nodes: list[str] | None
+    ) -> tuple[Future[list[MadeRun | str]], dict[str, str]]:
+        """Ask the writer for the jobs' runs: its answer, and the jobs' tenants (to record them)."""
         now = int(self.clock() * 1000)
         tenants = {job.id: job.tenant for job in jobs}
         with self._lock:
@@ -310,17 +336,18 @@ class JobTracking:
                 )
                 for job in jobs
             ]
-        answer = self.writer.make_runs(requests)
-        try:
-            made = answer.result(wait)
-        except TimeoutError:
+        return self.writer.make_runs(requests), tenants
+
+    def _recorded(
+        self, answer: Future[list[MadeRun | str]], jobs: list[_Job], tenants: dict[str, str]
+    ) -> dict[str, tuple[JobTrackingRow, bool]]:
+        """The runs of a finished answer, recorded; ``WriterUnavailable`` (the jobs doubted) if the
+        writer died before answering."""
+        error = answer.exception()
+        if error is not None:
             self._doubt(jobs)
-            answer.add_done_callback(partial(self._record_late, tenants))
-            raise WriterUnavailable(f"the MLflow writer did not answer within {wait:g} s") from None
-        except WriterUnavailable:
-            self._doubt(jobs)
-            raise
-        return self._record([run for run in made if isinstance(run, MadeRun)], tenants)
+            raise error
+        return self._record([run for run in answer.result() if isinstance(run, MadeRun)], tenants)
 
     def _doubt(self, jobs: list[_Job]) -> None:
         with self._lock:
@@ -417,14 +444,18 @@ class JobTracking:
         return JobCaller(found.id, found.tenant, found.attempt)
 
     def sweep(self) -> None:
-        """End the runs of jobs that ended (FINISHED, FAILED or KILLED), in one command to the writer; a
-        run that cannot be ended now is ended after a later round."""
+        """End the runs of jobs that ended (FINISHED, FAILED or KILLED), in one command to the writer,
+        without waiting: they are marked ended when it answers. A run that cannot be ended now is ended
+        after a later round."""
         with Session(self.engine) as session:
             ended = session.execute(
                 select(JobTrackingRow.job_id, JobTrackingRow.run_id, JobRow.status, JobRow.ended_at)
                 .join(JobRow, JobRow.id == JobTrackingRow.job_id)
                 .where(JobTrackingRow.ended_status.is_(None), JobRow.status.in_(RUN_STATUS))
             ).all()
+        with self._lock:  # not those being ended now
+            ended = [row for row in ended if row.run_id not in self._ending]
+            self._ending.update(row.run_id for row in ended)
         if not ended:
             return
         finals = {run_id: (job_id, RUN_STATUS[status]) for job_id, run_id, status, _ in ended}
@@ -432,17 +463,25 @@ class JobTracking:
             RunEnd(run_id, RUN_STATUS[status], int((ended_at or self.clock()) * 1000))
             for _, run_id, status, ended_at in ended
         ]
+        self.writer.end_runs(ends).add_done_callback(partial(self._mark_ended, finals))
+
+    def _mark_ended(self, finals: dict[str, tuple[str, str]], answer: Future[list[str]]) -> None:
+        """Mark the runs the writer ended, in one transaction (a burst's sweep ends dozens)."""
         try:
-            done = self.writer.end_runs(ends).result(SWEEP_WAIT_SECONDS)
-        except (TimeoutError, WriterUnavailable) as error:
-            log.warning(
-                "%d MLflow runs not ended yet (%s); trying again after a later round", len(ends), error
-            )
-            return
-        if done:  # one transaction for all: a burst's sweep ends dozens of runs
-            with Session(self.engine) as session, session.begin():
-                rows = [{"job": finals[run_id][0], "final": finals[run_id][1]} for run_id in done]
-                session.execute(_ENDED, rows)
+            error = answer.exception()
+            if error is not None:
+                log.warning(
+                    "%d MLflow runs not ended yet (%s); trying again after a later round", len(finals), error
+                )
+                return
+            done = answer.result()
+            if done:
+                with Session(self.engine) as session, session.begin():
+                    rows = [{"job": finals[run_id][0], "final": finals[run_id][1]} for run_id in done]
+                    session.execute(_ENDED, rows)
+        finally:
+            with self._lock:
+                self._ending.difference_update(finals)
 
     def job_run(self, job_id: str) -> JobTrackingRow | None:
         with Session(self.engine) as session:

@@ -27,6 +27,7 @@ import queue
 import sys
 import threading
 import time
+import uuid
 from typing import IO, Any
 
 log = logging.getLogger("corral.mlops.writer")
@@ -45,25 +46,78 @@ class RunWriter:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self._experiments: dict[str, tuple[str, float]] = {}
+        self._experiments: dict[str, tuple[str, str, float]] = {}
+        """Experiments by stored name: id, artifact location, and until when (monotonic) to trust them."""
 
     def make_runs(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A run for each request (``corral.mlops.writer_process.RunRequest``), in order: the made (or,
-        with ``adopt``, found) run, or the error that kept it from being made."""
+        with ``adopt``, found) run, or the error that kept it from being made. The runs to make are
+        inserted in one transaction; if that fails (an experiment deleted meanwhile, say), each is made
+        on its own through MLflow's ``create_run``, so one job's failure costs no other its run."""
+        try:
+            return self._make_together(runs)
+        except Exception:
+            log.warning("making %d runs in one transaction failed; making them one by one", len(runs))
+            self._experiments.clear()
         made = []
         for run in runs:
             try:
                 made.append(self._make_run(run))
-            except Exception as error:  # one job's run failing must not cost the others theirs
+            except Exception as error:
                 log.exception("job %s: no MLflow run", run["job_id"])
                 made.append({"job_id": run["job_id"], "error": f"{type(error).__name__}: {error}"})
+        return made
+
+    def _make_together(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``make_runs`` in one transaction of MLflow's own rows (``SqlRun``, ``SqlTag``), as its
+        ``create_run`` writes them: one commit for a batch instead of two per run."""
+        from mlflow.entities import LifecycleStage, RunStatus, SourceType
+        from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+        from mlflow.utils.uri import append_to_uri_path
+
+        made: list[dict[str, Any]] = []
+        rows = []
+        for run in runs:
+            experiment_id, artifact_location = self._experiment(run["experiment"], run["tenant"])
+            if run["adopt"]:
+                found = self._orphan(experiment_id, run["job_id"])
+                if found is not None:
+                    attempt = int(found.data.tags.get("corral.attempt", 0))
+                    made.append(_made(run, experiment_id, found.info.run_id, attempt, made=False))
+                    continue
+            run_id = uuid.uuid4().hex
+            tags = run["tags"] | {MLFLOW_RUN_NAME: run["run_name"]}
+            rows.append(
+                SqlRun(
+                    name=run["run_name"],
+                    artifact_uri=append_to_uri_path(artifact_location, run_id, "artifacts"),
+                    run_uuid=run_id,
+                    experiment_id=int(experiment_id),
+                    source_type=SourceType.to_string(SourceType.UNKNOWN),
+                    source_name="",
+                    entry_point_name="",
+                    user_id=run["tenant"],
+                    status=RunStatus.to_string(RunStatus.RUNNING),
+                    start_time=run["start_ms"],
+                    end_time=None,
+                    deleted_time=None,
+                    source_version="",
+                    lifecycle_stage=LifecycleStage.ACTIVE,
+                    tags=[SqlTag(key=key, value=value) for key, value in tags.items()],
+                )
+            )
+            made.append(_made(run, experiment_id, run_id, run["attempt"], made=True))
+        if rows:
+            with self.store.ManagedSessionMaker(read_only=False) as session:
+                session.add_all(rows)
         return made
 
     def _make_run(self, run: dict[str, Any]) -> dict[str, Any]:
         from mlflow.entities import RunTag
         from mlflow.exceptions import MlflowException
 
-        experiment_id = self._experiment(run["experiment"], run["tenant"])
+        experiment_id, _ = self._experiment(run["experiment"], run["tenant"])
         if run["adopt"]:
             found = self._orphan(experiment_id, run["job_id"])
             if found is not None:
@@ -84,7 +138,7 @@ class RunWriter:
             created = create(experiment_id)
         except MlflowException:  # the experiment was deleted or made again since it was looked up
             self._experiments.pop(run["experiment"], None)
-            experiment_id = self._experiment(run["experiment"], run["tenant"])
+            experiment_id, _ = self._experiment(run["experiment"], run["tenant"])
             created = create(experiment_id)
         return _made(run, experiment_id, created.info.run_id, run["attempt"], made=True)
 
@@ -98,32 +152,38 @@ class RunWriter:
         )
         return found[0] if found else None
 
-    def _experiment(self, stored: str, tenant: str) -> str:
+    def _experiment(self, stored: str, tenant: str) -> tuple[str, str]:
+        """The id and artifact location of experiment ``stored``, made if missing."""
         from mlflow.entities import ExperimentTag
         from mlflow.exceptions import MlflowException
 
         known = self._experiments.get(stored)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
+        if known is not None and known[2] > time.monotonic():
+            return known[0], known[1]
         found = self.store.get_experiment_by_name(stored)
-        if found is not None:
-            experiment_id = str(found.experiment_id)
-        else:
+        if found is None:
             try:
-                experiment_id = str(
-                    self.store.create_experiment(stored, tags=[ExperimentTag("corral.tenant", tenant)])
-                )
+                self.store.create_experiment(stored, tags=[ExperimentTag("corral.tenant", tenant)])
             except MlflowException:  # made meanwhile through the gate
-                again = self.store.get_experiment_by_name(stored)
-                if again is None:
-                    raise
-                experiment_id = str(again.experiment_id)
-        self._experiments[stored] = (experiment_id, time.monotonic() + EXPERIMENT_CACHE_SECONDS)
-        return experiment_id
+                pass
+            found = self.store.get_experiment_by_name(stored)
+            if found is None:
+                raise MlflowException(f"experiment {stored!r} could not be made")
+        experiment_id, location = str(found.experiment_id), str(found.artifact_location)
+        self._experiments[stored] = (experiment_id, location, time.monotonic() + EXPERIMENT_CACHE_SECONDS)
+        return experiment_id, location
 
     def end_runs(self, ends: list[dict[str, Any]]) -> list[str]:
-        """End each run (``{"run_id", "status", "end_ms"}``); the ids of those ended (one MLflow cannot
-        end now is left for the server to try again)."""
+        """End each run (``{"run_id", "status", "end_ms"}``), in one transaction; the ids of those
+        ended. A run that is not there (deleted) is left out, so the server does not ask again forever;
+        if the transaction fails, each is ended on its own through MLflow's ``update_run_info`` and one
+        MLflow cannot end now is left for the server to try again."""
+        if not ends:
+            return []
+        try:
+            return self._end_together(ends)
+        except Exception:
+            log.warning("ending %d runs in one transaction failed; ending them one by one", len(ends))
         from mlflow.entities import RunStatus
 
         ended = []
@@ -138,11 +198,39 @@ class RunWriter:
             ended.append(end["run_id"])
         return ended
 
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
+    def _end_together(self, ends: list[dict[str, Any]]) -> list[str]:
+        from mlflow.entities import LifecycleStage
+        from mlflow.store.tracking.dbmodels.models import SqlRun
 
-        for key, value in tags.items():
-            self.store.set_tag(run_id, RunTag(key, value))
+        by_id = {end["run_id"]: end for end in ends}
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            runs = session.query(SqlRun).filter(SqlRun.run_uuid.in_(by_id)).all()
+            for run in runs:
+                if run.lifecycle_stage == LifecycleStage.ACTIVE:
+                    run.status = by_id[run.run_uuid]["status"]
+                    run.end_time = by_id[run.run_uuid]["end_ms"]
+            return [run.run_uuid for run in runs]  # read before the commit expires them
+
+    def set_tags(self, tagged: list[dict[str, Any]]) -> None:
+        """Set tags (``{"run_id", "tags": {key: value}}``, of several runs), in one transaction; if it
+        fails (a run deleted meanwhile), run by run through MLflow's ``set_tag``."""
+        from mlflow.entities import RunTag
+        from mlflow.store.tracking.dbmodels.models import SqlTag
+
+        try:
+            with self.store.ManagedSessionMaker(read_only=False) as session:
+                for run in tagged:
+                    for key, value in run["tags"].items():
+                        session.merge(SqlTag(run_uuid=run["run_id"], key=key, value=value))
+            return
+        except Exception:
+            log.warning("tagging %d runs in one transaction failed; tagging them one by one", len(tagged))
+        for run in tagged:
+            try:
+                for key, value in run["tags"].items():
+                    self.store.set_tag(run["run_id"], RunTag(key, value))
+            except Exception:
+                log.exception("run %s could not be tagged", run["run_id"])
 
     def delete_run(self, run_id: str) -> None:
         self.store.delete_run(run_id)
@@ -201,8 +289,10 @@ def main() -> None:
         _answer(out, {"failed": f"{type(error).__name__}: {error}"})
         return
     _answer(out, {"ready": True})
+    held: dict[str, Any] | None = None
     while True:
-        command = commands.get()
+        command = held if held is not None else commands.get()
+        command, held = _with_following_tags(command, commands)
         try:
             if command["op"] not in OPS:
                 raise ValueError(f"unknown command {command['op']!r}")
@@ -214,6 +304,25 @@ def main() -> None:
             continue
         if command.get("id") is not None:
             _answer(out, {"id": command["id"], "result": result})
+
+
+def _with_following_tags(
+    command: dict[str, Any], commands: queue.SimpleQueue[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``command``, and if it sets tags, the tags of the ``set_tags`` commands queued right after it
+    folded in (one transaction for a round's starts); the first other command taken out of the queue
+    meanwhile, to run next."""
+    if command["op"] != "set_tags" or command.get("id") is not None:
+        return command, None
+    tagged = list(command["args"]["tagged"])
+    while True:
+        try:
+            following = commands.get_nowait()
+        except queue.Empty:
+            return {"id": None, "op": "set_tags", "args": {"tagged": tagged}}, None
+        if following["op"] != "set_tags" or following.get("id") is not None:
+            return {"id": None, "op": "set_tags", "args": {"tagged": tagged}}, following
+        tagged += following["args"]["tagged"]
 
 
 if __name__ == "__main__":

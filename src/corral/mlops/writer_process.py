@@ -6,8 +6,9 @@ needs no port (nothing a job could reach without the gate's auth), no second HTT
 own requests, and dies with the server: the writer exits when its stdin closes, which the kernel does
 when the server exits or is killed (the pipe's ends are close-on-exec, so no pod holds them).
 
-Answers come back on a reader thread of the server and complete ``Future``s, so a caller waits without
-holding the interpreter lock and decides how long it waits. If the writer dies, every command without
+Answers come back on a reader thread of the server and complete ``Future``s (on a thread of their own,
+in order), so a caller waits without holding the interpreter lock and decides how long it waits, or
+does not wait and hooks what to do with the answer on it. If the writer dies, every command without
 an answer fails with ``WriterUnavailable`` and the next command starts a new writer (at most one start
 every ``RESTART_SECONDS``: a writer that cannot open MLflow's store is not started in a tight loop).
 """
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,6 +94,9 @@ class WriterProcess:
         self._pending_lock = threading.Lock()
         self._next_id = 0
         self._closed = False
+        self._answers = ThreadPoolExecutor(1, thread_name_prefix="corral-mlflow-answers")
+        """Completes the answers, in order, and runs what their callers hooked on them (recording runs
+        in corral's store), so the reader never stops reading the writer's answers for that."""
 
     @property
     def pid(self) -> int | None:
@@ -128,7 +132,7 @@ class WriterProcess:
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Tag a run, without waiting: done before any command sent after it. Lost (and logged) if the
         writer is not running."""
-        self._send("set_tags", {"run_id": run_id, "tags": tags})
+        self._send("set_tags", {"tagged": [{"run_id": run_id, "tags": tags}]})
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run, without waiting (a run made twice for one job: the one not recorded)."""
@@ -148,6 +152,7 @@ class WriterProcess:
             child.process.wait(10)
             if child.reader is not None:
                 child.reader.join(10)
+        self._answers.shutdown()
 
     def _send(self, op: str, args: dict[str, Any]) -> None:
         try:
@@ -223,9 +228,10 @@ class WriterProcess:
             if answer is None:
                 continue
             if "error" in message:
-                answer.set_exception(WriterUnavailable(f"the MLflow writer failed: {message['error']}"))
+                error = WriterUnavailable(f"the MLflow writer failed: {message['error']}")
+                self._answers.submit(answer.set_exception, error)
             else:
-                answer.set_result(message["result"])
+                self._answers.submit(answer.set_result, message["result"])
         child.process.stdout.close()
         code = child.process.wait()
         child.ready.set()
@@ -234,7 +240,9 @@ class WriterProcess:
         if not self._closed:
             log.warning("the MLflow writer exited (code %s); it is started again at the next write", code)
         for answer in left.values():
-            answer.set_exception(WriterUnavailable(f"the MLflow writer exited (code {code})"))
+            self._answers.submit(
+                answer.set_exception, WriterUnavailable(f"the MLflow writer exited (code {code})")
+            )
 
 
 def writer_environment() -> dict[str, str]:
