@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -274,6 +275,7 @@ def _answer(out: IO[bytes], message: dict[str, Any]) -> None:
 def main() -> None:
     """Serve the server's commands until its end of the pipe closes."""
     logging.basicConfig(level=logging.WARNING, format="corral-mlflow-writer: %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the server's terminal: it ends by its stdin
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     source, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything a library prints must not land among the answers
