@@ -62,11 +62,10 @@ TOKEN_CACHE_SECONDS = 1.0
 RUNS_AHEAD = 32
 """Waiting jobs, oldest first, that have a run before they start: enough for the starts of a few rounds
 in a burst of short jobs, few enough that a deep queue does not hold thousands of runs that wait."""
-MAKING_WAIT_SECONDS = 30.0
-"""How long a start waits for the run another thread is making for its job before making its own."""
 START_WAIT_SECONDS = 10.0
-"""How long a start waits for the writer to make its job's run before its pods start without tracking
-(the run is still recorded when the writer answers, and ended with the job)."""
+"""How long a start waits for the writer to make its job's run (or for the run ``make_ahead`` is making
+for it) before its pods start without tracking (the run is still recorded when the writer answers,
+and ended with the job)."""
 MOUNT = "/mlflow"
 """Where the server answers MLflow's REST API; pods' ``MLFLOW_TRACKING_URI`` is the server's URL + this."""
 
@@ -275,12 +274,14 @@ class JobTracking:
             if other is None:
                 mine = self._making[job.id] = threading.Event()
         if other is not None:
-            other.wait(MAKING_WAIT_SECONDS)
+            answered = other.wait(START_WAIT_SECONDS)
             with Session(self.engine) as session:
                 found = session.get(JobTrackingRow, job.id)
             if found is not None:
                 return found, False
-            with self._lock:
+            if not answered:  # recorded when the writer answers
+                raise WriterUnavailable(f"job {job.id}'s run is not made yet")
+            with self._lock:  # the other failed: this start tries itself
                 mine = self._making.setdefault(job.id, threading.Event())
         try:
             recorded = self._make_runs([job], nodes, START_WAIT_SECONDS)
