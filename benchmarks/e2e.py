@@ -22,7 +22,7 @@ Each corral server is measured once it is ready, its MLflow open (the first seco
 spends opening MLflow's stores). Reported: jobs per second end to end (jobs / (last end - first submission)), each job's submit-to-start
 time (corral: its ``submitted`` and first ``started`` events; Slurm: the client's clock before `sbatch`
 and the job script's first line), the CPU seconds the control plane's processes (corral's server and
-agents; Slurm's slurmctld and slurmd) spent per 1,000 jobs while the jobs ran (psutil; pods, job steps
+agents, and the server's MLflow writer process; Slurm's slurmctld and slurmd) spent per 1,000 jobs while the jobs ran (psutil; pods, job steps
 and the submitting client are not counted), and how many times a corral job was requeued (none is
 expected). ``--side-by-side`` writes the table, as ratios to Slurm, between the ``e2e_slurm`` markers of
 docs/benchmarks.md.
@@ -130,6 +130,19 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
+def mlflow_writers(server: psutil.Process) -> list[psutil.Process]:
+    """The server's MLflow writer process (``corral.mlops.writer``), whose CPU is the control plane's
+    too; none on a server that writes to MLflow from its own threads."""
+    writers = []
+    for child in server.children():
+        try:
+            if "corral.mlops.writer" in child.cmdline():
+                writers.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return writers
+
+
 def wait_for_nodes(client: Client, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while sum(1 for node in client.nodes() if node.last_heartbeat is not None) < count:
@@ -217,6 +230,7 @@ def run(jobs: int, mode: str, folder: Path, workload: str = "burst") -> dict[str
                 agents = start_agents(url, token, folder)
                 wait_for_nodes(client, AGENTS)
             watched = [psutil.Process(p.pid) for p in [server, *agents]]
+            watched += mlflow_writers(watched[0])
             cpu_before = cpu_seconds(watched)
             ids = []
             began = time.monotonic()

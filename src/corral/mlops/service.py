@@ -25,6 +25,10 @@ from corral.serving.models import ResolvedModel as ServedModel
 
 log = logging.getLogger(__name__)
 
+WRITER_START_SECONDS = 120.0
+"""How long opening MLflow waits for its writer process to open the store (importing MLflow takes
+seconds on a busy machine)."""
+
 
 @dataclass(frozen=True)
 class Mlops:
@@ -103,13 +107,13 @@ class MlopsService:
         return ServedModel(version=str(found.version), path=packed.digest)
 
     def sweep(self) -> None:
-        """After a round, off the loop's thread: end the runs of jobs that ended, then make runs for the
-        jobs next in line (``JobTracking.make_ahead``). One thread does both, so corral's own writes to
-        MLflow's store never wait on each other's lock."""
+        """After a round, off the loop's thread: make runs for the jobs next in line
+        (``JobTracking.make_ahead``), then end the runs of jobs that ended. Both only send a command to
+        the MLflow writer; making runs goes first, as starts wait for those."""
         mlops = self._current
         if mlops is not None:
-            mlops.tracking.sweep()
             mlops.tracking.make_ahead()
+            mlops.tracking.sweep()
 
 
 def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None, runs_ahead: int = 0) -> Mlops:
@@ -118,10 +122,14 @@ def open_mlops(engine: Engine, data_dir: Path, artifacts: str | None = None, run
     from corral.mlops.gate import mlflow_app
     from corral.mlops.stores import mlflow_location, open_stores
     from corral.mlops.tokens import tracking_key
+    from corral.mlops.writer_process import WriterProcess
 
     location = mlflow_location(data_dir, engine.url.render_as_string(hide_password=False), artifacts)
-    stores = open_stores(location)
-    tracking = JobTracking(engine, stores, tracking_key(data_dir), runs_ahead=runs_ahead)
+    stores = open_stores(location)  # migrated here, before the writer opens the same store
+    writer = WriterProcess(location.backend_uri)
+    if not writer.start(WRITER_START_SECONDS):  # /mlflow still opens; runs wait for a writer that starts
+        log.error("the MLflow writer did not open MLflow's store: jobs start without tracking until one does")
+    tracking = JobTracking(engine, writer, tracking_key(data_dir), runs_ahead=runs_ahead)
     return Mlops(tracking, Registry(stores, tracking), Owners(stores.tracking), mlflow_app())
 
 

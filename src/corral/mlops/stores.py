@@ -97,11 +97,11 @@ def open_stores(location: MlflowLocation) -> MlflowStores:
     registry: Any = handlers._get_model_registry_store()
     if location.backend_uri.startswith("sqlite"):
         for engine in {id(store.engine): store.engine for store in (tracking, registry)}.values():
-            _use_wal(engine)
+            use_wal(engine)
     return MlflowStores(location, tracking, registry)
 
 
-def _use_wal(engine: Engine) -> None:
+def use_wal(engine: Engine) -> None:
     """MLflow's SQLite ``engine`` in WAL mode with unsynced commits, from its next connection on (the
     pooled ones, opened by MLflow's migrations, are closed)."""
     event.listen(engine, "connect", _sqlite_pragmas)

@@ -5,19 +5,24 @@ attempt, before its pods start: ``make_ahead`` (after every reconcile round, off
 start threads' way) makes them for the next ``runs_ahead`` waiting jobs, oldest first, so a start only
 reads the job's row and tags the run with its nodes. A job that starts without one (it jumped the queue,
 or the server runs Ray or Kubernetes clusters, whose pods get no variables) gets its run when its pods
-are first handed out, as before. Making runs on the start threads was what bounded a burst's jobs/s with
-tracking on: each start waited for MLflow's ``create_run`` (two transactions behind the one SQLite lock
-the sweep's writes also take). A later attempt (a retry, a preemption, a lost node) logs into the same
-run: its ``corral.attempt`` tag moves on and a new token replaces the last one. ``sweep`` (after every
-reconcile round) ends the runs of jobs that ended: FINISHED, FAILED or KILLED; a job cancelled before
-it started ends its run made ahead as KILLED.
+are first handed out. A later attempt (a retry, a preemption, a lost node) logs into the same run: its
+``corral.attempt`` tag moves on and a new token replaces the last one. ``sweep`` (after every reconcile
+round) ends the runs of jobs that ended: FINISHED, FAILED or KILLED; a job cancelled before it started
+ends its run made ahead as KILLED.
 
-A kill -9 between making a run in MLflow and recording it in corral's store leaves a run no row names:
-for a job submitted before this server process started, a run is first looked for by its
-``corral.job_id`` tag and adopted, so one job never gets two.
+MLflow's writes are made by the writer process (``corral.mlops.writer``), in batches: they cost about
+18 ms of Python per job, which on the server's threads held its interpreter lock for most of a burst.
+This module decides what to write and records the runs in corral's store (``job_tracking``); the tokens
+and the rows stay the server's.
 
-MLflow being unreachable never stops a pod: the pod starts without the variables and the error is
-logged; the next hand-out tries again.
+A kill -9 of the server between the writer making a run and the server recording it, or of the writer
+before its answer arrived, leaves a run no row names: for a job submitted before this server process
+started, and for a job whose command got no answer, a run is first looked for by its ``corral.job_id``
+tag and adopted, so one job never gets two.
+
+MLflow (or the writer) being unavailable never stops a pod: the pod starts without the variables and
+the error is logged; the next hand-out tries again, and a run the writer makes after the start gave up
+waiting is still recorded (and ended with its job).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select, update
@@ -37,8 +44,8 @@ from sqlalchemy.orm import Session
 
 from corral.backends.pods import DesiredPod
 from corral.mlops import names
-from corral.mlops.stores import MlflowStores
 from corral.mlops.tokens import new_token_id, secret_digest, split_job_token, token_secret, token_text
+from corral.mlops.writer_process import MadeRun, RunEnd, RunRequest, WriterProcess, WriterUnavailable
 from corral.spec.job import JobSpec
 from corral.store.schema import JobRow, JobTrackingRow
 
@@ -55,10 +62,10 @@ TOKEN_CACHE_SECONDS = 1.0
 RUNS_AHEAD = 32
 """Waiting jobs, oldest first, that have a run before they start: enough for the starts of a few rounds
 in a burst of short jobs, few enough that a deep queue does not hold thousands of runs that wait."""
-MAKING_WAIT_SECONDS = 30.0
-"""How long a start waits for the run another thread is making for its job before making its own."""
-EXPERIMENT_CACHE_SECONDS = 2.0
-"""How long a looked-up experiment id is used for new runs without asking MLflow again."""
+START_WAIT_SECONDS = 10.0
+"""How long a start waits for the writer to make its job's run (or for the run ``make_ahead`` is making
+for it) before its pods start without tracking (the run is still recorded when the writer answers,
+and ended with the job)."""
 MOUNT = "/mlflow"
 """Where the server answers MLflow's REST API; pods' ``MLFLOW_TRACKING_URI`` is the server's URL + this."""
 
@@ -112,25 +119,27 @@ class JobTracking:
     def __init__(
         self,
         engine: Engine,
-        stores: MlflowStores,
+        writer: WriterProcess,
         key: bytes,
         clock: Callable[[], float] = time.time,
         runs_ahead: int = 0,
     ) -> None:
-        """``runs_ahead``: how many waiting jobs ``make_ahead`` gives a run (0: none, when some pods
-        never get tracking variables, as Ray's and Kubernetes' do not)."""
+        """``writer``: the process that makes, tags and ends runs in MLflow's store; ``runs_ahead``: how
+        many waiting jobs ``make_ahead`` gives a run (0: none, when some pods never get tracking
+        variables, as Ray's and Kubernetes' do not)."""
         self.engine = engine
-        self.stores = stores
+        self.writer = writer
         self.key = key
         self.clock = clock
         self.runs_ahead = runs_ahead
         self._since = clock()
         """Jobs submitted before this may have a run from an earlier process that no row names."""
+        self._doubtful: set[str] = set()
+        """Jobs whose run a command to the writer may have made without its answer arriving (the writer
+        died or was late): their next run is looked for by its tag before one is made."""
+        self._ending: set[str] = set()
+        """Runs a command to the writer is ending now: the next sweep leaves them alone."""
         self._runs: dict[tuple[str, int], JobRun] = {}
-        self._experiments: dict[str, tuple[str, float]] = {}
-        """Experiment ids by stored name, as found or made, and until when (monotonic) to trust them:
-        looking one up was a fifth of making a job's run in a burst. A rename is seen within
-        ``EXPERIMENT_CACHE_SECONDS``; an id that no longer works is looked up again at once."""
         self._callers: dict[str, tuple[JobCaller | None, float]] = {}
         self._making: dict[str, threading.Event] = {}
         """Jobs whose run a thread of this process is making now, set when it is recorded (or failed):
@@ -189,20 +198,23 @@ class JobTracking:
         shown = names.shown(stored, pod.tenant, names.EXPERIMENT_SEPARATOR)
         if row is None:
             made = _Job(pod.job_id, pod.tenant, pod.spec, queue, pod.attempt, submitted)
-            row, ours = self._create_run(made, stored, nodes)
+            row, ours = self._create_run(made, nodes)
             if ours:
                 return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
         if row.attempt != pod.attempt:
             return self._next_attempt(row, pod, nodes, shown)
-        self._tag(row.run_id, {"corral.node": ",".join(nodes)})  # made ahead, before it had nodes
+        self.writer.set_tags(row.run_id, {"corral.node": ",".join(nodes)})  # made ahead, before it had nodes
         return JobRun(pod.job_id, row.attempt, shown, row.run_id, row.token_id)
 
-    def make_ahead(self) -> int:
-        """Give the ``runs_ahead`` oldest waiting jobs a run each (those without one yet), tagged with
-        everything but their nodes; how many were made. A job whose run cannot be made now gets it at
-        its start."""
+    def make_ahead(self) -> Future[int]:
+        """Give the ``runs_ahead`` oldest waiting jobs a run each (those without one yet, nor one being
+        made), tagged with everything but their nodes, in one command to the writer; without waiting
+        for it: the answer (how many runs were made) is recorded when it comes, so the next round can
+        ask for the next jobs meanwhile. A job whose run cannot be made now gets it at its start."""
+        made: Future[int] = Future()
         if self.runs_ahead <= 0:
-            return 0
+            made.set_result(0)
+            return made
         next_in_line = (
             select(JobRow.id)
             .where(JobRow.status == "pending")
@@ -220,119 +232,178 @@ class JobTracking:
                 .where(JobTrackingRow.job_id.is_(None))
                 .order_by(JobRow.submitted_at, JobRow.id)
             ).all()
-        made = 0
+        jobs = []
         for found in waiting:
-            with self._lock:  # made by a start since the query, or being made by one now
-                started = (found.id, found.attempt + 1) in self._runs or found.id in self._making
-            if started:
-                continue
             try:
                 spec = JobSpec.model_validate(found.spec)
-                job = _Job(found.id, found.tenant, spec, found.queue, found.attempt + 1, found.submitted_at)
-                _, ours = self._create_run(job, experiment_name(found.tenant, spec, found.queue), None)
-                made += ours
-            except Exception:
-                log.exception("job %s: no MLflow run made ahead (made at its start instead)", found.id)
+            except ValueError:
+                log.exception("job %s: its spec no longer reads; no MLflow run made ahead", found.id)
+                continue
+            jobs.append(
+                _Job(found.id, found.tenant, spec, found.queue, found.attempt + 1, found.submitted_at)
+            )
+        with self._lock:  # not those made by a start since the query, or being made by one now
+            jobs = [j for j in jobs if (j.id, j.attempt) not in self._runs and j.id not in self._making]
+            events = {job.id: threading.Event() for job in jobs}
+            self._making.update(events)
+        if not jobs:
+            made.set_result(0)
+            return made
+        answer, tenants = self._request_runs(jobs, None)
+
+        def record(answer: Future[list[MadeRun | str]]) -> None:
+            try:
+                recorded = self._recorded(answer, jobs, tenants)
+            except Exception as error:
+                log.warning(
+                    "no MLflow runs made ahead (%s); they are made at the jobs' starts instead", error
+                )
+                recorded = {}
+            finally:
+                self._made(events)
+            made.set_result(sum(ours for _, ours in recorded.values()))
+
+        answer.add_done_callback(record)
         return made
 
-    def _create_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
-        """``_make_run``, unless another thread of this process is making the job's run: then the row it
-        recorded, once it has."""
+    def _create_run(self, job: _Job, nodes: list[str]) -> tuple[JobTrackingRow, bool]:
+        """The job's row after making its run, unless another thread of this process is making it: then
+        the row it recorded, once it has."""
         with self._lock:
             other = self._making.get(job.id)
             if other is None:
                 mine = self._making[job.id] = threading.Event()
         if other is not None:
-            other.wait(MAKING_WAIT_SECONDS)
+            answered = other.wait(START_WAIT_SECONDS)
             with Session(self.engine) as session:
                 found = session.get(JobTrackingRow, job.id)
-            return (found, False) if found is not None else self._make_run(job, stored, nodes)
+            if found is not None:
+                return found, False
+            if not answered:  # recorded when the writer answers
+                raise WriterUnavailable(f"job {job.id}'s run is not made yet")
+            with self._lock:  # the other failed: this start tries itself
+                mine = self._making.setdefault(job.id, threading.Event())
         try:
-            return self._make_run(job, stored, nodes)
+            recorded = self._make_runs([job], nodes, START_WAIT_SECONDS)
         finally:
-            with self._lock:
-                del self._making[job.id]
-            mine.set()
+            self._made({job.id: mine})
+        if job.id not in recorded:
+            raise WriterUnavailable(f"the MLflow writer could not make job {job.id}'s run")
+        return recorded[job.id]
 
-    def _make_run(self, job: _Job, stored: str, nodes: list[str] | None) -> tuple[JobTrackingRow, bool]:
-        """The job's row after making its run (tagged with ``nodes`` if known) and recording it, and
-        whether that run is the one recorded: another server process may have recorded one first, or an
-        earlier process made one and was killed before recording it (adopted, not made again)."""
-        from mlflow.entities import RunTag
-        from mlflow.exceptions import MlflowException
+    def _made(self, events: dict[str, threading.Event]) -> None:
+        with self._lock:
+            for job_id, event in events.items():
+                if self._making.get(job_id) is event:
+                    del self._making[job_id]
+        for event in events.values():
+            event.set()
 
-        tags = [
-            RunTag(k, v)
-            for k, v in run_tags(job.id, job.tenant, job.spec, job.attempt, job.queue, nodes).items()
-        ]
+    def _make_runs(
+        self, jobs: list[_Job], nodes: list[str] | None, wait: float
+    ) -> dict[str, tuple[JobTrackingRow, bool]]:
+        """Make the jobs' runs (tagged with ``nodes`` if known) through the writer and record them: each
+        job's row, and whether its run is the one recorded (another thread or server process may have
+        recorded one first, or the run is one an earlier writer or server made and is adopted). If the
+        writer does not answer within ``wait`` seconds the runs are recorded when it does."""
+        answer, tenants = self._request_runs(jobs, nodes)
+        try:
+            answer.result(wait)
+        except TimeoutError:
+            self._doubt(jobs)
+            answer.add_done_callback(partial(self._record_late, tenants))
+            raise WriterUnavailable(f"the MLflow writer did not answer within {wait:g} s") from None
+        except WriterUnavailable:
+            pass  # doubted below
+        return self._recorded(answer, jobs, tenants)
 
-        def create(experiment_id: str) -> Any:
-            return self.stores.tracking.create_run(
-                experiment_id=experiment_id,
-                user_id=job.tenant,
-                start_time=int(self.clock() * 1000),
-                tags=tags,
-                run_name=f"{job.spec.name}-{job.id}",
-            )
+    def _request_runs(
+        self, jobs: list[_Job], nodes: list[str] | None
+    ) -> tuple[Future[list[MadeRun | str]], dict[str, str]]:
+        """Ask the writer for the jobs' runs: its answer, and the jobs' tenants (to record them)."""
+        now = int(self.clock() * 1000)
+        tenants = {job.id: job.tenant for job in jobs}
+        with self._lock:
+            requests = [
+                RunRequest(
+                    job_id=job.id,
+                    tenant=job.tenant,
+                    experiment=experiment_name(job.tenant, job.spec, job.queue),
+                    run_name=f"{job.spec.name}-{job.id}",
+                    start_ms=now,
+                    attempt=job.attempt,
+                    tags=run_tags(job.id, job.tenant, job.spec, job.attempt, job.queue, nodes),
+                    adopt=job.submitted_at < self._since or job.id in self._doubtful,
+                )
+                for job in jobs
+            ]
+        return self.writer.make_runs(requests), tenants
 
-        experiment_id = self._experiment(stored, job.tenant)
-        orphan = self._orphan(experiment_id, job) if job.submitted_at < self._since else None
-        if orphan is not None:
-            run_id, attempt, ours = orphan.info.run_id, int(orphan.data.tags.get("corral.attempt", 0)), False
-        else:
-            try:
-                run = create(experiment_id)
-            except MlflowException:  # the experiment was deleted or made again since it was looked up
-                with self._lock:
-                    self._experiments.pop(stored, None)
-                experiment_id = self._experiment(stored, job.tenant)
-                run = create(experiment_id)
-            run_id, attempt, ours = run.info.run_id, job.attempt, True
+    def _recorded(
+        self, answer: Future[list[MadeRun | str]], jobs: list[_Job], tenants: dict[str, str]
+    ) -> dict[str, tuple[JobTrackingRow, bool]]:
+        """The runs of a finished answer, recorded; ``WriterUnavailable`` (the jobs doubted) if the
+        writer died before answering."""
+        error = answer.exception()
+        if error is not None:
+            self._doubt(jobs)
+            raise error
+        return self._record([run for run in answer.result() if isinstance(run, MadeRun)], tenants)
+
+    def _doubt(self, jobs: list[_Job]) -> None:
+        with self._lock:
+            self._doubtful.update(job.id for job in jobs)
+
+    def _record_late(self, tenants: dict[str, str], answer: Future[list[MadeRun | str]]) -> None:
+        """Record the runs of an answer that came after its caller stopped waiting, so that none is left
+        running without a row (the sweep ends only runs that have one)."""
+        if answer.exception() is None:
+            self._record([run for run in answer.result() if isinstance(run, MadeRun)], tenants)
+
+    def _record(self, made: list[MadeRun], tenants: dict[str, str]) -> dict[str, tuple[JobTrackingRow, bool]]:
+        """Record the runs made, in one transaction if none was recorded meanwhile: each job's row, and
+        whether its run was made now and is the one recorded (False: adopted, or another's recorded)."""
+        rows = [self._row(run, tenants[run.job_id]) for run in made]
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                session.add_all(rows)
+            recorded = {row.job_id: (row, run.made) for run, row in zip(made, rows, strict=True)}
+        except IntegrityError:  # some job's run was recorded first by another thread or process
+            recorded = {run.job_id: self._record_one(run, row) for run, row in zip(made, rows, strict=True)}
+        with self._lock:
+            self._doubtful.difference_update(recorded)
+        return recorded
+
+    def _record_one(self, run: MadeRun, row: JobTrackingRow) -> tuple[JobTrackingRow, bool]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                session.add(row)
+            return row, run.made
+        except IntegrityError:
+            with Session(self.engine) as session:
+                found = session.get(JobTrackingRow, run.job_id)
+            if found is None:
+                raise
+            if run.made and found.run_id != run.run_id:
+                self.writer.delete_run(run.run_id)
+            return found, run.made and found.run_id == run.run_id
+
+    def _row(self, run: MadeRun, tenant: str) -> JobTrackingRow:
         token_id = new_token_id()
-        row = JobTrackingRow(
-            job_id=job.id,
-            tenant=job.tenant,
-            experiment_id=experiment_id,
-            run_id=run_id,
-            attempt=attempt,
+        return JobTrackingRow(
+            job_id=run.job_id,
+            tenant=tenant,
+            experiment_id=run.experiment_id,
+            run_id=run.run_id,
+            attempt=run.attempt,
             token_id=token_id,
             token_digest=secret_digest(token_secret(self.key, token_id)),
             created_at=self.clock(),
         )
-        try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                session.add(row)
-        except IntegrityError:  # another thread or server process recorded the job's run first
-            if ours:
-                self.stores.tracking.delete_run(run_id)
-            with Session(self.engine) as session:
-                found = session.get(JobTrackingRow, job.id)
-            if found is None:
-                raise
-            return found, False
-        return row, ours
-
-    def _orphan(self, experiment_id: str, job: _Job) -> Any:
-        """The live run an earlier server process made for ``job`` and was killed before recording."""
-        from mlflow.entities import ViewType
-
-        found = self.stores.tracking.search_runs(
-            [experiment_id],
-            f"tags.`corral.job_id` = '{job.id}'",
-            ViewType.ACTIVE_ONLY,
-            max_results=1,
-        )
-        return found[0] if found else None
-
-    def _tag(self, run_id: str, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        for tag, value in tags.items():
-            self.stores.tracking.set_tag(run_id, RunTag(tag, value))
 
     def _next_attempt(self, row: JobTrackingRow, pod: DesiredPod, nodes: list[str], shown: str) -> JobRun:
         token_id = new_token_id()
-        self._tag(row.run_id, {"corral.attempt": str(pod.attempt), "corral.node": ",".join(nodes)})
+        self.writer.set_tags(row.run_id, {"corral.attempt": str(pod.attempt), "corral.node": ",".join(nodes)})
         with Session(self.engine) as session, session.begin():
             stored = session.get(JobTrackingRow, pod.job_id, with_for_update=True)
             if stored is not None and stored.attempt < pod.attempt:
@@ -341,33 +412,6 @@ class JobTracking:
             elif stored is not None:
                 token_id = stored.token_id
         return JobRun(pod.job_id, pod.attempt, shown, row.run_id, token_id)
-
-    def _experiment(self, stored: str, tenant: str) -> str:
-        from mlflow.entities import ExperimentTag
-        from mlflow.exceptions import MlflowException
-
-        with self._lock:
-            known = self._experiments.get(stored)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
-        found = self.stores.tracking.get_experiment_by_name(stored)
-        if found is not None:
-            experiment_id = str(found.experiment_id)
-        else:
-            try:
-                experiment_id = str(
-                    self.stores.tracking.create_experiment(
-                        stored, tags=[ExperimentTag("corral.tenant", tenant)]
-                    )
-                )
-            except MlflowException:  # made meanwhile by a job of the same queue
-                again = self.stores.tracking.get_experiment_by_name(stored)
-                if again is None:
-                    raise
-                experiment_id = str(again.experiment_id)
-        with self._lock:
-            self._experiments[stored] = (experiment_id, time.monotonic() + EXPERIMENT_CACHE_SECONDS)
-        return experiment_id
 
     def authenticate(self, token: str) -> JobCaller | None:
         """The job attempt a job token belongs to, while that attempt runs; None otherwise."""
@@ -401,30 +445,44 @@ class JobTracking:
         return JobCaller(found.id, found.tenant, found.attempt)
 
     def sweep(self) -> None:
-        """End the runs of jobs that ended (FINISHED, FAILED or KILLED); a run MLflow cannot end now is
-        ended after a later round."""
-        from mlflow.entities import RunStatus
-
+        """End the runs of jobs that ended (FINISHED, FAILED or KILLED), in one command to the writer,
+        without waiting: they are marked ended when it answers. A run that cannot be ended now is ended
+        after a later round."""
         with Session(self.engine) as session:
             ended = session.execute(
                 select(JobTrackingRow.job_id, JobTrackingRow.run_id, JobRow.status, JobRow.ended_at)
                 .join(JobRow, JobRow.id == JobTrackingRow.job_id)
                 .where(JobTrackingRow.ended_status.is_(None), JobRow.status.in_(RUN_STATUS))
             ).all()
-        finals: dict[str, str] = {}
-        for job_id, run_id, status, ended_at in ended:
-            final = RUN_STATUS[status]
-            try:
-                end = int((ended_at or self.clock()) * 1000)
-                self.stores.tracking.update_run_info(run_id, RunStatus.from_string(final), end, None)
-            except Exception:
-                log.exception("job %s: its MLflow run could not be ended; trying again", job_id)
-                continue
-            finals[job_id] = final
-        if finals:  # one transaction for all: a burst's sweep ends dozens of runs
-            with Session(self.engine) as session, session.begin():
-                rows = [{"job": job_id, "final": final} for job_id, final in finals.items()]
-                session.execute(_ENDED, rows)
+        with self._lock:  # not those being ended now
+            ended = [row for row in ended if row.run_id not in self._ending]
+            self._ending.update(row.run_id for row in ended)
+        if not ended:
+            return
+        finals = {run_id: (job_id, RUN_STATUS[status]) for job_id, run_id, status, _ in ended}
+        ends = [
+            RunEnd(run_id, RUN_STATUS[status], int((ended_at or self.clock()) * 1000))
+            for _, run_id, status, ended_at in ended
+        ]
+        self.writer.end_runs(ends).add_done_callback(partial(self._mark_ended, finals))
+
+    def _mark_ended(self, finals: dict[str, tuple[str, str]], answer: Future[list[str]]) -> None:
+        """Mark the runs the writer ended, in one transaction (a burst's sweep ends dozens)."""
+        try:
+            error = answer.exception()
+            if error is not None:
+                log.warning(
+                    "%d MLflow runs not ended yet (%s); trying again after a later round", len(finals), error
+                )
+                return
+            done = answer.result()
+            if done:
+                with Session(self.engine) as session, session.begin():
+                    rows = [{"job": finals[run_id][0], "final": finals[run_id][1]} for run_id in done]
+                    session.execute(_ENDED, rows)
+        finally:
+            with self._lock:
+                self._ending.difference_update(finals)
 
     def job_run(self, job_id: str) -> JobTrackingRow | None:
         with Session(self.engine) as session:
