@@ -84,7 +84,13 @@ class Policy:
 
 
 def _as_default(name: str, description: str, scoring: Scoring) -> Policy:
-    return Policy(name=name, description=f"As default, but {description}", scoring=scoring)
+    """A placement variant: default's queues, fair share, backfill and preemption, in submission order
+    inside a queue with one reservation per domain (``Policy``'s defaults), scored its own way."""
+    return Policy(
+        name=name,
+        description=f"As default in submission order with one reservation per domain, but {description}",
+        scoring=scoring,
+    )
 
 
 def _fgd(model: FragmentationModel) -> Scoring:
@@ -103,13 +109,15 @@ POLICIES: dict[str, Policy] = {
         ),
         Policy(
             name="strict-fifo",
-            description="As default, but a queue's head job blocks the jobs behind it (StrictFIFO).",
+            description="As default in submission order, but a queue's head job blocks the jobs behind it "
+            "(StrictFIFO), and no backfill.",
             ordering=Ordering.STRICT_FIFO,
             backfill=False,
         ),
         Policy(
             name="spread",
-            description="As default, but pods go to the emptiest node and GPU (spreading).",
+            description="As default in submission order with one reservation per domain, but pods go to the "
+            "emptiest node and GPU (spreading).",
             scoring=Scoring(scorers=((Spread(), 1.0), (NvLink(), 1.0)), gpus=SpreadGpus()),
         ),
         Policy(
